@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` (set up, then the main job) and
+# `make test` (set up, then every check CI runs). Both are idempotent.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: setup run test lint rust-test py-test bench bench-rust loom clean
+
+setup:
+	./scripts/setup.sh
+
+run: setup
+	$(BIN)/zeta-fast score examples/candidates.toml
+
+test: setup lint rust-test py-test
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets --all-features -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest zeta_fast._core --allowlist tests/stubtest_allowlist.txt
+
+rust-test:
+	if command -v cargo-nextest >/dev/null; then cargo nextest run --no-fail-fast; else cargo test; fi
+	cargo test --doc
+
+py-test:
+	$(BIN)/pytest -q tests benches
+
+bench: setup
+	$(BIN)/pytest benches --benchmark-enable --benchmark-only \
+		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name
+
+bench-rust:
+	cargo bench --bench scoring
+
+clean:
+	rm -rf $(VENV) target python/zeta_fast/*.so

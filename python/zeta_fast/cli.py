@@ -1,0 +1,91 @@
+"""The ``zeta-fast`` command line.
+
+``zeta-fast score FILE`` scores the candidates of a scoring file (see
+:mod:`zeta_fast.scoring_file`) and prints the breakdown as a table and as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from zeta_fast._core import AdaptiveScorer, ScoreBreakdown
+from zeta_fast.scoring_file import ScoringFile, load_scoring_file
+
+__all__ = ["main", "score_report"]
+
+
+def score_report(scoring: ScoringFile) -> dict[str, Any]:
+    """Scores every candidate; returns a JSON-serialisable report, best first."""
+    scorer = AdaptiveScorer(scoring.config)
+    scored: list[tuple[str, ScoreBreakdown]] = [
+        (c.name, scorer.score(c.capability, c.success_rate, c.avg_latency_ms, c.requests))
+        for c in scoring.candidates
+    ]
+    # Stable sort: equal scores keep file order, as best() breaks ties by index.
+    ranked = sorted(scored, key=lambda item: -item[1].performance_score)
+    return {
+        "config": scoring.config.to_dict(),
+        "best": ranked[0][0],
+        "candidates": [{"name": name, **breakdown.to_dict()} for name, breakdown in ranked],
+    }
+
+
+def _table(report: dict[str, Any]) -> Table:
+    table = Table(title="zeta_fast: adaptive scores (best first)")
+    for column in ("rank", "candidate", "capability", "final score", "adjustment", "success",
+                   "latency ms", "requests", "penalties"):
+        table.add_column(column, justify="left" if column in ("candidate", "penalties") else "right")
+    for rank, row in enumerate(report["candidates"], start=1):
+        adjustment = row["performance_adjustment"]
+        table.add_row(
+            str(rank),
+            row["name"],
+            f"{row['capability_score']:.2f}",
+            f"{row['performance_score']:.3f}",
+            f"{adjustment:+.3f}" if row["has_performance_data"] else "no data yet",
+            f"{row['success_rate']:.1%}",
+            f"{row['avg_latency_ms']:.1f}",
+            str(row["requests"]),
+            ", ".join(row["penalties"]) or "-",
+        )
+    return table
+
+
+def _score_command(args: argparse.Namespace) -> int:
+    report = score_report(load_scoring_file(args.file))
+    if not args.json:
+        Console().print(_table(report))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    score = commands.add_parser("score", help="score the candidates of a TOML/YAML/JSON file")
+    score.add_argument("file", help="scoring file with [scoring] and [[candidates]]")
+    score.add_argument("--json", action="store_true", help="print only the JSON report")
+    score.set_defaults(handler=_score_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zeta-fast`` script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"zeta-fast: error: {exc}", file=sys.stderr)
+        return 2
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The exceptions zeta_fast raises.
+
+Every error about a bad value subclasses ``ValueError`` as well as
+:class:`ZetaError`, so both ``except ValueError`` and ``except ZetaError``
+catch it. Wrong types raise the built-in ``TypeError``. The native core raises
+these same classes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "InvalidInputError", "NoCandidatesError", "ZetaError"]
+
+
+class ZetaError(Exception):
+    """Base class of every error zeta_fast raises on purpose."""
+
+
+class ConfigError(ZetaError, ValueError):
+    """A configuration value is out of range, not finite, or unknown."""
+
+
+class InvalidInputError(ZetaError, ValueError):
+    """A per-candidate input is out of range, not finite, or mis-shaped."""
+
+
+class NoCandidatesError(ZetaError, ValueError):
+    """A decision was asked for over no candidates."""

@@ -1,0 +1,27 @@
+//! One translation from core errors to Python exceptions.
+
+use pyo3::PyErr;
+
+use crate::errors::ZetaError;
+
+// The exception classes are declared once, in Python (`zeta_fast.exceptions`),
+// so they can subclass both the package's base error and `ValueError`.
+pyo3::import_exception!(zeta_fast.exceptions, ConfigError);
+pyo3::import_exception!(zeta_fast.exceptions, InvalidInputError);
+pyo3::import_exception!(zeta_fast.exceptions, NoCandidatesError);
+
+/// Lets `?` turn a core error into the matching Python exception.
+impl From<ZetaError> for PyErr {
+    fn from(err: ZetaError) -> PyErr {
+        let message = err.to_string();
+        // No `_ =>` arm: a new variant must be mapped on purpose.
+        match err {
+            ZetaError::InvalidConfig { .. } => ConfigError::new_err(message),
+            ZetaError::InvalidInput { .. }
+            | ZetaError::LengthMismatch { .. }
+            | ZetaError::ShapeMismatch { .. }
+            | ZetaError::InvalidShape { .. } => InvalidInputError::new_err(message),
+            ZetaError::NoCandidates { .. } => NoCandidatesError::new_err(message),
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! `AdaptiveScorer` and `ScoreBreakdown`: the scoring API seen from Python.
+
+use numpy::{Element, PyArrayDyn, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use super::arrays::{
+    check_shapes, count_column, float_column, shape_repr, Column, CountColumn, RawColumns, RawOut,
+    Snapshot, GIL_RELEASE_MIN_CANDIDATES, SNAPSHOT_CHUNK,
+};
+use super::config::PyAdaptiveConfig;
+use super::extract::{count, number};
+use crate::config::AdaptiveConfig;
+use crate::errors::ZetaError;
+use crate::scoring::{AdaptiveScorer, RequestCount, ScoreBreakdown};
+
+#[pyclass(name = "AdaptiveScorer", module = "zeta_fast._core", frozen)]
+pub struct PyAdaptiveScorer {
+    inner: AdaptiveScorer,
+}
+
+#[pyclass(name = "ScoreBreakdown", module = "zeta_fast._core", frozen)]
+#[derive(Clone)]
+pub struct PyScoreBreakdown {
+    inner: ScoreBreakdown,
+    requests: u64,
+}
+
+/// The four inputs of a batch call, read and checked once.
+struct Batch<'py> {
+    capability: Column<'py, f64>,
+    success_rate: Column<'py, f64>,
+    avg_latency_ms: Column<'py, f64>,
+    requests: CountColumn<'py>,
+}
+
+impl<'py> Batch<'py> {
+    fn read(
+        capability: &Bound<'py, PyAny>,
+        success_rate: &Bound<'py, PyAny>,
+        avg_latency_ms: &Bound<'py, PyAny>,
+        requests: &Bound<'py, PyAny>,
+    ) -> PyResult<Self> {
+        let batch = Batch {
+            capability: float_column(capability, "capability")?,
+            success_rate: float_column(success_rate, "success_rate")?,
+            avg_latency_ms: float_column(avg_latency_ms, "avg_latency_ms")?,
+            requests: count_column(requests, "requests")?,
+        };
+        check_shapes(
+            batch.capability.shape(),
+            [
+                ("success_rate", batch.success_rate.shape()),
+                ("avg_latency_ms", batch.avg_latency_ms.shape()),
+                ("requests", batch.requests.shape()),
+            ],
+        )?;
+        Ok(batch)
+    }
+
+    fn raw<R: Element>(&self, requests: &Column<'py, R>) -> RawColumns<R> {
+        RawColumns {
+            capability: self.capability.ptr(),
+            success_rate: self.success_rate.ptr(),
+            avg_latency_ms: self.avg_latency_ms.ptr(),
+            requests: requests.ptr(),
+            len: self.capability.len(),
+        }
+    }
+
+    /// `(rows, columns)`: a 1-D batch is one row.
+    fn grid(&self) -> (usize, usize) {
+        match *self.capability.shape() {
+            [rows, columns] => (rows, columns),
+            _ => (1, self.capability.len()),
+        }
+    }
+
+    fn require_ndim(&self, ndim: usize, expected: &'static str) -> Result<(), ZetaError> {
+        let shape = self.capability.shape();
+        if shape.len() == ndim {
+            Ok(())
+        } else {
+            Err(ZetaError::InvalidShape {
+                field: "capability",
+                expected,
+                got: format!("{}-D array of shape {}", shape.len(), shape_repr(shape)),
+            })
+        }
+    }
+
+    fn is_2d(&self) -> bool {
+        self.capability.shape().len() == 2
+    }
+
+    /// Places a flat error position as `[row, column]` for 2-D batches.
+    fn locate(&self, err: ZetaError) -> ZetaError {
+        if self.is_2d() {
+            err.in_grid(self.grid().1)
+        } else {
+            err
+        }
+    }
+}
+
+/// Scores all candidates into `out`, reading inputs in place (GIL held) or
+/// through chunked snapshots (GIL released).
+fn score_all<R: RequestCount + Default>(
+    scorer: &AdaptiveScorer,
+    raw: &RawColumns<R>,
+    out: &mut RawOut<f64>,
+    copy: bool,
+) -> Result<(), ZetaError> {
+    // SAFETY: `out` is the only handle on a fresh array of `raw.len` floats.
+    let out = unsafe { out.as_mut_slice() };
+    if !copy {
+        // SAFETY: the GIL is held for this whole call and no Python runs.
+        let (capability, success_rate, latency, requests) = unsafe { raw.view(0, raw.len) };
+        return scorer.score_into(capability, success_rate, latency, requests, out);
+    }
+    let mut snapshot = Snapshot::with_capacity(SNAPSHOT_CHUNK);
+    for (chunk, out_chunk) in out.chunks_mut(SNAPSHOT_CHUNK).enumerate() {
+        let start = chunk * SNAPSHOT_CHUNK;
+        // SAFETY: `start + out_chunk.len() <= raw.len` by construction of the chunks.
+        unsafe { raw.snapshot(start, out_chunk.len(), &mut snapshot) };
+        scorer
+            .score_into(
+                &snapshot.capability,
+                &snapshot.success_rate,
+                &snapshot.avg_latency_ms,
+                &snapshot.requests,
+                out_chunk,
+            )
+            .map_err(|err| err.offset_by(start))?;
+    }
+    Ok(())
+}
+
+/// The best column of each row of a `rows x columns` batch, into `out`.
+fn best_per_row<R: RequestCount + Default>(
+    scorer: &AdaptiveScorer,
+    raw: &RawColumns<R>,
+    columns: usize,
+    out: &mut [i64],
+    copy: bool,
+) -> Result<(), ZetaError> {
+    let mut snapshot = Snapshot::with_capacity(if copy { columns.min(SNAPSHOT_CHUNK) } else { 0 });
+    // Whole rows at once when reading in place; chunk by chunk when copying,
+    // so a very wide row never needs a full copy.
+    let step = if copy { SNAPSHOT_CHUNK } else { columns.max(1) };
+    for (row, slot) in out.iter_mut().enumerate() {
+        let row_start = row * columns;
+        let mut best: Option<(usize, f64)> = None;
+        let mut offset = 0;
+        while offset < columns {
+            let count = step.min(columns - offset);
+            let start = row_start + offset;
+            let found = if copy {
+                // SAFETY: `start + count <= rows * columns == raw.len`.
+                unsafe { raw.snapshot(start, count, &mut snapshot) };
+                scorer.best(
+                    &snapshot.capability,
+                    &snapshot.success_rate,
+                    &snapshot.avg_latency_ms,
+                    &snapshot.requests,
+                )
+            } else {
+                // SAFETY: in bounds as above; the GIL is held throughout.
+                let (capability, success_rate, latency, requests) =
+                    unsafe { raw.view(start, count) };
+                scorer.best(capability, success_rate, latency, requests)
+            };
+            let (index, score) = found.map_err(|err| err.offset_by(start))?;
+            // Strictly greater: across chunks, too, the first of equal scores wins.
+            if best.is_none_or(|(_, best_score)| score > best_score) {
+                best = Some((offset + index, score));
+            }
+            offset += count;
+        }
+        match best {
+            Some((index, _)) => *slot = index as i64,
+            None => {
+                return Err(ZetaError::NoCandidates {
+                    operation: "best()",
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+impl PyAdaptiveScorer {
+    fn score_many_typed<'py, R: RequestCount + Element + Default>(
+        &self,
+        py: Python<'py>,
+        batch: &Batch<'py>,
+        requests: &Column<'py, R>,
+        release_gil: Option<bool>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
+        let raw = batch.raw(requests);
+        // SAFETY: every element is written by `score_all` before the array is
+        // returned; on error the array is dropped unseen.
+        let out = unsafe { PyArrayDyn::<f64>::new(py, batch.capability.shape(), false) };
+        let mut raw_out = RawOut {
+            ptr: out.data(),
+            len: raw.len,
+        };
+        let scorer = self.inner;
+        let result = if release_gil.unwrap_or(raw.len >= GIL_RELEASE_MIN_CANDIDATES) {
+            py.detach(move || score_all(&scorer, &raw, &mut raw_out, true))
+        } else {
+            score_all(&scorer, &raw, &mut raw_out, false)
+        };
+        result.map_err(|err| batch.locate(err))?;
+        Ok(out)
+    }
+
+    fn best_typed<'py, R: RequestCount + Element + Default>(
+        &self,
+        py: Python<'py>,
+        batch: &Batch<'py>,
+        requests: &Column<'py, R>,
+    ) -> PyResult<usize> {
+        let raw = batch.raw(requests);
+        let scorer = self.inner;
+        let mut index = [0_i64];
+        let result = if raw.len >= GIL_RELEASE_MIN_CANDIDATES {
+            py.detach(|| best_per_row(&scorer, &raw, raw.len, &mut index, true))
+        } else {
+            best_per_row(&scorer, &raw, raw.len, &mut index, false)
+        };
+        result?;
+        Ok(index[0] as usize)
+    }
+
+    fn best_per_row_typed<'py, R: RequestCount + Element + Default>(
+        &self,
+        py: Python<'py>,
+        batch: &Batch<'py>,
+        requests: &Column<'py, R>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let raw = batch.raw(requests);
+        let (rows, columns) = batch.grid();
+        if columns == 0 && rows > 0 {
+            return Err(ZetaError::NoCandidates {
+                operation: "best_per_row()",
+            }
+            .into());
+        }
+        let out = PyArrayDyn::<i64>::zeros(py, [rows].as_slice(), false);
+        let mut raw_out = RawOut {
+            ptr: out.data(),
+            len: rows,
+        };
+        let scorer = self.inner;
+        let result = if raw.len >= GIL_RELEASE_MIN_CANDIDATES {
+            py.detach(move || {
+                // SAFETY: the only handle on a fresh array of `rows` ints.
+                let slots = unsafe { raw_out.as_mut_slice() };
+                best_per_row(&scorer, &raw, columns, slots, true)
+            })
+        } else {
+            // SAFETY: as above.
+            let slots = unsafe { raw_out.as_mut_slice() };
+            best_per_row(&scorer, &raw, columns, slots, false)
+        };
+        result.map_err(|err| err.in_grid(columns))?;
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl PyAdaptiveScorer {
+    #[new]
+    #[pyo3(signature = (config = None))]
+    fn new(config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let config = match config {
+            None => AdaptiveConfig::default(),
+            Some(value) => match value.cast::<PyAdaptiveConfig>() {
+                Ok(config) => config.get().inner,
+                Err(_) => {
+                    return Err(super::extract::type_error(
+                        "config",
+                        "an AdaptiveConfig",
+                        value,
+                    ))
+                }
+            },
+        };
+        Ok(Self {
+            inner: AdaptiveScorer::new(config)?,
+        })
+    }
+
+    /// The configuration this scorer applies.
+    #[getter]
+    fn config(&self) -> PyAdaptiveConfig {
+        PyAdaptiveConfig {
+            inner: *self.inner.config(),
+        }
+    }
+
+    /// Scores one candidate and explains the result.
+    fn score(
+        &self,
+        capability: &Bound<'_, PyAny>,
+        success_rate: &Bound<'_, PyAny>,
+        avg_latency_ms: &Bound<'_, PyAny>,
+        requests: &Bound<'_, PyAny>,
+    ) -> PyResult<PyScoreBreakdown> {
+        let capability = number(capability, "capability")?;
+        let success_rate = number(success_rate, "success_rate")?;
+        let avg_latency_ms = number(avg_latency_ms, "avg_latency_ms")?;
+        let requests = count(requests, "requests")?;
+        let inner = self
+            .inner
+            .score(capability, success_rate, avg_latency_ms, requests)?;
+        Ok(PyScoreBreakdown { inner, requests })
+    }
+
+    /// Final scores of every candidate (1-D) or of every request's candidates (2-D).
+    #[pyo3(signature = (capability, success_rate, avg_latency_ms, requests, *, release_gil = None))]
+    fn score_many<'py>(
+        &self,
+        py: Python<'py>,
+        capability: &Bound<'py, PyAny>,
+        success_rate: &Bound<'py, PyAny>,
+        avg_latency_ms: &Bound<'py, PyAny>,
+        requests: &Bound<'py, PyAny>,
+        release_gil: Option<bool>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
+        let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
+        match &batch.requests {
+            CountColumn::Int(column) => self.score_many_typed(py, &batch, column, release_gil),
+            CountColumn::Float(column) => self.score_many_typed(py, &batch, column, release_gil),
+        }
+    }
+
+    /// Index of the best of 1-D candidates; ties go to the lowest index.
+    fn best<'py>(
+        &self,
+        py: Python<'py>,
+        capability: &Bound<'py, PyAny>,
+        success_rate: &Bound<'py, PyAny>,
+        avg_latency_ms: &Bound<'py, PyAny>,
+        requests: &Bound<'py, PyAny>,
+    ) -> PyResult<usize> {
+        let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
+        batch.require_ndim(1, "a 1-D array of candidates (use best_per_row for 2-D)")?;
+        match &batch.requests {
+            CountColumn::Int(column) => self.best_typed(py, &batch, column),
+            CountColumn::Float(column) => self.best_typed(py, &batch, column),
+        }
+    }
+
+    /// Index of the best candidate of each row of a 2-D batch.
+    fn best_per_row<'py>(
+        &self,
+        py: Python<'py>,
+        capability: &Bound<'py, PyAny>,
+        success_rate: &Bound<'py, PyAny>,
+        avg_latency_ms: &Bound<'py, PyAny>,
+        requests: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
+        batch.require_ndim(2, "a 2-D (requests x candidates) array")?;
+        match &batch.requests {
+            CountColumn::Int(column) => self.best_per_row_typed(py, &batch, column),
+            CountColumn::Float(column) => self.best_per_row_typed(py, &batch, column),
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let config = Bound::new(py, self.config())?;
+        Ok(format!("AdaptiveScorer({})", config.repr()?))
+    }
+}
+
+#[pymethods]
+impl PyScoreBreakdown {
+    #[getter]
+    fn capability_score(&self) -> f64 {
+        self.inner.capability_score
+    }
+    #[getter]
+    fn performance_score(&self) -> f64 {
+        self.inner.performance_score
+    }
+    #[getter]
+    fn performance_adjustment(&self) -> f64 {
+        self.inner.performance_adjustment()
+    }
+    #[getter]
+    fn has_performance_data(&self) -> bool {
+        self.inner.has_performance_data
+    }
+    #[getter]
+    fn success_rate(&self) -> f64 {
+        self.inner.success_rate
+    }
+    #[getter]
+    fn avg_latency_ms(&self) -> f64 {
+        self.inner.avg_latency_ms
+    }
+    #[getter]
+    fn requests(&self) -> u64 {
+        self.requests
+    }
+    #[getter]
+    fn latency_score(&self) -> f64 {
+        self.inner.latency_score
+    }
+    #[getter]
+    fn blended_score(&self) -> f64 {
+        self.inner.blended_score
+    }
+    #[getter]
+    fn penalty_factor(&self) -> f64 {
+        self.inner.penalty_factor
+    }
+    #[getter]
+    fn penalties<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.inner.penalties.names())
+    }
+
+    /// The record as a JSON-serialisable dict (penalties as a list).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let b = &self.inner;
+        let dict = PyDict::new(py);
+        dict.set_item("capability_score", b.capability_score)?;
+        dict.set_item("performance_score", b.performance_score)?;
+        dict.set_item("performance_adjustment", b.performance_adjustment())?;
+        dict.set_item("has_performance_data", b.has_performance_data)?;
+        dict.set_item("success_rate", b.success_rate)?;
+        dict.set_item("avg_latency_ms", b.avg_latency_ms)?;
+        dict.set_item("requests", self.requests)?;
+        dict.set_item("latency_score", b.latency_score)?;
+        dict.set_item("blended_score", b.blended_score)?;
+        dict.set_item("penalty_factor", b.penalty_factor)?;
+        dict.set_item("penalties", b.penalties.names())?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        let b = &self.inner;
+        format!(
+            "ScoreBreakdown(capability_score={:?}, performance_score={:?}, performance_adjustment={:?}, \
+             has_performance_data={}, penalties={})",
+            b.capability_score,
+            b.performance_score,
+            b.performance_adjustment(),
+            if b.has_performance_data { "True" } else { "False" },
+            python_tuple(&b.penalties.names()),
+        )
+    }
+}
+
+/// A tuple of strings as Python prints it: `()`, `('a',)`, `('a', 'b')`.
+fn python_tuple(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| format!("'{item}'")).collect();
+    match quoted.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", quoted.join(", ")),
+    }
+}

@@ -1,0 +1,24 @@
+//! zeta_fast's core: adaptive scoring of LLM routing candidates.
+//!
+//! The modules below hold the logic and know nothing of Python; `bindings`
+//! (behind the `python` feature) is the only code that speaks PyO3.
+
+pub mod config;
+pub mod errors;
+pub mod penalties;
+pub mod scoring;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use config::AdaptiveConfig;
+pub use errors::ZetaError;
+pub use penalties::Penalties;
+pub use scoring::{AdaptiveScorer, ScoreBreakdown};
+
+/// The native module, `zeta_fast._core`. Users import `zeta_fast` instead.
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn _core(module: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    bindings::register(module)
+}

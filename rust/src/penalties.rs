@@ -1,0 +1,120 @@
+//! The reliability and latency penalties: which apply, and the factor they give.
+
+use crate::config::AdaptiveConfig;
+
+/// The set of penalties that applied to one candidate, as bit flags so the
+/// hot path can carry it in a register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Penalties(u8);
+
+impl Penalties {
+    /// No penalty applied.
+    pub const NONE: Self = Self(0);
+    /// The success rate was below `min_acceptable_success_rate`.
+    pub const LOW_SUCCESS_RATE: Self = Self(1);
+    /// The mean latency was above `max_acceptable_latency_ms`.
+    pub const HIGH_LATENCY: Self = Self(2);
+
+    /// The penalties a candidate with these live metrics gets.
+    #[inline(always)]
+    pub fn for_metrics(config: &AdaptiveConfig, success_rate: f64, latency_ms: f64) -> Self {
+        let mut bits = 0;
+        if success_rate < config.min_acceptable_success_rate {
+            bits |= Self::LOW_SUCCESS_RATE.0;
+        }
+        if latency_ms > config.max_acceptable_latency_ms {
+            bits |= Self::HIGH_LATENCY.0;
+        }
+        Self(bits)
+    }
+
+    /// Whether every penalty in `other` is in `self`.
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True when no penalty applied.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Stable names, in a fixed order, as they appear in decision records.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::with_capacity(2);
+        if self.contains(Self::LOW_SUCCESS_RATE) {
+            names.push("low_success_rate");
+        }
+        if self.contains(Self::HIGH_LATENCY) {
+            names.push("high_latency");
+        }
+        names
+    }
+}
+
+/// The factor the penalties multiply the blended score by: they compound, so
+/// both together give `low_success_rate_penalty * high_latency_penalty`.
+///
+/// Written with selects rather than through [`Penalties`] so the batch loop
+/// compiles to branch-free vector code; [`Penalties::for_metrics`] uses the
+/// same two comparisons, and a test keeps them in step.
+#[inline(always)]
+pub fn penalty_factor(config: &AdaptiveConfig, success_rate: f64, latency_ms: f64) -> f64 {
+    let reliability = if success_rate < config.min_acceptable_success_rate {
+        config.low_success_rate_penalty
+    } else {
+        1.0
+    };
+    let latency = if latency_ms > config.max_acceptable_latency_ms {
+        config.high_latency_penalty
+    } else {
+        1.0
+    };
+    reliability * latency
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn penalties_compound_to_product_of_factors() {
+        let config = AdaptiveConfig::default();
+        assert_eq!(penalty_factor(&config, 0.99, 100.0), 1.0);
+        assert_eq!(penalty_factor(&config, 0.60, 100.0), 0.5);
+        assert_eq!(penalty_factor(&config, 0.99, 600.0), 0.8);
+        assert!((penalty_factor(&config, 0.60, 600.0) - 0.4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn thresholds_are_strict() {
+        let config = AdaptiveConfig::default();
+        // Exactly at the threshold is acceptable: the rule says "<" and ">".
+        assert!(Penalties::for_metrics(&config, 0.90, 500.0).is_empty());
+        assert_eq!(penalty_factor(&config, 0.90, 500.0), 1.0);
+    }
+
+    #[test]
+    fn flags_and_factor_agree() {
+        let config = AdaptiveConfig::default();
+        for rate in [0.0, 0.5, 0.8999, 0.9, 0.95, 1.0] {
+            for latency in [0.0, 499.0, 500.0, 500.1, 5000.0] {
+                let flags = Penalties::for_metrics(&config, rate, latency);
+                let mut expected = 1.0;
+                if flags.contains(Penalties::LOW_SUCCESS_RATE) {
+                    expected *= config.low_success_rate_penalty;
+                }
+                if flags.contains(Penalties::HIGH_LATENCY) {
+                    expected *= config.high_latency_penalty;
+                }
+                assert_eq!(penalty_factor(&config, rate, latency), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_stable() {
+        let both = Penalties(Penalties::LOW_SUCCESS_RATE.0 | Penalties::HIGH_LATENCY.0);
+        assert_eq!(both.names(), vec!["low_success_rate", "high_latency"]);
+        assert!(Penalties::NONE.names().is_empty());
+    }
+}

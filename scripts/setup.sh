@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtualenv in .venv with every dependency, and the
+# Rust extension built in release mode and installed into it. Safe to re-run:
+# an existing venv is reused and cargo rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+
+# Only reinstall the Python tooling when the project's pins change.
+stamp="$VENV/.deps-stamp"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    python -m pip install --quiet --upgrade pip
+    python -m pip install --quiet "maturin>=1.9,<2"
+    # Dependencies and the dev extra, without building the package yet.
+    python - <<'PY' > "$VENV/.requirements.txt"
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = list(project["dependencies"])
+extras = project["optional-dependencies"]
+for extra in ("test", "dev"):
+    deps += [d for d in extras[extra] if not d.startswith("zeta_fast")]
+print("\n".join(deps))
+PY
+    python -m pip install --quiet -r "$VENV/.requirements.txt"
+    echo "$want" > "$stamp"
+fi
+
+# Release build: benchmarks and the demo must measure optimised code.
+maturin develop --release
