@@ -25,7 +25,6 @@ lint:
 
 rust-test:
 	if command -v cargo-nextest >/dev/null; then cargo nextest run --no-fail-fast; else cargo test; fi
-	cargo test --doc
 
 py-test:
 	$(BIN)/pytest -q tests benches

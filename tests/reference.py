@@ -64,7 +64,9 @@ def score(
     return performance
 
 
-def penalties(success_rate: float, latency_ms: float, requests: float, p: Params = Params()) -> tuple[str, ...]:
+def penalties(
+    success_rate: float, latency_ms: float, requests: float, p: Params = Params()
+) -> tuple[str, ...]:
     if requests < p.min_requests_for_performance:
         return ()
     names = []
@@ -95,8 +97,8 @@ def best_python(
     high_latency = p.high_latency_penalty
     best_index = -1
     best_score = -math.inf
-    index = 0
-    for cap, rate, latency, count in zip(capability, success_rate, latency_ms, requests):
+    rows = zip(capability, success_rate, latency_ms, requests, strict=True)
+    for index, (cap, rate, latency, count) in enumerate(rows):
         if count < min_requests:
             value = cap
         else:
@@ -111,7 +113,6 @@ def best_python(
         if value > best_score:
             best_score = value
             best_index = index
-        index += 1
     if best_index < 0:
         raise ValueError("best_python needs at least one candidate")
     return best_index
@@ -125,14 +126,18 @@ def score_numpy(
     p: Params = Params(),
 ) -> FloatArray:
     """The vectorised NumPy restatement (any shape)."""
-    lat_score = np.clip(100.0 - latency_ms / (2.0 * p.max_acceptable_latency_ms) * 100.0, 0.0, 100.0)
+    lat_score = np.clip(
+        100.0 - latency_ms / (2.0 * p.max_acceptable_latency_ms) * 100.0, 0.0, 100.0
+    )
     performance = (
         capability * p.capability_weight
         + success_rate * 100.0 * p.success_rate_weight
         + lat_score * p.latency_weight
     )
     factor = np.where(success_rate < p.min_acceptable_success_rate, p.low_success_rate_penalty, 1.0)
-    factor = factor * np.where(latency_ms > p.max_acceptable_latency_ms, p.high_latency_penalty, 1.0)
+    factor = factor * np.where(
+        latency_ms > p.max_acceptable_latency_ms, p.high_latency_penalty, 1.0
+    )
     result: FloatArray = np.where(
         requests >= p.min_requests_for_performance, performance * factor, capability
     )

@@ -41,7 +41,7 @@ def test_score_many_matches_numpy_reference(shape: tuple[int, ...]) -> None:
 
 @pytest.mark.parametrize("release_gil", [True, False, None])
 def test_released_and_held_paths_agree(release_gil: bool | None) -> None:
-    # Straddles several snapshot chunks, with a ragged last one.
+    # Large enough that the default releases the GIL; odd-sized on purpose.
     inputs = random_inputs((GIL_RELEASE_MIN_CANDIDATES + 1234,), seed=3)
     got = scorer.score_many(*inputs, release_gil=release_gil)
     np.testing.assert_allclose(got, score_numpy(*inputs), rtol=0, atol=1e-9)
@@ -139,9 +139,7 @@ def test_bad_value_in_2d_batch_is_reported_by_row_and_column() -> None:
 
 def test_mismatched_shapes_are_rejected() -> None:
     cap, rate, latency, requests = random_inputs((8,))
-    with pytest.raises(
-        InvalidInputError, match=r"success_rate has shape \(7,\), expected \(8,\)"
-    ):
+    with pytest.raises(InvalidInputError, match=r"success_rate has shape \(7,\), expected \(8,\)"):
         scorer.score_many(cap, rate[:7], latency, requests)
     with pytest.raises(InvalidInputError, match=r"requests has shape \(2, 4\), expected \(8,\)"):
         scorer.score_many(cap, rate, latency, requests.reshape(2, 4))
@@ -150,7 +148,7 @@ def test_mismatched_shapes_are_rejected() -> None:
 
 
 def test_scalars_and_3d_inputs_are_rejected() -> None:
-    with pytest.raises(InvalidInputError, match="capability must be a 1-D .* or 2-D"):
+    with pytest.raises(InvalidInputError, match=r"capability must be a 1-D .* or 2-D"):
         scorer.score_many(np.float64(1.0), 1.0, 1.0, 1)
     ones = np.ones((2, 2, 2))
     with pytest.raises(InvalidInputError, match=r"got 3-D array of shape \(2, 2, 2\)"):
@@ -170,7 +168,7 @@ def test_best_breaks_ties_by_lowest_index() -> None:
     assert scorer.best([90.0] * 5, [1.0] * 5, [0.0] * 5, [0] * 5) == 0
 
 
-def test_best_tie_across_snapshot_chunks_goes_to_lowest_index() -> None:
+def test_best_tie_in_a_released_batch_goes_to_lowest_index() -> None:
     n = GIL_RELEASE_MIN_CANDIDATES + 5000
     cap = np.full(n, 10.0)
     cap[[1500, 9000, n - 1]] = 99.0
@@ -203,9 +201,7 @@ def test_best_per_row() -> None:
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, np.argmax(score_numpy(*inputs), axis=1))
     big = random_inputs((GIL_RELEASE_MIN_CANDIDATES // 8 + 10, 8), seed=10)
-    np.testing.assert_array_equal(
-        scorer.best_per_row(*big), np.argmax(score_numpy(*big), axis=1)
-    )
+    np.testing.assert_array_equal(scorer.best_per_row(*big), np.argmax(score_numpy(*big), axis=1))
     assert scorer.best_per_row(*random_inputs((0, 8))).shape == (0,)
     with pytest.raises(NoCandidatesError):
         scorer.best_per_row(*random_inputs((3, 0)))
@@ -213,12 +209,12 @@ def test_best_per_row() -> None:
 
 def test_many_threads_scoring_shared_arrays_get_exact_results() -> None:
     # The released path lets threads overlap; each must still see exact scores.
-    inputs = random_inputs((GIL_RELEASE_MIN_CANDIDATES * 4,), seed=11)
+    inputs = random_inputs((GIL_RELEASE_MIN_CANDIDATES + 1,), seed=11)
     expected = score_numpy(*inputs)
     failures: list[str] = []
 
     def work() -> None:
-        for _ in range(5):
+        for _ in range(3):
             got = scorer.score_many(*inputs)
             if not np.allclose(got, expected, rtol=0, atol=1e-9):
                 failures.append("mismatch")

@@ -101,7 +101,7 @@ def test_bad_values_name_field_and_value(field: str, value: float, expected: str
     ("field", "value"),
     [
         ("capability_weight", "0.6"),
-        ("latency_weight", None),
+        ("latency_weight", b"0.15"),
         ("max_acceptable_latency_ms", True),
         ("min_requests_for_performance", 10.0),
         ("min_requests_for_performance", "10"),

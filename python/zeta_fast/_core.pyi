@@ -7,13 +7,20 @@ from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "GIL_RELEASE_MIN_CANDIDATES",
+    "AdaptiveConfig",
+    "AdaptiveScorer",
+    "ScoreBreakdown",
+    "__version__",
+]
 
 __version__: str
 
 GIL_RELEASE_MIN_CANDIDATES: int
 """Batches of at least this many candidates are scored with the GIL released."""
-
-ArrayLike = npt.ArrayLike
 
 @final
 class AdaptiveConfig:
@@ -39,18 +46,20 @@ class AdaptiveConfig:
         True
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
-        capability_weight: float = 0.60,
-        success_rate_weight: float = 0.25,
-        latency_weight: float = 0.15,
-        min_acceptable_success_rate: float = 0.90,
-        max_acceptable_latency_ms: float = 500.0,
-        min_requests_for_performance: int = 10,
-        low_success_rate_penalty: float = 0.5,
-        high_latency_penalty: float = 0.8,
-    ) -> None: ...
+        capability_weight: float | None = None,
+        success_rate_weight: float | None = None,
+        latency_weight: float | None = None,
+        min_acceptable_success_rate: float | None = None,
+        max_acceptable_latency_ms: float | None = None,
+        min_requests_for_performance: int | None = None,
+        low_success_rate_penalty: float | None = None,
+        high_latency_penalty: float | None = None,
+    ) -> AdaptiveConfig:
+        """Builds and validates a configuration; omitted (or ``None``) fields take
+        the defaults: 0.60, 0.25, 0.15, 0.90, 500.0, 10, 0.5, 0.8."""
     @staticmethod
     def from_dict(data: dict[str, Any]) -> AdaptiveConfig:
         """Builds a configuration from a dict such as ``to_dict()`` returns.
@@ -99,7 +108,7 @@ class AdaptiveConfig:
     @property
     def high_latency_penalty(self) -> float:
         """Factor applied when the latency is above the threshold."""
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
     def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, float | int]]: ...
 
@@ -153,7 +162,8 @@ class ScoreBreakdown:
         Example:
             >>> import json
             >>> from zeta_fast import AdaptiveScorer
-            >>> json.loads(json.dumps(AdaptiveScorer().score(85, 0.99, 120, 100).to_dict()))["penalties"]
+            >>> record = AdaptiveScorer().score(85, 0.99, 120, 100).to_dict()
+            >>> json.loads(json.dumps(record))["penalties"]
             []
         """
 
@@ -181,7 +191,7 @@ class AdaptiveScorer:
         1
     """
 
-    def __init__(self, config: AdaptiveConfig | None = None) -> None: ...
+    def __new__(cls, config: AdaptiveConfig | None = None) -> AdaptiveScorer: ...
     @property
     def config(self) -> AdaptiveConfig:
         """The configuration this scorer applies."""

@@ -39,9 +39,20 @@ def score_report(scoring: ScoringFile) -> dict[str, Any]:
 
 def _table(report: dict[str, Any]) -> Table:
     table = Table(title="zeta_fast: adaptive scores (best first)")
-    for column in ("rank", "candidate", "capability", "final score", "adjustment", "success",
-                   "latency ms", "requests", "penalties"):
-        table.add_column(column, justify="left" if column in ("candidate", "penalties") else "right")
+    for column in (
+        "rank",
+        "candidate",
+        "capability",
+        "final score",
+        "adjustment",
+        "success",
+        "latency ms",
+        "requests",
+        "penalties",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("candidate", "penalties") else "right"
+        )
     for rank, row in enumerate(report["candidates"], start=1):
         adjustment = row["performance_adjustment"]
         table.add_row(

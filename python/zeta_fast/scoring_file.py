@@ -20,11 +20,11 @@ Errors name the path of the bad value, e.g. ``candidates[1].success_rate``.
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from zeta_fast._core import AdaptiveConfig, AdaptiveScorer

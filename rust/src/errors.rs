@@ -108,16 +108,50 @@ impl ZetaError {
     }
 }
 
-/// Formats a float the way Python's `repr` would for the common cases, so error
-/// messages read the same from both languages (`nan`, `inf`, `-inf`, `0.5`).
+/// Formats a float exactly as Python's `repr` does (`nan`, `inf`, `0.1`,
+/// `500.0`, `1e+16`, `1e-05`), so messages read the same from both languages.
 pub(crate) fn float_repr(value: f64) -> String {
     if value.is_nan() {
-        "nan".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "inf" } else { "-inf" }.to_owned()
-    } else {
-        format!("{value:?}")
+        return "nan".to_owned();
     }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    // `{:e}` gives the shortest round-trip digits, as Python's repr does:
+    // "-1.2345e-5" -> sign, digits "12345", decimal exponent -5.
+    let scientific = format!("{:e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    // Python's rule (float_repr_style "short"): exponent notation below 1e-4
+    // and from 1e16 up, fixed notation between.
+    if !(-4..16).contains(&exponent) {
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        let fraction = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        return format!(
+            "{sign}{first}{fraction}e{exponent_sign}{:02}",
+            exponent.unsigned_abs()
+        );
+    }
+    let point = exponent + 1; // digits before the decimal point
+    let text = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else {
+        let point = point as usize;
+        if digits.len() <= point {
+            format!("{digits}{}.0", "0".repeat(point - digits.len()))
+        } else {
+            let (whole, fraction) = digits.split_at(point);
+            format!("{whole}.{fraction}")
+        }
+    };
+    format!("{sign}{text}")
 }
 
 #[cfg(test)]
@@ -171,5 +205,17 @@ mod tests {
         assert_eq!(float_repr(f64::NEG_INFINITY), "-inf");
         assert_eq!(float_repr(500.0), "500.0");
         assert_eq!(float_repr(0.1), "0.1");
+        assert_eq!(float_repr(-0.0), "-0.0");
+        assert_eq!(float_repr(1e16), "1e+16");
+        assert_eq!(float_repr(1.5e16), "1.5e+16");
+        assert_eq!(float_repr(9999999999999998.0), "9999999999999998.0");
+        assert_eq!(float_repr(1e-5), "1e-05");
+        assert_eq!(float_repr(0.0001), "0.0001");
+        assert_eq!(float_repr(-2.5e-300), "-2.5e-300");
+        assert_eq!(float_repr(123.456), "123.456");
+        assert_eq!(
+            float_repr(1.7976931348623157e308),
+            "1.7976931348623157e+308"
+        );
     }
 }

@@ -197,7 +197,9 @@ impl AdaptiveScorer {
         #[cfg(target_arch = "x86_64")]
         let all_valid = if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { self.score_kernel_avx2(capability, success_rate, avg_latency_ms, requests, out) }
+            unsafe {
+                self.score_kernel_avx2(capability, success_rate, avg_latency_ms, requests, out)
+            }
         } else {
             self.score_kernel(capability, success_rate, avg_latency_ms, requests, out)
         };
@@ -206,7 +208,12 @@ impl AdaptiveScorer {
         if all_valid {
             Ok(())
         } else {
-            Err(first_invalid(capability, success_rate, avg_latency_ms, requests))
+            Err(first_invalid(
+                capability,
+                success_rate,
+                avg_latency_ms,
+                requests,
+            ))
         }
     }
 
@@ -278,7 +285,9 @@ impl AdaptiveScorer {
     ) -> Result<(usize, f64), ZetaError> {
         check_lengths(capability.len(), success_rate, avg_latency_ms, requests)?;
         if capability.is_empty() {
-            return Err(ZetaError::NoCandidates { operation: "best()" });
+            return Err(ZetaError::NoCandidates {
+                operation: "best()",
+            });
         }
         // Score a block at a time with the vectorised kernel, then scan it:
         // the scan is a short dependent chain, the scoring is not.

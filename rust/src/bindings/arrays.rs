@@ -1,49 +1,62 @@
-//! NumPy inputs for the batch calls: zero-copy views on the fast path, a
-//! converting slow path for everything else, and chunked snapshots when the
-//! GIL is released.
+//! Inputs of the batch calls: zero-copy views of NumPy arrays, lists read
+//! directly, a converting slow path for everything else, and raw views that
+//! can cross into code running without the GIL.
 
 use numpy::npyffi::flags::{NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS};
 use numpy::{Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
 use super::errors::InvalidInputError;
 use super::extract::{repr, type_error};
 use crate::errors::ZetaError;
 use crate::scoring::RequestCount;
 
-/// Batches of at least this many scores release the GIL while they are scored.
+/// Batches of at least this many candidates release the GIL while scored.
 ///
-/// Releasing costs a save/restore of the thread state plus, for safety, a
-/// chunked snapshot of the inputs (see [`RawColumns`]). Measured with
-/// `pytest benches/bench_gil.py` on the 2-core dev machine: scoring itself
-/// runs at ~1.3-1.8 ns per candidate, releasing adds a fixed ~0.3-1 us, so at
-/// 16k candidates (~25 us of work) the release costs under 5 % while other
-/// Python threads get to run for the whole batch.
-pub const GIL_RELEASE_MIN_CANDIDATES: usize = 16_384;
+/// Releasing itself is cheap (~40 ns uncontended: `python -m benches.compare
+/// --only "GIL release"` shows held and released within 2 % from 1k to 64k
+/// candidates). The cost is getting the GIL back: when another Python thread
+/// is busy, the caller waits for it to yield, up to the interpreter's 5 ms
+/// switch interval (`--only busy`: 65k candidates took 108 us held but
+/// 5.2 ms released). So we hold the GIL while the work is under ~1 ms
+/// (2^19 candidates at ~600 M scores/s), shorter than the slice other
+/// threads wait for anyway, and release it above, where letting them run
+/// in parallel outweighs the wait. `release_gil=` overrides it per call.
+pub const GIL_RELEASE_MIN_CANDIDATES: usize = 524_288;
 
-/// Candidates copied per chunk in the released path: four inputs of 1024
-/// floats fill 32 KiB, which stays in L1 on any current x86 or ARM core.
-pub const SNAPSHOT_CHUNK: usize = 1024;
-
-/// A C-contiguous, aligned NumPy array this call can read directly.
-pub struct Column<'py, T: Element> {
-    array: Bound<'py, PyArrayDyn<T>>,
+/// One input, readable as a contiguous slice: a NumPy array borrowed in
+/// place, or values copied out of a Python list or tuple.
+pub enum Column<'py, T: Element> {
+    /// A C-contiguous, aligned NumPy array of the right dtype.
+    Array(Bound<'py, PyArrayDyn<T>>),
+    /// A 1-D list or tuple of numbers, read into our own buffer.
+    Owned { values: Vec<T>, shape: [usize; 1] },
 }
 
 impl<'py, T: Element> Column<'py, T> {
     pub fn shape(&self) -> &[usize] {
-        self.array.shape()
+        match self {
+            Column::Array(array) => array.shape(),
+            Column::Owned { shape, .. } => shape,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.array.len()
+        match self {
+            Column::Array(array) => array.len(),
+            Column::Owned { values, .. } => values.len(),
+        }
     }
 
     /// Raw pointer to the first element; valid while `self` lives, because we
-    /// hold a reference to the array and NumPy refuses to resize an array
-    /// that is referenced elsewhere.
+    /// hold a reference to the array (NumPy refuses to resize an array that
+    /// is referenced elsewhere) or own the buffer.
     pub fn ptr(&self) -> *const T {
-        self.array.data() as *const T
+        match self {
+            Column::Array(array) => array.data() as *const T,
+            Column::Owned { values, .. } => values.as_ptr(),
+        }
     }
 }
 
@@ -62,12 +75,48 @@ pub fn float_column<'py>(
 ) -> PyResult<Column<'py, f64>> {
     if let Ok(array) = value.cast::<PyArrayDyn<f64>>() {
         if is_direct(array) {
-            return Ok(Column {
-                array: array.clone(),
-            });
+            return Ok(Column::Array(array.clone()));
+        }
+    }
+    // Lists are what most callers have for a handful of candidates: reading
+    // them here avoids NumPy's conversion, ~1 us per input.
+    if let Ok(list) = value.cast::<PyList>() {
+        if let Some(column) = read_sequence(list.iter(), list.len(), field, value)? {
+            return Ok(column);
+        }
+    } else if let Ok(tuple) = value.cast::<PyTuple>() {
+        if let Some(column) = read_sequence(tuple.iter(), tuple.len(), field, value)? {
+            return Ok(column);
         }
     }
     convert(value, field)
+}
+
+/// Reads a flat sequence of numbers; `None` when an item is itself a
+/// sequence (a 2-D input), which NumPy then converts.
+fn read_sequence<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    len: usize,
+    field: &'static str,
+    whole: &Bound<'py, PyAny>,
+) -> PyResult<Option<Column<'py, f64>>> {
+    let mut values = Vec::with_capacity(len);
+    for item in items {
+        if let Ok(float) = item.cast_exact::<PyFloat>() {
+            values.push(float.value());
+        } else if item.is_instance_of::<PyBool>() {
+            return Err(type_error(field, "an array of numbers", whole));
+        } else if item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>() {
+            return Ok(None);
+        } else {
+            match item.extract::<f64>() {
+                Ok(number) => values.push(number),
+                Err(_) => return Err(type_error(field, "an array of numbers", whole)),
+            }
+        }
+    }
+    let shape = [values.len()];
+    Ok(Some(Column::Owned { values, shape }))
 }
 
 /// Request counts: int64 and float64 arrays are read as they are.
@@ -91,9 +140,7 @@ pub fn count_column<'py>(
 ) -> PyResult<CountColumn<'py>> {
     if let Ok(array) = value.cast::<PyArrayDyn<i64>>() {
         if is_direct(array) {
-            return Ok(CountColumn::Int(Column {
-                array: array.clone(),
-            }));
+            return Ok(CountColumn::Int(Column::Array(array.clone())));
         }
     }
     float_column(value, field).map(CountColumn::Float)
@@ -127,7 +174,7 @@ fn convert<'py>(value: &Bound<'py, PyAny>, field: &'static str) -> PyResult<Colu
             repr(value)
         ))
     })?;
-    Ok(Column { array })
+    Ok(Column::Array(array))
 }
 
 /// Checks that every input has the shape of `capability`, and that it is 1-D
@@ -176,6 +223,15 @@ pub fn shape_repr(shape: &[usize]) -> String {
 
 /// Borrowed views on the four inputs, as raw pointers so they can cross into
 /// a closure that runs without the GIL.
+///
+/// With the GIL released another Python thread may write an input array
+/// while we read it. As in NumPy's own ufunc loops, which also release the
+/// GIL over large arrays, we read in place rather than copy (a copy measured
+/// 1.4-1.55x slower at every size): each element is loaded once into a local
+/// that feeds both its validity check and its score, so a concurrent writer
+/// yields some mix of old and new scores, never an unchecked value. Memory
+/// stays valid because the calling frame holds references to every array,
+/// and NumPy refuses to resize a referenced array.
 pub struct RawColumns<R> {
     pub capability: *const f64,
     pub success_rate: *const f64,
@@ -185,36 +241,15 @@ pub struct RawColumns<R> {
 }
 
 // SAFETY: the pointers stay valid for the duration of the call that built the
-// struct (the arrays are referenced by its frame), and all access goes
-// through `snapshot`, which only reads.
+// struct (see above), and all access goes through `view`, which only reads.
 unsafe impl<R> Send for RawColumns<R> {}
 unsafe impl<R> Sync for RawColumns<R> {}
 
-/// A private copy of one chunk of each input.
-pub struct Snapshot<R> {
-    pub capability: Vec<f64>,
-    pub success_rate: Vec<f64>,
-    pub avg_latency_ms: Vec<f64>,
-    pub requests: Vec<R>,
-}
-
-impl<R: RequestCount + Default> Snapshot<R> {
-    pub fn with_capacity(len: usize) -> Self {
-        Self {
-            capability: Vec::with_capacity(len),
-            success_rate: Vec::with_capacity(len),
-            avg_latency_ms: Vec::with_capacity(len),
-            requests: Vec::with_capacity(len),
-        }
-    }
-}
-
 impl<R: RequestCount> RawColumns<R> {
-    /// The inputs `start..start + count` read in place.
+    /// The inputs `start..start + count` as slices.
     ///
     /// # Safety
-    /// `start + count <= self.len`, the arrays are alive, and the caller holds
-    /// the GIL without running Python code for as long as the slices live.
+    /// `start + count <= self.len`, and the arrays outlive the slices.
     pub unsafe fn view(&self, start: usize, count: usize) -> (&[f64], &[f64], &[f64], &[R]) {
         if count == 0 {
             return (&[], &[], &[], &[]);
@@ -228,37 +263,6 @@ impl<R: RequestCount> RawColumns<R> {
                 std::slice::from_raw_parts(self.requests.add(start), count),
             )
         }
-    }
-
-    /// Copies candidates `start..start + count` into `into`.
-    ///
-    /// With the GIL released another Python thread may write the arrays while
-    /// we read. Copying each chunk once means every value is read exactly
-    /// once, so validation and scoring see the same number; the result for
-    /// a concurrently written array is then some mix of old and new values,
-    /// never a torn read of memory we do not own.
-    ///
-    /// # Safety
-    /// `start + count <= self.len` and the arrays are alive.
-    pub unsafe fn snapshot(&self, start: usize, count: usize, into: &mut Snapshot<R>) {
-        // SAFETY: bounds are the caller's contract; the pointers are valid for `len`.
-        unsafe {
-            copy_range(self.capability, start, count, &mut into.capability);
-            copy_range(self.success_rate, start, count, &mut into.success_rate);
-            copy_range(self.avg_latency_ms, start, count, &mut into.avg_latency_ms);
-            copy_range(self.requests, start, count, &mut into.requests);
-        }
-    }
-}
-
-unsafe fn copy_range<T: Copy>(source: *const T, start: usize, count: usize, into: &mut Vec<T>) {
-    into.clear();
-    into.reserve(count);
-    // SAFETY: `source + start .. + count` is in bounds (caller) and `into` has
-    // capacity for `count` elements; `set_len` follows the full copy.
-    unsafe {
-        std::ptr::copy_nonoverlapping(source.add(start), into.as_mut_ptr(), count);
-        into.set_len(count);
     }
 }
 

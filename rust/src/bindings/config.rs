@@ -21,6 +21,7 @@ const FIELDS: [&str; 8] = [
     "high_latency_penalty",
 ];
 
+/// Validated, immutable configuration of the adaptive score (see `_core.pyi`).
 #[pyclass(name = "AdaptiveConfig", module = "zeta_fast._core", frozen, eq)]
 #[derive(Clone, PartialEq)]
 pub struct PyAdaptiveConfig {
@@ -82,24 +83,48 @@ impl PyAdaptiveConfig {
     }
 }
 
-fn kwargs_pairs<'py>(
-    kwargs: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-    let mut pairs = Vec::new();
-    if let Some(kwargs) = kwargs {
-        for (key, value) in kwargs.iter() {
-            pairs.push((key.extract::<String>()?, value));
-        }
-    }
-    Ok(pairs)
-}
-
 #[pymethods]
 impl PyAdaptiveConfig {
     #[new]
-    #[pyo3(signature = (**fields))]
-    fn new(fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        build(kwargs_pairs(fields)?)
+    #[pyo3(signature = (
+        *,
+        capability_weight = None,
+        success_rate_weight = None,
+        latency_weight = None,
+        min_acceptable_success_rate = None,
+        max_acceptable_latency_ms = None,
+        min_requests_for_performance = None,
+        low_success_rate_penalty = None,
+        high_latency_penalty = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new<'py>(
+        capability_weight: Option<Bound<'py, PyAny>>,
+        success_rate_weight: Option<Bound<'py, PyAny>>,
+        latency_weight: Option<Bound<'py, PyAny>>,
+        min_acceptable_success_rate: Option<Bound<'py, PyAny>>,
+        max_acceptable_latency_ms: Option<Bound<'py, PyAny>>,
+        min_requests_for_performance: Option<Bound<'py, PyAny>>,
+        low_success_rate_penalty: Option<Bound<'py, PyAny>>,
+        high_latency_penalty: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Self> {
+        let given = [
+            capability_weight,
+            success_rate_weight,
+            latency_weight,
+            min_acceptable_success_rate,
+            max_acceptable_latency_ms,
+            min_requests_for_performance,
+            low_success_rate_penalty,
+            high_latency_penalty,
+        ];
+        // Omitted arguments keep their defaults: only the given ones are applied.
+        build(
+            FIELDS
+                .iter()
+                .zip(given)
+                .filter_map(|(name, value)| value.map(|value| ((*name).to_owned(), value))),
+        )
     }
 
     /// Builds a configuration from a mapping such as the one `to_dict()` returns.

@@ -6,7 +6,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use super::arrays::{
     check_shapes, count_column, float_column, shape_repr, Column, CountColumn, RawColumns, RawOut,
-    Snapshot, GIL_RELEASE_MIN_CANDIDATES, SNAPSHOT_CHUNK,
+    GIL_RELEASE_MIN_CANDIDATES,
 };
 use super::config::PyAdaptiveConfig;
 use super::extract::{count, number};
@@ -14,11 +14,13 @@ use crate::config::AdaptiveConfig;
 use crate::errors::ZetaError;
 use crate::scoring::{AdaptiveScorer, RequestCount, ScoreBreakdown};
 
+/// Scores routing candidates: capability blended with live performance.
 #[pyclass(name = "AdaptiveScorer", module = "zeta_fast._core", frozen)]
 pub struct PyAdaptiveScorer {
     inner: AdaptiveScorer,
 }
 
+/// Why a candidate scored what it did: the fields of a decision record.
 #[pyclass(name = "ScoreBreakdown", module = "zeta_fast._core", frozen)]
 #[derive(Clone)]
 pub struct PyScoreBreakdown {
@@ -103,94 +105,40 @@ impl<'py> Batch<'py> {
     }
 }
 
-/// Scores all candidates into `out`, reading inputs in place (GIL held) or
-/// through chunked snapshots (GIL released).
-fn score_all<R: RequestCount + Default>(
+/// Scores all candidates into `out`; runs with or without the GIL.
+fn score_all<R: RequestCount>(
     scorer: &AdaptiveScorer,
     raw: &RawColumns<R>,
     out: &mut RawOut<f64>,
-    copy: bool,
 ) -> Result<(), ZetaError> {
-    // SAFETY: `out` is the only handle on a fresh array of `raw.len` floats.
-    let out = unsafe { out.as_mut_slice() };
-    if !copy {
-        // SAFETY: the GIL is held for this whole call and no Python runs.
-        let (capability, success_rate, latency, requests) = unsafe { raw.view(0, raw.len) };
-        return scorer.score_into(capability, success_rate, latency, requests, out);
-    }
-    let mut snapshot = Snapshot::with_capacity(SNAPSHOT_CHUNK);
-    for (chunk, out_chunk) in out.chunks_mut(SNAPSHOT_CHUNK).enumerate() {
-        let start = chunk * SNAPSHOT_CHUNK;
-        // SAFETY: `start + out_chunk.len() <= raw.len` by construction of the chunks.
-        unsafe { raw.snapshot(start, out_chunk.len(), &mut snapshot) };
-        scorer
-            .score_into(
-                &snapshot.capability,
-                &snapshot.success_rate,
-                &snapshot.avg_latency_ms,
-                &snapshot.requests,
-                out_chunk,
-            )
-            .map_err(|err| err.offset_by(start))?;
-    }
-    Ok(())
+    // SAFETY: `out` is the only handle on a fresh array of `raw.len` floats,
+    // and the input arrays outlive this call (see `RawColumns`).
+    let (out, (capability, success_rate, latency, requests)) =
+        unsafe { (out.as_mut_slice(), raw.view(0, raw.len)) };
+    scorer.score_into(capability, success_rate, latency, requests, out)
 }
 
 /// The best column of each row of a `rows x columns` batch, into `out`.
-fn best_per_row<R: RequestCount + Default>(
+fn best_per_row<R: RequestCount>(
     scorer: &AdaptiveScorer,
     raw: &RawColumns<R>,
     columns: usize,
     out: &mut [i64],
-    copy: bool,
 ) -> Result<(), ZetaError> {
-    let mut snapshot = Snapshot::with_capacity(if copy { columns.min(SNAPSHOT_CHUNK) } else { 0 });
-    // Whole rows at once when reading in place; chunk by chunk when copying,
-    // so a very wide row never needs a full copy.
-    let step = if copy { SNAPSHOT_CHUNK } else { columns.max(1) };
     for (row, slot) in out.iter_mut().enumerate() {
-        let row_start = row * columns;
-        let mut best: Option<(usize, f64)> = None;
-        let mut offset = 0;
-        while offset < columns {
-            let count = step.min(columns - offset);
-            let start = row_start + offset;
-            let found = if copy {
-                // SAFETY: `start + count <= rows * columns == raw.len`.
-                unsafe { raw.snapshot(start, count, &mut snapshot) };
-                scorer.best(
-                    &snapshot.capability,
-                    &snapshot.success_rate,
-                    &snapshot.avg_latency_ms,
-                    &snapshot.requests,
-                )
-            } else {
-                // SAFETY: in bounds as above; the GIL is held throughout.
-                let (capability, success_rate, latency, requests) =
-                    unsafe { raw.view(start, count) };
-                scorer.best(capability, success_rate, latency, requests)
-            };
-            let (index, score) = found.map_err(|err| err.offset_by(start))?;
-            // Strictly greater: across chunks, too, the first of equal scores wins.
-            if best.is_none_or(|(_, best_score)| score > best_score) {
-                best = Some((offset + index, score));
-            }
-            offset += count;
-        }
-        match best {
-            Some((index, _)) => *slot = index as i64,
-            None => {
-                return Err(ZetaError::NoCandidates {
-                    operation: "best()",
-                })
-            }
-        }
+        let start = row * columns;
+        // SAFETY: `start + columns <= rows * columns == raw.len`.
+        let (capability, success_rate, latency, requests) = unsafe { raw.view(start, columns) };
+        let (index, _) = scorer
+            .best(capability, success_rate, latency, requests)
+            .map_err(|err| err.offset_by(start))?;
+        *slot = index as i64;
     }
     Ok(())
 }
 
 impl PyAdaptiveScorer {
-    fn score_many_typed<'py, R: RequestCount + Element + Default>(
+    fn score_many_typed<'py, R: RequestCount + Element>(
         &self,
         py: Python<'py>,
         batch: &Batch<'py>,
@@ -207,15 +155,15 @@ impl PyAdaptiveScorer {
         };
         let scorer = self.inner;
         let result = if release_gil.unwrap_or(raw.len >= GIL_RELEASE_MIN_CANDIDATES) {
-            py.detach(move || score_all(&scorer, &raw, &mut raw_out, true))
+            py.detach(move || score_all(&scorer, &raw, &mut raw_out))
         } else {
-            score_all(&scorer, &raw, &mut raw_out, false)
+            score_all(&scorer, &raw, &mut raw_out)
         };
         result.map_err(|err| batch.locate(err))?;
         Ok(out)
     }
 
-    fn best_typed<'py, R: RequestCount + Element + Default>(
+    fn best_typed<'py, R: RequestCount + Element>(
         &self,
         py: Python<'py>,
         batch: &Batch<'py>,
@@ -225,15 +173,15 @@ impl PyAdaptiveScorer {
         let scorer = self.inner;
         let mut index = [0_i64];
         let result = if raw.len >= GIL_RELEASE_MIN_CANDIDATES {
-            py.detach(|| best_per_row(&scorer, &raw, raw.len, &mut index, true))
+            py.detach(|| best_per_row(&scorer, &raw, raw.len, &mut index))
         } else {
-            best_per_row(&scorer, &raw, raw.len, &mut index, false)
+            best_per_row(&scorer, &raw, raw.len, &mut index)
         };
         result?;
         Ok(index[0] as usize)
     }
 
-    fn best_per_row_typed<'py, R: RequestCount + Element + Default>(
+    fn best_per_row_typed<'py, R: RequestCount + Element>(
         &self,
         py: Python<'py>,
         batch: &Batch<'py>,
@@ -257,12 +205,12 @@ impl PyAdaptiveScorer {
             py.detach(move || {
                 // SAFETY: the only handle on a fresh array of `rows` ints.
                 let slots = unsafe { raw_out.as_mut_slice() };
-                best_per_row(&scorer, &raw, columns, slots, true)
+                best_per_row(&scorer, &raw, columns, slots)
             })
         } else {
             // SAFETY: as above.
             let slots = unsafe { raw_out.as_mut_slice() };
-            best_per_row(&scorer, &raw, columns, slots, false)
+            best_per_row(&scorer, &raw, columns, slots)
         };
         result.map_err(|err| err.in_grid(columns))?;
         Ok(out)

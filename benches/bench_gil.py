@@ -1,0 +1,50 @@
+"""What releasing the GIL costs and buys: score_many held vs released.
+
+The threshold ``GIL_RELEASE_MIN_CANDIDATES`` comes from these groups and from
+``python -m benches.compare --only busy``: releasing is nearly free when no
+other thread wants the GIL, while the two-thread case shows what it buys:
+two Python threads scoring 1M candidates each run in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from benches.contenders import make_inputs
+from zeta_fast import AdaptiveScorer
+
+scorer = AdaptiveScorer()
+
+
+@pytest.mark.parametrize("n", [1_024, 4_096, 16_384, 65_536])
+@pytest.mark.parametrize("release", [False, True])
+def bench_release_cost(benchmark: BenchmarkFixture, n: int, release: bool) -> None:
+    data = make_inputs(n)
+    args = (data.capability, data.success_rate, data.avg_latency_ms, data.requests)
+    benchmark.group = f"GIL release cost at {n:,}"
+    benchmark.name = "released" if release else "held"
+    result = benchmark(lambda: scorer.score_many(*args, release_gil=release))
+    assert result.shape == (n,)
+
+
+def _two_threads(release: bool, args: tuple[object, ...]) -> None:
+    threads = [
+        threading.Thread(target=lambda: scorer.score_many(*args, release_gil=release))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.mark.parametrize("release", [False, True])
+def bench_two_threads(benchmark: BenchmarkFixture, release: bool) -> None:
+    data = make_inputs(1_000_000)
+    args = (data.capability, data.success_rate, data.avg_latency_ms, data.requests)
+    benchmark.group = "2 threads x 1M candidates"
+    benchmark.name = "released" if release else "held"
+    benchmark(_two_threads, release, args)
