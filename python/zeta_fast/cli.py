@@ -72,7 +72,11 @@ def _table(report: dict[str, Any]) -> Table:
 def _score_command(args: argparse.Namespace) -> int:
     report = score_report(load_scoring_file(args.file))
     if not args.json:
-        Console().print(_table(report))
+        console = Console()
+        if not console.is_terminal:
+            # Piped or captured: rich would assume 80 columns and squash the table.
+            console = Console(width=132)
+        console.print(_table(report))
     print(json.dumps(report, indent=2))
     return 0
 
