@@ -14,6 +14,17 @@ use crate::config::AdaptiveConfig;
 use crate::errors::ZetaError;
 use crate::scoring::{AdaptiveScorer, RequestCount, ScoreBreakdown};
 
+/// Runs `$body` with `$column` bound to the request counts in whichever
+/// element type they arrived (`i64` or `f64`), monomorphising the call.
+macro_rules! with_counts {
+    ($batch:expr, $column:ident => $body:expr) => {
+        match &$batch.requests {
+            CountColumn::Int($column) => $body,
+            CountColumn::Float($column) => $body,
+        }
+    };
+}
+
 /// Scores routing candidates: capability blended with live performance.
 #[pyclass(name = "AdaptiveScorer", module = "zeta_fast._core", frozen)]
 pub struct PyAdaptiveScorer {
@@ -278,10 +289,7 @@ impl PyAdaptiveScorer {
         release_gil: Option<bool>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
         let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
-        match &batch.requests {
-            CountColumn::Int(column) => self.score_many_typed(py, &batch, column, release_gil),
-            CountColumn::Float(column) => self.score_many_typed(py, &batch, column, release_gil),
-        }
+        with_counts!(batch, column => self.score_many_typed(py, &batch, column, release_gil))
     }
 
     /// Index of the best of 1-D candidates; ties go to the lowest index.
@@ -295,10 +303,7 @@ impl PyAdaptiveScorer {
     ) -> PyResult<usize> {
         let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
         batch.require_ndim(1, "a 1-D array of candidates (use best_per_row for 2-D)")?;
-        match &batch.requests {
-            CountColumn::Int(column) => self.best_typed(py, &batch, column),
-            CountColumn::Float(column) => self.best_typed(py, &batch, column),
-        }
+        with_counts!(batch, column => self.best_typed(py, &batch, column))
     }
 
     /// Index of the best candidate of each row of a 2-D batch.
@@ -312,10 +317,7 @@ impl PyAdaptiveScorer {
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
         batch.require_ndim(2, "a 2-D (requests x candidates) array")?;
-        match &batch.requests {
-            CountColumn::Int(column) => self.best_per_row_typed(py, &batch, column),
-            CountColumn::Float(column) => self.best_per_row_typed(py, &batch, column),
-        }
+        with_counts!(batch, column => self.best_per_row_typed(py, &batch, column))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
