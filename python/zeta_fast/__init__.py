@@ -9,23 +9,54 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+
 from zeta_fast._core import (
     GIL_RELEASE_MIN_CANDIDATES,
+    GIL_RELEASE_MIN_RECORDS,
+    SNAPSHOT_FORMAT_VERSION,
     AdaptiveConfig,
     AdaptiveScorer,
+    CandidatePool,
+    ManualClock,
+    PerformanceTracker,
     ScoreBreakdown,
+    TrackerKey,
+    TrackerStats,
+    WindowConfig,
     __version__,
+    _shutdown,
 )
-from zeta_fast.exceptions import ConfigError, InvalidInputError, NoCandidatesError, ZetaError
+from zeta_fast.exceptions import (
+    ConfigError,
+    InvalidInputError,
+    NoCandidatesError,
+    SnapshotError,
+    SnapshotWarning,
+    ZetaError,
+)
+
+# Clean shutdown: every tracker that persists writes a final snapshot.
+atexit.register(_shutdown)
 
 __all__ = [
     "GIL_RELEASE_MIN_CANDIDATES",
+    "GIL_RELEASE_MIN_RECORDS",
+    "SNAPSHOT_FORMAT_VERSION",
     "AdaptiveConfig",
     "AdaptiveScorer",
+    "CandidatePool",
     "ConfigError",
     "InvalidInputError",
+    "ManualClock",
     "NoCandidatesError",
+    "PerformanceTracker",
     "ScoreBreakdown",
+    "SnapshotError",
+    "SnapshotWarning",
+    "TrackerKey",
+    "TrackerStats",
+    "WindowConfig",
     "ZetaError",
     "__version__",
 ]

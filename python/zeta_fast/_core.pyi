@@ -3,6 +3,7 @@
 Import the names from ``zeta_fast``; this module is private.
 """
 
+import os
 from typing import Any, final
 
 import numpy as np
@@ -11,16 +12,34 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "GIL_RELEASE_MIN_CANDIDATES",
+    "GIL_RELEASE_MIN_RECORDS",
+    "SNAPSHOT_FORMAT_VERSION",
     "AdaptiveConfig",
     "AdaptiveScorer",
+    "CandidatePool",
+    "ManualClock",
+    "PerformanceTracker",
     "ScoreBreakdown",
+    "TrackerKey",
+    "TrackerStats",
+    "WindowConfig",
     "__version__",
+    "_shutdown",
 ]
 
 __version__: str
 
 GIL_RELEASE_MIN_CANDIDATES: int
 """Batches of at least this many candidates are scored with the GIL released."""
+
+GIL_RELEASE_MIN_RECORDS: int
+"""``record_many`` batches of at least this many outcomes run with the GIL released."""
+
+SNAPSHOT_FORMAT_VERSION: int
+"""The snapshot file format this build writes and reads."""
+
+def _shutdown() -> None:
+    """Final snapshot of every persisting tracker; registered with ``atexit``."""
 
 @final
 class AdaptiveConfig:
@@ -275,3 +294,267 @@ class AdaptiveScorer:
             >>> AdaptiveScorer().best_per_row(cap, ones, ones, np.zeros((2, 2), dtype=np.int64))
             array([0, 1])
         """
+
+@final
+class WindowConfig:
+    """The shape of a tracker's rolling windows (validated, immutable).
+
+    Defaults: 60 buckets of 5,000 ms (a 5-minute horizon), latency histograms
+    in 4 slices over 0.1 ms .. 600,000 ms at 4 % bin steps (percentiles within
+    2 %), EWMA weight 0.1.
+
+    Example:
+        >>> from zeta_fast import WindowConfig
+        >>> WindowConfig(bucket_ms=1000, buckets=30, histogram_slices=3).horizon_s
+        30.0
+    """
+
+    def __new__(
+        cls,
+        *,
+        bucket_ms: int | None = None,
+        buckets: int | None = None,
+        histogram_slices: int | None = None,
+        latency_min_ms: float | None = None,
+        latency_max_ms: float | None = None,
+        ewma_alpha: float | None = None,
+    ) -> WindowConfig: ...
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> WindowConfig:
+        """Builds a configuration from a dict such as ``to_dict()`` returns."""
+    def to_dict(self) -> dict[str, float | int]:
+        """The fields as a plain dict."""
+    @property
+    def bucket_ms(self) -> int:
+        """Width of one time bucket, in milliseconds."""
+    @property
+    def buckets(self) -> int:
+        """Buckets in the window."""
+    @property
+    def histogram_slices(self) -> int:
+        """Slices the latency histogram covers the window in (divides ``buckets``)."""
+    @property
+    def latency_min_ms(self) -> float:
+        """Lower edge of the latency histogram."""
+    @property
+    def latency_max_ms(self) -> float:
+        """Upper edge of the latency histogram."""
+    @property
+    def ewma_alpha(self) -> float:
+        """Weight of the newest sample in the latency EWMA."""
+    @property
+    def horizon_s(self) -> float:
+        """The window's horizon in seconds."""
+    @property
+    def percentile_relative_error(self) -> float:
+        """Worst-case relative error of reported percentiles (1.98 %)."""
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class ManualClock:
+    """A clock that moves only when told to (ms since the Unix epoch).
+
+    Example:
+        >>> from zeta_fast import ManualClock
+        >>> clock = ManualClock(1_000)
+        >>> clock.advance(500)
+        >>> clock.now_ms
+        1500
+    """
+
+    def __new__(cls, start_ms: int | None = None) -> ManualClock: ...
+    @property
+    def now_ms(self) -> int:
+        """The clock's time."""
+    def advance(self, ms: int) -> None:
+        """Moves the clock forward by ``ms``."""
+    def set(self, now_ms: int) -> None:
+        """Sets the clock; it may go backwards."""
+
+@final
+class TrackerStats:
+    """Statistics of one or more windows read at one moment.
+
+    Window figures cover the tracker's horizon; ``lifetime_*`` figures cover
+    everything ever recorded. Rates and latencies are ``None`` without data.
+    """
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def successes(self) -> int: ...
+    @property
+    def success_rate(self) -> float | None: ...
+    @property
+    def mean_latency_ms(self) -> float | None: ...
+    @property
+    def p50_ms(self) -> float | None: ...
+    @property
+    def p95_ms(self) -> float | None: ...
+    @property
+    def p99_ms(self) -> float | None: ...
+    @property
+    def ewma_latency_ms(self) -> float | None:
+        """Request-weighted mean of the keys' latency EWMAs."""
+    @property
+    def lifetime_requests(self) -> int: ...
+    @property
+    def lifetime_successes(self) -> int: ...
+    @property
+    def lifetime_success_rate(self) -> float | None: ...
+    @property
+    def lifetime_mean_latency_ms(self) -> float | None: ...
+    @property
+    def keys(self) -> int:
+        """How many (model, replica, task) windows were aggregated."""
+    @property
+    def consistent(self) -> bool:
+        """False only if rotations kept tearing the read (never seen in tests)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as a JSON-serialisable dict."""
+
+@final
+class TrackerKey:
+    """A handle on one (model, replica, task) window: records without a lookup."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def replica(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    def record(self, success: bool, latency_ms: float) -> None:
+        """Records one outcome for this key."""
+    def stats(self) -> TrackerStats:
+        """This key's statistics, read now."""
+
+@final
+class PerformanceTracker:
+    """Live performance per (model, replica, task) in lock-free rolling windows.
+
+    ``record`` is lock-free (a concurrent index lookup and four atomic
+    updates) and safe from any number of Python or Rust threads; readers
+    never block writers. Unless ``persist=False``, the tracker restores the
+    newest good snapshot at start, saves one every ``snapshot_interval_s`` in
+    a background thread and a final one on ``close()`` (or at interpreter
+    exit). ``snapshot_path`` defaults to ``$ZETA_FAST_STATE_DIR``, else
+    ``$XDG_STATE_HOME/zeta_fast``, else ``~/.local/state/zeta_fast``, file
+    ``tracker.snapshot``; the previous snapshot is kept as ``.prev``.
+
+    Raises:
+        SnapshotError: no usable snapshot exists (both files bad), the window
+            shape differs from the snapshot's, or another tracker holds the file.
+
+    Example:
+        >>> from zeta_fast import ManualClock, PerformanceTracker
+        >>> tracker = PerformanceTracker(clock=ManualClock(10_000), persist=False)
+        >>> tracker.record("coder-7b", "replica-1", "code", True, 120.0)
+        >>> tracker.record("coder-7b", "replica-2", "code", False, 480.0)
+        >>> stats = tracker.stats("coder-7b", task="code")
+        >>> stats.requests, stats.success_rate, stats.mean_latency_ms
+        (2, 0.5, 300.0)
+    """
+
+    def __new__(
+        cls,
+        window: WindowConfig | None = None,
+        *,
+        clock: ManualClock | None = None,
+        persist: bool = True,
+        snapshot_path: str | os.PathLike[str] | None = None,
+        snapshot_interval_s: float = 1.0,
+        restore: bool = True,
+    ) -> PerformanceTracker: ...
+    def record(
+        self, model: str, replica: str, task: str, success: bool, latency_ms: float
+    ) -> None:
+        """Records one outcome (latency finite and >= 0).
+
+        Raises:
+            InvalidInputError: the latency is negative, NaN or inf, or a name is empty.
+            TypeError: a name is not a ``str``, ``success`` not a bool.
+        """
+    def key(self, model: str, replica: str, task: str) -> TrackerKey:
+        """A handle on one key, registering it if new."""
+    def record_many(
+        self,
+        keys: TrackerKey | tuple[str, str, str] | list[TrackerKey | tuple[str, str, str]],
+        success: npt.ArrayLike,
+        latency_ms: npt.ArrayLike,
+    ) -> int:
+        """Records many outcomes; returns how many.
+
+        ``keys`` is one key for every outcome or a list with one per outcome.
+        Everything is validated first, so bad input records nothing; batches of
+        at least ``GIL_RELEASE_MIN_RECORDS`` run with the GIL released.
+        """
+    def stats(self, model: str, replica: str | None = None, task: str | None = None) -> TrackerStats:
+        """Statistics aggregated on read over the model's windows, narrowed by
+        replica and task when given."""
+    def keys(self) -> list[tuple[str, str, str]]:
+        """Every key as (model, replica, task), sorted."""
+    def now_ms(self) -> int:
+        """The tracker's current time, ms since the Unix epoch."""
+    @property
+    def window(self) -> WindowConfig: ...
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by all windows (~7.6 KiB per key by default)."""
+    @property
+    def snapshot_path(self) -> str | None: ...
+    @property
+    def restored_from(self) -> str | None:
+        """The snapshot file the tracker started from, if any."""
+    @property
+    def restore_warning(self) -> str | None:
+        """Why the newest snapshot was skipped at start-up, if it was."""
+    def save(self) -> int:
+        """Saves a snapshot now; returns its size in bytes."""
+    def saver_status(self) -> dict[str, Any] | None:
+        """Saves, failures and the last error of the background saver."""
+    def close(self) -> None:
+        """Stops the saver after a final snapshot and releases the file; idempotent."""
+    def __enter__(self) -> PerformanceTracker: ...
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> bool: ...
+
+@final
+class CandidatePool:
+    """Candidate models with a capability per task, scored from the tracker.
+
+    Each decision reads every candidate's live metrics from its windows: per
+    (model, task) over all replicas, falling back to the whole model when
+    that has fewer than ``min_requests_for_performance`` requests, and to the
+    capability alone below that. Nothing is passed in per decision.
+
+    Example:
+        >>> from zeta_fast import CandidatePool, ManualClock, PerformanceTracker
+        >>> tracker = PerformanceTracker(clock=ManualClock(0), persist=False)
+        >>> pool = CandidatePool(tracker, {"big": {"code": 92}, "small": {"code": 88}})
+        >>> pool.best("code")
+        'big'
+        >>> for i in range(10):
+        ...     pool.record("big", "r1", "code", i < 6, 100.0)
+        >>> pool.best("code")
+        'small'
+    """
+
+    def __new__(
+        cls,
+        tracker: PerformanceTracker,
+        candidates: dict[str, dict[str, float]],
+        config: AdaptiveConfig | None = None,
+    ) -> CandidatePool: ...
+    def best(self, task: str) -> str:
+        """The best model id for ``task``; ties go to the model listed first."""
+    def score(self, task: str) -> list[tuple[str, ScoreBreakdown]]:
+        """Every capable model's score for ``task``, explained, in pool order."""
+    def record(
+        self, model: str, replica: str, task: str, success: bool, latency_ms: float
+    ) -> None:
+        """Records an outcome in the pool's tracker (the feedback loop)."""
+    @property
+    def models(self) -> list[str]: ...
+    @property
+    def tasks(self) -> list[str]: ...
+    @property
+    def tracker(self) -> PerformanceTracker: ...

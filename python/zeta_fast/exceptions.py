@@ -8,7 +8,14 @@ these same classes.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InvalidInputError", "NoCandidatesError", "ZetaError"]
+__all__ = [
+    "ConfigError",
+    "InvalidInputError",
+    "NoCandidatesError",
+    "SnapshotError",
+    "SnapshotWarning",
+    "ZetaError",
+]
 
 
 class ZetaError(Exception):
@@ -25,3 +32,12 @@ class InvalidInputError(ZetaError, ValueError):
 
 class NoCandidatesError(ZetaError, ValueError):
     """A decision was asked for over no candidates."""
+
+
+class SnapshotError(ZetaError, ValueError):
+    """A persisted snapshot is unusable (truncated, corrupted, another version
+    or window shape) and no previous good one exists, or the file is in use."""
+
+
+class SnapshotWarning(UserWarning):
+    """The newest snapshot was unusable and the previous one was restored."""

@@ -44,6 +44,16 @@ pub enum ZetaError {
         expected: &'static str,
         got: String,
     },
+    /// A persisted snapshot cannot be used.
+    #[error("snapshot unusable: {reason}")]
+    Snapshot { reason: String },
+    /// A name (model, replica, task) is empty or unknown.
+    #[error("{field} {problem}: {value:?}")]
+    InvalidName {
+        field: &'static str,
+        problem: &'static str,
+        value: String,
+    },
     /// A decision was asked for over no candidates at all.
     #[error("{operation} needs at least one candidate, got none")]
     NoCandidates { operation: &'static str },

@@ -3,10 +3,17 @@
 //! The modules below hold the logic and know nothing of Python; `bindings`
 //! (behind the `python` feature) is the only code that speaks PyO3.
 
+pub mod clock;
 pub mod config;
 pub mod errors;
+pub mod histogram;
 pub mod penalties;
+pub mod persistence;
+pub mod pool;
 pub mod scoring;
+pub mod sync;
+pub mod tracker;
+pub mod window;
 
 #[cfg(feature = "python")]
 mod bindings;

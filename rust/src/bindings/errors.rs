@@ -9,6 +9,7 @@ use crate::errors::ZetaError;
 pyo3::import_exception!(zeta_fast.exceptions, ConfigError);
 pyo3::import_exception!(zeta_fast.exceptions, InvalidInputError);
 pyo3::import_exception!(zeta_fast.exceptions, NoCandidatesError);
+pyo3::import_exception!(zeta_fast.exceptions, SnapshotError);
 
 /// Lets `?` turn a core error into the matching Python exception.
 impl From<ZetaError> for PyErr {
@@ -22,6 +23,8 @@ impl From<ZetaError> for PyErr {
             | ZetaError::ShapeMismatch { .. }
             | ZetaError::InvalidShape { .. } => InvalidInputError::new_err(message),
             ZetaError::NoCandidates { .. } => NoCandidatesError::new_err(message),
+            ZetaError::Snapshot { .. } => SnapshotError::new_err(message),
+            ZetaError::InvalidName { .. } => InvalidInputError::new_err(message),
         }
     }
 }

@@ -4,7 +4,9 @@ mod arrays;
 mod config;
 mod errors;
 mod extract;
+mod pool;
 mod scorer;
+mod tracker;
 
 use pyo3::prelude::*;
 
@@ -13,9 +15,21 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<config::PyAdaptiveConfig>()?;
     module.add_class::<scorer::PyAdaptiveScorer>()?;
     module.add_class::<scorer::PyScoreBreakdown>()?;
+    module.add_class::<tracker::PyWindowConfig>()?;
+    module.add_class::<tracker::PyManualClock>()?;
+    module.add_class::<tracker::PyPerformanceTracker>()?;
+    module.add_class::<tracker::PyTrackerKey>()?;
+    module.add_class::<tracker::PyTrackerStats>()?;
+    module.add_class::<pool::PyCandidatePool>()?;
+    module.add_function(pyo3::wrap_pyfunction!(tracker::_shutdown, module)?)?;
     module.add(
         "GIL_RELEASE_MIN_CANDIDATES",
         arrays::GIL_RELEASE_MIN_CANDIDATES,
+    )?;
+    module.add("GIL_RELEASE_MIN_RECORDS", tracker::GIL_RELEASE_MIN_RECORDS)?;
+    module.add(
+        "SNAPSHOT_FORMAT_VERSION",
+        crate::persistence::FORMAT_VERSION,
     )?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -326,6 +326,16 @@ impl PyAdaptiveScorer {
     }
 }
 
+impl PyScoreBreakdown {
+    /// Wraps a core breakdown; its request count is integral by construction.
+    pub fn new(inner: ScoreBreakdown) -> Self {
+        Self {
+            requests: inner.requests as u64,
+            inner,
+        }
+    }
+}
+
 #[pymethods]
 impl PyScoreBreakdown {
     #[getter]

@@ -1,0 +1,919 @@
+//! `PerformanceTracker`, `WindowConfig`, `ManualClock`, `TrackerKey` and
+//! `TrackerStats`: the tracker seen from Python.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use numpy::{PyArrayDyn, PyArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
+
+use super::arrays::float_column;
+use super::errors::{ConfigError, InvalidInputError, SnapshotError};
+use super::extract::{count, number, type_error};
+use crate::clock::Clock;
+use crate::persistence::{self, FileLock, Saver};
+use crate::tracker::{check_latency, PerformanceTracker, Stats, TrackedKey};
+use crate::window::WindowConfig;
+
+/// Batches of at least this many outcomes are recorded with the GIL released:
+/// ~30 ns each, so ~1 ms of work, the same trade-off as
+/// `GIL_RELEASE_MIN_CANDIDATES` (a released caller may wait up to the 5 ms
+/// switch interval to get the GIL back from a busy thread).
+pub const GIL_RELEASE_MIN_RECORDS: usize = 32_768;
+
+const WINDOW_FIELDS: [&str; 6] = [
+    "bucket_ms",
+    "buckets",
+    "histogram_slices",
+    "latency_min_ms",
+    "latency_max_ms",
+    "ewma_alpha",
+];
+
+/// The shape of every rolling window of a tracker (validated, immutable).
+#[pyclass(name = "WindowConfig", module = "zeta_fast._core", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub struct PyWindowConfig {
+    pub inner: WindowConfig,
+}
+
+fn set_window_field(
+    config: &mut WindowConfig,
+    name: &str,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    match name {
+        "bucket_ms" => config.bucket_ms = count(value, name)?,
+        "buckets" => config.buckets = count(value, name)? as usize,
+        "histogram_slices" => config.histogram_slices = count(value, name)? as usize,
+        "latency_min_ms" => config.latency_min_ms = number(value, name)?,
+        "latency_max_ms" => config.latency_max_ms = number(value, name)?,
+        "ewma_alpha" => config.ewma_alpha = number(value, name)?,
+        unknown => {
+            return Err(ConfigError::new_err(format!(
+                "unknown WindowConfig field '{unknown}'; expected one of: {}",
+                WINDOW_FIELDS.join(", ")
+            )))
+        }
+    }
+    Ok(())
+}
+
+impl PyWindowConfig {
+    fn build<'py>(pairs: impl IntoIterator<Item = (String, Bound<'py, PyAny>)>) -> PyResult<Self> {
+        let mut config = WindowConfig::default();
+        for (name, value) in pairs {
+            set_window_field(&mut config, &name, &value)?;
+        }
+        config.validate()?;
+        Ok(Self { inner: config })
+    }
+
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.inner;
+        let dict = PyDict::new(py);
+        dict.set_item("bucket_ms", c.bucket_ms)?;
+        dict.set_item("buckets", c.buckets)?;
+        dict.set_item("histogram_slices", c.histogram_slices)?;
+        dict.set_item("latency_min_ms", c.latency_min_ms)?;
+        dict.set_item("latency_max_ms", c.latency_max_ms)?;
+        dict.set_item("ewma_alpha", c.ewma_alpha)?;
+        Ok(dict)
+    }
+}
+
+#[pymethods]
+impl PyWindowConfig {
+    #[new]
+    #[pyo3(signature = (
+        *,
+        bucket_ms = None,
+        buckets = None,
+        histogram_slices = None,
+        latency_min_ms = None,
+        latency_max_ms = None,
+        ewma_alpha = None,
+    ))]
+    fn new<'py>(
+        bucket_ms: Option<Bound<'py, PyAny>>,
+        buckets: Option<Bound<'py, PyAny>>,
+        histogram_slices: Option<Bound<'py, PyAny>>,
+        latency_min_ms: Option<Bound<'py, PyAny>>,
+        latency_max_ms: Option<Bound<'py, PyAny>>,
+        ewma_alpha: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Self> {
+        let given = [
+            bucket_ms,
+            buckets,
+            histogram_slices,
+            latency_min_ms,
+            latency_max_ms,
+            ewma_alpha,
+        ];
+        Self::build(
+            WINDOW_FIELDS
+                .iter()
+                .zip(given)
+                .filter_map(|(name, value)| value.map(|value| ((*name).to_owned(), value))),
+        )
+    }
+
+    #[staticmethod]
+    fn from_dict(data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let dict = data
+            .cast::<PyDict>()
+            .map_err(|_| type_error("WindowConfig.from_dict(data)", "a dict", data))?;
+        let mut pairs = Vec::with_capacity(dict.len());
+        for (key, value) in dict.iter() {
+            pairs.push((key.extract::<String>()?, value));
+        }
+        Self::build(pairs)
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.as_dict(py)
+    }
+
+    #[getter]
+    fn bucket_ms(&self) -> u64 {
+        self.inner.bucket_ms
+    }
+    #[getter]
+    fn buckets(&self) -> usize {
+        self.inner.buckets
+    }
+    #[getter]
+    fn histogram_slices(&self) -> usize {
+        self.inner.histogram_slices
+    }
+    #[getter]
+    fn latency_min_ms(&self) -> f64 {
+        self.inner.latency_min_ms
+    }
+    #[getter]
+    fn latency_max_ms(&self) -> f64 {
+        self.inner.latency_max_ms
+    }
+    #[getter]
+    fn ewma_alpha(&self) -> f64 {
+        self.inner.ewma_alpha
+    }
+    /// The window's horizon in seconds.
+    #[getter]
+    fn horizon_s(&self) -> f64 {
+        self.inner.horizon_ms() as f64 / 1000.0
+    }
+    /// Worst-case relative error of the reported percentiles.
+    #[getter]
+    fn percentile_relative_error(&self) -> f64 {
+        crate::histogram::max_relative_error()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let parts: PyResult<Vec<String>> = self
+            .as_dict(py)?
+            .iter()
+            .map(|(k, v)| Ok(format!("{k}={}", v.repr()?)))
+            .collect();
+        Ok(format!("WindowConfig({})", parts?.join(", ")))
+    }
+}
+
+/// A clock that moves only when told to, for tests and replays.
+#[pyclass(name = "ManualClock", module = "zeta_fast._core", frozen)]
+pub struct PyManualClock {
+    now: Arc<AtomicU64>,
+}
+
+#[pymethods]
+impl PyManualClock {
+    #[new]
+    #[pyo3(signature = (start_ms = None))]
+    fn new(start_ms: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let start = match start_ms {
+            Some(value) => count(value, "start_ms")?,
+            None => 0,
+        };
+        Ok(Self {
+            now: Arc::new(AtomicU64::new(start)),
+        })
+    }
+
+    /// Milliseconds since the Unix epoch, as this clock tells it.
+    #[getter]
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock forward by `ms`.
+    fn advance(&self, ms: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.now.fetch_add(count(ms, "ms")?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sets the clock (it may go backwards: records then land in older buckets).
+    fn set(&self, now_ms: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.now.store(count(now_ms, "now_ms")?, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Passes a pre-mixed 64-bit key through: the fast index is keyed by
+/// Python's own (cached) string hashes, already well mixed.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+struct Persistence {
+    saver: Saver,
+    _lock: FileLock,
+}
+
+/// A tracker's saver and file lock, taken out when it closes.
+type SharedPersistence = Mutex<Option<Persistence>>;
+
+/// Trackers with a saver, so the atexit hook can give each a final save.
+fn live_savers() -> &'static Mutex<Vec<Weak<SharedPersistence>>> {
+    static SAVERS: OnceLock<Mutex<Vec<Weak<SharedPersistence>>>> = OnceLock::new();
+    SAVERS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Stops every tracker's saver after a final save: the clean-shutdown hook
+/// `zeta_fast` registers with `atexit`.
+#[pyfunction]
+pub fn _shutdown(py: Python<'_>) {
+    let savers: Vec<_> = live_savers()
+        .lock()
+        .map(|mut all| {
+            let alive = all.iter().filter_map(Weak::upgrade).collect();
+            all.clear();
+            alive
+        })
+        .unwrap_or_default();
+    py.detach(|| {
+        for persistence in savers {
+            if let Ok(mut guard) = persistence.lock() {
+                if let Some(mut p) = guard.take() {
+                    p.saver.stop();
+                }
+            }
+        }
+    });
+}
+
+/// Where snapshots go when no path is given: `$ZETA_FAST_STATE_DIR`, else
+/// `$XDG_STATE_HOME/zeta_fast`, else `~/.local/state/zeta_fast`, else
+/// `./.zeta_fast`; the file is `tracker.snapshot`.
+fn default_snapshot_path() -> PathBuf {
+    let folder = std::env::var_os("ZETA_FAST_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("zeta_fast")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/zeta_fast"))
+        })
+        .unwrap_or_else(|| PathBuf::from(".zeta_fast"));
+    folder.join("tracker.snapshot")
+}
+
+/// Live performance per (model, replica, task) in lock-free rolling windows.
+#[pyclass(name = "PerformanceTracker", module = "zeta_fast._core", frozen)]
+pub struct PyPerformanceTracker {
+    pub inner: Arc<PerformanceTracker>,
+    fast: papaya::HashMap<u64, Arc<TrackedKey>, BuildHasherDefault<PassThrough>>,
+    persistence: Arc<SharedPersistence>,
+    snapshot_path: Option<PathBuf>,
+    restored_from: Option<PathBuf>,
+    restore_warning: Option<String>,
+    window: WindowConfig,
+}
+
+fn mix(model: isize, replica: isize, task: isize) -> u64 {
+    (model as u64) ^ (replica as u64).rotate_left(21) ^ (task as u64).rotate_left(42)
+}
+
+fn same(name: &str, value: &Bound<'_, PyString>) -> bool {
+    value.to_str().is_ok_and(|text| text == name)
+}
+
+fn name_arg<'a, 'py>(
+    value: &'a Bound<'py, PyAny>,
+    field: &str,
+) -> PyResult<&'a Bound<'py, PyString>> {
+    value
+        .cast::<PyString>()
+        .map_err(|_| type_error(field, "a str", value))
+}
+
+fn success_arg(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match value.cast_exact::<PyBool>() {
+        Ok(flag) => Ok(flag.is_true()),
+        // NumPy's bool_ converts through __bool__; anything else is a mistake.
+        Err(_)
+            if value
+                .get_type()
+                .name()
+                .is_ok_and(|n| n == "bool" || n == "bool_") =>
+        {
+            value.is_truthy()
+        }
+        Err(_) => Err(type_error("success", "a bool", value)),
+    }
+}
+
+fn latency_arg(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let latency = match value.cast_exact::<PyFloat>() {
+        Ok(float) => float.value(),
+        Err(_) => number(value, "latency_ms")?,
+    };
+    check_latency(latency)?;
+    Ok(latency)
+}
+
+impl PyPerformanceTracker {
+    /// The key's window, through the fast index of Python string hashes.
+    #[inline]
+    pub fn resolve(
+        &self,
+        model: &Bound<'_, PyString>,
+        replica: &Bound<'_, PyString>,
+        task: &Bound<'_, PyString>,
+    ) -> PyResult<Arc<TrackedKey>> {
+        let hash = mix(model.hash()?, replica.hash()?, task.hash()?);
+        let fast = self.fast.pin();
+        if let Some(key) = fast.get(&hash) {
+            if same(&key.name.model, model)
+                && same(&key.name.replica, replica)
+                && same(&key.name.task, task)
+            {
+                return Ok(Arc::clone(key));
+            }
+            // A 64-bit hash collision: correct, just not cached.
+            return Ok(self
+                .inner
+                .key(model.to_str()?, replica.to_str()?, task.to_str()?)?);
+        }
+        let key = self
+            .inner
+            .key(model.to_str()?, replica.to_str()?, task.to_str()?)?;
+        fast.insert(hash, Arc::clone(&key));
+        Ok(key)
+    }
+
+    fn resolve_any(&self, key: &Bound<'_, PyAny>) -> PyResult<Arc<TrackedKey>> {
+        if let Ok(handle) = key.cast::<PyTrackerKey>() {
+            return Ok(Arc::clone(&handle.get().inner));
+        }
+        if let Ok(tuple) = key.cast::<PyTuple>() {
+            if tuple.len() == 3 {
+                let model = tuple.get_item(0)?;
+                let replica = tuple.get_item(1)?;
+                let task = tuple.get_item(2)?;
+                return self.resolve(
+                    name_arg(&model, "model")?,
+                    name_arg(&replica, "replica")?,
+                    name_arg(&task, "task")?,
+                );
+            }
+        }
+        Err(type_error(
+            "keys",
+            "a TrackerKey or a (model, replica, task) tuple",
+            key,
+        ))
+    }
+}
+
+fn success_column(value: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+    if let Ok(array) = value.cast::<PyArrayDyn<bool>>() {
+        return Ok(array
+            .to_vec()
+            .unwrap_or_else(|_| array.to_owned_array().iter().copied().collect()));
+    }
+    if let Ok(list) = value.cast::<PyList>() {
+        let mut flags = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            flags.push(
+                success_arg(&item)
+                    .map_err(|_| type_error("success", "a sequence of bools", value))?,
+            );
+        }
+        return Ok(flags);
+    }
+    let numpy = value.py().import("numpy")?;
+    let array = numpy.call_method1("asarray", (value,))?;
+    let kind = array
+        .getattr("dtype")?
+        .getattr("kind")?
+        .extract::<String>()?;
+    if kind != "b" {
+        return Err(type_error("success", "an array of bools", value));
+    }
+    let array = array.cast_into::<PyArrayDyn<bool>>()?;
+    Ok(array.to_owned_array().iter().copied().collect())
+}
+
+#[pymethods]
+impl PyPerformanceTracker {
+    #[new]
+    #[pyo3(signature = (
+        window = None,
+        *,
+        clock = None,
+        persist = true,
+        snapshot_path = None,
+        snapshot_interval_s = 1.0,
+        restore = true,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        window: Option<&Bound<'_, PyAny>>,
+        clock: Option<&Bound<'_, PyAny>>,
+        persist: bool,
+        snapshot_path: Option<PathBuf>,
+        snapshot_interval_s: f64,
+        restore: bool,
+    ) -> PyResult<Self> {
+        let snapshot_path = match (persist, snapshot_path) {
+            (false, _) => None,
+            (true, Some(path)) => Some(path),
+            (true, None) => Some(default_snapshot_path()),
+        };
+        let window = match window {
+            None => WindowConfig::default(),
+            Some(value) => {
+                value
+                    .cast::<PyWindowConfig>()
+                    .map_err(|_| type_error("window", "a WindowConfig", value))?
+                    .get()
+                    .inner
+            }
+        };
+        let clock = match clock {
+            None => Clock::System,
+            Some(value) => Clock::Manual(Arc::clone(
+                &value
+                    .cast::<PyManualClock>()
+                    .map_err(|_| type_error("clock", "a ManualClock", value))?
+                    .get()
+                    .now,
+            )),
+        };
+        if !(snapshot_interval_s.is_finite() && snapshot_interval_s > 0.0) {
+            return Err(ConfigError::new_err(format!(
+                "snapshot_interval_s must be finite and > 0, got {}",
+                crate::errors::float_repr(snapshot_interval_s)
+            )));
+        }
+        let tracker = Arc::new(PerformanceTracker::new(window, clock)?);
+        let mut restored_from = None;
+        let mut restore_warning = None;
+        let persistence = Arc::new(Mutex::new(None));
+        if let Some(path) = &snapshot_path {
+            if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(folder).map_err(|err| {
+                    SnapshotError::new_err(format!("cannot create {}: {err}", folder.display()))
+                })?;
+            }
+            let lock = FileLock::acquire(path)?;
+            if restore {
+                if let Some(found) = py.detach(|| persistence::load(path))? {
+                    tracker.restore(&found.state)?;
+                    restored_from = Some(found.path.clone());
+                    if let Some(problem) = found.fell_back_because {
+                        let message = format!(
+                            "{} was unusable ({problem}); restored the previous snapshot {}",
+                            path.display(),
+                            found.path.display()
+                        );
+                        let warning = py
+                            .import("zeta_fast.exceptions")?
+                            .getattr("SnapshotWarning")?;
+                        PyErr::warn(py, &warning, &std::ffi::CString::new(message.clone())?, 1)?;
+                        restore_warning = Some(message);
+                    }
+                }
+            }
+            let saver = Saver::start(
+                Arc::clone(&tracker),
+                path.clone(),
+                Duration::from_secs_f64(snapshot_interval_s),
+            )
+            .map_err(|err| {
+                SnapshotError::new_err(format!("cannot start the saver thread: {err}"))
+            })?;
+            if let Ok(mut slot) = persistence.lock() {
+                *slot = Some(Persistence { saver, _lock: lock });
+            }
+            if let Ok(mut all) = live_savers().lock() {
+                all.retain(|weak| weak.strong_count() > 0);
+                all.push(Arc::downgrade(&persistence));
+            }
+        }
+        Ok(Self {
+            inner: tracker,
+            fast: papaya::HashMap::default(),
+            persistence,
+            snapshot_path,
+            restored_from,
+            restore_warning,
+            window,
+        })
+    }
+
+    /// Records one outcome. Lock-free: a lookup in a concurrent index and
+    /// four atomic updates; a key's first use registers it once.
+    pub fn record(
+        &self,
+        model: &Bound<'_, PyAny>,
+        replica: &Bound<'_, PyAny>,
+        task: &Bound<'_, PyAny>,
+        success: &Bound<'_, PyAny>,
+        latency_ms: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let key = self.resolve(
+            name_arg(model, "model")?,
+            name_arg(replica, "replica")?,
+            name_arg(task, "task")?,
+        )?;
+        let success = success_arg(success)?;
+        let latency = latency_arg(latency_ms)?;
+        key.window
+            .record(self.inner.clock().now_ms(), success, latency);
+        Ok(())
+    }
+
+    /// A handle on one key, for recording without a lookup.
+    fn key(
+        &self,
+        model: &Bound<'_, PyAny>,
+        replica: &Bound<'_, PyAny>,
+        task: &Bound<'_, PyAny>,
+    ) -> PyResult<PyTrackerKey> {
+        let key = self.resolve(
+            name_arg(model, "model")?,
+            name_arg(replica, "replica")?,
+            name_arg(task, "task")?,
+        )?;
+        Ok(PyTrackerKey {
+            inner: key,
+            tracker: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Records many outcomes: `keys` is one key for all (a TrackerKey or a
+    /// (model, replica, task) tuple) or a list with one key per outcome.
+    /// Validates everything first (nothing is recorded on bad input), then
+    /// records with the GIL released for large batches.
+    fn record_many(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        success: &Bound<'_, PyAny>,
+        latency_ms: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let latencies = float_column(latency_ms, "latency_ms")?;
+        let flags = success_column(success)?;
+        let n = latencies.len();
+        if latencies.shape().len() != 1 || flags.len() != n {
+            return Err(InvalidInputError::new_err(format!(
+                "success has {} entries and latency_ms {n}: they must be 1-D and of one length",
+                flags.len()
+            )));
+        }
+        let per_record: Vec<Arc<TrackedKey>> = if let Ok(list) = keys.cast::<PyList>() {
+            if list.len() != n {
+                return Err(InvalidInputError::new_err(format!(
+                    "keys has {} entries, expected {n} (one per outcome)",
+                    list.len()
+                )));
+            }
+            list.iter()
+                .map(|key| self.resolve_any(&key))
+                .collect::<PyResult<_>>()?
+        } else {
+            vec![self.resolve_any(keys)?]
+        };
+        // SAFETY: read with the GIL held, before any Python code runs.
+        let values: Vec<f64> = unsafe { std::slice::from_raw_parts(latencies.ptr(), n) }.to_vec();
+        if let Some((index, bad)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| check_latency(**v).is_err())
+        {
+            return Err(InvalidInputError::new_err(format!(
+                "latency_ms[{index}] must be finite and >= 0, got {}",
+                crate::errors::float_repr(*bad)
+            )));
+        }
+        let now = self.inner.clock().now_ms();
+        let work = move || {
+            for (i, (&flag, &latency)) in flags.iter().zip(&values).enumerate() {
+                let key = per_record.get(i).or_else(|| per_record.first());
+                if let Some(key) = key {
+                    key.window.record(now, flag, latency);
+                }
+            }
+        };
+        if n >= GIL_RELEASE_MIN_RECORDS {
+            py.detach(work);
+        } else {
+            work();
+        }
+        Ok(n)
+    }
+
+    /// Statistics over the window (and lifetime), aggregated on read over
+    /// the model's keys, narrowed by replica and task when given.
+    #[pyo3(signature = (model, replica = None, task = None))]
+    fn stats(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        replica: Option<&str>,
+        task: Option<&str>,
+    ) -> PyTrackerStats {
+        let stats = py.detach(|| self.inner.stats(model, replica, task));
+        PyTrackerStats { inner: stats }
+    }
+
+    /// Every key as (model, replica, task), sorted.
+    fn keys(&self) -> Vec<(String, String, String)> {
+        self.inner
+            .keys()
+            .iter()
+            .map(|k| {
+                (
+                    k.name.model.to_string(),
+                    k.name.replica.to_string(),
+                    k.name.task.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The tracker's current time, ms since the Unix epoch.
+    fn now_ms(&self) -> u64 {
+        self.inner.clock().now_ms()
+    }
+
+    #[getter]
+    fn window(&self) -> PyWindowConfig {
+        PyWindowConfig { inner: self.window }
+    }
+
+    /// Bytes held by all windows.
+    #[getter]
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
+    #[getter]
+    fn snapshot_path(&self) -> Option<PathBuf> {
+        self.snapshot_path.clone()
+    }
+
+    /// The snapshot file the tracker started from, if any.
+    #[getter]
+    fn restored_from(&self) -> Option<PathBuf> {
+        self.restored_from.clone()
+    }
+
+    /// Why the newest snapshot was skipped at start-up, if it was.
+    #[getter]
+    fn restore_warning(&self) -> Option<String> {
+        self.restore_warning.clone()
+    }
+
+    /// Saves a snapshot now; returns its size in bytes.
+    fn save(&self, py: Python<'_>) -> PyResult<usize> {
+        let guard = self
+            .persistence
+            .lock()
+            .map_err(|_| PyValueError::new_err("saver lock poisoned"))?;
+        match guard.as_ref() {
+            Some(p) => Ok(py.detach(|| p.saver.save_now())?),
+            None => Err(SnapshotError::new_err(
+                "this tracker has no snapshot_path (persistence is off), or it is closed",
+            )),
+        }
+    }
+
+    /// Saves, counts and last error of the background saver.
+    fn saver_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let guard = self
+            .persistence
+            .lock()
+            .map_err(|_| PyValueError::new_err("saver lock poisoned"))?;
+        let Some(p) = guard.as_ref() else {
+            return Ok(None);
+        };
+        let status = p.saver.status();
+        let dict = PyDict::new(py);
+        dict.set_item("saves", status.saves)?;
+        dict.set_item("failures", status.failures)?;
+        dict.set_item("last_error", status.last_error)?;
+        dict.set_item("last_bytes", status.last_bytes)?;
+        Ok(Some(dict))
+    }
+
+    /// Stops the saver after a final snapshot and releases the file; idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self
+            .persistence
+            .lock()
+            .map_err(|_| PyValueError::new_err("saver lock poisoned"))?
+            .take();
+        if let Some(mut p) = taken {
+            py.detach(|| p.saver.stop());
+            let status = p.saver.status();
+            if let Some(error) = status.last_error.filter(|_| status.failures > 0) {
+                return Err(SnapshotError::new_err(format!(
+                    "final save failed: {error}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _traceback: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+/// A handle on one (model, replica, task) window.
+#[pyclass(name = "TrackerKey", module = "zeta_fast._core", frozen)]
+pub struct PyTrackerKey {
+    pub inner: Arc<TrackedKey>,
+    tracker: Arc<PerformanceTracker>,
+}
+
+#[pymethods]
+impl PyTrackerKey {
+    #[getter]
+    fn model(&self) -> &str {
+        &self.inner.name.model
+    }
+    #[getter]
+    fn replica(&self) -> &str {
+        &self.inner.name.replica
+    }
+    #[getter]
+    fn task(&self) -> &str {
+        &self.inner.name.task
+    }
+
+    /// Records one outcome for this key, with no lookup at all.
+    fn record(&self, success: &Bound<'_, PyAny>, latency_ms: &Bound<'_, PyAny>) -> PyResult<()> {
+        let success = success_arg(success)?;
+        let latency = latency_arg(latency_ms)?;
+        self.inner
+            .window
+            .record(self.tracker.clock().now_ms(), success, latency);
+        Ok(())
+    }
+
+    /// This key's statistics, read now.
+    fn stats(&self) -> PyTrackerStats {
+        PyTrackerStats {
+            inner: self.tracker.aggregate(&[Arc::clone(&self.inner)]),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TrackerKey(model={:?}, replica={:?}, task={:?})",
+            &*self.inner.name.model, &*self.inner.name.replica, &*self.inner.name.task
+        )
+    }
+}
+
+/// Statistics of one or more windows, read at one moment.
+#[pyclass(name = "TrackerStats", module = "zeta_fast._core", frozen)]
+pub struct PyTrackerStats {
+    pub inner: Stats,
+}
+
+#[pymethods]
+impl PyTrackerStats {
+    #[getter]
+    fn requests(&self) -> u64 {
+        self.inner.window.requests
+    }
+    #[getter]
+    fn successes(&self) -> u64 {
+        self.inner.window.successes
+    }
+    #[getter]
+    fn success_rate(&self) -> Option<f64> {
+        self.inner.window.success_rate()
+    }
+    #[getter]
+    fn mean_latency_ms(&self) -> Option<f64> {
+        self.inner.window.mean_latency_ms()
+    }
+    #[getter]
+    fn p50_ms(&self) -> Option<f64> {
+        self.inner.p50_ms
+    }
+    #[getter]
+    fn p95_ms(&self) -> Option<f64> {
+        self.inner.p95_ms
+    }
+    #[getter]
+    fn p99_ms(&self) -> Option<f64> {
+        self.inner.p99_ms
+    }
+    #[getter]
+    fn ewma_latency_ms(&self) -> Option<f64> {
+        self.inner.ewma_latency_ms
+    }
+    #[getter]
+    fn lifetime_requests(&self) -> u64 {
+        self.inner.lifetime.requests
+    }
+    #[getter]
+    fn lifetime_successes(&self) -> u64 {
+        self.inner.lifetime.successes
+    }
+    #[getter]
+    fn lifetime_success_rate(&self) -> Option<f64> {
+        self.inner.lifetime.success_rate()
+    }
+    #[getter]
+    fn lifetime_mean_latency_ms(&self) -> Option<f64> {
+        self.inner.lifetime.mean_latency_ms()
+    }
+    #[getter]
+    fn keys(&self) -> usize {
+        self.inner.keys
+    }
+    #[getter]
+    fn consistent(&self) -> bool {
+        self.inner.consistent
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("requests", self.requests())?;
+        dict.set_item("successes", self.successes())?;
+        dict.set_item("success_rate", self.success_rate())?;
+        dict.set_item("mean_latency_ms", self.mean_latency_ms())?;
+        dict.set_item("p50_ms", self.p50_ms())?;
+        dict.set_item("p95_ms", self.p95_ms())?;
+        dict.set_item("p99_ms", self.p99_ms())?;
+        dict.set_item("ewma_latency_ms", self.ewma_latency_ms())?;
+        dict.set_item("lifetime_requests", self.lifetime_requests())?;
+        dict.set_item("lifetime_successes", self.lifetime_successes())?;
+        dict.set_item("lifetime_success_rate", self.lifetime_success_rate())?;
+        dict.set_item("lifetime_mean_latency_ms", self.lifetime_mean_latency_ms())?;
+        dict.set_item("keys", self.keys())?;
+        dict.set_item("consistent", self.consistent())?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        let w = &self.inner.window;
+        format!(
+            "TrackerStats(requests={}, successes={}, success_rate={}, mean_latency_ms={}, p99_ms={})",
+            w.requests,
+            w.successes,
+            opt(w.success_rate()),
+            opt(w.mean_latency_ms()),
+            opt(self.inner.p99_ms)
+        )
+    }
+}
+
+fn opt(value: Option<f64>) -> String {
+    value.map_or_else(|| "None".to_owned(), crate::errors::float_repr)
+}

@@ -1,0 +1,445 @@
+//! The performance tracker: one lock-free window per (model, replica, task),
+//! a lock-free registry of keys, and views aggregated on read.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::errors::{float_repr, ZetaError};
+use crate::histogram::LatencyBins;
+use crate::window::{KeyWindow, Totals, WindowConfig, WindowState};
+
+/// The identity of a window.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyName {
+    pub model: Arc<str>,
+    pub replica: Arc<str>,
+    pub task: Arc<str>,
+}
+
+impl Hash for KeyName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(&self.model, &self.replica, &self.task, state);
+    }
+}
+
+/// A borrowed key for lookups without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub model: &'a str,
+    pub replica: &'a str,
+    pub task: &'a str,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.model, self.replica, self.task, state);
+    }
+}
+
+impl papaya::Equivalent<KeyName> for KeyRef<'_> {
+    fn equivalent(&self, key: &KeyName) -> bool {
+        *key.model == *self.model && *key.replica == *self.replica && *key.task == *self.task
+    }
+}
+
+fn hash_parts<H: Hasher>(model: &str, replica: &str, task: &str, state: &mut H) {
+    model.hash(state);
+    replica.hash(state);
+    task.hash(state);
+}
+
+/// One registered key: its name and its window.
+pub struct TrackedKey {
+    pub name: KeyName,
+    pub window: KeyWindow,
+}
+
+/// Aggregated statistics of one or more windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Totals over the window.
+    pub window: Totals,
+    /// Totals over the keys' whole lives.
+    pub lifetime: Totals,
+    /// Latency percentiles over the window, in ms (`None` without data).
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Request-weighted mean of the keys' latency EWMAs, in ms.
+    pub ewma_latency_ms: Option<f64>,
+    /// How many keys were aggregated.
+    pub keys: usize,
+    /// False when some window read was torn by rotations (see `window`).
+    pub consistent: bool,
+}
+
+/// Everything a tracker has learned, for persistence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrackerState {
+    pub bucket_ms: u64,
+    pub buckets: u64,
+    pub histogram_slices: u64,
+    pub latency_min_ms: f64,
+    pub latency_max_ms: f64,
+    /// When the state was taken, ms since the Unix epoch.
+    pub taken_at_ms: u64,
+    pub keys: Vec<(String, String, String, WindowState)>,
+}
+
+/// Tracks live performance per (model, replica, task).
+pub struct PerformanceTracker {
+    config: WindowConfig,
+    bins: LatencyBins,
+    clock: Clock,
+    keys: papaya::HashMap<KeyName, Arc<TrackedKey>, foldhash::fast::RandomState>,
+    /// Bumped on every registration, so cached resolutions know to refresh.
+    generation: AtomicU64,
+}
+
+impl PerformanceTracker {
+    /// A tracker whose windows have `config`'s shape, reading time from `clock`.
+    pub fn new(config: WindowConfig, clock: Clock) -> Result<Self, ZetaError> {
+        let bins = config.validate()?;
+        Ok(Self {
+            config,
+            bins,
+            clock,
+            keys: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
+                .build(),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The shape of every window.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// The clock the tracker reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The number of registrations so far; changes whenever a key is added.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The key's window, registering it on first use. Lookups are lock-free;
+    /// a first registration allocates once.
+    pub fn key(
+        &self,
+        model: &str,
+        replica: &str,
+        task: &str,
+    ) -> Result<Arc<TrackedKey>, ZetaError> {
+        let lookup = KeyRef {
+            model,
+            replica,
+            task,
+        };
+        let keys = self.keys.pin();
+        if let Some(found) = keys.get(&lookup) {
+            return Ok(Arc::clone(found));
+        }
+        for (field, value) in [("model", model), ("replica", replica), ("task", task)] {
+            if value.is_empty() {
+                return Err(ZetaError::InvalidName {
+                    field,
+                    problem: "must be a non-empty string",
+                    value: value.to_owned(),
+                });
+            }
+        }
+        let name = KeyName {
+            model: model.into(),
+            replica: replica.into(),
+            task: task.into(),
+        };
+        let now = self.clock.now_ms();
+        let fresh = Arc::new(TrackedKey {
+            name: name.clone(),
+            window: KeyWindow::new(self.config, self.bins, now),
+        });
+        // Two threads may race to register: the map keeps one, both use it.
+        let kept = match keys.try_insert(name, fresh) {
+            Ok(inserted) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Arc::clone(inserted)
+            }
+            Err(occupied) => Arc::clone(occupied.current),
+        };
+        Ok(kept)
+    }
+
+    /// Records one outcome now.
+    #[inline]
+    pub fn record(
+        &self,
+        model: &str,
+        replica: &str,
+        task: &str,
+        success: bool,
+        latency_ms: f64,
+    ) -> Result<(), ZetaError> {
+        check_latency(latency_ms)?;
+        let key = self.key(model, replica, task)?;
+        key.window.record(self.clock.now_ms(), success, latency_ms);
+        Ok(())
+    }
+
+    /// Every registered key, sorted.
+    pub fn keys(&self) -> Vec<Arc<TrackedKey>> {
+        let mut all: Vec<_> = self.keys.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Keys matching a model and, when given, a replica and a task.
+    pub fn matching(
+        &self,
+        model: &str,
+        replica: Option<&str>,
+        task: Option<&str>,
+    ) -> Vec<Arc<TrackedKey>> {
+        self.keys()
+            .into_iter()
+            .filter(|key| {
+                *key.name.model == *model
+                    && replica.is_none_or(|r| *key.name.replica == *r)
+                    && task.is_none_or(|t| *key.name.task == *t)
+            })
+            .collect()
+    }
+
+    /// Statistics aggregated over the matching keys, read now.
+    pub fn stats(&self, model: &str, replica: Option<&str>, task: Option<&str>) -> Stats {
+        self.aggregate(&self.matching(model, replica, task))
+    }
+
+    /// Statistics aggregated over `keys`, read now.
+    pub fn aggregate(&self, keys: &[Arc<TrackedKey>]) -> Stats {
+        let now = self.clock.now_ms();
+        let mut window = Totals::default();
+        let mut lifetime = Totals::default();
+        let mut histogram = vec![0_u64; self.bins.len()];
+        let mut ewma_weighted = 0.0;
+        let mut ewma_weight = 0.0;
+        let mut consistent = true;
+        for key in keys {
+            let snapshot = key.window.snapshot(now);
+            window.merge(&snapshot.window);
+            lifetime.merge(&snapshot.lifetime);
+            for (total, count) in histogram.iter_mut().zip(&snapshot.histogram) {
+                *total += count;
+            }
+            if let Some(ewma) = snapshot.ewma_latency_ms {
+                let weight = snapshot.window.requests.max(1) as f64;
+                ewma_weighted += ewma * weight;
+                ewma_weight += weight;
+            }
+            consistent &= snapshot.consistent;
+        }
+        Stats {
+            window,
+            lifetime,
+            p50_ms: self.bins.quantile(&histogram, 0.50),
+            p95_ms: self.bins.quantile(&histogram, 0.95),
+            p99_ms: self.bins.quantile(&histogram, 0.99),
+            ewma_latency_ms: (ewma_weight > 0.0).then(|| ewma_weighted / ewma_weight),
+            keys: keys.len(),
+            consistent,
+        }
+    }
+
+    /// Bytes held by all windows.
+    pub fn memory_bytes(&self) -> usize {
+        self.keys
+            .pin()
+            .values()
+            .map(|key| key.window.memory_bytes() + std::mem::size_of::<TrackedKey>())
+            .sum()
+    }
+
+    /// Everything learned, for persistence.
+    pub fn state(&self) -> TrackerState {
+        TrackerState {
+            bucket_ms: self.config.bucket_ms,
+            buckets: self.config.buckets as u64,
+            histogram_slices: self.config.histogram_slices as u64,
+            latency_min_ms: self.config.latency_min_ms,
+            latency_max_ms: self.config.latency_max_ms,
+            taken_at_ms: self.clock.now_ms(),
+            keys: self
+                .keys()
+                .iter()
+                .map(|key| {
+                    (
+                        key.name.model.to_string(),
+                        key.name.replica.to_string(),
+                        key.name.task.to_string(),
+                        key.window.state(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Loads a persisted state into this (empty or not) tracker: keys in the
+    /// state replace any of the same name.
+    pub fn restore(&self, state: &TrackerState) -> Result<usize, ZetaError> {
+        let shape = (
+            state.bucket_ms,
+            state.buckets,
+            state.histogram_slices,
+            state.latency_min_ms.to_bits(),
+            state.latency_max_ms.to_bits(),
+        );
+        let ours = (
+            self.config.bucket_ms,
+            self.config.buckets as u64,
+            self.config.histogram_slices as u64,
+            self.config.latency_min_ms.to_bits(),
+            self.config.latency_max_ms.to_bits(),
+        );
+        if shape != ours {
+            return Err(ZetaError::Snapshot {
+                reason: format!(
+                    "it was written by a tracker with {} buckets of {} ms, {} histogram slices, \
+                     latency range {}..{} ms; this one has {} buckets of {} ms, {} slices, {}..{} ms",
+                    state.buckets,
+                    state.bucket_ms,
+                    state.histogram_slices,
+                    float_repr(state.latency_min_ms),
+                    float_repr(state.latency_max_ms),
+                    self.config.buckets,
+                    self.config.bucket_ms,
+                    self.config.histogram_slices,
+                    float_repr(self.config.latency_min_ms),
+                    float_repr(self.config.latency_max_ms),
+                ),
+            });
+        }
+        // Build every window first, so a bad state changes nothing.
+        let mut windows = Vec::with_capacity(state.keys.len());
+        for (model, replica, task, window_state) in &state.keys {
+            let window = KeyWindow::from_state(self.config, self.bins, window_state)?;
+            let name = KeyName {
+                model: model.as_str().into(),
+                replica: replica.as_str().into(),
+                task: task.as_str().into(),
+            };
+            windows.push((name, window));
+        }
+        let keys = self.keys.pin();
+        let restored = windows.len();
+        for (name, window) in windows {
+            let key = Arc::new(TrackedKey {
+                name: name.clone(),
+                window,
+            });
+            keys.insert(name, key);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(restored)
+    }
+}
+
+/// Latency must be finite and >= 0.
+pub fn check_latency(latency_ms: f64) -> Result<(), ZetaError> {
+    if latency_ms.is_finite() && latency_ms >= 0.0 {
+        Ok(())
+    } else {
+        Err(ZetaError::InvalidInput {
+            field: "latency_ms",
+            position: crate::errors::Position::Scalar,
+            expected: "finite and >= 0",
+            value: float_repr(latency_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker() -> (PerformanceTracker, Clock) {
+        let clock = Clock::manual(1_000_000);
+        (
+            PerformanceTracker::new(WindowConfig::default(), clock.clone()).unwrap(),
+            clock,
+        )
+    }
+
+    #[test]
+    fn views_aggregate_on_read() {
+        let (t, _) = tracker();
+        t.record("coder", "r1", "code", true, 100.0).unwrap();
+        t.record("coder", "r2", "code", false, 300.0).unwrap();
+        t.record("coder", "r1", "chat", true, 50.0).unwrap();
+        t.record("other", "r1", "code", true, 1.0).unwrap();
+        assert_eq!(t.stats("coder", None, None).window.requests, 3);
+        assert_eq!(t.stats("coder", None, Some("code")).window.requests, 2);
+        let leaf = t.stats("coder", Some("r2"), Some("code"));
+        assert_eq!(leaf.window.successes, 0);
+        assert_eq!(leaf.window.mean_latency_ms(), Some(300.0));
+        assert_eq!(t.stats("nobody", None, None).keys, 0);
+        assert_eq!(t.keys().len(), 4);
+    }
+
+    #[test]
+    fn registration_bumps_generation_once_per_key() {
+        let (t, _) = tracker();
+        let before = t.generation();
+        t.record("m", "r", "t", true, 1.0).unwrap();
+        t.record("m", "r", "t", true, 1.0).unwrap();
+        assert_eq!(t.generation(), before + 1);
+    }
+
+    #[test]
+    fn bad_latency_and_empty_names_are_rejected() {
+        let (t, _) = tracker();
+        assert!(t.record("m", "r", "t", true, f64::NAN).is_err());
+        assert!(t.record("m", "r", "t", true, -1.0).is_err());
+        let err = t.record("", "r", "t", true, 1.0).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("model must be a non-empty string"));
+        assert_eq!(t.keys().len(), 0);
+    }
+
+    #[test]
+    fn state_round_trips_through_restore() {
+        let (t, _) = tracker();
+        for i in 0..100 {
+            t.record(
+                "m",
+                "r",
+                if i % 2 == 0 { "a" } else { "b" },
+                i % 3 != 0,
+                i as f64,
+            )
+            .unwrap();
+        }
+        let state = t.state();
+        let (fresh, _) = tracker();
+        assert_eq!(fresh.restore(&state).unwrap(), 2);
+        assert_eq!(fresh.stats("m", None, None), t.stats("m", None, None));
+    }
+
+    #[test]
+    fn restore_refuses_another_window_shape() {
+        let (t, _) = tracker();
+        t.record("m", "r", "t", true, 1.0).unwrap();
+        let other_shape = WindowConfig {
+            buckets: 32,
+            ..Default::default()
+        };
+        let other = PerformanceTracker::new(other_shape, Clock::manual(0)).unwrap();
+        let err = other.restore(&t.state()).unwrap_err().to_string();
+        assert!(err.contains("60 buckets of 5000 ms"), "{err}");
+    }
+}

@@ -1,0 +1,764 @@
+//! The lock-free rolling metric window of one key (model, replica, task).
+//!
+//! Time is cut into epochs of `bucket_ms`; the window keeps the last
+//! `buckets` epochs in a ring of slots, plus latency histograms in
+//! `histogram_slices` coarser slices, plus lifetime totals of everything that
+//! has expired. Recording touches four atomics and never waits; moving the
+//! window forward (once per epoch) is done by whichever thread first wins a
+//! try-claim, while the others carry on.
+//!
+//! Each slot packs what must agree into single words, so no reader can see
+//! half a record: `counts` = successes << 32 | requests, `latency` =
+//! (requests mod 2^24) << 40 | latency sum in 10 us units.
+
+use strength_reduce::StrengthReducedU64;
+
+use crate::errors::{float_repr, ZetaError};
+use crate::histogram::LatencyBins;
+use crate::sync::{spin_hint, AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Latency sums are kept in units of 10 us: 40 bits of them hold 127 days of
+/// summed latency per 5 s slot, and 10 us is far below any LLM call's noise.
+pub const LATENCY_UNIT_MS: f64 = 0.01;
+const LATENCY_BITS: u32 = 40;
+const LATENCY_MASK: u64 = (1 << LATENCY_BITS) - 1;
+// The latency word's top 24 bits count its requests, modulo 2^24: exact
+// below 16.7M requests per slot per key (3.3M/s at 5 s buckets).
+const REQUEST_MASK: u64 = (1 << 32) - 1;
+/// Readers retry a torn snapshot (a rotation ran meanwhile) this often before
+/// settling for the last read; rotations are microseconds, once per epoch.
+const SNAPSHOT_RETRIES: usize = 64;
+
+/// The shape of every window in a tracker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowConfig {
+    /// Width of one time bucket, in milliseconds.
+    pub bucket_ms: u64,
+    /// Buckets in the window: the horizon is `bucket_ms * buckets`.
+    pub buckets: usize,
+    /// Latency histograms cover the window in this many slices (must divide
+    /// `buckets`): percentiles cover between `(slices - 1) / slices` of the
+    /// horizon and all of it. Fewer slices, less memory per key.
+    pub histogram_slices: usize,
+    /// Lower edge of the latency histogram; smaller values count as this.
+    pub latency_min_ms: f64,
+    /// Upper edge of the latency histogram; larger values count as this.
+    pub latency_max_ms: f64,
+    /// Weight of the newest sample in the latency EWMA.
+    pub ewma_alpha: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        // 5 minutes in 5 s buckets; 4 histogram slices keep a key under 8 KiB.
+        Self {
+            bucket_ms: 5_000,
+            buckets: 60,
+            histogram_slices: 4,
+            latency_min_ms: 0.1,
+            latency_max_ms: 600_000.0,
+            ewma_alpha: 0.1,
+        }
+    }
+}
+
+impl WindowConfig {
+    /// Checks every field; the first bad one is reported with its value.
+    pub fn validate(&self) -> Result<LatencyBins, ZetaError> {
+        let invalid = |field, expected, value: String| ZetaError::InvalidConfig {
+            field,
+            expected,
+            value,
+        };
+        if self.bucket_ms == 0 {
+            return Err(invalid("bucket_ms", "an integer >= 1", "0".into()));
+        }
+        if !(1..=100_000).contains(&self.buckets) {
+            return Err(invalid(
+                "buckets",
+                "an integer in [1, 100000]",
+                self.buckets.to_string(),
+            ));
+        }
+        if self.histogram_slices == 0 || self.buckets % self.histogram_slices != 0 {
+            return Err(invalid(
+                "histogram_slices",
+                "an integer >= 1 that divides buckets",
+                self.histogram_slices.to_string(),
+            ));
+        }
+        if !(self.ewma_alpha > 0.0 && self.ewma_alpha <= 1.0) {
+            return Err(invalid(
+                "ewma_alpha",
+                "in (0, 1]",
+                float_repr(self.ewma_alpha),
+            ));
+        }
+        LatencyBins::new(self.latency_min_ms, self.latency_max_ms)
+    }
+
+    /// The window's horizon in milliseconds.
+    pub fn horizon_ms(&self) -> u64 {
+        self.bucket_ms.saturating_mul(self.buckets as u64)
+    }
+
+    fn buckets_per_slice(&self) -> u64 {
+        (self.buckets / self.histogram_slices) as u64
+    }
+}
+
+/// Request, success and latency totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    /// Requests recorded.
+    pub requests: u64,
+    /// Of which succeeded.
+    pub successes: u64,
+    /// Requests whose latency is in `latency_units` (equals `requests` except
+    /// in a snapshot taken while a record was half-applied).
+    pub latency_requests: u64,
+    /// Summed latency in units of [`LATENCY_UNIT_MS`].
+    pub latency_units: u64,
+}
+
+impl Totals {
+    #[inline(always)]
+    fn add_words(&mut self, counts: u64, latency: u64) {
+        self.requests += counts & REQUEST_MASK;
+        self.successes += counts >> 32;
+        self.latency_requests += latency >> LATENCY_BITS;
+        self.latency_units += latency & LATENCY_MASK;
+    }
+
+    /// Adds another set of totals.
+    #[inline(always)]
+    pub fn merge(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        self.latency_requests += other.latency_requests;
+        self.latency_units += other.latency_units;
+    }
+
+    /// Success rate in 0..=1; `None` without requests.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.successes as f64 / self.requests as f64)
+    }
+
+    /// Mean latency in ms; `None` without requests.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        (self.latency_requests > 0)
+            .then(|| self.latency_units as f64 * LATENCY_UNIT_MS / self.latency_requests as f64)
+    }
+}
+
+struct Slot {
+    counts: AtomicU64,
+    latency: AtomicU64,
+}
+
+struct Slice {
+    /// Slice epoch + 1 of the data held; 0 before first use.
+    tag: AtomicU64,
+    bins: Box<[AtomicU32]>,
+}
+
+/// A consistent read of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSnapshot {
+    /// Totals over the window.
+    pub window: Totals,
+    /// Totals over the key's whole life (window included).
+    pub lifetime: Totals,
+    /// Latency histogram over the window's slices.
+    pub histogram: Vec<u64>,
+    /// EWMA of latency, in ms; `None` before the first record.
+    pub ewma_latency_ms: Option<f64>,
+    /// False only when rotations kept tearing the read (see `SNAPSHOT_RETRIES`).
+    pub consistent: bool,
+}
+
+/// The raw state of a window, for persistence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowState {
+    /// Latest epoch whose slot was initialised.
+    pub epoch: u64,
+    /// `(counts, latency)` words of each slot, by ring index.
+    pub slots: Vec<(u64, u64)>,
+    /// `(tag, sparse bins as (index, count))` of each histogram slice.
+    pub slices: Vec<(u64, Vec<(u32, u32)>)>,
+    /// Totals of expired data.
+    pub retired: Totals,
+    /// EWMA bits (NaN when unset).
+    pub ewma_bits: u64,
+}
+
+/// The window's integer divisors, strength-reduced: a hardware 64-bit divide
+/// costs 25-40 cycles, and a record or a decision needs up to four of them.
+#[derive(Clone, Copy)]
+struct Divisors {
+    bucket_ms: StrengthReducedU64,
+    buckets: StrengthReducedU64,
+    buckets_per_slice: StrengthReducedU64,
+    slices: StrengthReducedU64,
+}
+
+/// The rolling window of one key.
+pub struct KeyWindow {
+    config: WindowConfig,
+    bins: LatencyBins,
+    divisors: Divisors,
+    /// Latest epoch whose slot has been reset for it.
+    epoch: AtomicU64,
+    /// Try-claim for moving the window; nobody ever waits on it.
+    rotating: AtomicBool,
+    /// Odd while a rotation is rewriting slots: readers retry on a change.
+    version: AtomicU64,
+    slots: Box<[Slot]>,
+    slices: Box<[Slice]>,
+    /// The window's totals in the slots' packed format, kept by writers
+    /// (added before the slot) and rotation (subtracted when a slot is
+    /// reset), so a decision reads two words instead of every slot.
+    live_counts: AtomicU64,
+    live_latency: AtomicU64,
+    /// Totals of expired data: lifetime = retired + every slot.
+    retired: [AtomicU64; 4],
+    ewma_bits: AtomicU64,
+}
+
+impl KeyWindow {
+    /// An empty window whose current epoch is the one containing `now_ms`.
+    pub fn new(config: WindowConfig, bins: LatencyBins, now_ms: u64) -> Self {
+        let slots = (0..config.buckets)
+            .map(|_| Slot {
+                counts: AtomicU64::new(0),
+                latency: AtomicU64::new(0),
+            })
+            .collect();
+        let slices = (0..config.histogram_slices)
+            .map(|_| Slice {
+                tag: AtomicU64::new(0),
+                bins: (0..bins.len()).map(|_| AtomicU32::new(0)).collect(),
+            })
+            .collect();
+        let divisors = Divisors {
+            bucket_ms: StrengthReducedU64::new(config.bucket_ms.max(1)),
+            buckets: StrengthReducedU64::new((config.buckets as u64).max(1)),
+            buckets_per_slice: StrengthReducedU64::new(config.buckets_per_slice().max(1)),
+            slices: StrengthReducedU64::new((config.histogram_slices as u64).max(1)),
+        };
+        let window = Self {
+            config,
+            bins,
+            divisors,
+            epoch: AtomicU64::new(now_ms / config.bucket_ms),
+            rotating: AtomicBool::new(false),
+            version: AtomicU64::new(0),
+            slots,
+            slices,
+            live_counts: AtomicU64::new(0),
+            live_latency: AtomicU64::new(0),
+            retired: Default::default(),
+            ewma_bits: AtomicU64::new(f64::NAN.to_bits()),
+        };
+        let epoch = now_ms / config.bucket_ms;
+        window.tag_slice(epoch / config.buckets_per_slice());
+        window
+    }
+
+    /// Bytes this window occupies (its heap buffers included).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.slots.len() * std::mem::size_of::<Slot>()
+            + self.slices.len() * std::mem::size_of::<Slice>()
+            + self.slices.len() * self.bins.len() * std::mem::size_of::<AtomicU32>()
+    }
+
+    fn slot(&self, epoch: u64) -> Option<&Slot> {
+        self.slots.get((epoch % self.divisors.buckets) as usize)
+    }
+
+    fn slice(&self, slice_epoch: u64) -> Option<&Slice> {
+        self.slices
+            .get((slice_epoch % self.divisors.slices) as usize)
+    }
+
+    fn tag_slice(&self, slice_epoch: u64) {
+        if let Some(slice) = self.slice(slice_epoch) {
+            slice.tag.store(slice_epoch + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records one outcome at `now_ms`. `latency_ms` must be finite and >= 0
+    /// (the tracker checks). Lock-free: four atomic updates, and at most once
+    /// per epoch an attempt to move the window, which never waits.
+    #[inline]
+    pub fn record(&self, now_ms: u64, success: bool, latency_ms: f64) {
+        let now = now_ms / self.divisors.bucket_ms;
+        // Acquire: pairs with the Release store in `advance`, so the slot
+        // reset for `current` is visible before we add to it.
+        let mut current = self.epoch.load(Ordering::Acquire);
+        if now > current {
+            self.advance(now);
+            current = self.epoch.load(Ordering::Acquire);
+        }
+        let counts = 1 | (u64::from(success) << 32);
+        let units = (latency_ms / LATENCY_UNIT_MS).round() as u64 & LATENCY_MASK;
+        let latency = (1 << LATENCY_BITS) | units;
+        // A sample from a clock that is behind goes to its own slot while it
+        // is still in the window; one older than the window straight to the
+        // lifetime totals. A sample from ahead of the window (another thread
+        // is moving it) goes to the newest ready slot: it leaves the window
+        // at most one bucket early and is never lost.
+        let target = now.min(current);
+        let horizon = self.slots.len() as u64;
+        if target + horizon <= current {
+            self.retired_add(counts, latency);
+            return;
+        }
+        if let Some(slot) = self.slot(target) {
+            // The live totals first, then the slot with Release: a rotation
+            // that swaps this record out of the slot (Acquire) has seen it
+            // added to the live totals, so its subtraction never borrows
+            // across the packed fields.
+            self.live_latency.fetch_add(latency, Ordering::Relaxed);
+            self.live_counts.fetch_add(counts, Ordering::Relaxed);
+            slot.latency.fetch_add(latency, Ordering::Release);
+            slot.counts.fetch_add(counts, Ordering::Release);
+        }
+        if let Some(slice) = self.slice(target / self.divisors.buckets_per_slice) {
+            if let Some(bin) = slice.bins.get(self.bins.index(latency_ms)) {
+                bin.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.update_ewma(latency_ms);
+    }
+
+    fn retired_add(&self, counts: u64, latency: u64) {
+        let mut totals = Totals::default();
+        totals.add_words(counts, latency);
+        self.add_to(&self.retired, &totals);
+    }
+
+    fn add_to(&self, target: &[AtomicU64; 4], totals: &Totals) {
+        let [requests, successes, latency_requests, latency_units] = target;
+        requests.fetch_add(totals.requests, Ordering::Relaxed);
+        successes.fetch_add(totals.successes, Ordering::Relaxed);
+        latency_requests.fetch_add(totals.latency_requests, Ordering::Relaxed);
+        latency_units.fetch_add(totals.latency_units, Ordering::Relaxed);
+    }
+
+    fn load_totals(words: &[AtomicU64; 4]) -> Totals {
+        let [requests, successes, latency_requests, latency_units] = words;
+        Totals {
+            requests: requests.load(Ordering::Relaxed),
+            successes: successes.load(Ordering::Relaxed),
+            latency_requests: latency_requests.load(Ordering::Relaxed),
+            latency_units: latency_units.load(Ordering::Relaxed),
+        }
+    }
+
+    fn update_ewma(&self, latency_ms: f64) {
+        let alpha = self.config.ewma_alpha;
+        let mut old = self.ewma_bits.load(Ordering::Relaxed);
+        loop {
+            let previous = f64::from_bits(old);
+            let next = if previous.is_nan() {
+                latency_ms
+            } else {
+                previous + alpha * (latency_ms - previous)
+            };
+            match self.ewma_bits.compare_exchange_weak(
+                old,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => old = actual,
+            }
+        }
+    }
+
+    /// Moves the window so that `now` is its current epoch, if no other
+    /// thread is doing so already (then this returns at once).
+    pub fn advance(&self, now: u64) {
+        // Acquire: see the slots as the previous rotator left them.
+        if self
+            .rotating
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let current = self.epoch.load(Ordering::Relaxed);
+        if now > current {
+            // Odd version: readers know slots are being rewritten.
+            self.version.fetch_add(1, Ordering::AcqRel);
+            let horizon = self.slots.len() as u64;
+            let first = (current + 1).max(now.saturating_sub(horizon - 1));
+            for epoch in first..=now {
+                if let Some(slot) = self.slot(epoch) {
+                    // Swap, not store: a late writer's add lands either in
+                    // what we retire or in the fresh slot, never nowhere.
+                    let latency = slot.latency.swap(0, Ordering::AcqRel);
+                    let counts = slot.counts.swap(0, Ordering::AcqRel);
+                    self.live_latency.fetch_sub(latency, Ordering::Relaxed);
+                    self.live_counts.fetch_sub(counts, Ordering::Relaxed);
+                    self.retired_add(counts, latency);
+                }
+            }
+            let per_slice = self.config.buckets_per_slice();
+            let slices = self.slices.len() as u64;
+            let first_slice =
+                (current / per_slice + 1).max((now / per_slice).saturating_sub(slices - 1));
+            for slice_epoch in first_slice..=now / per_slice {
+                if let Some(slice) = self.slice(slice_epoch) {
+                    for bin in slice.bins.iter() {
+                        bin.store(0, Ordering::Relaxed);
+                    }
+                    slice.tag.store(slice_epoch + 1, Ordering::Relaxed);
+                }
+            }
+            // Release: writers that Acquire-load the new epoch see the resets.
+            self.epoch.store(now, Ordering::Release);
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        self.rotating.store(false, Ordering::Release);
+    }
+
+    /// Window totals for a decision at `now_ms`: two words, O(1). Under
+    /// concurrent writes the counts and latency words may be a record apart.
+    #[inline(always)]
+    pub fn live_totals(&self, now_ms: u64) -> Totals {
+        let now = now_ms / self.divisors.bucket_ms;
+        if now > self.epoch.load(Ordering::Acquire) {
+            self.advance(now);
+        }
+        let mut totals = Totals::default();
+        totals.add_words(
+            self.live_counts.load(Ordering::Relaxed),
+            self.live_latency.load(Ordering::Relaxed),
+        );
+        totals
+    }
+
+    /// A consistent read of the window at `now_ms`, without blocking writers:
+    /// each slot's words are whole records, and a read torn by a rotation is
+    /// retried.
+    pub fn snapshot(&self, now_ms: u64) -> WindowSnapshot {
+        let now = now_ms / self.divisors.bucket_ms;
+        if now > self.epoch.load(Ordering::Acquire) {
+            self.advance(now);
+        }
+        let mut last = None;
+        for _ in 0..SNAPSHOT_RETRIES {
+            let before = self.version.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                spin_hint();
+                continue;
+            }
+            let read = self.read_once(now);
+            if self.version.load(Ordering::Acquire) == before {
+                return read;
+            }
+            last = Some(read);
+            spin_hint();
+        }
+        let mut read = last.unwrap_or_else(|| self.read_once(now));
+        read.consistent = false;
+        read
+    }
+
+    fn read_once(&self, now: u64) -> WindowSnapshot {
+        let current = self.epoch.load(Ordering::Acquire);
+        let horizon = self.slots.len() as u64;
+        // Epochs in the window relative to `now`, capped at what is initialised.
+        let oldest = now.saturating_sub(horizon - 1);
+        let mut window = Totals::default();
+        let mut lifetime = Self::load_totals(&self.retired);
+        for epoch in current.saturating_sub(horizon - 1)..=current {
+            if let Some(slot) = self.slot(epoch) {
+                let counts = slot.counts.load(Ordering::Relaxed);
+                let latency = slot.latency.load(Ordering::Relaxed);
+                lifetime.add_words(counts, latency);
+                if epoch >= oldest {
+                    window.add_words(counts, latency);
+                }
+            }
+        }
+        let per_slice = self.config.buckets_per_slice();
+        let slices = self.slices.len() as u64;
+        let newest_slice = now / per_slice;
+        let oldest_slice = newest_slice.saturating_sub(slices - 1);
+        let mut histogram = vec![0_u64; self.bins.len()];
+        for slice in self.slices.iter() {
+            let tag = slice.tag.load(Ordering::Relaxed);
+            if tag == 0 || tag - 1 < oldest_slice || tag - 1 > newest_slice {
+                continue;
+            }
+            for (total, bin) in histogram.iter_mut().zip(slice.bins.iter()) {
+                *total += u64::from(bin.load(Ordering::Relaxed));
+            }
+        }
+        let ewma = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        WindowSnapshot {
+            window,
+            lifetime,
+            histogram,
+            ewma_latency_ms: (!ewma.is_nan()).then_some(ewma),
+            consistent: true,
+        }
+    }
+
+    /// The raw state, for persistence. Taken like a snapshot: retried while
+    /// a rotation tears it.
+    pub fn state(&self) -> WindowState {
+        let mut state = self.read_state();
+        for _ in 0..SNAPSHOT_RETRIES {
+            let before = self.version.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                spin_hint();
+                continue;
+            }
+            state = self.read_state();
+            if self.version.load(Ordering::Acquire) == before {
+                break;
+            }
+        }
+        state
+    }
+
+    fn read_state(&self) -> WindowState {
+        WindowState {
+            epoch: self.epoch.load(Ordering::Acquire),
+            slots: self
+                .slots
+                .iter()
+                .map(|slot| {
+                    (
+                        slot.counts.load(Ordering::Relaxed),
+                        slot.latency.load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            slices: self
+                .slices
+                .iter()
+                .map(|slice| {
+                    let bins = slice
+                        .bins
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(index, bin)| {
+                            let count = bin.load(Ordering::Relaxed);
+                            (count > 0).then_some((index as u32, count))
+                        })
+                        .collect();
+                    (slice.tag.load(Ordering::Relaxed), bins)
+                })
+                .collect(),
+            retired: Self::load_totals(&self.retired),
+            ewma_bits: self.ewma_bits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A window holding a persisted state; the shapes must match.
+    pub fn from_state(
+        config: WindowConfig,
+        bins: LatencyBins,
+        state: &WindowState,
+    ) -> Result<Self, ZetaError> {
+        if state.slots.len() != config.buckets || state.slices.len() != config.histogram_slices {
+            return Err(ZetaError::Snapshot {
+                reason: format!(
+                    "window shape differs: snapshot has {} buckets and {} histogram slices, \
+                     this tracker {} and {}",
+                    state.slots.len(),
+                    state.slices.len(),
+                    config.buckets,
+                    config.histogram_slices
+                ),
+            });
+        }
+        let window = Self::new(config, bins, state.epoch.saturating_mul(config.bucket_ms));
+        window.epoch.store(state.epoch, Ordering::Relaxed);
+        for (slot, &(counts, latency)) in window.slots.iter().zip(&state.slots) {
+            slot.counts.store(counts, Ordering::Relaxed);
+            slot.latency.store(latency, Ordering::Relaxed);
+        }
+        for (slice, (tag, bins)) in window.slices.iter().zip(&state.slices) {
+            slice.tag.store(*tag, Ordering::Relaxed);
+            for &(index, count) in bins {
+                let bin = slice
+                    .bins
+                    .get(index as usize)
+                    .ok_or_else(|| ZetaError::Snapshot {
+                        reason: format!("histogram bin {index} out of range"),
+                    })?;
+                bin.store(count, Ordering::Relaxed);
+            }
+        }
+        window.add_to(&window.retired, &state.retired);
+        window.ewma_bits.store(state.ewma_bits, Ordering::Relaxed);
+        // The live totals: every slot in the window at the restored epoch.
+        let horizon = config.buckets as u64;
+        for epoch in state.epoch.saturating_sub(horizon - 1)..=state.epoch {
+            if let Some(slot) = window.slot(epoch) {
+                window
+                    .live_counts
+                    .fetch_add(slot.counts.load(Ordering::Relaxed), Ordering::Relaxed);
+                window
+                    .live_latency
+                    .fetch_add(slot.latency.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        Ok(window)
+    }
+
+    /// The bins of this window's histograms.
+    pub fn bins(&self) -> &LatencyBins {
+        &self.bins
+    }
+
+    /// The configuration of this window.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(now_ms: u64) -> KeyWindow {
+        let config = WindowConfig::default();
+        KeyWindow::new(config, config.validate().unwrap(), now_ms)
+    }
+
+    #[test]
+    fn records_are_counted_in_window_and_lifetime() {
+        let w = window(1_000_000);
+        w.record(1_000_000, true, 100.0);
+        w.record(1_000_100, false, 300.0);
+        let s = w.snapshot(1_000_200);
+        assert_eq!(s.window.requests, 2);
+        assert_eq!(s.window.successes, 1);
+        assert_eq!(s.window.mean_latency_ms(), Some(200.0));
+        assert_eq!(s.lifetime, s.window);
+        assert!(s.consistent);
+        assert_eq!(s.histogram.iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn window_forgets_samples_older_than_horizon() {
+        let start = 10_000_000;
+        let w = window(start);
+        w.record(start, false, 900.0);
+        // Just inside the horizon (300 s): still there.
+        let inside = w.snapshot(start + 299_000);
+        assert_eq!(inside.window.requests, 1);
+        // One bucket later it has expired from the window, not from lifetime.
+        let after = w.snapshot(start + 300_000);
+        assert_eq!(after.window.requests, 0);
+        assert_eq!(after.lifetime.requests, 1);
+        assert_eq!(after.histogram.iter().sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn live_totals_match_snapshot() {
+        let start = 5_000_000;
+        let w = window(start);
+        for i in 0..1000_u64 {
+            w.record(start + i * 400, i % 3 != 0, (i % 50) as f64);
+        }
+        let now = start + 400_000;
+        assert_eq!(w.live_totals(now), w.snapshot(now).window);
+    }
+
+    #[test]
+    fn late_and_ancient_samples_are_never_lost() {
+        let start = 100_000_000;
+        let w = window(start);
+        w.record(start, true, 1.0);
+        // From a clock 10 s behind: its own slot, still in the window.
+        w.record(start - 10_000, true, 1.0);
+        // From an hour ago: lifetime only.
+        w.record(start - 3_600_000, true, 1.0);
+        let s = w.snapshot(start);
+        assert_eq!(s.window.requests, 2);
+        assert_eq!(s.lifetime.requests, 3);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_window_histogram() {
+        let start = 0;
+        let w = window(start);
+        for i in 1..=1000_u64 {
+            w.record(start, true, i as f64);
+        }
+        let s = w.snapshot(start);
+        let p99 = w.bins().quantile(&s.histogram, 0.99).unwrap();
+        assert!((p99 - 990.0).abs() / 990.0 <= 0.02, "{p99}");
+    }
+
+    #[test]
+    fn ewma_tracks_recent_latency() {
+        let w = window(0);
+        w.record(0, true, 100.0);
+        assert_eq!(w.snapshot(0).ewma_latency_ms, Some(100.0));
+        w.record(0, true, 200.0);
+        assert!((w.snapshot(0).ewma_latency_ms.unwrap() - 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let start = 77_000_000;
+        let w = window(start);
+        for i in 0..500_u64 {
+            w.record(start + i * 700, i % 4 != 0, i as f64);
+        }
+        let state = w.state();
+        let config = WindowConfig::default();
+        let restored = KeyWindow::from_state(config, config.validate().unwrap(), &state).unwrap();
+        let now = start + 500 * 700;
+        assert_eq!(restored.snapshot(now), w.snapshot(now));
+        assert_eq!(restored.live_totals(now), w.live_totals(now));
+    }
+
+    #[test]
+    fn memory_per_key_is_under_8_kib() {
+        let w = window(0);
+        assert!(w.memory_bytes() <= 8 * 1024, "{} bytes", w.memory_bytes());
+    }
+
+    #[test]
+    fn config_validation_names_fields() {
+        let bad = WindowConfig {
+            histogram_slices: 7,
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("histogram_slices"));
+        let bad = WindowConfig {
+            bucket_ms: 0,
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("bucket_ms"));
+        let bad = WindowConfig {
+            ewma_alpha: 0.0,
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("ewma_alpha"));
+    }
+}

@@ -1,0 +1,66 @@
+//! Many threads recording into one window at once: no update is lost.
+#![cfg(not(loom))]
+
+use std::sync::Arc;
+use std::thread;
+
+use zeta_fast::window::{KeyWindow, WindowConfig};
+
+const THREADS: u64 = 8;
+const RECORDS: u64 = 1_000_000;
+
+#[test]
+fn eight_threads_a_million_records_each_exact_totals() {
+    let config = WindowConfig::default();
+    let start_ms = 1_700_000_000_000;
+    let window = Arc::new(KeyWindow::new(config, config.validate().unwrap(), start_ms));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|thread_index| {
+            let window = Arc::clone(&window);
+            thread::spawn(move || {
+                for i in 0..RECORDS {
+                    // Time moves through ~3 window horizons while the threads
+                    // race, so records also race rotations and expiry.
+                    let now = start_ms + i;
+                    let success = (i + thread_index) % 10 != 0;
+                    window.record(now, success, 2.0);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let snapshot = window.snapshot(start_ms + RECORDS);
+    let total = THREADS * RECORDS;
+    assert!(snapshot.consistent);
+    assert_eq!(snapshot.lifetime.requests, total);
+    assert_eq!(snapshot.lifetime.successes, total - total / 10);
+    assert_eq!(snapshot.lifetime.latency_requests, total);
+    assert_eq!(snapshot.lifetime.latency_units, total * 200);
+}
+
+#[test]
+fn eight_threads_in_one_bucket_fill_the_window_exactly() {
+    let config = WindowConfig::default();
+    let now = 42_000;
+    let window = Arc::new(KeyWindow::new(config, config.validate().unwrap(), now));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let window = Arc::clone(&window);
+            thread::spawn(move || {
+                for i in 0..RECORDS {
+                    window.record(now, i % 2 == 0, 10.0);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let snapshot = window.snapshot(now);
+    assert_eq!(snapshot.window.requests, THREADS * RECORDS);
+    assert_eq!(snapshot.window.successes, THREADS * RECORDS / 2);
+    assert_eq!(snapshot.histogram.iter().sum::<u64>(), THREADS * RECORDS);
+    assert_eq!(window.live_totals(now), snapshot.window);
+}
