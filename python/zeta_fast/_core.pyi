@@ -465,9 +465,7 @@ class PerformanceTracker:
         snapshot_interval_s: float = 1.0,
         restore: bool = True,
     ) -> PerformanceTracker: ...
-    def record(
-        self, model: str, replica: str, task: str, success: bool, latency_ms: float
-    ) -> None:
+    def record(self, model: str, replica: str, task: str, success: bool, latency_ms: float) -> None:
         """Records one outcome (latency finite and >= 0).
 
         Raises:
@@ -488,7 +486,9 @@ class PerformanceTracker:
         Everything is validated first, so bad input records nothing; batches of
         at least ``GIL_RELEASE_MIN_RECORDS`` run with the GIL released.
         """
-    def stats(self, model: str, replica: str | None = None, task: str | None = None) -> TrackerStats:
+    def stats(
+        self, model: str, replica: str | None = None, task: str | None = None
+    ) -> TrackerStats:
         """Statistics aggregated on read over the model's windows, narrowed by
         replica and task when given."""
     def keys(self) -> list[tuple[str, str, str]]:
@@ -505,6 +505,9 @@ class PerformanceTracker:
     @property
     def restored_from(self) -> str | None:
         """The snapshot file the tracker started from, if any."""
+    @property
+    def restored_taken_at_ms(self) -> int | None:
+        """When the restored snapshot was taken: everything recorded before is in it."""
     @property
     def restore_warning(self) -> str | None:
         """Why the newest snapshot was skipped at start-up, if it was."""
@@ -548,9 +551,7 @@ class CandidatePool:
         """The best model id for ``task``; ties go to the model listed first."""
     def score(self, task: str) -> list[tuple[str, ScoreBreakdown]]:
         """Every capable model's score for ``task``, explained, in pool order."""
-    def record(
-        self, model: str, replica: str, task: str, success: bool, latency_ms: float
-    ) -> None:
+    def record(self, model: str, replica: str, task: str, success: bool, latency_ms: float) -> None:
         """Records an outcome in the pool's tracker (the feedback loop)."""
     @property
     def models(self) -> list[str]: ...

@@ -301,6 +301,7 @@ pub struct PyPerformanceTracker {
     persistence: Arc<SharedPersistence>,
     snapshot_path: Option<PathBuf>,
     restored_from: Option<PathBuf>,
+    restored_taken_at_ms: Option<u64>,
     restore_warning: Option<String>,
     window: WindowConfig,
 }
@@ -485,6 +486,7 @@ impl PyPerformanceTracker {
         }
         let tracker = Arc::new(PerformanceTracker::new(window, clock)?);
         let mut restored_from = None;
+        let mut restored_taken_at_ms = None;
         let mut restore_warning = None;
         let persistence = Arc::new(Mutex::new(None));
         if let Some(path) = &snapshot_path {
@@ -498,6 +500,7 @@ impl PyPerformanceTracker {
                 if let Some(found) = py.detach(|| persistence::load(path))? {
                     tracker.restore(&found.state)?;
                     restored_from = Some(found.path.clone());
+                    restored_taken_at_ms = Some(found.state.taken_at_ms);
                     if let Some(problem) = found.fell_back_because {
                         let message = format!(
                             "{} was unusable ({problem}); restored the previous snapshot {}",
@@ -534,6 +537,7 @@ impl PyPerformanceTracker {
             persistence,
             snapshot_path,
             restored_from,
+            restored_taken_at_ms,
             restore_warning,
             window,
         })
@@ -695,6 +699,13 @@ impl PyPerformanceTracker {
     #[getter]
     fn restored_from(&self) -> Option<PathBuf> {
         self.restored_from.clone()
+    }
+
+    /// When the restored snapshot was taken (ms since the Unix epoch): every
+    /// outcome recorded before then is in it.
+    #[getter]
+    fn restored_taken_at_ms(&self) -> Option<u64> {
+        self.restored_taken_at_ms
     }
 
     /// Why the newest snapshot was skipped at start-up, if it was.
