@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup run test lint rust-test py-test bench bench-rust loom clean
+.PHONY: setup bench-setup run test lint rust-test loom py-test bench compare bench-rust clean
 
 setup:
 	./scripts/setup.sh
@@ -13,7 +13,7 @@ setup:
 run: setup
 	$(BIN)/zeta-fast score examples/candidates.toml
 
-test: setup lint rust-test py-test
+test: setup lint rust-test loom py-test
 
 lint:
 	cargo fmt --check
@@ -26,12 +26,24 @@ lint:
 rust-test:
 	if command -v cargo-nextest >/dev/null; then cargo nextest run --no-fail-fast; else cargo test; fi
 
+# loom explores every interleaving (up to 3 preemptions) of the window's
+# races; its own target dir keeps the cfg(loom) build apart from the others.
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_window
+
 py-test:
 	$(BIN)/pytest -q tests benches
 
-bench: setup
+# The bench extra (LiteLLM, measured side by side) is installed only here.
+bench-setup:
+	EXTRAS="test dev bench" ./scripts/setup.sh
+
+bench: bench-setup
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only \
 		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name
+
+compare: bench-setup
+	$(BIN)/python -m benches.compare
 
 bench-rust:
 	cargo bench --bench scoring

@@ -28,6 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benches import tracker_contenders
 from benches.contenders import Contender, batch_contenders, decision_contenders, make_inputs
 from zeta_fast import AdaptiveScorer
 
@@ -167,6 +168,16 @@ def scenarios(quick: bool) -> list[tuple[str, dict[str, Contender], int]]:
         ("score_many() over 1,000,000", batch_contenders(1_000_000), 1_000_000),
         ("2 threads x score_many(1M)", two_thread_contenders(), 2_000_000),
     ]
+    found += [
+        ("record() one outcome", tracker_contenders.record_contenders(), 1),
+        ("tracked decision over 8", tracker_contenders.decision_contenders(8), 8),
+        ("tracked decision over 64", tracker_contenders.decision_contenders(64), 64),
+        (
+            "200,000 records: 1 vs 2 threads",
+            tracker_contenders.threaded_record_contenders(20_000 if quick else 200_000),
+            20_000 if quick else 200_000,
+        ),
+    ]
     sizes = (4_096, 16_384) if quick else (1_024, 4_096, 16_384, 65_536)
     found += [(f"GIL release cost at {n:,}", release_cost_contenders(n), n) for n in sizes]
     return found
@@ -191,6 +202,8 @@ def main() -> None:
     rounds, round_s = (3, 0.005) if args.quick else (args.rounds, args.round_ms / 1e3)
     results: list[Result] = []
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=132)  # piped: rich would squash tables to 80 columns
     chosen = [s for s in scenarios(args.quick) if not args.only or args.only in s[0]]
     runs_contention = not args.only or args.only in "busy thread"
     if not chosen and not runs_contention:

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+# Optional-dependency groups of pyproject.toml to install ("bench" adds the
+# peer libraries the benchmarks compare against).
+EXTRAS=${EXTRAS:-test dev}
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -16,17 +19,18 @@ source "$VENV/bin/activate"
 
 # Only reinstall the Python tooling when the project's pins change.
 stamp="$VENV/.deps-stamp"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$( (sha256sum pyproject.toml; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     python -m pip install --quiet --upgrade pip
     python -m pip install --quiet "maturin>=1.9,<2"
     # Dependencies and the dev extra, without building the package yet.
-    python - <<'PY' > "$VENV/.requirements.txt"
+    EXTRAS="$EXTRAS" python - <<'PY' > "$VENV/.requirements.txt"
+import os
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 deps = list(project["dependencies"])
 extras = project["optional-dependencies"]
-for extra in ("test", "dev"):
+for extra in os.environ["EXTRAS"].split():
     deps += [d for d in extras[extra] if not d.startswith("zeta_fast")]
 print("\n".join(deps))
 PY

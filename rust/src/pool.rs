@@ -244,48 +244,60 @@ impl CandidatePool {
             })?;
         let now = self.tracker.clock().now_ms();
         let minimum = self.scorer.config().min_requests_for_performance;
-        {
-            if entries.len() > STACK {
-                return self.best_slow(entries, now, minimum);
-            }
-            let mut capability = [0.0_f64; STACK];
-            let mut requests = [0_u64; STACK];
-            // Gathered as sums, turned in place into rates and means below.
-            let mut success_rate = [0.0_f64; STACK];
-            let mut latency = [0.0_f64; STACK];
-            let mut divisor = [0.0_f64; STACK];
-            let n = entries.len();
-            let rows = entries
-                .iter()
-                .zip(capability.iter_mut())
-                .zip(requests.iter_mut())
-                .zip(success_rate.iter_mut())
-                .zip(latency.iter_mut())
-                .zip(divisor.iter_mut());
-            for (((((entry, cap), req), succ), units), lat_req) in rows {
-                let totals = Self::totals_of(entry, now, minimum);
-                *cap = entry.capability;
-                *req = totals.requests;
-                // Via i64: x86 converts i64 to f64 in one instruction, u64 in
-                // several; counts never reach 2^63.
-                *succ = totals.successes as i64 as f64;
-                *units = totals.latency_units as i64 as f64;
-                *lat_req = totals.latency_requests as i64 as f64;
-            }
-            to_rates_and_means(&requests, &mut success_rate, &mut latency, &divisor);
-            let (chosen, _) = self.scorer.best(
-                capability.get(..n).unwrap_or_default(),
-                success_rate.get(..n).unwrap_or_default(),
-                latency.get(..n).unwrap_or_default(),
-                requests.get(..n).unwrap_or_default(),
-            )?;
-            entries
-                .get(chosen)
-                .map(|entry| entry.model)
-                .ok_or(ZetaError::NoCandidates {
-                    operation: "best()",
-                })
+        // Stack buffers sized to the pool: zeroing 64-wide buffers for an
+        // 8-model pool cost more than the decision's arithmetic.
+        match entries.len() {
+            0..=8 => self.best_in::<8>(entries, now, minimum),
+            9..=16 => self.best_in::<16>(entries, now, minimum),
+            17..=STACK => self.best_in::<STACK>(entries, now, minimum),
+            _ => self.best_slow(entries, now, minimum),
         }
+    }
+
+    #[inline(always)]
+    fn best_in<const N: usize>(
+        &self,
+        entries: &[Entry],
+        now: u64,
+        minimum: u64,
+    ) -> Result<usize, ZetaError> {
+        let mut capability = [0.0_f64; N];
+        let mut requests = [0_u64; N];
+        // Gathered as sums, turned in place into rates and means below.
+        let mut success_rate = [0.0_f64; N];
+        let mut latency = [0.0_f64; N];
+        let mut divisor = [0.0_f64; N];
+        let n = entries.len();
+        let rows = entries
+            .iter()
+            .zip(capability.iter_mut())
+            .zip(requests.iter_mut())
+            .zip(success_rate.iter_mut())
+            .zip(latency.iter_mut())
+            .zip(divisor.iter_mut());
+        for (((((entry, cap), req), succ), units), lat_req) in rows {
+            let totals = Self::totals_of(entry, now, minimum);
+            *cap = entry.capability;
+            *req = totals.requests;
+            // Via i64: x86 converts i64 to f64 in one instruction, u64 in
+            // several; counts never reach 2^63.
+            *succ = totals.successes as i64 as f64;
+            *units = totals.latency_units as i64 as f64;
+            *lat_req = totals.latency_requests as i64 as f64;
+        }
+        to_rates_and_means(&requests, &mut success_rate, &mut latency, &divisor);
+        let (chosen, _) = self.scorer.best(
+            capability.get(..n).unwrap_or_default(),
+            success_rate.get(..n).unwrap_or_default(),
+            latency.get(..n).unwrap_or_default(),
+            requests.get(..n).unwrap_or_default(),
+        )?;
+        entries
+            .get(chosen)
+            .map(|entry| entry.model)
+            .ok_or(ZetaError::NoCandidates {
+                operation: "best()",
+            })
     }
 
     #[cold]
@@ -341,11 +353,11 @@ const STACK: usize = 64;
 /// Without requests both come out 0, a valid input the score then ignores
 /// (it uses the capability alone). Rates are clamped: a window's live words
 /// can be a record apart under concurrent writes.
-fn to_rates_and_means(
-    requests: &[u64; STACK],
-    successes_to_rates: &mut [f64; STACK],
-    units_to_means: &mut [f64; STACK],
-    latency_requests: &[f64; STACK],
+fn to_rates_and_means<const N: usize>(
+    requests: &[u64; N],
+    successes_to_rates: &mut [f64; N],
+    units_to_means: &mut [f64; N],
+    latency_requests: &[f64; N],
 ) {
     for (((rate, mean), &req), &lat_req) in successes_to_rates
         .iter_mut()
