@@ -349,11 +349,56 @@ impl CandidatePool {
 /// heap-allocating path.
 const STACK: usize = 64;
 
-/// Sums to rates and means in one branch-free pass the compiler vectorises.
+/// Sums to rates and means in one branch-free pass the compiler vectorises
+/// (with AVX2 when the CPU has it: four divisions per instruction, not two).
 /// Without requests both come out 0, a valid input the score then ignores
 /// (it uses the capability alone). Rates are clamped: a window's live words
 /// can be a record apart under concurrent writes.
 fn to_rates_and_means<const N: usize>(
+    requests: &[u64; N],
+    successes_to_rates: &mut [f64; N],
+    units_to_means: &mut [f64; N],
+    latency_requests: &[f64; N],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe {
+            rates_and_means_avx2(
+                requests,
+                successes_to_rates,
+                units_to_means,
+                latency_requests,
+            )
+        };
+        return;
+    }
+    rates_and_means(
+        requests,
+        successes_to_rates,
+        units_to_means,
+        latency_requests,
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rates_and_means_avx2<const N: usize>(
+    requests: &[u64; N],
+    successes_to_rates: &mut [f64; N],
+    units_to_means: &mut [f64; N],
+    latency_requests: &[f64; N],
+) {
+    rates_and_means(
+        requests,
+        successes_to_rates,
+        units_to_means,
+        latency_requests,
+    );
+}
+
+#[inline(always)]
+fn rates_and_means<const N: usize>(
     requests: &[u64; N],
     successes_to_rates: &mut [f64; N],
     units_to_means: &mut [f64; N],
