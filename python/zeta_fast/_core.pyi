@@ -300,7 +300,7 @@ class WindowConfig:
     """The shape of a tracker's rolling windows (validated, immutable).
 
     Defaults: 60 buckets of 5,000 ms (a 5-minute horizon), latency histograms
-    in 4 slices over 0.1 ms .. 600,000 ms at 4 % bin steps (percentiles within
+    in 4 slices over 0.1 ms .. 300,000 ms at 4 % bin steps (percentiles within
     2 %), EWMA weight 0.1.
 
     Example:
@@ -499,7 +499,7 @@ class PerformanceTracker:
     def window(self) -> WindowConfig: ...
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by all windows (~7.6 KiB per key by default)."""
+        """Bytes held by all windows (7,904 bytes per key by default)."""
     @property
     def snapshot_path(self) -> str | None: ...
     @property

@@ -50,13 +50,15 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        // 5 minutes in 5 s buckets; 4 histogram slices keep a key under 8 KiB.
+        // 5 minutes in 5 s buckets. Latencies up to 5 minutes (anything
+        // slower has long been a timeout) in 4 histogram slices: 383 bins
+        // each, which keeps a key under 8 KiB (see `memory_per_key...`).
         Self {
             bucket_ms: 5_000,
             buckets: 60,
             histogram_slices: 4,
             latency_min_ms: 0.1,
-            latency_max_ms: 600_000.0,
+            latency_max_ms: 300_000.0,
             ewma_alpha: 0.1,
         }
     }
