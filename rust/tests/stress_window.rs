@@ -64,3 +64,34 @@ fn eight_threads_in_one_bucket_fill_the_window_exactly() {
     assert_eq!(snapshot.histogram.iter().sum::<u64>(), THREADS * RECORDS);
     assert_eq!(window.live_totals(now), snapshot.window);
 }
+
+#[test]
+fn threads_registering_and_recording_through_the_tracker_lose_nothing() {
+    use zeta_fast::clock::Clock;
+    use zeta_fast::tracker::PerformanceTracker;
+
+    let tracker =
+        Arc::new(PerformanceTracker::new(WindowConfig::default(), Clock::System).unwrap());
+    let per_thread = 200_000_u64;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|thread_index| {
+            let tracker = Arc::clone(&tracker);
+            thread::spawn(move || {
+                for i in 0..per_thread {
+                    // Sixteen keys shared by all threads: first uses race to register.
+                    let replica = format!("r{}", (i + thread_index) % 16);
+                    tracker
+                        .record("model", &replica, "task", i % 2 == 0, 1.0)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let stats = tracker.stats("model", None, None);
+    assert_eq!(tracker.keys().len(), 16);
+    assert_eq!(stats.lifetime.requests, THREADS * per_thread);
+    assert_eq!(stats.lifetime.successes, THREADS * per_thread / 2);
+}
