@@ -28,6 +28,17 @@ pub struct PyAdaptiveConfig {
     pub inner: AdaptiveConfig,
 }
 
+/// A `config=` argument: an `AdaptiveConfig`, or `None` for the defaults.
+pub fn adaptive_config_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<AdaptiveConfig> {
+    match value {
+        None => Ok(AdaptiveConfig::default()),
+        Some(value) => value
+            .cast::<PyAdaptiveConfig>()
+            .map(|config| config.get().inner)
+            .map_err(|_| super::extract::type_error("config", "an AdaptiveConfig", value)),
+    }
+}
+
 /// Applies one named field onto `config`; the value is type-checked here and
 /// range-checked later by `AdaptiveConfig::validate`.
 fn set_field(config: &mut AdaptiveConfig, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {

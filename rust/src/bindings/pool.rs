@@ -5,11 +5,10 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::config::PyAdaptiveConfig;
+use super::config::adaptive_config_arg;
 use super::extract::{number, type_error};
 use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
-use crate::config::AdaptiveConfig;
 use crate::pool::CandidatePool;
 use crate::scoring::AdaptiveScorer;
 
@@ -54,16 +53,7 @@ impl PyCandidatePool {
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
             .map_err(|_| type_error("tracker", "a PerformanceTracker", tracker))?;
-        let config = match config {
-            None => AdaptiveConfig::default(),
-            Some(value) => {
-                value
-                    .cast::<PyAdaptiveConfig>()
-                    .map_err(|_| type_error("config", "an AdaptiveConfig", value))?
-                    .get()
-                    .inner
-            }
-        };
+        let config = adaptive_config_arg(config)?;
         let candidates = candidates.cast::<PyDict>().map_err(|_| {
             type_error(
                 "candidates",

@@ -8,9 +8,8 @@ use super::arrays::{
     check_shapes, count_column, float_column, shape_repr, Column, CountColumn, RawColumns, RawOut,
     GIL_RELEASE_MIN_CANDIDATES,
 };
-use super::config::PyAdaptiveConfig;
+use super::config::{adaptive_config_arg, PyAdaptiveConfig};
 use super::extract::{count, number};
-use crate::config::AdaptiveConfig;
 use crate::errors::ZetaError;
 use crate::scoring::{AdaptiveScorer, RequestCount, ScoreBreakdown};
 
@@ -233,19 +232,7 @@ impl PyAdaptiveScorer {
     #[new]
     #[pyo3(signature = (config = None))]
     fn new(config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let config = match config {
-            None => AdaptiveConfig::default(),
-            Some(value) => match value.cast::<PyAdaptiveConfig>() {
-                Ok(config) => config.get().inner,
-                Err(_) => {
-                    return Err(super::extract::type_error(
-                        "config",
-                        "an AdaptiveConfig",
-                        value,
-                    ))
-                }
-            },
-        };
+        let config = adaptive_config_arg(config)?;
         Ok(Self {
             inner: AdaptiveScorer::new(config)?,
         })
