@@ -18,8 +18,8 @@ test: setup lint rust-test loom py-test
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets --all-features -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches scripts
+	$(BIN)/ruff format --check python tests benches scripts
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest zeta_fast._core --allowlist tests/stubtest_allowlist.txt
 

@@ -178,6 +178,19 @@ def scenarios(quick: bool) -> list[tuple[str, dict[str, Contender], int]]:
             20_000 if quick else 200_000,
         ),
     ]
+    from benches.bench_profile import PROMPT, python_counts
+    from zeta_fast import profile
+
+    found.append(
+        (
+            "profile() a 2 KB prompt",
+            {
+                "zeta_fast.profile": (profile, (PROMPT,)),
+                "Python word+bigram counting (no model)": (python_counts, (PROMPT,)),
+            },
+            1,
+        )
+    )
     sizes = (4_096, 16_384) if quick else (1_024, 4_096, 16_384, 65_536)
     found += [(f"GIL release cost at {n:,}", release_cost_contenders(n), n) for n in sizes]
     return found

@@ -20,6 +20,7 @@ from zeta_fast._core import (
     CandidatePool,
     ManualClock,
     PerformanceTracker,
+    RequestProfile,
     ScoreBreakdown,
     TrackerKey,
     TrackerStats,
@@ -35,6 +36,7 @@ from zeta_fast.exceptions import (
     SnapshotWarning,
     ZetaError,
 )
+from zeta_fast.profiling import TASK_TYPES, profile
 
 # Clean shutdown: every tracker that persists writes a final snapshot.
 atexit.register(_shutdown)
@@ -43,6 +45,7 @@ __all__ = [
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
     "SNAPSHOT_FORMAT_VERSION",
+    "TASK_TYPES",
     "AdaptiveConfig",
     "AdaptiveScorer",
     "CandidatePool",
@@ -51,6 +54,7 @@ __all__ = [
     "ManualClock",
     "NoCandidatesError",
     "PerformanceTracker",
+    "RequestProfile",
     "ScoreBreakdown",
     "SnapshotError",
     "SnapshotWarning",
@@ -59,4 +63,5 @@ __all__ = [
     "WindowConfig",
     "ZetaError",
     "__version__",
+    "profile",
 ]

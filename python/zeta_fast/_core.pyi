@@ -19,11 +19,14 @@ __all__ = [
     "CandidatePool",
     "ManualClock",
     "PerformanceTracker",
+    "RequestProfile",
     "ScoreBreakdown",
     "TrackerKey",
     "TrackerStats",
     "WindowConfig",
     "__version__",
+    "_profile_features",
+    "_profile_text",
     "_shutdown",
 ]
 
@@ -559,3 +562,38 @@ class CandidatePool:
     def tasks(self) -> list[str]: ...
     @property
     def tracker(self) -> PerformanceTracker: ...
+
+@final
+class RequestProfile:
+    """What a request is and how hard it looks (see ``zeta_fast.profile``).
+
+    Example:
+        >>> from zeta_fast import profile
+        >>> p = profile("Write a haiku about autumn")
+        >>> p.task_type, 0.0 <= p.complexity <= 1.0
+        ('chat', True)
+    """
+
+    @property
+    def task_type(self) -> str:
+        """``code``, ``reasoning``, ``chat``, ``knowledge`` or ``embedding``."""
+    @property
+    def complexity(self) -> float:
+        """0 (trivial) ..= 1 (hard): 0.35 length + 0.25 step/constraint cues +
+        0.15 math + 0.15 code + 0.10 conversation depth, each part saturating."""
+    @property
+    def task_probabilities(self) -> dict[str, float]:
+        """The classifier's probability for each text task type."""
+    @property
+    def features(self) -> dict[str, int]:
+        """The measurements behind the profile (chars, token_estimate, lines,
+        words, code_lines, code_fences, math_markers, multi_step_cues,
+        constraint_cues, question_marks, turns)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as a JSON-serialisable dict."""
+
+def _profile_text(text: str, turns: int = 1, embedding: bool = False) -> RequestProfile:
+    """Profiles a request text (the native half of ``zeta_fast.profile``)."""
+
+def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], float]:
+    """The hashed feature buckets of a text and their scale (for training)."""

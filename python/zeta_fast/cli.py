@@ -81,6 +81,37 @@ def _score_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_profiler_command(args: argparse.Namespace) -> int:
+    from zeta_fast.profile_eval import evaluate, load_rows
+
+    report = evaluate(load_rows(args.data, args.split))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=132)
+    console.print(
+        f"{report.rows} prompts ({args.split}): accuracy {report.accuracy:.3f}, "
+        f"macro-F1 {report.macro_f1:.3f}, code vs not-code accuracy {report.code_accuracy:.3f}"
+    )
+    sources = Table(title="accuracy per source")
+    for column in ("source", "prompts", "accuracy"):
+        sources.add_column(column, justify="left" if column == "source" else "right")
+    for source, (rows, accuracy) in report.per_source.items():
+        sources.add_row(source, str(rows), f"{accuracy:.3f}")
+    console.print(sources)
+    guesses = sorted({g for row in report.confusion.values() for g in row})
+    matrix = Table(title="confusion (rows: label, columns: profiled as)")
+    matrix.add_column("label")
+    for guess in guesses:
+        matrix.add_column(guess, justify="right")
+    for truth, row in report.confusion.items():
+        matrix.add_row(truth, *(str(row.get(g, 0)) for g in guesses))
+    console.print(matrix)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("file", help="scoring file with [scoring] and [[candidates]]")
     score.add_argument("--json", action="store_true", help="print only the JSON report")
     score.set_defaults(handler=_score_command)
+    evaluation = commands.add_parser("eval", help="evaluate a component on labelled data")
+    targets = evaluation.add_subparsers(dest="target", required=True)
+    profiler = targets.add_parser("profiler", help="task-type accuracy on a labelled CSV")
+    profiler.add_argument("--data", required=True, help="CSV with id, source, task_type, prompt")
+    profiler.add_argument(
+        "--split",
+        choices=("all", "train", "test"),
+        default="all",
+        help="rows by the training split: 'test' is held out from the shipped weights",
+    )
+    profiler.add_argument("--json", action="store_true", help="print the report as JSON")
+    profiler.set_defaults(handler=_eval_profiler_command)
     return parser
 
 

@@ -10,6 +10,7 @@ pub mod histogram;
 pub mod penalties;
 pub mod persistence;
 pub mod pool;
+pub mod profile;
 pub mod scoring;
 pub mod sync;
 pub mod tracker;

@@ -5,6 +5,7 @@ mod config;
 mod errors;
 mod extract;
 mod pool;
+mod profile;
 mod scorer;
 mod tracker;
 
@@ -22,6 +23,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<tracker::PyTrackerStats>()?;
     module.add_class::<pool::PyCandidatePool>()?;
     module.add_function(pyo3::wrap_pyfunction!(tracker::_shutdown, module)?)?;
+    module.add_class::<profile::PyRequestProfile>()?;
+    module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;
+    module.add_function(pyo3::wrap_pyfunction!(profile::_profile_features, module)?)?;
     module.add(
         "GIL_RELEASE_MIN_CANDIDATES",
         arrays::GIL_RELEASE_MIN_CANDIDATES,

@@ -1,0 +1,150 @@
+"""profile(): request shapes, complexity cues, and accuracy on real labelled prompts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zeta_fast import TASK_TYPES, profile
+from zeta_fast.profile_eval import evaluate, load_rows, split_of
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ROOT.parent / "shared" / "data" / "task_type_prompts" / "prompts.csv"
+
+
+def test_plain_prompts_by_task() -> None:
+    assert (
+        profile("def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)").task_type
+        == "code"
+    )
+    assert profile("Write a short poem about the sea at night.").task_type == "chat"
+    gsm = (
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+        "clips in May. How many clips did Natalia sell altogether in April and May?"
+    )
+    assert profile(gsm).task_type == "reasoning"
+
+
+def test_request_shapes() -> None:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": [{"type": "text", "text": "Refactor this:"}]},
+        {"role": "assistant", "content": "Send it."},
+        {"role": "user", "content": "```python\nclass A:\n    def f(self):\n        return 1\n```"},
+    ]
+    p = profile(messages)
+    assert p.task_type == "code"
+    assert p.features["turns"] == 4
+    assert p.features["code_fences"] == 1
+    assert profile({"model": "m", "messages": messages}).to_dict() == p.to_dict()
+    assert profile({"model": "m", "prompt": "def f():\n    pass"}).task_type == "code"
+    assert profile({"model": "e5", "input": "hello world"}).task_type == "embedding"
+    assert profile({"model": "e5", "input": ["a", "b"]}).task_type == "embedding"
+    assert profile("hello", endpoint="/v1/embeddings").task_type == "embedding"
+    assert profile("hello", endpoint="/v1/chat/completions").task_type != "embedding"
+    assert set(TASK_TYPES) >= {p.task_type for p in (profile("x"), profile({"input": "x"}))}
+
+
+def test_bad_requests_are_type_errors() -> None:
+    with pytest.raises(TypeError, match="request must be a str"):
+        profile(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must have messages, prompt or input"):
+        profile({"model": "m"})
+
+
+def test_complexity_is_bounded_and_follows_the_cues() -> None:
+    trivial = profile("hi")
+    hard = profile(
+        "First prove that the sum of the first n odd numbers is n^2, then derive a closed form "
+        "for the sum of squares step by step. Explain why each step must hold; compute the "
+        "value for n = 10, 20 and 35 exactly, and compare the growth rates. " * 6
+    )
+    assert 0.0 <= trivial.complexity < 0.15
+    assert 0.6 < hard.complexity <= 1.0
+    deeper = profile([{"role": "user", "content": "hi"}] * 8)
+    assert deeper.complexity > trivial.complexity
+    record = json.loads(json.dumps(hard.to_dict()))
+    assert record["features"]["multi_step_cues"] >= 6
+    assert abs(sum(record["task_probabilities"].values()) - 1.0) < 1e-5
+
+
+def test_splits_are_stable_and_about_thirty_percent_test() -> None:
+    assert split_of("mt_bench-81") == split_of("mt_bench-81")
+    ids = [f"row-{i}" for i in range(2000)]
+    share = sum(split_of(i) == "test" for i in ids) / len(ids)
+    assert 0.25 < share < 0.35
+
+
+def test_accuracy_on_held_out_real_prompts() -> None:
+    report = evaluate(load_rows(PROMPTS, "test"))
+    assert report.rows > 300
+    assert report.code_accuracy >= 0.90, report.to_dict()
+    assert report.macro_f1 >= 0.80, report.to_dict()
+    assert set(report.per_source) == {
+        "arena_hard_v2",
+        "gsm8k",
+        "humaneval",
+        "llmonitor",
+        "mmlu",
+        "mt_bench",
+    }
+
+
+def test_eval_command_on_any_csv_with_the_columns(tmp_path: Path) -> None:
+    data = tmp_path / "mine.csv"
+    data.write_text(
+        "id,source,task_type,prompt\n"
+        'a,mine,code,"def f(x):\n    return x * 2"\n'
+        "b,mine,chat,Write a limerick about a cat.\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "zeta_fast.cli", "eval", "profiler", "--data", str(data), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == 2
+    assert report["per_source"]["mine"]["rows"] == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,prompt\n1,hello\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "zeta_fast.cli", "eval", "profiler", "--data", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "missing column(s) source, task_type" in result.stderr
+
+
+def test_training_is_reproducible(tmp_path: Path) -> None:
+    out = tmp_path / "weights.bin"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train_profiler.py"),
+            "--data",
+            str(PROMPTS),
+            "--l2",
+            "1e-4",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    shipped = np.frombuffer(
+        (ROOT / "rust" / "src" / "profile_weights.bin").read_bytes()[12:], "<f4"
+    )
+    retrained = np.frombuffer(out.read_bytes()[12:], "<f4")
+    np.testing.assert_allclose(retrained, shipped, atol=1e-4)
