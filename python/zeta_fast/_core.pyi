@@ -4,6 +4,7 @@ Import the names from ``zeta_fast``; this module is private.
 """
 
 import os
+from collections.abc import Sequence
 from typing import Any, final
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "CandidatePool",
     "ManualClock",
     "PerformanceTracker",
+    "ReplicaSet",
     "RequestProfile",
     "ScoreBreakdown",
     "TrackerKey",
@@ -597,3 +599,42 @@ def _profile_text(text: str, turns: int = 1, embedding: bool = False) -> Request
 
 def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], float]:
     """The hashed feature buckets of a text and their scale (for training)."""
+
+@final
+class ReplicaSet:
+    """The replicas of one model: lock-free in-flight counters with capacity
+    limits, and the choice of a replica.
+
+    ``policy`` is ``"least_loaded"`` (lowest in-flight / capacity, ties to the
+    lowest index) or ``"power_of_two"`` (the less loaded of two random ones).
+    A slot is taken by compare-and-swap below capacity, so no interleaving of
+    threads ever runs more requests on a replica than it allows; a capacity
+    of 0 means unlimited.
+
+    Example:
+        >>> from zeta_fast import ReplicaSet
+        >>> replicas = ReplicaSet([1, 2])
+        >>> [replicas.acquire() for _ in range(4)]
+        [0, 1, 1, None]
+        >>> replicas.release(0)
+        >>> replicas.in_flight
+        [0, 2]
+    """
+
+    def __new__(cls, capacities: Sequence[int], policy: str = "least_loaded") -> ReplicaSet: ...
+    def acquire(self) -> int | None:
+        """Chooses a healthy replica with room and takes a slot on it; ``None``
+        when all are down or full (the caller routes to its next-best model)."""
+    def try_acquire(self, index: int) -> bool:
+        """Takes a slot on one replica if it is healthy and has room."""
+    def release(self, index: int) -> None:
+        """Gives a slot back when the request ends, whatever its outcome."""
+    def set_healthy(self, index: int, healthy: bool) -> None:
+        """Marks a replica healthy or not; unhealthy ones are never chosen."""
+    def is_healthy(self, index: int) -> bool: ...
+    @property
+    def in_flight(self) -> list[int]:
+        """Requests running on each replica now."""
+    @property
+    def policy(self) -> str: ...
+    def __len__(self) -> int: ...

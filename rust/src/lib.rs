@@ -3,6 +3,7 @@
 //! The modules below hold the logic and know nothing of Python; `bindings`
 //! (behind the `python` feature) is the only code that speaks PyO3.
 
+pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod errors;

@@ -1,6 +1,7 @@
 //! The Python face of the core: the only code that says `pyo3` or `numpy`.
 
 mod arrays;
+mod balance;
 mod config;
 mod errors;
 mod extract;
@@ -24,6 +25,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<pool::PyCandidatePool>()?;
     module.add_function(pyo3::wrap_pyfunction!(tracker::_shutdown, module)?)?;
     module.add_class::<profile::PyRequestProfile>()?;
+    module.add_class::<balance::PyReplicaSet>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_features, module)?)?;
     module.add(

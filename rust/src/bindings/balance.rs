@@ -1,0 +1,118 @@
+//! `ReplicaSet`: lock-free replica slots from Python.
+
+use pyo3::exceptions::PyIndexError;
+use pyo3::prelude::*;
+
+use super::errors::ConfigError;
+use super::extract::{count, type_error};
+use crate::balance::{Policy, ReplicaSet};
+
+/// The replicas of one model: in-flight counters with capacity limits, and
+/// the choice of a replica (least loaded, or power of two choices).
+#[pyclass(name = "ReplicaSet", module = "zeta_fast._core", frozen)]
+pub struct PyReplicaSet {
+    inner: ReplicaSet,
+    policy: &'static str,
+}
+
+impl PyReplicaSet {
+    fn check(&self, index: usize) -> PyResult<()> {
+        if index < self.inner.len() {
+            Ok(())
+        } else {
+            Err(PyIndexError::new_err(format!(
+                "replica index {index} out of range for {} replicas",
+                self.inner.len()
+            )))
+        }
+    }
+}
+
+#[pymethods]
+impl PyReplicaSet {
+    #[new]
+    #[pyo3(signature = (capacities, policy = "least_loaded"))]
+    fn new(capacities: &Bound<'_, PyAny>, policy: &str) -> PyResult<Self> {
+        let items = capacities.try_iter().map_err(|_| {
+            type_error(
+                "capacities",
+                "a sequence of integers (0 = unlimited)",
+                capacities,
+            )
+        })?;
+        let mut values = Vec::new();
+        for (index, item) in items.enumerate() {
+            let value = count(&item?, &format!("capacities[{index}]"))?;
+            values.push(u32::try_from(value).map_err(|_| {
+                ConfigError::new_err(format!(
+                    "capacities[{index}] must be at most {}, got {value}",
+                    u32::MAX
+                ))
+            })?);
+        }
+        if values.is_empty() {
+            return Err(ConfigError::new_err(
+                "capacities must list at least one replica",
+            ));
+        }
+        let (policy, name) = match policy {
+            "least_loaded" => (Policy::LeastLoaded, "least_loaded"),
+            "power_of_two" => (Policy::PowerOfTwo, "power_of_two"),
+            other => {
+                return Err(ConfigError::new_err(format!(
+                    "policy must be 'least_loaded' or 'power_of_two', got {other:?}"
+                )))
+            }
+        };
+        Ok(Self {
+            inner: ReplicaSet::new(&values, policy),
+            policy: name,
+        })
+    }
+
+    /// Chooses a healthy replica with room and takes a slot on it; `None`
+    /// when all are down or at capacity (route to the next-best model).
+    fn acquire(&self) -> Option<usize> {
+        self.inner.acquire()
+    }
+
+    /// Takes a slot on one replica if it is healthy and has room.
+    fn try_acquire(&self, index: usize) -> PyResult<bool> {
+        self.check(index)?;
+        Ok(self.inner.try_acquire(index))
+    }
+
+    /// Gives a slot back when the request ends (success or not).
+    fn release(&self, index: usize) -> PyResult<()> {
+        self.check(index)?;
+        self.inner.release(index);
+        Ok(())
+    }
+
+    /// Marks a replica healthy or not; unhealthy replicas are never chosen.
+    fn set_healthy(&self, index: usize, healthy: bool) -> PyResult<()> {
+        self.check(index)?;
+        self.inner.set_healthy(index, healthy);
+        Ok(())
+    }
+
+    fn is_healthy(&self, index: usize) -> PyResult<bool> {
+        self.check(index)?;
+        Ok(self.inner.is_healthy(index))
+    }
+
+    /// Requests running on each replica now.
+    #[getter]
+    fn in_flight(&self) -> Vec<u32> {
+        self.inner.in_flight()
+    }
+
+    #[getter]
+    fn policy(&self) -> &'static str {
+        self.policy
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+}
