@@ -127,12 +127,12 @@ pub(crate) fn float_repr(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
-    // `{:e}` gives the shortest round-trip digits, as Python's repr does:
-    // "-1.2345e-5" -> sign, digits "12345", decimal exponent -5.
-    let scientific = format!("{:e}", value.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let (digits, exponent) = shortest_digits(value.abs());
+    // Shortest digits never end in 0 (but 0.0 itself is "0").
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0".to_owned(),
+        trimmed => trimmed.to_owned(),
+    };
     let sign = if value.is_sign_negative() { "-" } else { "" };
     // Python's rule (float_repr_style "short"): exponent notation below 1e-4
     // and from 1e16 up, fixed notation between.
@@ -162,6 +162,74 @@ pub(crate) fn float_repr(value: f64) -> String {
         }
     };
     format!("{sign}{text}")
+}
+
+/// Splits `{:e}` output ("1.2345e-5") into digits ("12345") and exponent (-5).
+fn split_scientific(text: &str) -> (String, i32) {
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((text, "0"));
+    (
+        mantissa.chars().filter(char::is_ascii_digit).collect(),
+        exponent.parse().unwrap_or(0),
+    )
+}
+
+/// The shortest digits that round-trip, chosen as Python chooses them.
+///
+/// `{:e}` already gives a shortest round-trip string; when the float lies
+/// exactly halfway between the two shortest candidates (70368744177664.625
+/// as ...62 or ...63), Rust rounds up and Python takes the even one.
+fn shortest_digits(value: f64) -> (String, i32) {
+    let (digits, exponent) = split_scientific(&format!("{value:e}"));
+    // 800 digits print any f64 exactly, so a tie is visible as "5000...".
+    let (exact, exact_exponent) = split_scientific(&format!("{value:.800e}"));
+    if exact_exponent != exponent || exact.len() <= digits.len() {
+        return (digits, exponent);
+    }
+    let (floor, rest) = exact.split_at(digits.len());
+    let tie = rest.starts_with('5') && rest.bytes().skip(1).all(|b| b == b'0');
+    if !tie {
+        return (digits, exponent);
+    }
+    // Both candidates are equally near; Python takes the even one, provided
+    // it still reads back as this float (just above a power of two the
+    // lower neighbour is closer, and only one candidate round-trips).
+    let (up, carry) = increment(floor);
+    let ceiling = (up, exponent + carry);
+    let (even, odd) = if floor.bytes().last().is_some_and(|b| (b - b'0') % 2 == 0) {
+        ((floor.to_owned(), exponent), ceiling)
+    } else {
+        (ceiling, (floor.to_owned(), exponent))
+    };
+    for candidate in [even, odd] {
+        if reads_back(&candidate, value) {
+            return candidate;
+        }
+    }
+    (digits, exponent)
+}
+
+/// The decimal digits plus one in the last place, carrying into a new
+/// power of ten when they were all nines.
+fn increment(digits: &str) -> (String, i32) {
+    let mut bytes: Vec<u8> = digits.bytes().collect();
+    for digit in bytes.iter_mut().rev() {
+        if *digit == b'9' {
+            *digit = b'0';
+        } else {
+            *digit += 1;
+            return (String::from_utf8_lossy(&bytes).into_owned(), 0);
+        }
+    }
+    (format!("1{}", String::from_utf8_lossy(&bytes)), 1)
+}
+
+/// Whether `digits x 10^exponent` (one digit before the point) parses back to `value`.
+fn reads_back(candidate: &(String, i32), value: f64) -> bool {
+    let (digits, exponent) = candidate;
+    let (first, rest) = digits.split_at(1.min(digits.len()));
+    format!("{first}.{rest}e{exponent}")
+        .parse::<f64>()
+        .is_ok_and(|parsed| parsed == value)
 }
 
 #[cfg(test)]
