@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests import reference
@@ -171,6 +171,10 @@ def test_empty_batch_scores_to_empty_and_has_no_best() -> None:
 
 
 @given(st.one_of(st.floats(max_value=0.0), st.just(math.nan), st.just(math.inf)))
+@example(-70368744177664.62)  # an exact tie: Python takes the even candidate
+@example(-5.960464477539063e-08)  # a tie where only the upper candidate reads back
+@example(-1e16)
+@example(-1e-05)
 def test_error_messages_print_floats_as_python_does(value: float) -> None:
     # The core formats floats itself; they must read exactly as repr() would.
     with pytest.raises(ConfigError) as info:
