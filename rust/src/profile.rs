@@ -68,6 +68,46 @@ fn fnv1a(prefix: u8, parts: &[&[u8]]) -> u32 {
     hash
 }
 
+/// FNV-1a of `w` + the lower-cased word, usable in constants.
+// A `while` loop bounded by the length, as const fns cannot iterate: the
+// index is always in bounds.
+#[allow(clippy::indexing_slicing)]
+const fn word_hash(word: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    hash ^= b'w' as u32;
+    hash = hash.wrapping_mul(0x0100_0193);
+    let mut index = 0;
+    while index < word.len() {
+        hash ^= word[index].to_ascii_lowercase() as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        index += 1;
+    }
+    hash
+}
+
+/// A word pair's bucket from the two word hashes, so no byte is hashed twice.
+#[inline]
+fn pair_hash(first: u32, second: u32) -> u32 {
+    // Multiply-xorshift (murmur3's finaliser) over an order-sensitive mix.
+    let mut hash = first.rotate_left(13) ^ second ^ 0x6272_6967;
+    hash ^= hash >> 16;
+    hash = hash.wrapping_mul(0x85eb_ca6b);
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(0xc2b2_ae35);
+    hash ^ (hash >> 16)
+}
+
+#[allow(clippy::indexing_slicing)] // const fn: bounded `while`, as above
+const fn hashes<const N: usize>(words: [&[u8]; N]) -> [u32; N] {
+    let mut out = [0_u32; N];
+    let mut index = 0;
+    while index < N {
+        out[index] = word_hash(words[index]);
+        index += 1;
+    }
+    out
+}
+
 fn is_word_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_' || byte >= 0x80
 }
@@ -103,6 +143,11 @@ const MATH_WORDS: [&[u8]; 10] = [
     b"average",
     b"remainder",
 ];
+// The cue words as hashes: a word is checked with integer compares against
+// its own unigram hash instead of 33 case-insensitive string compares.
+const STEP_HASHES: [u32; 14] = hashes(STEP_WORDS);
+const CONSTRAINT_HASHES: [u32; 9] = hashes(CONSTRAINT_WORDS);
+const MATH_HASHES: [u32; 10] = hashes(MATH_WORDS);
 const CODE_WORDS: [&[u8]; 12] = [
     b"def",
     b"return",
@@ -125,16 +170,13 @@ pub fn extract(text: &str, turns: usize, mut feature: impl FnMut(u32)) -> Featur
     let mut f = Features {
         chars: text.chars().count(),
         token_estimate: text.len().div_ceil(4),
-        lines: if text.is_empty() {
-            0
-        } else {
-            text.lines().count()
-        },
         turns: turns.max(1),
         ..Features::default()
     };
-    let mut previous_word: Option<&[u8]> = None;
+    let mut previous_word: Option<u32> = None;
     let mut previous_symbol: Option<u8> = None;
+    let mut line = LineState::default();
+    let mut fence_ticks = 0;
     let mut index = 0;
     while index < bytes.len() {
         let byte = bytes.get(index).copied().unwrap_or(b' ');
@@ -145,26 +187,24 @@ pub fn extract(text: &str, turns: usize, mut feature: impl FnMut(u32)) -> Featur
             }
             let word = bytes.get(start..index).unwrap_or_default();
             f.words += 1;
-            if word.iter().all(u8::is_ascii_digit) {
+            let hash = if word.iter().all(u8::is_ascii_digit) {
                 f.math_markers += 1;
-                feature(fnv1a(b'n', &[number_shape(word)]) & MASK);
+                word_hash(number_shape(word)) ^ 0x6e00_0000
             } else {
-                feature(fnv1a(b'w', &[word]) & MASK);
-                let is = |list: &[&[u8]]| list.iter().any(|cue| cue.eq_ignore_ascii_case(word));
-                if is(&STEP_WORDS) {
-                    f.multi_step_cues += 1;
-                }
-                if is(&CONSTRAINT_WORDS) {
-                    f.constraint_cues += 1;
-                }
-                if is(&MATH_WORDS) {
-                    f.math_markers += 1;
-                }
-            }
+                let hash = word_hash(word);
+                // Hash equality stands for word equality here: a collision
+                // would only miscount a cue, never misroute on its own.
+                f.multi_step_cues += usize::from(STEP_HASHES.contains(&hash));
+                f.constraint_cues += usize::from(CONSTRAINT_HASHES.contains(&hash));
+                f.math_markers += usize::from(MATH_HASHES.contains(&hash));
+                hash
+            };
+            line.word(hash, word.last().copied().unwrap_or(b' '));
+            feature(hash & MASK);
             if let Some(prev) = previous_word {
-                feature(fnv1a(b'b', &[prev, word]) & MASK);
+                feature(pair_hash(prev, hash) & MASK);
             }
-            previous_word = Some(word);
+            previous_word = Some(hash);
             previous_symbol = None;
             continue;
         }
@@ -182,18 +222,85 @@ pub fn extract(text: &str, turns: usize, mut feature: impl FnMut(u32)) -> Featur
             if byte == b'?' {
                 f.question_marks += 1;
             }
+            // Runs of three backticks open or close a fenced block.
+            fence_ticks = if byte == b'`' { fence_ticks + 1 } else { 0 };
+            if fence_ticks == 3 {
+                f.code_fences += 1;
+                fence_ticks = 0;
+            }
+            line.symbol(byte);
             previous_symbol = Some(byte);
-        } else if byte == b'\n' {
-            previous_symbol = None;
+        } else {
+            fence_ticks = 0;
+            if byte == b'\n' {
+                line.end(&mut f);
+                previous_symbol = None;
+            } else {
+                line.space(byte);
+            }
         }
         index += 1;
     }
-    f.code_fences = text.matches("```").count() / 2;
-    f.code_lines = text.lines().filter(|line| looks_like_code(line)).count();
+    if !bytes.is_empty() && !text.ends_with('\n') {
+        line.end(&mut f);
+    }
+    // Pairs of fences are blocks.
+    f.code_fences /= 2;
     // Coarse shape features: how long, how code-like.
     feature(fnv1a(b'L', &[&[length_bucket(f.chars)]]) & MASK);
     feature(fnv1a(b'C', &[&[ratio_bucket(f.code_lines, f.lines)]]) & MASK);
     f
+}
+
+/// What the current line looks like, gathered in the same single pass:
+/// a line is code when it ends in `;`, `{`, `}` or `:`, starts with a code
+/// keyword, or is indented and holds a call or an assignment.
+#[derive(Default)]
+struct LineState {
+    started: bool,
+    indent: usize,
+    first_word: Option<u32>,
+    call_or_assignment: bool,
+    last: u8,
+}
+
+const CODE_HASHES: [u32; 12] = hashes(CODE_WORDS);
+
+impl LineState {
+    fn word(&mut self, hash: u32, last_byte: u8) {
+        if !self.started {
+            self.first_word = Some(hash);
+        }
+        self.started = true;
+        self.last = last_byte;
+    }
+
+    fn symbol(&mut self, byte: u8) {
+        self.started = true;
+        self.call_or_assignment |= byte == b'(' || byte == b'=';
+        self.last = byte;
+    }
+
+    fn space(&mut self, byte: u8) {
+        if !self.started {
+            self.indent += if byte == b'\t' {
+                4
+            } else {
+                usize::from(byte == b' ')
+            };
+        }
+    }
+
+    fn end(&mut self, f: &mut Features) {
+        f.lines += 1;
+        if self.started {
+            let ends = matches!(self.last, b';' | b'{' | b'}' | b':');
+            let keyword = self.first_word.is_some_and(|h| CODE_HASHES.contains(&h));
+            let indented = self.indent >= 4 && self.call_or_assignment;
+            f.code_lines += usize::from(ends || keyword || indented);
+        }
+        *self = LineState::default();
+    }
 }
 
 /// "1" for 1-digit numbers, "11" for 2-digit, ... up to 6: the model learns
@@ -204,27 +311,6 @@ fn number_shape(word: &[u8]) -> &'static [u8] {
         .get(word.len().clamp(1, 6) - 1)
         .copied()
         .unwrap_or(b"1")
-}
-
-fn looks_like_code(line: &str) -> bool {
-    let trimmed = line.trim_end();
-    if trimmed.is_empty() {
-        return false;
-    }
-    let ends = trimmed.ends_with(';')
-        || trimmed.ends_with('{')
-        || trimmed.ends_with('}')
-        || trimmed.ends_with(':');
-    let starts = trimmed.trim_start();
-    let keyword = CODE_WORDS.iter().any(|word| {
-        starts.as_bytes().starts_with(word)
-            && starts
-                .as_bytes()
-                .get(word.len())
-                .is_some_and(|b| !is_word_byte(*b))
-    });
-    let indented = line.starts_with("    ") || line.starts_with('\t');
-    ends || keyword || (indented && (starts.contains('(') || starts.contains('=')))
 }
 
 fn length_bucket(chars: usize) -> u8 {
@@ -387,6 +473,9 @@ mod tests {
         // Pinned: changing the hash silently invalidates shipped weights.
         assert_eq!(fnv1a(b'w', &[b"def"]), fnv1a(b'w', &[b"DEF"]));
         assert_eq!(fnv1a(b'w', &[b"def"]) & MASK, 7101);
+        assert_eq!(word_hash(b"Def"), fnv1a(b'w', &[b"def"]));
+        assert_eq!(pair_hash(1, 2) & MASK, pair_hash(1, 2) & MASK);
+        assert_ne!(pair_hash(1, 2), pair_hash(2, 1));
     }
 
     #[test]
