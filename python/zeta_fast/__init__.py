@@ -18,6 +18,7 @@ from zeta_fast._core import (
     AdaptiveConfig,
     AdaptiveScorer,
     CandidatePool,
+    Decision,
     ManualClock,
     PerformanceTracker,
     ReplicaSet,
@@ -38,6 +39,7 @@ from zeta_fast.exceptions import (
     ZetaError,
 )
 from zeta_fast.profiling import TASK_TYPES, profile
+from zeta_fast.router import Router
 
 # Clean shutdown: every tracker that persists writes a final snapshot.
 atexit.register(_shutdown)
@@ -51,12 +53,14 @@ __all__ = [
     "AdaptiveScorer",
     "CandidatePool",
     "ConfigError",
+    "Decision",
     "InvalidInputError",
     "ManualClock",
     "NoCandidatesError",
     "PerformanceTracker",
     "ReplicaSet",
     "RequestProfile",
+    "Router",
     "ScoreBreakdown",
     "SnapshotError",
     "SnapshotWarning",

@@ -18,10 +18,12 @@ __all__ = [
     "AdaptiveConfig",
     "AdaptiveScorer",
     "CandidatePool",
+    "Decision",
     "ManualClock",
     "PerformanceTracker",
     "ReplicaSet",
     "RequestProfile",
+    "RouterCore",
     "ScoreBreakdown",
     "TrackerKey",
     "TrackerStats",
@@ -638,3 +640,65 @@ class ReplicaSet:
     @property
     def policy(self) -> str: ...
     def __len__(self) -> int: ...
+
+@final
+class Decision:
+    """One routing decision: which model and replica, and why (see ``Router``)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def replica_id(self) -> str: ...
+    @property
+    def task_type(self) -> str: ...
+    @property
+    def complexity(self) -> float: ...
+    @property
+    def context(self) -> str | None: ...
+    @property
+    def profile(self) -> RequestProfile | None: ...
+    @property
+    def capability_score(self) -> float: ...
+    @property
+    def performance_score(self) -> float: ...
+    @property
+    def performance_adjustment(self) -> float: ...
+    @property
+    def has_performance_data(self) -> bool: ...
+    @property
+    def success_rate(self) -> float: ...
+    @property
+    def avg_latency_ms(self) -> float: ...
+    @property
+    def penalties(self) -> list[str]: ...
+    @property
+    def runners_up(self) -> list[tuple[str, float]]:
+        """The other candidates in the order they were considered, with scores."""
+    def to_dict(self) -> dict[str, Any]:
+        """The decision record as a JSON-serialisable dict."""
+
+@final
+class RouterCore:
+    """The native router behind ``zeta_fast.Router``."""
+
+    def __new__(
+        cls,
+        tracker: PerformanceTracker,
+        models: list[
+            tuple[str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]]]
+        ],
+        config: AdaptiveConfig | None = None,
+        policy: str = "power_of_two",
+        spread_margin: float = 10.0,
+    ) -> RouterCore: ...
+    def route(
+        self,
+        task_type: str,
+        complexity: float,
+        context: int = 0,
+        context_name: str | None = None,
+        profile: RequestProfile | None = None,
+    ) -> Decision: ...
+    def record(self, decision: Decision, success: bool, latency_ms: float) -> None: ...
+    def in_flight(self, model: str) -> list[int]: ...
+    def set_healthy(self, model: str, replica: str, healthy: bool) -> None: ...

@@ -12,6 +12,7 @@ pub mod penalties;
 pub mod persistence;
 pub mod pool;
 pub mod profile;
+pub mod router;
 pub mod scoring;
 pub mod sync;
 pub mod tracker;

@@ -48,7 +48,7 @@ pub struct LiveMetrics {
 }
 
 impl LiveMetrics {
-    fn from_totals(totals: &Totals) -> Self {
+    pub fn from_totals(totals: &Totals) -> Self {
         // Without requests the score is the capability alone; these values
         // only need to be valid inputs.
         Self {
@@ -417,7 +417,7 @@ fn rates_and_means<const N: usize>(
 }
 
 #[inline(always)]
-fn sum_live(leaves: &[Arc<TrackedKey>], now_ms: u64) -> Totals {
+pub fn sum_live(leaves: &[Arc<TrackedKey>], now_ms: u64) -> Totals {
     let mut totals = Totals::default();
     for leaf in leaves {
         totals.merge(&leaf.window.live_totals(now_ms));

@@ -7,6 +7,7 @@ mod errors;
 mod extract;
 mod pool;
 mod profile;
+mod router;
 mod scorer;
 mod tracker;
 
@@ -26,6 +27,8 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(pyo3::wrap_pyfunction!(tracker::_shutdown, module)?)?;
     module.add_class::<profile::PyRequestProfile>()?;
     module.add_class::<balance::PyReplicaSet>()?;
+    module.add_class::<router::PyRouterCore>()?;
+    module.add_class::<router::PyDecision>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_features, module)?)?;
     module.add(

@@ -1,0 +1,135 @@
+"""The router: profile a request, score the candidate models from live
+metrics, take a replica slot, and learn from the outcome.
+
+The work happens in the Rust core (``RouterCore``); this module turns a
+validated ``RouterConfig`` into it and profiles requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
+from zeta_fast.config import RouterConfig, load_router_config
+from zeta_fast.exceptions import InvalidInputError, NoCandidatesError
+from zeta_fast.profiling import profile as profile_request
+
+__all__ = ["Decision", "Router"]
+
+
+class Router:
+    """Routes requests to a model and a replica, and learns from outcomes.
+
+    Args:
+        config: a ``RouterConfig`` or the path of a YAML/TOML/JSON file.
+        tracker: where outcomes are recorded; by default a new persisting
+            ``PerformanceTracker`` with the configuration's window.
+        spread_margin: models within this many score points of the best
+            share load (least busy first), so a batch spreads over
+            near-equal models instead of piling onto the top one.
+
+    Example:
+        >>> from zeta_fast import ManualClock, PerformanceTracker, Router
+        >>> router = Router("examples/router.yaml",
+        ...                 tracker=PerformanceTracker(clock=ManualClock(0), persist=False))
+        >>> decision = router.route("def add(a, b):\\n    return a + b")
+        >>> decision.model_id, decision.task_type
+        ('coder-7b', 'code')
+        >>> router.record(decision, success=True, latency_ms=42.0)
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig | str | Path,
+        *,
+        tracker: PerformanceTracker | None = None,
+        spread_margin: float = 10.0,
+    ) -> None:
+        self.config = config if isinstance(config, RouterConfig) else load_router_config(config)
+        self.tracker = (
+            tracker if tracker is not None else PerformanceTracker(self.config.window_config())
+        )
+        self._contexts = {name: index + 1 for index, name in enumerate(self.config.contexts)}
+        models: list[
+            tuple[str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]]]
+        ] = [
+            (
+                model.id,
+                dict(model.capabilities),
+                [model.complexity_range]
+                + [self.config.complexity_range(model.id, name) for name in self.config.contexts],
+                [(replica.id, replica.max_concurrency) for replica in model.replicas],
+            )
+            for model in self.config.models
+        ]
+        self._core = RouterCore(
+            self.tracker,
+            models,
+            self.config.adaptive_config(),
+            self.config.replica_policy,
+            spread_margin,
+        )
+
+    def _context(self, context: str | None) -> int:
+        if context is None:
+            return 0
+        try:
+            return self._contexts[context]
+        except KeyError:
+            known = ", ".join(self._contexts) or "none"
+            raise InvalidInputError(
+                f"context {context!r} is not configured; configured contexts: {known}"
+            ) from None
+
+    def route(
+        self,
+        request: Any = None,
+        *,
+        context: str | None = None,
+        profile: RequestProfile | None = None,
+    ) -> Decision:
+        """Chooses a model and a replica for a request and takes a slot on it.
+
+        ``request`` is anything ``zeta_fast.profile`` takes; pass ``profile``
+        instead when it is already known. Record the outcome with ``record``,
+        which frees the slot.
+
+        Raises:
+            NoCandidatesError: every capable model's replicas are down or full.
+            InvalidInputError: no model serves the task, or the context is unknown.
+        """
+        if profile is None:
+            if request is None:
+                raise TypeError("route() needs a request or a profile")
+            profile = profile_request(request)
+        return self._core.route(
+            profile.task_type, profile.complexity, self._context(context), context, profile
+        )
+
+    def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
+        """Records the outcome of a routed request and frees its replica slot."""
+        self._core.record(decision, success, latency_ms)
+
+    def assign(
+        self, requests: Iterable[Any], *, context: str | None = None
+    ) -> list[Decision | None]:
+        """Routes a batch at once: each request holds its slot until recorded,
+        so the batch spreads over replicas and near-equal models. Requests
+        that find every replica full get ``None``."""
+        decisions: list[Decision | None] = []
+        for request in requests:
+            try:
+                decisions.append(self.route(request, context=context))
+            except NoCandidatesError:
+                decisions.append(None)
+        return decisions
+
+    def in_flight(self, model: str) -> list[int]:
+        """Requests running on each replica of ``model``."""
+        return self._core.in_flight(model)
+
+    def set_healthy(self, model: str, replica: str, healthy: bool) -> None:
+        """Marks a replica healthy or not; unhealthy replicas are never chosen."""
+        self._core.set_healthy(model, replica, healthy)
