@@ -178,6 +178,9 @@ def scenarios(quick: bool) -> list[tuple[str, dict[str, Contender], int]]:
             20_000 if quick else 200_000,
         ),
     ]
+    from benches import router_contenders
+
+    found.append(("route()+record(), 8 models x 4 replicas", router_contenders.contenders(), 1))
     from benches.bench_profile import PROMPT, python_counts
     from zeta_fast import profile
 

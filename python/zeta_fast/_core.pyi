@@ -687,18 +687,20 @@ class RouterCore:
         models: list[
             tuple[str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]]]
         ],
+        contexts: list[str] = ...,
         config: AdaptiveConfig | None = None,
         policy: str = "power_of_two",
         spread_margin: float = 10.0,
     ) -> RouterCore: ...
     def route(
         self,
-        task_type: str,
-        complexity: float,
-        context: int = 0,
-        context_name: str | None = None,
+        request: Any = None,
+        *,
+        context: str | None = None,
         profile: RequestProfile | None = None,
-    ) -> Decision: ...
-    def record(self, decision: Decision, success: bool, latency_ms: float) -> None: ...
+    ) -> Decision:
+        """Routes a request (or a known profile) and takes a replica slot."""
+    def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
+        """Records a decision's outcome and frees its replica slot (once)."""
     def in_flight(self, model: str) -> list[int]: ...
     def set_healthy(self, model: str, replica: str, healthy: bool) -> None: ...

@@ -13,8 +13,7 @@ from typing import Any
 
 from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
 from zeta_fast.config import RouterConfig, load_router_config
-from zeta_fast.exceptions import InvalidInputError, NoCandidatesError
-from zeta_fast.profiling import profile as profile_request
+from zeta_fast.exceptions import NoCandidatesError
 
 __all__ = ["Decision", "Router"]
 
@@ -51,7 +50,6 @@ class Router:
         self.tracker = (
             tracker if tracker is not None else PerformanceTracker(self.config.window_config())
         )
-        self._contexts = {name: index + 1 for index, name in enumerate(self.config.contexts)}
         models: list[
             tuple[str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]]]
         ] = [
@@ -67,21 +65,15 @@ class Router:
         self._core = RouterCore(
             self.tracker,
             models,
+            list(self.config.contexts),
             self.config.adaptive_config(),
             self.config.replica_policy,
             spread_margin,
         )
-
-    def _context(self, context: str | None) -> int:
-        if context is None:
-            return 0
-        try:
-            return self._contexts[context]
-        except KeyError:
-            known = ", ".join(self._contexts) or "none"
-            raise InvalidInputError(
-                f"context {context!r} is not configured; configured contexts: {known}"
-            ) from None
+        # The hot path goes straight to the native methods: no Python frame
+        # between the caller and Rust (the methods below document them).
+        self.route = self._core.route  # type: ignore[method-assign]
+        self.record = self._core.record  # type: ignore[method-assign]
 
     def route(
         self,
@@ -100,13 +92,7 @@ class Router:
             NoCandidatesError: every capable model's replicas are down or full.
             InvalidInputError: no model serves the task, or the context is unknown.
         """
-        if profile is None:
-            if request is None:
-                raise TypeError("route() needs a request or a profile")
-            profile = profile_request(request)
-        return self._core.route(
-            profile.task_type, profile.complexity, self._context(context), context, profile
-        )
+        return self._core.route(request, context=context, profile=profile)
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
         """Records the outcome of a routed request and frees its replica slot."""

@@ -68,6 +68,14 @@ impl ReplicaSet {
             .collect()
     }
 
+    /// Requests running on all replicas together, without allocating.
+    pub fn total_in_flight(&self) -> u32 {
+        self.replicas
+            .iter()
+            .map(|r| r.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Marks a replica healthy or not; unhealthy ones are never chosen.
     pub fn set_healthy(&self, index: usize, healthy: bool) -> bool {
         match self.replicas.get(index) {

@@ -264,19 +264,30 @@ impl RouterCore {
             .iter()
             .take_while(|s| s.1.performance_score >= best - self.spread_margin)
             .count();
+        if near < 2 {
+            return;
+        }
         let busy = |m: usize| {
             self.models.get(m).map_or(0.0, |model| {
-                let running: u32 = model.replicas.in_flight().iter().sum();
-                f64::from(running) / model.replicas.len().max(1) as f64
+                f64::from(model.replicas.total_in_flight()) / model.replicas.len().max(1) as f64
             })
         };
         if let Some(head) = scored.get_mut(..near) {
-            head.sort_by(|a, b| {
-                busy(a.0)
-                    .total_cmp(&busy(b.0))
-                    .then(b.1.performance_score.total_cmp(&a.1.performance_score))
-                    .then(a.0.cmp(&b.0))
+            // Busyness read once per model, not once per comparison.
+            let mut keyed: Vec<(f64, (usize, ScoreBreakdown))> =
+                head.iter().map(|entry| (busy(entry.0), *entry)).collect();
+            keyed.sort_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then(
+                        b.1 .1
+                            .performance_score
+                            .total_cmp(&a.1 .1.performance_score),
+                    )
+                    .then(a.1 .0.cmp(&b.1 .0))
             });
+            for (slot, (_, entry)) in head.iter_mut().zip(keyed) {
+                *slot = entry;
+            }
         }
     }
 

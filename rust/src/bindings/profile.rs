@@ -20,7 +20,14 @@ fn model() -> PyResult<&'static TaskModel> {
 /// the measurements behind both.
 #[pyclass(name = "RequestProfile", module = "zeta_fast._core", frozen)]
 pub struct PyRequestProfile {
-    inner: Profile,
+    pub(crate) inner: Profile,
+}
+
+/// Profiles a text with the shipped model (the router's fast path).
+pub(crate) fn profile_text(text: &str) -> PyResult<PyRequestProfile> {
+    Ok(PyRequestProfile {
+        inner: model()?.profile(text, 1, false),
+    })
 }
 
 #[pymethods]

@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use super::config::adaptive_config_arg;
 use super::errors::InvalidInputError;
 use super::extract::{number, type_error};
+use super::profile::{profile_text, PyRequestProfile};
 use super::tracker::PyPerformanceTracker;
 use crate::balance::Policy;
 use crate::router::{Decision, ModelInput, RouterCore, TASKS};
@@ -27,6 +28,8 @@ type ModelTuple<'py> = (
 #[pyclass(name = "RouterCore", module = "zeta_fast._core", frozen)]
 pub struct PyRouterCore {
     inner: Arc<RouterCore>,
+    /// Context names; a context's index in the core is 1 + its position.
+    contexts: Vec<String>,
     model_names: Vec<Py<PyString>>,
     replica_names: Vec<Vec<Py<PyString>>>,
     task_names: Vec<Py<PyString>>,
@@ -47,24 +50,16 @@ pub struct PyDecision {
     recorded: AtomicBool,
 }
 
-fn task_index(task: &str) -> PyResult<usize> {
-    TASKS.iter().position(|t| *t == task).ok_or_else(|| {
-        InvalidInputError::new_err(format!(
-            "task_type must be one of {}, got {task:?}",
-            TASKS.join(", ")
-        ))
-    })
-}
-
 #[pymethods]
 impl PyRouterCore {
     /// `models`: `(id, {task: capability}, [(low, high) own, then per context], [(replica_id, max_concurrency)])`.
     #[new]
-    #[pyo3(signature = (tracker, models, config = None, policy = "power_of_two", spread_margin = 10.0))]
+    #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0))]
     fn new(
         py: Python<'_>,
         tracker: &Bound<'_, PyAny>,
         models: &Bound<'_, PyList>,
+        contexts: Vec<String>,
         config: Option<&Bound<'_, PyAny>>,
         policy: &str,
         spread_margin: f64,
@@ -132,32 +127,67 @@ impl PyRouterCore {
             .collect();
         Ok(Self {
             inner: Arc::new(inner),
+            contexts,
             model_names,
             replica_names,
             task_names,
         })
     }
 
-    /// Routes a profiled request and takes a replica slot, which `record`
-    /// gives back. `context` is 0 for none, else 1 + its index.
-    #[pyo3(signature = (task_type, complexity, context = 0, context_name = None, profile = None))]
+    /// Routes a request (anything `zeta_fast.profile` takes) or a known
+    /// profile, in an optional named context, and takes a replica slot that
+    /// `record` gives back. Prompt strings are profiled without leaving Rust.
+    #[pyo3(signature = (request = None, *, context = None, profile = None))]
     fn route(
         &self,
         py: Python<'_>,
-        task_type: &str,
-        complexity: f64,
-        context: usize,
-        context_name: Option<String>,
-        profile: Option<Py<PyAny>>,
+        request: Option<&Bound<'_, PyAny>>,
+        context: Option<&str>,
+        profile: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDecision> {
-        if !(0.0..=1.0).contains(&complexity) {
-            return Err(InvalidInputError::new_err(format!(
-                "complexity must be in [0, 1], got {}",
-                crate::errors::float_repr(complexity)
-            )));
-        }
-        let task = task_index(task_type)?;
-        let decision = self.inner.route(task, complexity, context)?;
+        let context_index = match context {
+            None => 0,
+            Some(name) => match self.contexts.iter().position(|c| c == name) {
+                Some(index) => index + 1,
+                None => {
+                    let known = if self.contexts.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        self.contexts.join(", ")
+                    };
+                    return Err(InvalidInputError::new_err(format!(
+                        "context '{name}' is not configured; configured contexts: {known}"
+                    )));
+                }
+            },
+        };
+        let profile: Bound<'_, PyRequestProfile> = match (profile, request) {
+            (Some(given), _) => given
+                .cast::<PyRequestProfile>()
+                .map_err(|_| type_error("profile", "a RequestProfile", given))?
+                .clone(),
+            (None, Some(request)) => match request.cast::<PyString>() {
+                Ok(text) => Bound::new(py, profile_text(text.to_str()?)?)?,
+                Err(_) => py
+                    .import("zeta_fast.profiling")?
+                    .call_method1("profile", (request,))?
+                    .cast_into::<PyRequestProfile>()
+                    .map_err(|_| {
+                        InvalidInputError::new_err("profile() returned no RequestProfile")
+                    })?,
+            },
+            (None, None) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "route() needs a request or a profile",
+                ))
+            }
+        };
+        let (task, complexity) = {
+            let inner = &profile.get().inner;
+            let task = inner.task.unwrap_or(4);
+            (task, inner.complexity)
+        };
+        let decision = self.inner.route(task, complexity, context_index)?;
         let name = |m: usize| self.model_names.get(m).map(|n| n.clone_ref(py));
         let model_id =
             name(decision.model).ok_or_else(|| InvalidInputError::new_err("model index"))?;
@@ -184,8 +214,8 @@ impl PyRouterCore {
             replica_id,
             task_type,
             complexity,
-            context: context_name,
-            profile,
+            context: context.map(str::to_owned),
+            profile: Some(profile.into_any().unbind()),
             runners_up,
             recorded: AtomicBool::new(false),
         })
