@@ -13,7 +13,7 @@ setup:
 run: setup
 	$(BIN)/zeta-fast score examples/candidates.toml
 
-test: setup lint rust-test loom py-test
+test: bench-setup lint rust-test loom py-test
 
 lint:
 	cargo fmt --check

@@ -8,3 +8,7 @@ import tempfile
 # Trackers persist by default; point the default location at a throw-away
 # folder before any test creates one.
 os.environ.setdefault("ZETA_FAST_STATE_DIR", tempfile.mkdtemp(prefix="zeta-fast-tests-"))
+
+# LiteLLM (the bench extra) fetches a model price list from the internet at
+# import unless told to use its bundled copy: tests stay on this machine.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -1,0 +1,1 @@
+"""Adapters that let other libraries use zeta_fast's router."""
