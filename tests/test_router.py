@@ -178,3 +178,40 @@ def test_unserved_tasks_and_bad_input(router: Router) -> None:
     with pytest.raises(InvalidInputError, match="latency_ms must be finite"):
         router.record(decision, True, -1.0)
     router.record(decision, True, 1.0)  # a failed record did not consume it
+
+
+def test_thresholds_move_with_the_small_models_record(router: Router) -> None:
+    # coder-7b suits [0, 0.6]: requests just under 0.6 are its hardest.
+    text = (
+        "Write a Python class that must implement an LRU cache; explain why each step works, "
+        "then compare the complexity. def get(self, key):\n    return self.data[key]\n"
+    ) * 9
+    edge = profile(text)
+    assert 0.5 <= edge.complexity < 0.6
+    assert router.complexity_range("coder-7b") == (0.0, 0.6)
+    for _ in range(19):
+        decision = router.route(profile=edge)
+        assert decision.model_id == "coder-7b"
+        router.record(decision, True, 50.0)
+    assert router.tune_ranges() == [], "19 < 20 requests: no evidence yet"
+    decision = router.route(profile=edge)
+    router.record(decision, True, 50.0)
+    changes = router.tune_ranges()
+    assert [(c["model_id"], c["context"], c["old_high"]) for c in changes] == [
+        ("coder-7b", None, 0.6)
+    ]
+    assert changes[0]["new_high"] == pytest.approx(0.65)
+    assert router.complexity_range("coder-7b") == pytest.approx((0.0, 0.65))
+    # It starts failing on them (the large model is down, so they all go to
+    # it): the edge comes back down.
+    router.set_healthy("reasoner-14b", "reasoner-14b-a", False)
+    router.set_healthy("reasoner-14b", "reasoner-14b-b", False)
+    for _ in range(20):
+        decision = router.route(profile=edge)
+        assert decision.model_id == "coder-7b"
+        router.record(decision, False, 50.0)
+    assert router.tune_ranges()[0]["new_high"] == pytest.approx(0.6)
+    # Contexts keep their own ranges.
+    assert router.complexity_range("reasoner-14b", "interactive") == (0.7, 1.0)
+    with pytest.raises(ValueError, match="target_success_rate must be in"):
+        router.tune_ranges(target_success_rate=0.0)

@@ -112,6 +112,25 @@ class Router:
                 decisions.append(None)
         return decisions
 
+    def complexity_range(self, model: str, context: str | None = None) -> tuple[float, float]:
+        """The complexity range ``model`` suits now in ``context`` (its own by default)."""
+        return self._core.complexity_range(model, context)
+
+    def tune_ranges(
+        self, *, min_requests: int = 20, target_success_rate: float = 0.95, step: float = 0.05
+    ) -> list[dict[str, Any]]:
+        """Moves complexity thresholds from recorded outcomes.
+
+        For every model whose range ends below 1 (a smaller model handing the
+        hardest requests to a larger one), in every context: when it kept
+        succeeding (>= ``target_success_rate``) on the hardest requests it was
+        given (the complexity decile just under its edge, at least
+        ``min_requests`` of them), its edge moves up by ``step`` so it takes
+        harder requests; when it fell more than 10 points short, down. Call
+        it periodically; returns the changes made.
+        """
+        return self._core.tune_ranges(min_requests, target_success_rate, step)
+
     def in_flight(self, model: str) -> list[int]:
         """Requests running on each replica of ``model``."""
         return self._core.in_flight(model)

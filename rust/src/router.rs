@@ -8,6 +8,7 @@
 //! over near-equal models instead of piling onto the top one. A model whose
 //! replicas are all at capacity passes the request to the next candidate.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::balance::{Policy, ReplicaSet};
@@ -32,14 +33,56 @@ pub struct RoutedModel {
     pub id: Arc<str>,
     /// Capability per entry of [`TASKS`], `None` when it does not serve it.
     pub capabilities: [Option<f64>; 5],
-    /// The complexity range it suits, per context (index 0: its own).
-    pub ranges: Vec<(f64, f64)>,
+    /// The complexity range it suits, per context (index 0: its own);
+    /// tuning moves the upper edge, so the edges are atomics.
+    ranges: Vec<RangeCell>,
+    /// Per context, outcomes by complexity decile: (requests, successes).
+    outcomes: Vec<[[AtomicU64; 2]; BINS]>,
     pub replica_ids: Vec<Arc<str>>,
     pub replicas: ReplicaSet,
     /// `[task][replica]`: the tracker windows this model's outcomes go to.
     leaves: Vec<Vec<Arc<TrackedKey>>>,
     /// Every window of the model, the fallback view.
     all_leaves: Vec<Arc<TrackedKey>>,
+}
+
+/// Complexity deciles the router keeps outcomes in, for tuning ranges.
+const BINS: usize = 10;
+
+struct RangeCell {
+    low: AtomicU64,
+    high: AtomicU64,
+}
+
+impl RangeCell {
+    fn new((low, high): (f64, f64)) -> Self {
+        Self {
+            low: AtomicU64::new(low.to_bits()),
+            high: AtomicU64::new(high.to_bits()),
+        }
+    }
+
+    fn get(&self) -> (f64, f64) {
+        (
+            f64::from_bits(self.low.load(Ordering::Relaxed)),
+            f64::from_bits(self.high.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+fn bin_of(complexity: f64) -> usize {
+    ((complexity * BINS as f64) as usize).min(BINS - 1)
+}
+
+/// One change made by [`RouterCore::tune_ranges`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeChange {
+    pub model: usize,
+    pub context: usize,
+    pub old_high: f64,
+    pub new_high: f64,
+    pub requests: u64,
+    pub success_rate: f64,
 }
 
 /// The model spec the router is built from.
@@ -57,6 +100,8 @@ pub struct Decision {
     pub model: usize,
     pub replica: usize,
     pub task: usize,
+    pub complexity: f64,
+    pub context: usize,
     pub breakdown: ScoreBreakdown,
     /// The other candidates in the order they were considered, with scores.
     pub runners_up: Vec<(usize, f64)>,
@@ -125,7 +170,12 @@ impl RouterCore {
             routed.push(RoutedModel {
                 id: model.id.as_str().into(),
                 capabilities,
-                ranges: model.ranges,
+                outcomes: model
+                    .ranges
+                    .iter()
+                    .map(|_| std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]))
+                    .collect(),
+                ranges: model.ranges.iter().copied().map(RangeCell::new).collect(),
                 replica_ids: model
                     .replicas
                     .iter()
@@ -199,8 +249,7 @@ impl RouterCore {
                     .ranges
                     .get(context)
                     .or_else(|| model.ranges.first())
-                    .copied()
-                    .unwrap_or((0.0, 1.0));
+                    .map_or((0.0, 1.0), RangeCell::get);
                 (low..=high).contains(&complexity)
             })
         };
@@ -241,6 +290,8 @@ impl RouterCore {
                     model: *m,
                     replica,
                     task,
+                    complexity,
+                    context,
                     breakdown: *breakdown,
                     runners_up,
                 });
@@ -305,6 +356,15 @@ impl RouterCore {
             });
         };
         model.replicas.release(decision.replica);
+        if let Some(bin) = model
+            .outcomes
+            .get(decision.context)
+            .and_then(|bins| bins.get(bin_of(decision.complexity)))
+        {
+            let [requests, successes] = bin;
+            requests.fetch_add(1, Ordering::Relaxed);
+            successes.fetch_add(u64::from(success), Ordering::Relaxed);
+        }
         if let Some(key) = model
             .leaves
             .get(decision.task)
@@ -314,6 +374,72 @@ impl RouterCore {
                 .record(self.tracker.clock().now_ms(), success, latency_ms);
         }
         Ok(())
+    }
+}
+
+impl RouterCore {
+    /// The complexity range a model suits in a context (0: its own).
+    pub fn range(&self, model: usize, context: usize) -> Option<(f64, f64)> {
+        let model = self.models.get(model)?;
+        model
+            .ranges
+            .get(context)
+            .or_else(|| model.ranges.first())
+            .map(RangeCell::get)
+    }
+
+    /// Moves the upper edge of every range below 1 by `step` from recorded
+    /// outcomes: up when the model kept succeeding (at least
+    /// `target_success_rate`) on the hardest requests it was given (those in
+    /// the deciles overlapping the last tenth under its edge, at least
+    /// `min_requests` of them), down when it fell more than 10 points short.
+    /// The evidence is spent on a change.
+    pub fn tune_ranges(
+        &self,
+        min_requests: u64,
+        target_success_rate: f64,
+        step: f64,
+    ) -> Vec<RangeChange> {
+        let mut changes = Vec::new();
+        for (m, model) in self.models.iter().enumerate() {
+            for (context, (cell, bins)) in model.ranges.iter().zip(&model.outcomes).enumerate() {
+                let (low, high) = cell.get();
+                if high >= 1.0 || high <= 0.0 {
+                    continue;
+                }
+                // The deciles overlapping the last tenth under the edge.
+                let first = bin_of((high - 0.1).max(0.0));
+                let last = bin_of((high - 1e-9).max(0.0));
+                let edge = bins.get(first..=last).unwrap_or_default();
+                let total: u64 = edge.iter().map(|[r, _]| r.load(Ordering::Relaxed)).sum();
+                let succeeded: u64 = edge.iter().map(|[_, s]| s.load(Ordering::Relaxed)).sum();
+                if total < min_requests {
+                    continue;
+                }
+                let rate = succeeded as f64 / total as f64;
+                let new_high = if rate >= target_success_rate {
+                    (high + step).min(1.0)
+                } else if rate < target_success_rate - 0.1 {
+                    (high - step).max(low)
+                } else {
+                    continue;
+                };
+                cell.high.store(new_high.to_bits(), Ordering::Relaxed);
+                for [requests, successes] in bins {
+                    requests.store(0, Ordering::Relaxed);
+                    successes.store(0, Ordering::Relaxed);
+                }
+                changes.push(RangeChange {
+                    model: m,
+                    context,
+                    old_high: high,
+                    new_high,
+                    requests: total,
+                    success_rate: rate,
+                });
+            }
+        }
+        changes
     }
 }
 

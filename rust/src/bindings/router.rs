@@ -245,6 +245,82 @@ impl PyRouterCore {
         Ok(())
     }
 
+    /// The complexity range a model suits in a context (None: its own).
+    #[pyo3(signature = (model, context = None))]
+    fn complexity_range(&self, model: &str, context: Option<&str>) -> PyResult<(f64, f64)> {
+        let index = self
+            .inner
+            .models()
+            .iter()
+            .position(|m| &*m.id == model)
+            .ok_or_else(|| InvalidInputError::new_err(format!("unknown model {model:?}")))?;
+        let context = match context {
+            None => 0,
+            Some(name) => {
+                self.contexts
+                    .iter()
+                    .position(|c| c == name)
+                    .ok_or_else(|| {
+                        InvalidInputError::new_err(format!("context '{name}' is not configured"))
+                    })?
+                    + 1
+            }
+        };
+        self.inner
+            .range(index, context)
+            .ok_or_else(|| InvalidInputError::new_err("no range"))
+    }
+
+    /// Tunes complexity ranges from recorded outcomes; returns the changes as
+    /// dicts (model_id, context, old_high, new_high, requests, success_rate).
+    #[pyo3(signature = (min_requests = 20, target_success_rate = 0.95, step = 0.05))]
+    fn tune_ranges<'py>(
+        &self,
+        py: Python<'py>,
+        min_requests: u64,
+        target_success_rate: f64,
+        step: f64,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        if !(target_success_rate > 0.0 && target_success_rate <= 1.0) {
+            return Err(super::errors::ConfigError::new_err(format!(
+                "target_success_rate must be in (0, 1], got {}",
+                crate::errors::float_repr(target_success_rate)
+            )));
+        }
+        if !(step > 0.0 && step <= 1.0) {
+            return Err(super::errors::ConfigError::new_err(format!(
+                "step must be in (0, 1], got {}",
+                crate::errors::float_repr(step)
+            )));
+        }
+        let mut out = Vec::new();
+        for change in self
+            .inner
+            .tune_ranges(min_requests.max(1), target_success_rate, step)
+        {
+            let dict = PyDict::new(py);
+            dict.set_item(
+                "model_id",
+                self.model_names
+                    .get(change.model)
+                    .map(|n| n.bind(py).clone()),
+            )?;
+            dict.set_item(
+                "context",
+                change
+                    .context
+                    .checked_sub(1)
+                    .and_then(|c| self.contexts.get(c).cloned()),
+            )?;
+            dict.set_item("old_high", change.old_high)?;
+            dict.set_item("new_high", change.new_high)?;
+            dict.set_item("requests", change.requests)?;
+            dict.set_item("success_rate", change.success_rate)?;
+            out.push(dict);
+        }
+        Ok(out)
+    }
+
     /// Requests in flight on each replica of a model.
     fn in_flight(&self, model: &str) -> PyResult<Vec<u32>> {
         self.inner
