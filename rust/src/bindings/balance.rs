@@ -7,6 +7,17 @@ use super::errors::ConfigError;
 use super::extract::{count, type_error};
 use crate::balance::{Policy, ReplicaSet};
 
+/// A `policy=` argument: `"least_loaded"` or `"power_of_two"`.
+pub fn parse_policy(policy: &str) -> PyResult<(Policy, &'static str)> {
+    match policy {
+        "least_loaded" => Ok((Policy::LeastLoaded, "least_loaded")),
+        "power_of_two" => Ok((Policy::PowerOfTwo, "power_of_two")),
+        other => Err(ConfigError::new_err(format!(
+            "policy must be 'least_loaded' or 'power_of_two', got {other:?}"
+        ))),
+    }
+}
+
 /// The replicas of one model: in-flight counters with capacity limits, and
 /// the choice of a replica (least loaded, or power of two choices).
 #[pyclass(name = "ReplicaSet", module = "zeta_fast._core", frozen)]
@@ -55,15 +66,7 @@ impl PyReplicaSet {
                 "capacities must list at least one replica",
             ));
         }
-        let (policy, name) = match policy {
-            "least_loaded" => (Policy::LeastLoaded, "least_loaded"),
-            "power_of_two" => (Policy::PowerOfTwo, "power_of_two"),
-            other => {
-                return Err(ConfigError::new_err(format!(
-                    "policy must be 'least_loaded' or 'power_of_two', got {other:?}"
-                )))
-            }
-        };
+        let (policy, name) = parse_policy(policy)?;
         Ok(Self {
             inner: ReplicaSet::new(&values, policy),
             policy: name,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use super::balance::parse_policy;
 use super::config::adaptive_config_arg;
 use super::errors::InvalidInputError;
 use super::extract::{number, type_error};
 use super::profile::{profile_text, PyRequestProfile};
 use super::tracker::PyPerformanceTracker;
-use crate::balance::Policy;
 use crate::router::{Decision, ModelInput, RouterCore, TASKS};
 use crate::scoring::AdaptiveScorer;
 
@@ -67,15 +67,7 @@ impl PyRouterCore {
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
             .map_err(|_| type_error("tracker", "a PerformanceTracker", tracker))?;
-        let policy = match policy {
-            "least_loaded" => Policy::LeastLoaded,
-            "power_of_two" => Policy::PowerOfTwo,
-            other => {
-                return Err(super::errors::ConfigError::new_err(format!(
-                    "policy must be 'least_loaded' or 'power_of_two', got {other:?}"
-                )))
-            }
-        };
+        let (policy, _) = parse_policy(policy)?;
         let mut inputs = Vec::with_capacity(models.len());
         for (index, item) in models.iter().enumerate() {
             let (id, capabilities, ranges, replicas): ModelTuple<'_> =
