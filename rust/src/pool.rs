@@ -222,14 +222,7 @@ impl CandidatePool {
     /// replicas, falling back to the whole model when that has too few requests.
     #[inline(always)]
     fn totals_of(entry: &Entry, now_ms: u64, minimum: u64) -> Totals {
-        let totals = sum_live(&entry.leaves, now_ms);
-        if totals.requests < minimum && !entry.fallback.is_empty() {
-            let whole = sum_live(&entry.fallback, now_ms);
-            if whole.requests >= minimum {
-                return whole;
-            }
-        }
-        totals
+        live_totals_with_fallback(&entry.leaves, &entry.fallback, now_ms, minimum)
     }
 
     /// The index (in pool order) of the best model for `task`; ties go to
@@ -414,6 +407,27 @@ fn rates_and_means<const N: usize>(
         *rate = (*rate / req).min(1.0);
         *mean = *mean * LATENCY_UNIT_MS / lat_req.max(1.0);
     }
+}
+
+/// The live totals of `leaves` (a model's windows for one task), or of
+/// `fallback` (all its windows) when the task has fewer than `minimum`
+/// requests and the whole model has enough: the rule both the pool and the
+/// router score by. An empty `fallback` means "same as `leaves`".
+#[inline(always)]
+pub fn live_totals_with_fallback(
+    leaves: &[Arc<TrackedKey>],
+    fallback: &[Arc<TrackedKey>],
+    now_ms: u64,
+    minimum: u64,
+) -> Totals {
+    let totals = sum_live(leaves, now_ms);
+    if totals.requests < minimum && !fallback.is_empty() {
+        let whole = sum_live(fallback, now_ms);
+        if whole.requests >= minimum {
+            return whole;
+        }
+    }
+    totals
 }
 
 #[inline(always)]

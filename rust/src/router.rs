@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::balance::{Policy, ReplicaSet};
 use crate::errors::ZetaError;
-use crate::pool::{sum_live, LiveMetrics};
+use crate::pool::{live_totals_with_fallback, LiveMetrics};
 use crate::profile::TEXT_TASKS;
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
 use crate::tracker::{PerformanceTracker, TrackedKey};
@@ -211,14 +211,7 @@ impl RouterCore {
             .get(task)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let totals = sum_live(leaves, now_ms);
-        if totals.requests < minimum {
-            let whole = sum_live(&model.all_leaves, now_ms);
-            if whole.requests >= minimum {
-                return whole;
-            }
-        }
-        totals
+        live_totals_with_fallback(leaves, &model.all_leaves, now_ms, minimum)
     }
 
     /// Routes a request of `task` (index into [`TASKS`]) and `complexity` in
