@@ -18,7 +18,7 @@ from zeta_fast import (
     Router,
     profile,
 )
-from zeta_fast.config import parse_router_config
+from zeta_fast.config import load_router_config, parse_router_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE_CODE = "def add(a, b):\n    return a + b"
@@ -155,7 +155,9 @@ def test_unhealthy_replicas_are_skipped(router: Router) -> None:
 
 
 def test_outcomes_steer_the_next_decisions() -> None:
-    router = Router(parse_router_config(three_models()), tracker=tracker(), spread_margin=0.0)
+    # The scores alone steer here: a breaker would take a out after 5 failures.
+    config = {**three_models(), "dispatch": {"breaker": {"failure_threshold": 100}}}
+    router = Router(parse_router_config(config), tracker=tracker(), spread_margin=0.0)
     for _ in range(10):
         decision = router.route(SIMPLE_CODE)
         assert decision.model_id == "a"
@@ -180,7 +182,11 @@ def test_unserved_tasks_and_bad_input(router: Router) -> None:
     router.record(decision, True, 1.0)  # a failed record did not consume it
 
 
-def test_thresholds_move_with_the_small_models_record(router: Router) -> None:
+def test_thresholds_move_with_the_small_models_record() -> None:
+    # Breakers would take coder-7b's replicas out after 5 failures each.
+    example = load_router_config(ROOT / "examples" / "router.yaml").model_dump(mode="json")
+    example["dispatch"] = {"breaker": {"failure_threshold": 100}}
+    router = Router(parse_router_config(example), tracker=tracker())
     # coder-7b suits [0, 0.6]: requests just under 0.6 are its hardest.
     text = (
         "Write a Python class that must implement an LRU cache; explain why each step works, "

@@ -62,7 +62,7 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         (
             "models[0].replicas[1].backend",
             "tgi",
-            "models[0].replicas[1].backend: Input should be 'llamacpp' or 'vllm'",
+            "models[0].replicas[1].backend: Input should be 'llamacpp', 'vllm' or 'openai'",
         ),
         (
             "models[0].replicas[0].max_concurrency",

@@ -685,12 +685,20 @@ class RouterCore:
         cls,
         tracker: PerformanceTracker,
         models: list[
-            tuple[str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]]]
+            tuple[
+                str,
+                dict[str, float],
+                list[tuple[float, float]],
+                list[tuple[str, int]],
+                int,
+                list[str],
+            ]
         ],
         contexts: list[str] = ...,
         config: AdaptiveConfig | None = None,
         policy: str = "power_of_two",
         spread_margin: float = 10.0,
+        resilience: dict[str, float] | None = None,
     ) -> RouterCore: ...
     def route(
         self,
@@ -708,3 +716,38 @@ class RouterCore:
     ) -> list[dict[str, Any]]: ...
     def in_flight(self, model: str) -> list[int]: ...
     def set_healthy(self, model: str, replica: str, healthy: bool) -> None: ...
+    def reroute(
+        self,
+        decision: Decision,
+        tried: list[Decision] = ...,
+        needs_longer_context: bool = False,
+    ) -> Decision:
+        """Where to send a failed request next: another replica of its model,
+        then its fallback chain, then the other candidates by score."""
+    def record_outcome(
+        self,
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        *,
+        ttft_ms: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """Records how a dispatched request ended and frees its replica slot."""
+    def try_retry(self) -> bool:
+        """Spends a retry token; False when retries are over budget."""
+    def try_hedge(self) -> bool:
+        """Spends a hedge token; False when hedges are over budget."""
+    def budget_tokens(self) -> tuple[float, float]:
+        """(retry tokens, hedge tokens) left."""
+    def backoff_ms(self, retry: int, retry_after_ms: float | None = None) -> float:
+        """The jittered wait before retry number ``retry`` (1 = first)."""
+    def replica_p95_ms(self, decision: Decision) -> float | None:
+        """The recent p95 latency of the decision's replica."""
+    def set_engine_load(self, model: str, replica: str, waiting: int, kv_usage: float) -> None:
+        """Stores an engine's own load report for a replica, taken now."""
+    def reset_breaker(self, model: str, replica: str) -> None:
+        """Closes a replica's circuit breaker."""
+    def replica_status(self, model: str) -> list[dict[str, Any]]:
+        """Each replica of a model: health, breaker, load, outcome counters."""

@@ -17,11 +17,18 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
         capabilities: {code: 90, chat: 70}   # 0..100 per task type
         complexity_range: [0.0, 0.6]         # the requests it suits
         cost_per_1k_tokens: 0.0002
+        context_window: 8192                 # tokens; a prompt too long goes to a longer one
+        fallbacks: [reasoner-14b]            # tried, in order, when it fails
         replicas:
           - id: coder-7b-a
             url: http://127.0.0.1:8001
             backend: llamacpp                # or vllm
             max_concurrency: 4               # 0 = unlimited
+            timeouts: {total_s: 30}          # overrides dispatch.timeouts
+    dispatch:                     # retries, timeouts, breakers, hedging (all optional)
+      max_attempts: 3
+      timeouts: {connect_s: 2, first_byte_s: 30, total_s: 120}
+      breaker: {failure_threshold: 5, cooldown_s: 5, success_threshold: 2}
 
 A model serves the task types it has a capability for; among those, the ones
 whose complexity range (in the request's context) contains the request's
@@ -48,10 +55,17 @@ from zeta_fast.exceptions import ConfigError
 from zeta_fast.scoring_file import load_document
 
 __all__ = [
+    "BreakerSpec",
     "ContextSpec",
+    "DispatchSpec",
+    "HealthSpec",
+    "HedgeSpec",
     "ModelSpec",
     "ReplicaSpec",
+    "ReplicaTimeoutSpec",
+    "RetryBudgetSpec",
     "RouterConfig",
+    "TimeoutSpec",
     "load_router_config",
     "parse_router_config",
 ]
@@ -66,13 +80,116 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
+Seconds = Annotated[float, Field(gt=0.0, le=86_400.0, allow_inf_nan=False)]
+
+
+class TimeoutSpec(_Frozen):
+    """Timeouts of one request attempt, in seconds (``None``: no limit).
+
+    ``connect_s`` bounds opening a connection, ``first_byte_s`` the wait for
+    the response to start (headers, or a stream's first event), ``total_s``
+    the whole attempt, a stream included.
+    """
+
+    connect_s: Seconds | None = 2.0
+    first_byte_s: Seconds | None = 60.0
+    total_s: Seconds | None = 300.0
+
+
+class ReplicaTimeoutSpec(_Frozen):
+    """Per-replica overrides of ``dispatch.timeouts``; unset fields inherit."""
+
+    connect_s: Seconds | None = None
+    first_byte_s: Seconds | None = None
+    total_s: Seconds | None = None
+
+
 class ReplicaSpec(_Frozen):
     """One serving endpoint of a model."""
 
     id: Name
     url: HttpUrl
-    backend: Literal["llamacpp", "vllm"] = "llamacpp"
+    backend: Literal["llamacpp", "vllm", "openai"] = "llamacpp"
     max_concurrency: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    timeouts: ReplicaTimeoutSpec = Field(default_factory=ReplicaTimeoutSpec)
+    api_key: str | None = Field(default=None, repr=False)
+
+
+class BreakerSpec(_Frozen):
+    """Per-replica circuit breaker: opens after ``failure_threshold``
+    consecutive failures, lets one probe through after ``cooldown_s``, closes
+    after ``success_threshold`` successful probes."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=1023)] = 5
+    cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 5.0
+    success_threshold: Annotated[int, Field(ge=1, le=1023)] = 2
+
+
+class RetryBudgetSpec(_Frozen):
+    """Retries allowed: ``ratio`` of the traffic plus ``min_per_second``."""
+
+    ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.2
+    min_per_second: Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)] = 10.0
+
+
+class HedgeSpec(_Frozen):
+    """Hedged requests: a second copy to another replica when the first has
+    not answered within its replica's recent p95 latency (at least
+    ``min_delay_ms``), at most ``max_extra`` of the traffic."""
+
+    enabled: bool = False
+    max_extra: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
+    min_delay_ms: Annotated[float, Field(ge=0.0, le=600_000.0, allow_inf_nan=False)] = 10.0
+
+
+class HealthSpec(_Frozen):
+    """Background checks: each replica's health endpoint every ``interval_s``
+    (down after ``unhealthy_after`` failures in a row, up at the first pass),
+    and the engine's own load scraped from ``/metrics`` every
+    ``scrape_interval_s`` (a scrape older than ``load_ttl_s`` is ignored)."""
+
+    enabled: bool = True
+    interval_s: Seconds = 2.0
+    timeout_s: Seconds = 1.0
+    unhealthy_after: Annotated[int, Field(ge=1, le=1000)] = 2
+    scrape_interval_s: Seconds = 1.0
+    load_ttl_s: Seconds = 5.0
+
+
+class DispatchSpec(_Frozen):
+    """How requests are sent: attempts, timeouts, retries, breakers, hedging."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    max_total_s: Seconds = 600.0
+    timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
+    backoff_base_ms: Annotated[float, Field(ge=0.0, le=60_000.0, allow_inf_nan=False)] = 25.0
+    backoff_max_ms: Annotated[float, Field(ge=0.0, le=600_000.0, allow_inf_nan=False)] = 1000.0
+    retry_budget: RetryBudgetSpec = Field(default_factory=RetryBudgetSpec)
+    breaker: BreakerSpec = Field(default_factory=BreakerSpec)
+    hedge: HedgeSpec = Field(default_factory=HedgeSpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> DispatchSpec:
+        if self.backoff_max_ms < self.backoff_base_ms:
+            raise ValueError(
+                f"backoff_max_ms must be >= backoff_base_ms, got {self.backoff_max_ms}"
+            )
+        return self
+
+    def resilience(self) -> dict[str, float]:
+        """The native core's ``resilience=`` mapping."""
+        return {
+            "failure_threshold": self.breaker.failure_threshold,
+            "cooldown_ms": round(self.breaker.cooldown_s * 1000),
+            "success_threshold": self.breaker.success_threshold,
+            "retry_ratio": self.retry_budget.ratio,
+            "retry_min_per_second": self.retry_budget.min_per_second,
+            "hedge_ratio": self.hedge.max_extra,
+            "backoff_base_ms": self.backoff_base_ms,
+            "backoff_max_ms": self.backoff_max_ms,
+            "engine_load_ttl_ms": round(self.health.load_ttl_s * 1000),
+        }
 
 
 class ModelSpec(_Frozen):
@@ -82,6 +199,8 @@ class ModelSpec(_Frozen):
     capabilities: dict[str, Capability] = Field(min_length=1)
     complexity_range: tuple[Complexity, Complexity] = (0.0, 1.0)
     cost_per_1k_tokens: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    context_window: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    fallbacks: list[Name] = Field(default_factory=list)
     replicas: list[ReplicaSpec] = Field(min_length=1)
 
     @field_validator("capabilities")
@@ -124,6 +243,7 @@ class RouterConfig(_Frozen):
     replica_policy: Literal["least_loaded", "power_of_two"] = "power_of_two"
     scoring: dict[str, Any] = Field(default_factory=dict)
     window: dict[str, Any] = Field(default_factory=dict)
+    dispatch: DispatchSpec = Field(default_factory=DispatchSpec)
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:
@@ -135,6 +255,12 @@ class RouterConfig(_Frozen):
         shared = sorted({i for i in replica_ids if replica_ids.count(i) > 1})
         if shared:
             raise ValueError(f"replica id(s) used by several models: {', '.join(shared)}")
+        for spec in self.models:
+            for target in spec.fallbacks:
+                if target not in ids:
+                    raise ValueError(f"{spec.id}.fallbacks names unknown model {target!r}")
+                if target == spec.id:
+                    raise ValueError(f"{spec.id}.fallbacks names the model itself")
         for name, context in self.contexts.items():
             for model, (low, high) in context.complexity_ranges.items():
                 if model not in ids:

@@ -17,6 +17,11 @@ from zeta_fast.exceptions import NoCandidatesError
 
 __all__ = ["Decision", "Router"]
 
+# (id, capabilities, ranges, replicas, context_window, fallbacks): RouterCore's model rows.
+ModelTuple = tuple[
+    str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]], int, list[str]
+]
+
 
 class Router:
     """Routes requests to a model and a replica, and learns from outcomes.
@@ -50,15 +55,15 @@ class Router:
         self.tracker = (
             tracker if tracker is not None else PerformanceTracker(self.config.window_config())
         )
-        models: list[
-            tuple[str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]]]
-        ] = [
+        models: list[ModelTuple] = [
             (
                 model.id,
                 dict(model.capabilities),
                 [model.complexity_range]
                 + [self.config.complexity_range(model.id, name) for name in self.config.contexts],
                 [(replica.id, replica.max_concurrency) for replica in model.replicas],
+                model.context_window or 0,
+                list(model.fallbacks),
             )
             for model in self.config.models
         ]
@@ -69,6 +74,7 @@ class Router:
             self.config.adaptive_config(),
             self.config.replica_policy,
             spread_margin,
+            self.config.dispatch.resilience(),
         )
         # The hot path goes straight to the native methods: no Python frame
         # between the caller and Rust (the methods below document them).

@@ -6,7 +6,16 @@
 //! replica than it allows; a full set answers `None` at once, so a router
 //! can pass the request to its next-best model instead of queueing it.
 
+use crate::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Capacity assumed for an unlimited replica when its engine-reported queue
+/// is weighed against running requests.
+const NOMINAL_CAPACITY: f64 = 64.0;
+
+/// How long an engine load scrape counts: an older one is ignored, so a
+/// stale scrape can never pin a replica as busy.
+pub const DEFAULT_ENGINE_LOAD_TTL_MS: u64 = 5_000;
 
 /// How a replica is chosen among the healthy ones with room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,12 +32,23 @@ struct Replica {
     /// 0 means unlimited.
     capacity: u32,
     healthy: AtomicBool,
+    breaker: CircuitBreaker,
+    /// Requests the engine itself reports queued (llama.cpp's
+    /// `requests_deferred`, vLLM's `num_requests_waiting`): load from other
+    /// clients this router cannot see in its own counts.
+    engine_waiting: AtomicU32,
+    /// KV-cache use in thousandths (vLLM), 0 when not reported.
+    engine_kv_milli: AtomicU32,
+    /// When the scrape was taken (clock ms); 0 = never.
+    engine_at_ms: AtomicU64,
 }
 
 /// The replicas of one model.
 pub struct ReplicaSet {
     replicas: Box<[Replica]>,
     policy: Policy,
+    breaker_config: BreakerConfig,
+    engine_ttl_ms: u64,
     /// xorshift state for power-of-two choices; races only make it more random.
     seed: AtomicU64,
 }
@@ -36,6 +56,17 @@ pub struct ReplicaSet {
 impl ReplicaSet {
     /// One replica per capacity (0 = unlimited), all healthy.
     pub fn new(capacities: &[u32], policy: Policy) -> Self {
+        Self::with_breakers(capacities, policy, BreakerConfig::default(), 0)
+    }
+
+    /// One replica per capacity, each with a closed breaker; `now_ms` anchors
+    /// the breakers' clocks.
+    pub fn with_breakers(
+        capacities: &[u32],
+        policy: Policy,
+        breaker_config: BreakerConfig,
+        now_ms: u64,
+    ) -> Self {
         Self {
             replicas: capacities
                 .iter()
@@ -43,9 +74,15 @@ impl ReplicaSet {
                     in_flight: AtomicU32::new(0),
                     capacity,
                     healthy: AtomicBool::new(true),
+                    breaker: CircuitBreaker::new(now_ms),
+                    engine_waiting: AtomicU32::new(0),
+                    engine_kv_milli: AtomicU32::new(0),
+                    engine_at_ms: AtomicU64::new(0),
                 })
                 .collect(),
             policy,
+            breaker_config,
+            engine_ttl_ms: DEFAULT_ENGINE_LOAD_TTL_MS,
             seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
     }
@@ -96,12 +133,31 @@ impl ReplicaSet {
 
     /// Takes a slot on `index` if it is healthy and below capacity.
     pub fn try_acquire(&self, index: usize) -> bool {
+        self.try_acquire_at(index, 0)
+    }
+
+    /// Takes a slot on `index` if it is healthy, below capacity and its
+    /// breaker admits a request at `now_ms` (as the probe when half-open).
+    pub fn try_acquire_at(&self, index: usize, now_ms: u64) -> bool {
         let Some(replica) = self.replicas.get(index) else {
             return false;
         };
         if !replica.healthy.load(Ordering::Relaxed) {
             return false;
         }
+        if !self.take_slot(replica) {
+            return false;
+        }
+        match replica.breaker.try_admit(&self.breaker_config, now_ms) {
+            Admission::Allowed | Admission::Probe => true,
+            Admission::Refused => {
+                self.release(index);
+                false
+            }
+        }
+    }
+
+    fn take_slot(&self, replica: &Replica) -> bool {
         let mut current = replica.in_flight.load(Ordering::Relaxed);
         loop {
             if replica.capacity != 0 && current >= replica.capacity {
@@ -130,18 +186,88 @@ impl ReplicaSet {
         }
     }
 
-    /// Load of a replica for comparisons: in-flight over capacity (capacity
-    /// 0 counts as large), `None` when it cannot take a request now.
-    fn load(&self, index: usize) -> Option<f64> {
+    /// Counts a request's outcome in the replica's breaker; returns the state
+    /// it leaves the breaker in.
+    pub fn on_outcome(&self, index: usize, success: bool, now_ms: u64) -> Option<BreakerState> {
+        self.replicas
+            .get(index)
+            .map(|r| r.breaker.on_outcome(&self.breaker_config, success, now_ms))
+    }
+
+    /// A replica's breaker state.
+    pub fn breaker_state(&self, index: usize) -> Option<BreakerState> {
+        self.replicas.get(index).map(|r| r.breaker.state())
+    }
+
+    /// Closes a replica's breaker.
+    pub fn reset_breaker(&self, index: usize) {
+        if let Some(replica) = self.replicas.get(index) {
+            replica.breaker.reset();
+        }
+    }
+
+    /// Stores the load the engine reported at `now_ms`: requests queued in it
+    /// and KV-cache use (0..=1). Ignored once older than the TTL.
+    pub fn set_engine_load(&self, index: usize, waiting: u32, kv_usage: f64, now_ms: u64) -> bool {
+        let Some(replica) = self.replicas.get(index) else {
+            return false;
+        };
+        let kv = if kv_usage.is_finite() {
+            (kv_usage.clamp(0.0, 1.0) * 1_000.0) as u32
+        } else {
+            0
+        };
+        replica.engine_waiting.store(waiting, Ordering::Relaxed);
+        replica.engine_kv_milli.store(kv, Ordering::Relaxed);
+        // Stored last: a reader that sees the new time sees fresh values or
+        // the previous scrape's, both real readings.
+        replica.engine_at_ms.store(now_ms.max(1), Ordering::Release);
+        true
+    }
+
+    /// The engine load counted for a replica at `now_ms`: (waiting, kv use),
+    /// zeros when never scraped or the scrape is older than the TTL.
+    pub fn engine_load(&self, index: usize, now_ms: u64) -> (u32, f64) {
+        let Some(replica) = self.replicas.get(index) else {
+            return (0, 0.0);
+        };
+        let at = replica.engine_at_ms.load(Ordering::Acquire);
+        if at == 0 || now_ms.saturating_sub(at) > self.engine_ttl_ms {
+            return (0, 0.0);
+        }
+        (
+            replica.engine_waiting.load(Ordering::Relaxed),
+            f64::from(replica.engine_kv_milli.load(Ordering::Relaxed)) / 1_000.0,
+        )
+    }
+
+    /// Sets how long an engine load scrape counts.
+    pub fn set_engine_load_ttl_ms(&mut self, ttl_ms: u64) {
+        self.engine_ttl_ms = ttl_ms;
+    }
+
+    /// Load of a replica for comparisons: running plus engine-queued requests
+    /// over capacity, plus KV-cache use; `None` when it cannot take a request
+    /// now (down, full, or its breaker refuses).
+    fn load(&self, index: usize, now_ms: u64) -> Option<f64> {
         let replica = self.replicas.get(index)?;
         if !replica.healthy.load(Ordering::Relaxed) {
             return None;
         }
         let running = replica.in_flight.load(Ordering::Relaxed);
-        if replica.capacity == 0 {
-            return Some(f64::from(running) / f64::from(u32::MAX));
+        if replica.capacity != 0 && running >= replica.capacity {
+            return None;
         }
-        (running < replica.capacity).then(|| f64::from(running) / f64::from(replica.capacity))
+        if replica.breaker.admits(&self.breaker_config, now_ms) == Admission::Refused {
+            return None;
+        }
+        let (waiting, kv) = self.engine_load(index, now_ms);
+        let denominator = if replica.capacity == 0 {
+            NOMINAL_CAPACITY
+        } else {
+            f64::from(replica.capacity)
+        };
+        Some((f64::from(running) + f64::from(waiting)) / denominator + kv)
     }
 
     fn random(&self) -> u64 {
@@ -153,10 +279,13 @@ impl ReplicaSet {
         x
     }
 
-    fn least_loaded(&self) -> Option<usize> {
+    fn least_loaded(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         for index in 0..self.replicas.len() {
-            if let Some(load) = self.load(index) {
+            if excluded.contains(&index) {
+                continue;
+            }
+            if let Some(load) = self.load(index, now_ms) {
                 if best.is_none_or(|(_, b)| load < b) {
                     best = Some((index, load));
                 }
@@ -165,23 +294,29 @@ impl ReplicaSet {
         best.map(|(index, _)| index)
     }
 
-    fn candidate(&self) -> Option<usize> {
+    fn candidate(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
         let n = self.replicas.len();
         match self.policy {
-            Policy::LeastLoaded => self.least_loaded(),
             Policy::PowerOfTwo if n >= 2 => {
                 let r = self.random();
                 let a = (r % n as u64) as usize;
                 let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-                match (self.load(a), self.load(b)) {
+                let load = |i: usize| {
+                    if excluded.contains(&i) {
+                        None
+                    } else {
+                        self.load(i, now_ms)
+                    }
+                };
+                match (load(a), load(b)) {
                     (Some(la), Some(lb)) => Some(if lb < la { b } else { a }),
                     (Some(_), None) => Some(a),
                     (None, Some(_)) => Some(b),
-                    // Both full or down: look at all of them.
-                    (None, None) => self.least_loaded(),
+                    // Both full, down or excluded: look at all of them.
+                    (None, None) => self.least_loaded(now_ms, excluded),
                 }
             }
-            Policy::PowerOfTwo => self.least_loaded(),
+            _ => self.least_loaded(now_ms, excluded),
         }
     }
 
@@ -189,11 +324,18 @@ impl ReplicaSet {
     /// replica is down or at capacity. Lock-free; retries only when another
     /// thread took the last slot of the chosen replica first.
     pub fn acquire(&self) -> Option<usize> {
+        self.acquire_at(0, &[])
+    }
+
+    /// [`Self::acquire`] at `now_ms` (for the breakers and the engine load's
+    /// age), never choosing a replica in `excluded` (those a request already
+    /// failed on).
+    pub fn acquire_at(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
         // Each failed attempt means another thread made progress; the set
         // has finitely many slots, so this ends.
         for _ in 0..=self.replicas.len() * 4 + 4 {
-            let index = self.candidate()?;
-            if self.try_acquire(index) {
+            let index = self.candidate(now_ms, excluded)?;
+            if self.try_acquire_at(index, now_ms) {
                 return Some(index);
             }
         }

@@ -4,14 +4,17 @@
 //! (behind the `python` feature) is the only code that speaks PyO3.
 
 pub mod balance;
+pub mod breaker;
 pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod histogram;
+pub mod outcome;
 pub mod penalties;
 pub mod persistence;
 pub mod pool;
 pub mod profile;
+pub mod retry;
 pub mod router;
 pub mod scoring;
 pub mod sync;

@@ -11,10 +11,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::balance::{Policy, ReplicaSet};
+use crate::balance::{Policy, ReplicaSet, DEFAULT_ENGINE_LOAD_TTL_MS};
+use crate::breaker::BreakerConfig;
 use crate::errors::ZetaError;
+use crate::outcome::{OutcomeKind, ReplicaCounters};
 use crate::pool::{live_totals_with_fallback, LiveMetrics};
 use crate::profile::TEXT_TASKS;
+use crate::retry::{Backoff, BudgetConfig, RetryBudget};
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
 use crate::tracker::{PerformanceTracker, TrackedKey};
 use crate::window::Totals;
@@ -40,6 +43,12 @@ pub struct RoutedModel {
     outcomes: Vec<[[AtomicU64; 2]; BINS]>,
     pub replica_ids: Vec<Arc<str>>,
     pub replicas: ReplicaSet,
+    /// Outcome counters per replica (error kinds, tokens, time to first token).
+    pub counters: Vec<ReplicaCounters>,
+    /// Longest prompt + completion in tokens; 0 when not stated.
+    pub context_window: u32,
+    /// Models to fall back to, in order, when this one fails.
+    pub fallbacks: Vec<usize>,
     /// `[task][replica]`: the tracker windows this model's outcomes go to.
     leaves: Vec<Vec<Arc<TrackedKey>>>,
     /// Every window of the model, the fallback view.
@@ -92,6 +101,47 @@ pub struct ModelInput {
     /// Own range first, then one per context (same order as the contexts).
     pub ranges: Vec<(f64, f64)>,
     pub replicas: Vec<(String, u32)>,
+    /// Longest prompt + completion in tokens; 0 when not stated.
+    pub context_window: u32,
+    /// Ids of the models to fall back to, in order.
+    pub fallbacks: Vec<String>,
+}
+
+/// Dispatch policy: breakers, retry and hedge budgets, backoff, and how long
+/// an engine's load scrape counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resilience {
+    pub breaker: BreakerConfig,
+    pub retry_budget: BudgetConfig,
+    pub hedge_budget: BudgetConfig,
+    pub backoff: Backoff,
+    pub engine_load_ttl_ms: u64,
+}
+
+impl Default for Resilience {
+    /// Breakers as [`BreakerConfig::default`]; retries up to 20 % of traffic
+    /// plus 10 a second; hedges up to 5 % of traffic; backoff 25 ms doubling
+    /// to 1 s; engine scrapes count for 5 s.
+    fn default() -> Self {
+        Self {
+            breaker: BreakerConfig::default(),
+            retry_budget: BudgetConfig {
+                ratio: 0.2,
+                min_per_second: 10.0,
+                max_tokens: 100.0,
+            },
+            hedge_budget: BudgetConfig {
+                ratio: 0.05,
+                min_per_second: 0.0,
+                max_tokens: 10.0,
+            },
+            backoff: Backoff {
+                base_ms: 25.0,
+                max_ms: 1_000.0,
+            },
+            engine_load_ttl_ms: DEFAULT_ENGINE_LOAD_TTL_MS,
+        }
+    }
 }
 
 /// One routing decision: which model and replica, and why.
@@ -113,6 +163,11 @@ pub struct RouterCore {
     scorer: AdaptiveScorer,
     models: Vec<RoutedModel>,
     spread_margin: f64,
+    resilience: Resilience,
+    retry_budget: RetryBudget,
+    hedge_budget: RetryBudget,
+    /// xorshift state for backoff jitter; races only make it more random.
+    jitter_seed: AtomicU64,
 }
 
 impl RouterCore {
@@ -123,6 +178,7 @@ impl RouterCore {
         models: Vec<ModelInput>,
         policy: Policy,
         spread_margin: f64,
+        resilience: Resilience,
     ) -> Result<Self, ZetaError> {
         if models.is_empty() {
             return Err(ZetaError::NoCandidates {
@@ -136,6 +192,8 @@ impl RouterCore {
                 value: crate::errors::float_repr(spread_margin),
             });
         }
+        let now = tracker.clock().now_ms();
+        let mut fallback_names = Vec::with_capacity(models.len());
         let mut routed = Vec::with_capacity(models.len());
         for model in models {
             let mut capabilities = [None; 5];
@@ -167,6 +225,10 @@ impl RouterCore {
                 leaves.push(per_replica);
             }
             let capacities: Vec<u32> = model.replicas.iter().map(|(_, c)| *c).collect();
+            let mut replicas =
+                ReplicaSet::with_breakers(&capacities, policy, resilience.breaker, now);
+            replicas.set_engine_load_ttl_ms(resilience.engine_load_ttl_ms);
+            fallback_names.push(model.fallbacks.clone());
             routed.push(RoutedModel {
                 id: model.id.as_str().into(),
                 capabilities,
@@ -181,12 +243,42 @@ impl RouterCore {
                     .iter()
                     .map(|(id, _)| id.as_str().into())
                     .collect(),
-                replicas: ReplicaSet::new(&capacities, policy),
+                replicas,
+                counters: model
+                    .replicas
+                    .iter()
+                    .map(|_| ReplicaCounters::default())
+                    .collect(),
+                context_window: model.context_window,
+                fallbacks: Vec::new(),
                 leaves,
                 all_leaves,
             });
         }
+        for (index, names) in fallback_names.iter().enumerate() {
+            let mut chain = Vec::with_capacity(names.len());
+            for name in names {
+                let target = routed
+                    .iter()
+                    .position(|m| &*m.id == name.as_str())
+                    .ok_or_else(|| ZetaError::InvalidName {
+                        field: "fallbacks",
+                        problem: "names no model of this router",
+                        value: name.clone(),
+                    })?;
+                if target != index {
+                    chain.push(target);
+                }
+            }
+            if let Some(model) = routed.get_mut(index) {
+                model.fallbacks = chain;
+            }
+        }
         Ok(Self {
+            retry_budget: RetryBudget::new(resilience.retry_budget, now),
+            hedge_budget: RetryBudget::new(resilience.hedge_budget, now),
+            jitter_seed: AtomicU64::new(now | 1),
+            resilience,
             tracker,
             scorer,
             models: routed,
@@ -214,6 +306,48 @@ impl RouterCore {
         live_totals_with_fallback(leaves, &model.all_leaves, now_ms, minimum)
     }
 
+    /// The capable models of a task, scored and in the order they are
+    /// tried: those whose range holds the complexity first, then the rest.
+    fn candidates(
+        &self,
+        task: usize,
+        complexity: f64,
+        context: usize,
+        now: u64,
+    ) -> Result<Vec<(usize, ScoreBreakdown)>, ZetaError> {
+        let (mut suited, mut others) = (Vec::new(), Vec::new());
+        for (m, model) in self.models.iter().enumerate() {
+            let Some(cap) = capability(model, task) else {
+                continue;
+            };
+            let live = LiveMetrics::from_totals(&self.totals(model, task, now));
+            let breakdown =
+                self.scorer
+                    .score(cap, live.success_rate, live.avg_latency_ms, live.requests)?;
+            let (low, high) = model
+                .ranges
+                .get(context)
+                .or_else(|| model.ranges.first())
+                .map_or((0.0, 1.0), RangeCell::get);
+            if (low..=high).contains(&complexity) {
+                suited.push((m, breakdown));
+            } else {
+                others.push((m, breakdown));
+            }
+        }
+        if suited.is_empty() && others.is_empty() {
+            return Err(ZetaError::InvalidName {
+                field: "task",
+                problem: "has no capable model in this router",
+                value: TASKS.get(task).copied().unwrap_or("?").to_owned(),
+            });
+        }
+        self.order(&mut suited);
+        self.order(&mut others);
+        suited.extend(others);
+        Ok(suited)
+    }
+
     /// Routes a request of `task` (index into [`TASKS`]) and `complexity` in
     /// `context` (0 = none; else 1 + the context's index), taking a replica slot.
     pub fn route(
@@ -222,77 +356,166 @@ impl RouterCore {
         complexity: f64,
         context: usize,
     ) -> Result<Decision, ZetaError> {
-        let capable: Vec<usize> = (0..self.models.len())
-            .filter(|&m| {
-                self.models
-                    .get(m)
-                    .is_some_and(|model| capability(model, task).is_some())
-            })
-            .collect();
-        if capable.is_empty() {
-            return Err(ZetaError::InvalidName {
-                field: "task",
-                problem: "has no capable model in this router",
-                value: TASKS.get(task).copied().unwrap_or("?").to_owned(),
-            });
-        }
-        let suits = |m: usize| {
-            self.models.get(m).is_some_and(|model| {
-                let (low, high) = model
-                    .ranges
-                    .get(context)
-                    .or_else(|| model.ranges.first())
-                    .map_or((0.0, 1.0), RangeCell::get);
-                (low..=high).contains(&complexity)
-            })
-        };
         let now = self.tracker.clock().now_ms();
-        // Models whose range suits the request come first; the other capable
-        // models follow as fallbacks when those are all at capacity.
-        let (mut suited, mut others) = (Vec::new(), Vec::new());
-        for &m in &capable {
-            let Some(model) = self.models.get(m) else {
-                continue;
-            };
-            let cap = capability(model, task).unwrap_or(0.0);
-            let live = LiveMetrics::from_totals(&self.totals(model, task, now));
-            let breakdown =
-                self.scorer
-                    .score(cap, live.success_rate, live.avg_latency_ms, live.requests)?;
-            if suits(m) {
-                suited.push((m, breakdown));
-            } else {
-                others.push((m, breakdown));
-            }
-        }
-        self.order(&mut suited);
-        self.order(&mut others);
-        let scored: Vec<(usize, ScoreBreakdown)> = suited.into_iter().chain(others).collect();
+        let scored = self.candidates(task, complexity, context, now)?;
+        // Every first attempt earns retries and hedges their share.
+        self.retry_budget.deposit();
+        self.hedge_budget.deposit();
         for (position, (m, breakdown)) in scored.iter().enumerate() {
             let Some(model) = self.models.get(*m) else {
                 continue;
             };
-            if let Some(replica) = model.replicas.acquire() {
-                let runners_up = scored
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != position)
-                    .map(|(_, (other, b))| (*other, b.performance_score))
-                    .collect();
-                return Ok(Decision {
-                    model: *m,
-                    replica,
-                    task,
-                    complexity,
-                    context,
-                    breakdown: *breakdown,
-                    runners_up,
-                });
+            if let Some(replica) = model.replicas.acquire_at(now, &[]) {
+                return Ok(Self::decision(
+                    &scored, position, *m, replica, *breakdown, task, complexity, context,
+                ));
             }
         }
         Err(ZetaError::NoCandidates {
             operation: "route() (every candidate's replicas are down or at capacity)",
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decision(
+        scored: &[(usize, ScoreBreakdown)],
+        position: usize,
+        model: usize,
+        replica: usize,
+        breakdown: ScoreBreakdown,
+        task: usize,
+        complexity: f64,
+        context: usize,
+    ) -> Decision {
+        let runners_up = scored
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != position)
+            .map(|(_, (other, b))| (*other, b.performance_score))
+            .collect();
+        Decision {
+            model,
+            replica,
+            task,
+            complexity,
+            context,
+            breakdown,
+            runners_up,
+        }
+    }
+
+    /// Where to send a request again after `failed`: another replica of the
+    /// same model first (none in `tried`, the (model, replica) pairs already
+    /// used), then the model's fallback chain, then the other candidates by
+    /// score. With `needs_longer_context` (the prompt did not fit) only
+    /// models with a longer stated context window qualify.
+    pub fn reroute(
+        &self,
+        failed: &Decision,
+        tried: &[(usize, usize)],
+        needs_longer_context: bool,
+    ) -> Result<Decision, ZetaError> {
+        let now = self.tracker.clock().now_ms();
+        let scored = self.candidates(failed.task, failed.complexity, failed.context, now)?;
+        let failed_window = self
+            .models
+            .get(failed.model)
+            .map_or(0, |m| m.context_window);
+        let mut order: Vec<usize> = Vec::with_capacity(scored.len() + 4);
+        order.push(failed.model);
+        if let Some(model) = self.models.get(failed.model) {
+            order.extend(model.fallbacks.iter().copied());
+        }
+        order.extend(scored.iter().map(|(m, _)| *m));
+        let mut seen = Vec::with_capacity(order.len());
+        for m in order {
+            if seen.contains(&m) {
+                continue;
+            }
+            seen.push(m);
+            let Some(model) = self.models.get(m) else {
+                continue;
+            };
+            if needs_longer_context && model.context_window <= failed_window {
+                continue;
+            }
+            // Models that do not serve the task are not candidates at all.
+            let Some(position) = scored.iter().position(|(c, _)| *c == m) else {
+                continue;
+            };
+            let excluded: Vec<usize> = tried
+                .iter()
+                .filter(|(tm, _)| *tm == m)
+                .map(|(_, r)| *r)
+                .collect();
+            if let Some(replica) = model.replicas.acquire_at(now, &excluded) {
+                let breakdown = scored.get(position).map_or(failed.breakdown, |s| s.1);
+                return Ok(Self::decision(
+                    &scored,
+                    position,
+                    m,
+                    replica,
+                    breakdown,
+                    failed.task,
+                    failed.complexity,
+                    failed.context,
+                ));
+            }
+        }
+        Err(ZetaError::NoCandidates {
+            operation: "reroute() (no untried replica of any candidate can take it)",
+        })
+    }
+
+    /// Spends a retry token; false when retries are over budget.
+    pub fn try_retry(&self) -> bool {
+        self.retry_budget
+            .try_withdraw(self.tracker.clock().now_ms())
+    }
+
+    /// Spends a hedge token; false when hedges are over budget.
+    pub fn try_hedge(&self) -> bool {
+        self.hedge_budget
+            .try_withdraw(self.tracker.clock().now_ms())
+    }
+
+    /// Retry and hedge tokens left.
+    pub fn budget_tokens(&self) -> (f64, f64) {
+        (self.retry_budget.tokens(), self.hedge_budget.tokens())
+    }
+
+    /// The jittered wait before retry number `retry` (1 = first), at least
+    /// the server's `Retry-After` when given.
+    pub fn backoff_ms(&self, retry: u32, retry_after_ms: Option<f64>) -> f64 {
+        let mut x = self.jitter_seed.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter_seed.store(x, Ordering::Relaxed);
+        let draw = (x >> 11) as f64 / (1_u64 << 53) as f64;
+        self.resilience
+            .backoff
+            .delay_ms(retry, draw, retry_after_ms)
+    }
+
+    /// The dispatch policy the router was built with.
+    pub fn resilience(&self) -> &Resilience {
+        &self.resilience
+    }
+
+    /// The recent p95 latency of one replica over all its tasks, the delay
+    /// after which a request to it is hedged; `None` without data.
+    pub fn replica_p95_ms(&self, model: usize, replica: usize) -> Option<f64> {
+        let model = self.models.get(model)?;
+        let keys: Vec<Arc<TrackedKey>> = model
+            .leaves
+            .iter()
+            .filter_map(|per_replica| per_replica.get(replica).cloned())
+            .collect();
+        let stats = self.tracker.aggregate(&keys);
+        (stats.window.requests >= self.scorer.config().min_requests_for_performance)
+            .then_some(stats.p95_ms)
+            .flatten()
     }
 
     /// Best score first (ties: configuration order); then, among those within
@@ -342,13 +565,55 @@ impl RouterCore {
         success: bool,
         latency_ms: f64,
     ) -> Result<(), ZetaError> {
+        let kind = if success {
+            OutcomeKind::Success
+        } else {
+            OutcomeKind::Other
+        };
+        self.record_outcome(decision, kind, latency_ms, None, 0, 0)
+    }
+
+    /// Records how a dispatched request ended: the tracker's window (for
+    /// scoring) and the replica's breaker see replica faults and successes;
+    /// client errors, context-length refusals and cancelled hedges only
+    /// count in the replica's counters. Gives the replica slot back.
+    pub fn record_outcome(
+        &self,
+        decision: &Decision,
+        kind: OutcomeKind,
+        latency_ms: f64,
+        ttft_ms: Option<f64>,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> Result<(), ZetaError> {
         crate::tracker::check_latency(latency_ms)?;
+        if let Some(ttft) = ttft_ms.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(ZetaError::InvalidInput {
+                field: "ttft_ms",
+                position: crate::errors::Position::Scalar,
+                expected: "finite and >= 0",
+                value: crate::errors::float_repr(ttft),
+            });
+        }
         let Some(model) = self.models.get(decision.model) else {
             return Err(ZetaError::NoCandidates {
                 operation: "record()",
             });
         };
+        let now = self.tracker.clock().now_ms();
         model.replicas.release(decision.replica);
+        if let Some(counters) = model.counters.get(decision.replica) {
+            counters.count(kind, ttft_ms, prompt_tokens, completion_tokens);
+        }
+        let success = kind == OutcomeKind::Success;
+        if !success && !kind.is_replica_fault() {
+            if kind != OutcomeKind::Cancelled {
+                // It answered: as far as the breaker knows, the replica is up.
+                model.replicas.on_outcome(decision.replica, true, now);
+            }
+            return Ok(());
+        }
+        model.replicas.on_outcome(decision.replica, success, now);
         if let Some(bin) = model
             .outcomes
             .get(decision.context)
@@ -363,8 +628,7 @@ impl RouterCore {
             .get(decision.task)
             .and_then(|l| l.get(decision.replica))
         {
-            key.window
-                .record(self.tracker.clock().now_ms(), success, latency_ms);
+            key.window.record(now, success, latency_ms);
         }
         Ok(())
     }

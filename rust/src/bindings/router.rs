@@ -13,16 +13,101 @@ use super::errors::InvalidInputError;
 use super::extract::{number, type_error};
 use super::profile::{profile_text, PyRequestProfile};
 use super::tracker::PyPerformanceTracker;
-use crate::router::{Decision, ModelInput, RouterCore, TASKS};
+use crate::breaker::BreakerConfig;
+use crate::outcome::{OutcomeKind, OUTCOME_KINDS};
+use crate::retry::{Backoff, BudgetConfig};
+use crate::router::{Decision, ModelInput, Resilience, RouterCore, TASKS};
 use crate::scoring::AdaptiveScorer;
 
-/// `(id, {task: capability}, [(low, high)], [(replica_id, max_concurrency)])`.
+/// `(id, {task: capability}, [(low, high)], [(replica_id, max_concurrency)],
+/// context_window, [fallback model ids])`.
 type ModelTuple<'py> = (
     String,
     Bound<'py, PyDict>,
     Vec<(f64, f64)>,
     Vec<(String, u32)>,
+    u32,
+    Vec<String>,
 );
+
+/// The keys a `resilience=` mapping may hold.
+const RESILIENCE_KEYS: [&str; 11] = [
+    "failure_threshold",
+    "cooldown_ms",
+    "success_threshold",
+    "retry_ratio",
+    "retry_min_per_second",
+    "retry_max_tokens",
+    "hedge_ratio",
+    "hedge_max_tokens",
+    "backoff_base_ms",
+    "backoff_max_ms",
+    "engine_load_ttl_ms",
+];
+
+/// Reads a `resilience=` mapping over the defaults, validating each field.
+fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience> {
+    let mut out = Resilience::default();
+    let Some(dict) = value else {
+        return Ok(out);
+    };
+    let mut fields = [0.0_f64; RESILIENCE_KEYS.len()];
+    let defaults = [
+        f64::from(out.breaker.failure_threshold),
+        out.breaker.cooldown_ms as f64,
+        f64::from(out.breaker.success_threshold),
+        out.retry_budget.ratio,
+        out.retry_budget.min_per_second,
+        out.retry_budget.max_tokens,
+        out.hedge_budget.ratio,
+        out.hedge_budget.max_tokens,
+        out.backoff.base_ms,
+        out.backoff.max_ms,
+        out.engine_load_ttl_ms as f64,
+    ];
+    fields.copy_from_slice(&defaults);
+    for (key, item) in dict.iter() {
+        let key: String = key.extract()?;
+        let Some(index) = RESILIENCE_KEYS.iter().position(|k| *k == key) else {
+            return Err(super::errors::ConfigError::new_err(format!(
+                "resilience has no field {key:?}; fields: {}",
+                RESILIENCE_KEYS.join(", ")
+            )));
+        };
+        let value = number(&item, &format!("resilience.{key}"))?;
+        if let Some(slot) = fields.get_mut(index) {
+            *slot = value;
+        }
+    }
+    let [failures, cooldown, successes, r_ratio, r_min, r_max, h_ratio, h_max, base, max, ttl] =
+        fields;
+    let whole = |value: f64, field: &str| -> PyResult<u64> {
+        if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 2f64.powi(53) {
+            Ok(value as u64)
+        } else {
+            Err(super::errors::ConfigError::new_err(format!(
+                "resilience.{field} must be a whole number >= 0, got {}",
+                crate::errors::float_repr(value)
+            )))
+        }
+    };
+    let prefix = |err: crate::errors::ZetaError| -> PyErr {
+        super::errors::ConfigError::new_err(format!("resilience.{err}"))
+    };
+    out.breaker = BreakerConfig::new(
+        u32::try_from(whole(failures, "failure_threshold")?).unwrap_or(u32::MAX),
+        whole(cooldown, "cooldown_ms")?,
+        u32::try_from(whole(successes, "success_threshold")?).unwrap_or(u32::MAX),
+    )
+    .map_err(prefix)?;
+    out.retry_budget = BudgetConfig::new(r_ratio, r_min, r_max)
+        .map_err(|e| super::errors::ConfigError::new_err(format!("resilience.retry_{e}")))?;
+    out.hedge_budget = BudgetConfig::new(h_ratio, 0.0, h_max)
+        .map_err(|e| super::errors::ConfigError::new_err(format!("resilience.hedge_{e}")))?;
+    out.backoff = Backoff::new(base, max).map_err(prefix)?;
+    out.engine_load_ttl_ms = whole(ttl, "engine_load_ttl_ms")?;
+    Ok(out)
+}
 
 /// The native router: models, replica slots, tracker and scorer.
 #[pyclass(name = "RouterCore", module = "zeta_fast._core", frozen)]
@@ -50,11 +135,89 @@ pub struct PyDecision {
     recorded: AtomicBool,
 }
 
+impl PyRouterCore {
+    fn model_index(&self, model: &str) -> PyResult<usize> {
+        self.inner
+            .models()
+            .iter()
+            .position(|m| &*m.id == model)
+            .ok_or_else(|| InvalidInputError::new_err(format!("unknown model {model:?}")))
+    }
+
+    fn locate(&self, model: &str, replica: &str) -> PyResult<(usize, usize)> {
+        let m = self.model_index(model)?;
+        let r = self
+            .inner
+            .models()
+            .get(m)
+            .and_then(|routed| routed.replica_ids.iter().position(|r| &**r == replica))
+            .ok_or_else(|| {
+                InvalidInputError::new_err(format!("unknown replica {replica:?} of {model:?}"))
+            })?;
+        Ok((m, r))
+    }
+
+    fn own_decision<'a>(&self, decision: &'a Bound<'_, PyAny>) -> PyResult<&'a PyDecision> {
+        let decision = decision
+            .cast::<PyDecision>()
+            .map_err(|_| type_error("decision", "a Decision from route()", decision))?
+            .get();
+        if !Arc::ptr_eq(&decision.router, &self.inner) {
+            return Err(InvalidInputError::new_err(
+                "decision was made by another router",
+            ));
+        }
+        Ok(decision)
+    }
+
+    fn wrap(
+        &self,
+        py: Python<'_>,
+        decision: Decision,
+        context: Option<String>,
+        profile: Option<Py<PyAny>>,
+    ) -> PyResult<PyDecision> {
+        let name = |m: usize| self.model_names.get(m).map(|n| n.clone_ref(py));
+        let model_id =
+            name(decision.model).ok_or_else(|| InvalidInputError::new_err("model index"))?;
+        let replica_id = self
+            .replica_names
+            .get(decision.model)
+            .and_then(|r| r.get(decision.replica))
+            .map(|n| n.clone_ref(py))
+            .ok_or_else(|| InvalidInputError::new_err("replica index"))?;
+        let task_type = self
+            .task_names
+            .get(decision.task)
+            .map(|t| t.clone_ref(py))
+            .ok_or_else(|| InvalidInputError::new_err("task index"))?;
+        let runners_up = decision
+            .runners_up
+            .iter()
+            .filter_map(|(m, score)| name(*m).map(|n| (n, *score)))
+            .collect();
+        let complexity = decision.complexity;
+        Ok(PyDecision {
+            inner: decision,
+            router: Arc::clone(&self.inner),
+            model_id,
+            replica_id,
+            task_type,
+            complexity,
+            context,
+            profile,
+            runners_up,
+            recorded: AtomicBool::new(false),
+        })
+    }
+}
+
 #[pymethods]
 impl PyRouterCore {
     /// `models`: `(id, {task: capability}, [(low, high) own, then per context], [(replica_id, max_concurrency)])`.
     #[new]
-    #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0))]
+    #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0, resilience = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         tracker: &Bound<'_, PyAny>,
@@ -63,6 +226,7 @@ impl PyRouterCore {
         config: Option<&Bound<'_, PyAny>>,
         policy: &str,
         spread_margin: f64,
+        resilience: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
@@ -70,11 +234,11 @@ impl PyRouterCore {
         let (policy, _) = parse_policy(policy)?;
         let mut inputs = Vec::with_capacity(models.len());
         for (index, item) in models.iter().enumerate() {
-            let (id, capabilities, ranges, replicas): ModelTuple<'_> =
+            let (id, capabilities, ranges, replicas, context_window, fallbacks): ModelTuple<'_> =
                 item.extract().map_err(|_| {
                     type_error(
                         &format!("models[{index}]"),
-                        "(id, capabilities, ranges, replicas)",
+                        "(id, capabilities, ranges, replicas, context_window, fallbacks)",
                         &item,
                     )
                 })?;
@@ -89,6 +253,8 @@ impl PyRouterCore {
                 capabilities: caps,
                 ranges,
                 replicas,
+                context_window,
+                fallbacks,
             });
         }
         let inner = RouterCore::new(
@@ -97,6 +263,7 @@ impl PyRouterCore {
             inputs,
             policy,
             spread_margin,
+            resilience_arg(resilience)?,
         )?;
         let model_names = inner
             .models()
@@ -180,51 +347,195 @@ impl PyRouterCore {
             (task, inner.complexity)
         };
         let decision = self.inner.route(task, complexity, context_index)?;
-        let name = |m: usize| self.model_names.get(m).map(|n| n.clone_ref(py));
-        let model_id =
-            name(decision.model).ok_or_else(|| InvalidInputError::new_err("model index"))?;
-        let replica_id = self
-            .replica_names
-            .get(decision.model)
-            .and_then(|r| r.get(decision.replica))
-            .map(|n| n.clone_ref(py))
-            .ok_or_else(|| InvalidInputError::new_err("replica index"))?;
-        let task_type = self
-            .task_names
-            .get(task)
-            .map(|t| t.clone_ref(py))
-            .ok_or_else(|| InvalidInputError::new_err("task index"))?;
-        let runners_up = decision
-            .runners_up
-            .iter()
-            .filter_map(|(m, score)| name(*m).map(|n| (n, *score)))
-            .collect();
-        Ok(PyDecision {
-            inner: decision,
-            router: Arc::clone(&self.inner),
-            model_id,
-            replica_id,
-            task_type,
-            complexity,
-            context: context.map(str::to_owned),
-            profile: Some(profile.into_any().unbind()),
-            runners_up,
-            recorded: AtomicBool::new(false),
-        })
+        self.wrap(
+            py,
+            decision,
+            context.map(str::to_owned),
+            Some(profile.into_any().unbind()),
+        )
+    }
+
+    /// Where to send a request again after `decision` failed: another
+    /// replica of its model first (none used by the decisions in `tried`),
+    /// then its fallback chain, then the other candidates by score. With
+    /// `needs_longer_context`, only models with a longer context window.
+    #[pyo3(signature = (decision, tried = Vec::new(), needs_longer_context = false))]
+    fn reroute(
+        &self,
+        py: Python<'_>,
+        decision: &Bound<'_, PyAny>,
+        tried: Vec<Bound<'_, PyAny>>,
+        needs_longer_context: bool,
+    ) -> PyResult<PyDecision> {
+        let failed = self.own_decision(decision)?;
+        let mut pairs = vec![(failed.inner.model, failed.inner.replica)];
+        for (index, item) in tried.iter().enumerate() {
+            let other = item
+                .cast::<PyDecision>()
+                .map_err(|_| type_error(&format!("tried[{index}]"), "a Decision", item))?
+                .get();
+            pairs.push((other.inner.model, other.inner.replica));
+        }
+        let next = self
+            .inner
+            .reroute(&failed.inner, &pairs, needs_longer_context)?;
+        self.wrap(
+            py,
+            next,
+            failed.context.clone(),
+            failed.profile.as_ref().map(|p| p.clone_ref(py)),
+        )
+    }
+
+    /// Records how a dispatched request ended (`kind`: "success", "timeout",
+    /// "connect", "rate_limited", "server_error", "stream_cut",
+    /// "context_length", "client_error", "cancelled" or "other"), with its
+    /// time to first token and token counts; frees the replica slot.
+    #[pyo3(signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = 0, completion_tokens = 0))]
+    fn record_outcome(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        kind: &str,
+        latency_ms: f64,
+        ttft_ms: Option<f64>,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> PyResult<()> {
+        let Some(kind) = OutcomeKind::parse(kind) else {
+            let names: Vec<&str> = OUTCOME_KINDS.iter().map(|(_, n)| *n).collect();
+            return Err(InvalidInputError::new_err(format!(
+                "kind must be one of {}, got {kind:?}",
+                names.join(", ")
+            )));
+        };
+        let decision = self.own_decision(decision)?;
+        if decision.recorded.swap(true, Ordering::AcqRel) {
+            return Err(InvalidInputError::new_err(
+                "decision was already recorded (its replica slot is free again)",
+            ));
+        }
+        if let Err(err) = self.inner.record_outcome(
+            &decision.inner,
+            kind,
+            latency_ms,
+            ttft_ms,
+            prompt_tokens,
+            completion_tokens,
+        ) {
+            decision.recorded.store(false, Ordering::Release);
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Spends a retry token; False when retries are over budget.
+    fn try_retry(&self) -> bool {
+        self.inner.try_retry()
+    }
+
+    /// Spends a hedge token; False when hedges are over budget.
+    fn try_hedge(&self) -> bool {
+        self.inner.try_hedge()
+    }
+
+    /// (retry tokens, hedge tokens) left.
+    fn budget_tokens(&self) -> (f64, f64) {
+        self.inner.budget_tokens()
+    }
+
+    /// The jittered wait in ms before retry number `retry` (1 = first), at
+    /// least `retry_after_ms` when the server sent one.
+    #[pyo3(signature = (retry, retry_after_ms = None))]
+    fn backoff_ms(&self, retry: u32, retry_after_ms: Option<f64>) -> f64 {
+        self.inner.backoff_ms(retry, retry_after_ms)
+    }
+
+    /// The recent p95 latency of the decision's replica (None without
+    /// enough data): how long to wait before hedging a request to it.
+    fn replica_p95_ms(&self, decision: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        let decision = self.own_decision(decision)?;
+        Ok(self
+            .inner
+            .replica_p95_ms(decision.inner.model, decision.inner.replica))
+    }
+
+    /// Stores an engine's own load report (queued requests, KV-cache use
+    /// 0..1) for a replica, taken now; it stops counting after the TTL.
+    fn set_engine_load(
+        &self,
+        model: &str,
+        replica: &str,
+        waiting: u32,
+        kv_usage: f64,
+    ) -> PyResult<()> {
+        let (m, r) = self.locate(model, replica)?;
+        if !(0.0..=1.0).contains(&kv_usage) {
+            return Err(InvalidInputError::new_err(format!(
+                "kv_usage must be in [0, 1], got {}",
+                crate::errors::float_repr(kv_usage)
+            )));
+        }
+        let now = self.inner.tracker().clock().now_ms();
+        if let Some(model) = self.inner.models().get(m) {
+            model.replicas.set_engine_load(r, waiting, kv_usage, now);
+        }
+        Ok(())
+    }
+
+    /// Closes a replica's circuit breaker.
+    fn reset_breaker(&self, model: &str, replica: &str) -> PyResult<()> {
+        let (m, r) = self.locate(model, replica)?;
+        if let Some(model) = self.inner.models().get(m) {
+            model.replicas.reset_breaker(r);
+        }
+        Ok(())
+    }
+
+    /// Each replica of a model now: health, breaker, load, outcome counters.
+    fn replica_status<'py>(
+        &self,
+        py: Python<'py>,
+        model: &str,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let m = self.model_index(model)?;
+        let Some(routed) = self.inner.models().get(m) else {
+            return Ok(Vec::new());
+        };
+        let now = self.inner.tracker().clock().now_ms();
+        let in_flight = routed.replicas.in_flight();
+        let mut out = Vec::with_capacity(routed.replica_ids.len());
+        for (r, id) in routed.replica_ids.iter().enumerate() {
+            let dict = PyDict::new(py);
+            dict.set_item("replica_id", &**id)?;
+            dict.set_item("healthy", routed.replicas.is_healthy(r))?;
+            dict.set_item("in_flight", in_flight.get(r).copied().unwrap_or(0))?;
+            dict.set_item(
+                "breaker",
+                routed.replicas.breaker_state(r).map(|b| b.name()),
+            )?;
+            let (waiting, kv) = routed.replicas.engine_load(r, now);
+            dict.set_item("engine_waiting", waiting)?;
+            dict.set_item("engine_kv_usage", kv)?;
+            if let Some(counters) = routed.counters.get(r) {
+                let snap = counters.snapshot();
+                let kinds = PyDict::new(py);
+                for ((_, name), count) in OUTCOME_KINDS.iter().zip(snap.by_kind) {
+                    kinds.set_item(*name, count)?;
+                }
+                dict.set_item("outcomes", kinds)?;
+                dict.set_item("prompt_tokens", snap.prompt_tokens)?;
+                dict.set_item("completion_tokens", snap.completion_tokens)?;
+                dict.set_item("mean_ttft_ms", snap.mean_ttft_ms)?;
+            }
+            out.push(dict);
+        }
+        Ok(out)
     }
 
     /// Records a decision's outcome in the tracker and frees its replica
     /// slot; a decision can be recorded once.
     fn record(&self, decision: &Bound<'_, PyAny>, success: bool, latency_ms: f64) -> PyResult<()> {
-        let decision = decision
-            .cast::<PyDecision>()
-            .map_err(|_| type_error("decision", "a Decision from route()", decision))?
-            .get();
-        if !Arc::ptr_eq(&decision.router, &self.inner) {
-            return Err(InvalidInputError::new_err(
-                "decision was made by another router",
-            ));
-        }
+        let decision = self.own_decision(decision)?;
         if decision.recorded.swap(true, Ordering::AcqRel) {
             return Err(InvalidInputError::new_err(
                 "decision was already recorded (its replica slot is free again)",
