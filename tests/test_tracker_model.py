@@ -7,6 +7,7 @@ totals, mean latency and the EWMA must agree exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -38,7 +39,8 @@ class WindowModel:
     def record(self, now_ms: int, success: bool, latency_ms: float) -> None:
         epoch = self._see(now_ms)
         assert self.current is not None
-        units = round(latency_ms / 0.01)
+        # Rust's f64::round: halves away from zero (Python's round() goes to even).
+        units = math.floor(latency_ms / 0.01 + 0.5)
         self.lifetime.append((success, units))
         if epoch + BUCKETS <= self.current:
             return  # older than the window: lifetime only

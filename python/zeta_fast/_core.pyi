@@ -706,6 +706,7 @@ class RouterCore:
         *,
         context: str | None = None,
         profile: RequestProfile | None = None,
+        model: str | None = None,
     ) -> Decision:
         """Routes a request (or a known profile) and takes a replica slot."""
     def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
@@ -747,6 +748,8 @@ class RouterCore:
         """The recent p95 latency of the decision's replica."""
     def set_engine_load(self, model: str, replica: str, waiting: int, kv_usage: float) -> None:
         """Stores an engine's own load report for a replica, taken now."""
+    def hold_replica(self, decision: Decision, hold_ms: float) -> None:
+        """Keeps the decision's replica out of selection for ``hold_ms``."""
     def reset_breaker(self, model: str, replica: str) -> None:
         """Closes a replica's circuit breaker."""
     def replica_status(self, model: str) -> list[dict[str, Any]]:

@@ -7,13 +7,24 @@ validated ``RouterConfig`` into it and profiles requests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
+
+if TYPE_CHECKING:
+    # Dispatch pulls in aiohttp: imported on first use, so scoring-only users
+    # do not pay for it at import time.
+    from zeta_fast.dispatch import Dispatcher, RoutedResponse, RoutedStream
+    from zeta_fast.health import HealthMonitor
+
+T = TypeVar("T")
 
 __all__ = ["Decision", "Router"]
 
@@ -80,6 +91,12 @@ class Router:
         # between the caller and Rust (the methods below document them).
         self.route = self._core.route  # type: ignore[method-assign]
         self.record = self._core.record  # type: ignore[method-assign]
+        self._dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._health: HealthMonitor | None = None
+        self._sync: _LoopThread | None = None
+        self._lock = threading.Lock()
 
     def route(
         self,
@@ -87,18 +104,20 @@ class Router:
         *,
         context: str | None = None,
         profile: RequestProfile | None = None,
+        model: str | None = None,
     ) -> Decision:
         """Chooses a model and a replica for a request and takes a slot on it.
 
         ``request`` is anything ``zeta_fast.profile`` takes; pass ``profile``
-        instead when it is already known. Record the outcome with ``record``,
-        which frees the slot.
+        instead when it is already known; ``model`` names the model to use
+        instead of choosing one. Record the outcome with ``record``, which
+        frees the slot.
 
         Raises:
             NoCandidatesError: every capable model's replicas are down or full.
             InvalidInputError: no model serves the task, or the context is unknown.
         """
-        return self._core.route(request, context=context, profile=profile)
+        return self._core.route(request, context=context, profile=profile, model=model)
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
         """Records the outcome of a routed request and frees its replica slot."""
@@ -144,3 +163,238 @@ class Router:
     def set_healthy(self, model: str, replica: str, healthy: bool) -> None:
         """Marks a replica healthy or not; unhealthy replicas are never chosen."""
         self._core.set_healthy(model, replica, healthy)
+
+    # -- dispatch: profile -> route -> send -> record ------------------------
+
+    def _dispatcher(self) -> Dispatcher:
+        loop = asyncio.get_running_loop()
+        dispatcher = self._dispatchers.get(loop)
+        if dispatcher is None:
+            from zeta_fast.dispatch import Dispatcher
+
+            dispatcher = Dispatcher(self._core, self.config)
+            self._dispatchers[loop] = dispatcher
+            if self.config.dispatch.health.enabled:
+                self.start_health()
+        return dispatcher
+
+    async def _send(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        context: str | None,
+        model: str | None,
+    ) -> RoutedResponse:
+        dispatcher = self._dispatcher()
+        decision = self._core.route(payload, context=context, model=model)
+        return await dispatcher.request(path, payload, decision)
+
+    async def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        context: str | None = None,
+        model: str | None = None,
+        **params: Any,
+    ) -> RoutedResponse:
+        """Sends a chat completion to the model and replica the router picks
+        (or to ``model``), retrying and falling back as configured, and
+        records the outcome. ``params`` are OpenAI body fields
+        (``max_tokens``, ``temperature``, ...).
+
+        Raises:
+            BackendError: every allowed attempt failed (see ``.attempts``).
+            NoCandidatesError: no replica can take it now.
+        """
+        payload = {**params, "messages": list(messages)}
+        payload.pop("stream", None)
+        return await self._send("/v1/chat/completions", payload, context, model)
+
+    async def complete(
+        self,
+        prompt: str | list[str],
+        *,
+        context: str | None = None,
+        model: str | None = None,
+        **params: Any,
+    ) -> RoutedResponse:
+        """Sends a (legacy) completion request; see ``chat``."""
+        payload = {**params, "prompt": prompt}
+        payload.pop("stream", None)
+        return await self._send("/v1/completions", payload, context, model)
+
+    async def embed(
+        self,
+        input: str | list[str],
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> RoutedResponse:
+        """Sends an embeddings request to an embedding model; see ``chat``."""
+        payload = {**params, "input": input}
+        return await self._send("/v1/embeddings", payload, None, model)
+
+    def chat_stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        context: str | None = None,
+        model: str | None = None,
+        **params: Any,
+    ) -> RoutedStream:
+        """Streams a chat completion: iterate the result (inside a running
+        event loop) for the raw SSE events as they arrive. Usage is asked for
+        (``stream_options.include_usage``) so tokens are recorded. A failure
+        before the first event is retried like ``chat``; after it, never.
+        """
+        from zeta_fast.dispatch import RoutedStream
+
+        payload = {**params, "messages": list(messages), "stream": True}
+        payload.setdefault("stream_options", {"include_usage": True})
+        dispatcher = self._dispatcher()
+        decision = self._core.route(payload, context=context, model=model)
+        stream = RoutedStream(decision)
+        stream._events = dispatcher.stream("/v1/chat/completions", payload, decision, stream)
+        return stream
+
+    async def cascade(
+        self,
+        messages: Sequence[dict[str, Any]],
+        models: Sequence[str],
+        *,
+        validator: Callable[[RoutedResponse], bool] | None = None,
+        **params: Any,
+    ) -> RoutedResponse:
+        """Runs the cheapest model first and escalates along ``models`` when
+        its answer fails a check: an error, an empty answer, one cut by the
+        length limit, or ``validator`` returning False. Returns the first
+        answer that passes (or the last model's); ``escalations`` on it
+        lists (model, reason) for every step that did not.
+        """
+        from zeta_fast.backends.errors import BackendError
+
+        if not models:
+            raise ValueError("cascade needs at least one model, got []")
+        escalations: list[tuple[str, str]] = []
+        last: RoutedResponse | None = None
+        error: BackendError | None = None
+        for index, name in enumerate(models):
+            final = index == len(models) - 1
+            try:
+                answer = await self.chat(messages, model=name, **params)
+            except BackendError as exc:
+                error = exc
+                escalations.append((name, f"error:{exc.kind}"))
+                continue
+            last = answer
+            reason = None
+            if not answer.text.strip():
+                reason = "empty"
+            elif answer.finish_reason == "length":
+                reason = "length"
+            elif validator is not None and not validator(answer):
+                reason = "validator"
+            if reason is None or final:
+                answer.escalations = escalations
+                return answer
+            escalations.append((name, reason))
+        if last is not None:
+            last.escalations = escalations
+            return last
+        assert error is not None
+        raise error
+
+    # -- synchronous wrappers ------------------------------------------------
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        with self._lock:
+            if self._sync is None:
+                self._sync = _LoopThread()
+        return self._sync.run(make())
+
+    def chat_sync(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> RoutedResponse:
+        """``chat`` for code without an event loop (runs on the router's own)."""
+        return self._run(lambda: self.chat(messages, **kwargs))
+
+    def complete_sync(self, prompt: str | list[str], **kwargs: Any) -> RoutedResponse:
+        """``complete`` for code without an event loop."""
+        return self._run(lambda: self.complete(prompt, **kwargs))
+
+    def embed_sync(self, input: str | list[str], **kwargs: Any) -> RoutedResponse:
+        """``embed`` for code without an event loop."""
+        return self._run(lambda: self.embed(input, **kwargs))
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start_health(self) -> HealthMonitor:
+        """Starts background health checks and load scrapes (idempotent;
+        dispatching starts them when ``dispatch.health.enabled``)."""
+        from zeta_fast.health import HealthMonitor
+
+        with self._lock:
+            if self._health is None:
+                self._health = HealthMonitor(self._core, self.config)
+            return self._health.start()
+
+    async def aclose(self) -> None:
+        """Closes this loop's connections and stops the health checks."""
+        dispatcher = self._dispatchers.pop(asyncio.get_running_loop(), None)
+        if dispatcher is not None:
+            await dispatcher.close()
+        self._stop_background()
+
+    def _stop_background(self) -> None:
+        if self._health is not None:
+            self._health.stop()
+            self._health = None
+
+    def close(self) -> None:
+        """Stops the health checks and the sync wrappers' loop, closing
+        their connections (use ``aclose`` for an async caller's loop)."""
+        self._stop_background()
+        if self._sync is not None:
+            sync, self._sync = self._sync, None
+            sync.run(self._close_sync_dispatcher())
+            sync.stop()
+
+    async def _close_sync_dispatcher(self) -> None:
+        dispatcher = self._dispatchers.pop(asyncio.get_running_loop(), None)
+        if dispatcher is not None:
+            await dispatcher.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+        self.close()
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, for the synchronous wrappers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="zeta-fast-sync", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self.loop)
+        return future.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5.0)
+        self.loop.close()
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

@@ -199,6 +199,13 @@ impl ReplicaSet {
         self.replicas.get(index).map(|r| r.breaker.state())
     }
 
+    /// Opens a replica's breaker so that no request goes to it for `hold_ms`.
+    pub fn hold(&self, index: usize, hold_ms: u64, now_ms: u64) {
+        if let Some(replica) = self.replicas.get(index) {
+            replica.breaker.hold(&self.breaker_config, hold_ms, now_ms);
+        }
+    }
+
     /// Closes a replica's breaker.
     pub fn reset_breaker(&self, index: usize) {
         if let Some(replica) = self.replicas.get(index) {

@@ -55,10 +55,10 @@ impl BreakerConfig {
                 });
             }
         }
-        if cooldown_ms > MAX_SINCE {
+        if cooldown_ms > EPOCH_OFFSET_MS {
             return Err(ZetaError::InvalidConfig {
                 field: "cooldown_ms",
-                expected: "at most 2**40 - 1",
+                expected: "at most 2**32 (49 days)",
                 value: float_repr(cooldown_ms as f64),
             });
         }
@@ -100,6 +100,9 @@ const SUCCS_SHIFT: u32 = FAILS_SHIFT + COUNT_BITS;
 const SINCE_SHIFT: u32 = SUCCS_SHIFT + COUNT_BITS;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const MAX_SINCE: u64 = (1 << 40) - 1;
+/// Stored times start this far above zero, so a hold shorter than the
+/// cool-down can be stored as an opening time before the breaker was made.
+const EPOCH_OFFSET_MS: u64 = 1 << 32;
 
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
@@ -164,7 +167,7 @@ impl CircuitBreaker {
     }
 
     fn relative(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.base_ms)
+        now_ms.saturating_sub(self.base_ms) + EPOCH_OFFSET_MS
     }
 
     /// The current state (an open breaker past its cool-down reads open
@@ -286,6 +289,22 @@ impl CircuitBreaker {
         }
     }
 
+    /// Opens the breaker for at least `hold_ms` from `now_ms` (a server asked
+    /// for a pause with `Retry-After`), then it probes as after a cool-down.
+    /// A longer hold already in place is kept.
+    pub fn hold(&self, config: &BreakerConfig, hold_ms: u64, now_ms: u64) {
+        let until = self.relative(now_ms).saturating_add(hold_ms);
+        // Stored as an opening time whose cool-down ends at `until`.
+        let since = until.saturating_sub(config.cooldown_ms);
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                let word = Word(current);
+                let keeps = word.state() == OPEN && word.since() >= since;
+                (!keeps).then_some(Word::pack(OPEN, false, 0, 0, since).0)
+            });
+    }
+
     /// Closes the breaker (an operator's or a health check's word).
     pub fn reset(&self) {
         self.word.store(CLOSED, Ordering::Release);
@@ -372,6 +391,24 @@ mod tests {
         breaker.on_outcome(&c, false, 900);
         assert_eq!(breaker.state(), BreakerState::Open);
         assert_eq!(breaker.try_admit(&c, 1_100), Admission::Probe);
+    }
+
+    #[test]
+    fn a_hold_keeps_it_open_for_the_time_asked() {
+        let (breaker, c) = (CircuitBreaker::new(0), config());
+        breaker.hold(&c, 3_000, 100);
+        assert_eq!(breaker.try_admit(&c, 3_099), Admission::Refused);
+        breaker.hold(&c, 10, 200);
+        assert_eq!(
+            breaker.try_admit(&c, 3_099),
+            Admission::Refused,
+            "longer hold kept"
+        );
+        assert_eq!(breaker.try_admit(&c, 3_100), Admission::Probe);
+        let short = CircuitBreaker::new(0);
+        short.hold(&c, 10, 100);
+        assert_eq!(short.try_admit(&c, 109), Admission::Refused);
+        assert_eq!(short.try_admit(&c, 110), Admission::Probe);
     }
 
     #[test]

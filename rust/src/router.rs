@@ -376,6 +376,60 @@ impl RouterCore {
         })
     }
 
+    /// Routes a request to one named model (a caller's explicit choice),
+    /// taking a replica slot; scored as a candidate when it serves the task,
+    /// with capability 0 when it does not.
+    pub fn route_to(
+        &self,
+        model: usize,
+        task: usize,
+        complexity: f64,
+        context: usize,
+    ) -> Result<Decision, ZetaError> {
+        let now = self.tracker.clock().now_ms();
+        let Some(routed) = self.models.get(model) else {
+            return Err(ZetaError::NoCandidates {
+                operation: "route() to an unknown model",
+            });
+        };
+        let scored = self
+            .candidates(task, complexity, context, now)
+            .unwrap_or_default();
+        let (position, breakdown) = match scored.iter().position(|(m, _)| *m == model) {
+            Some(position) => (position, scored.get(position).map(|s| s.1)),
+            None => (usize::MAX, None),
+        };
+        let breakdown = match breakdown {
+            Some(b) => b,
+            None => {
+                let live = LiveMetrics::from_totals(&self.totals(routed, task, now));
+                self.scorer
+                    .score(0.0, live.success_rate, live.avg_latency_ms, live.requests)?
+            }
+        };
+        self.retry_budget.deposit();
+        self.hedge_budget.deposit();
+        let replica = routed
+            .replicas
+            .acquire_at(now, &[])
+            .ok_or(ZetaError::NoCandidates {
+                operation: "route() (the named model's replicas are down or at capacity)",
+            })?;
+        Ok(Self::decision(
+            &scored, position, model, replica, breakdown, task, complexity, context,
+        ))
+    }
+
+    /// Keeps a replica out of selection for `hold_ms` (a server's
+    /// `Retry-After`): its breaker opens so that it probes when the time is up.
+    pub fn hold_replica(&self, model: usize, replica: usize, hold_ms: u64) {
+        if let Some(routed) = self.models.get(model) {
+            routed
+                .replicas
+                .hold(replica, hold_ms, self.tracker.clock().now_ms());
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn decision(
         scored: &[(usize, ScoreBreakdown)],

@@ -296,13 +296,15 @@ impl PyRouterCore {
     /// Routes a request (anything `zeta_fast.profile` takes) or a known
     /// profile, in an optional named context, and takes a replica slot that
     /// `record` gives back. Prompt strings are profiled without leaving Rust.
-    #[pyo3(signature = (request = None, *, context = None, profile = None))]
+    /// With `model`, the request goes to that model (a caller's choice).
+    #[pyo3(signature = (request = None, *, context = None, profile = None, model = None))]
     fn route(
         &self,
         py: Python<'_>,
         request: Option<&Bound<'_, PyAny>>,
         context: Option<&str>,
         profile: Option<&Bound<'_, PyAny>>,
+        model: Option<&str>,
     ) -> PyResult<PyDecision> {
         let context_index = match context {
             None => 0,
@@ -346,7 +348,14 @@ impl PyRouterCore {
             let task = inner.task.unwrap_or(4);
             (task, inner.complexity)
         };
-        let decision = self.inner.route(task, complexity, context_index)?;
+        let decision = match model {
+            None => self.inner.route(task, complexity, context_index)?,
+            Some(name) => {
+                let index = self.model_index(name)?;
+                self.inner
+                    .route_to(index, task, complexity, context_index)?
+            }
+        };
         self.wrap(
             py,
             decision,
@@ -479,6 +488,21 @@ impl PyRouterCore {
         if let Some(model) = self.inner.models().get(m) {
             model.replicas.set_engine_load(r, waiting, kv_usage, now);
         }
+        Ok(())
+    }
+
+    /// Keeps the decision's replica out of selection for `hold_ms` (a
+    /// server's `Retry-After`); it is probed when the time is up.
+    fn hold_replica(&self, decision: &Bound<'_, PyAny>, hold_ms: f64) -> PyResult<()> {
+        let decision = self.own_decision(decision)?;
+        if !(hold_ms.is_finite() && hold_ms >= 0.0) {
+            return Err(InvalidInputError::new_err(format!(
+                "hold_ms must be finite and >= 0, got {}",
+                crate::errors::float_repr(hold_ms)
+            )));
+        }
+        self.inner
+            .hold_replica(decision.inner.model, decision.inner.replica, hold_ms as u64);
         Ok(())
     }
 

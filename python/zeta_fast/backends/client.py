@@ -1,0 +1,284 @@
+"""One OpenAI-compatible HTTP client on aiohttp, for every backend.
+
+One ``aiohttp.ClientSession`` (one connection pool, keep-alive, TCP_NODELAY
+set by aiohttp on every connection) serves all replicas of a router; a
+``BackendClient`` is one replica's URL, flavour and timeouts on top of it.
+Request bodies go out as bytes and answers come back as bytes, parsed only
+for what the router needs (usage, finish reason), so a gateway can pass them
+through untouched. httpx stays off this path: measured here, it adds ~1.2 ms
+per request over aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from zeta_fast.backends.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    StreamInterrupted,
+)
+from zeta_fast.backends.flavors import FLAVORS, EngineLoad, OpenAIFlavor
+
+__all__ = ["BackendClient", "BackendResponse", "Timeouts", "new_session", "usage_of_event"]
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-attempt timeouts in seconds (``None``: no limit). ``first_byte_s``
+    also bounds the silence between two chunks of a stream."""
+
+    connect_s: float | None = 2.0
+    first_byte_s: float | None = 60.0
+    total_s: float | None = 300.0
+
+    def client_timeout(self, total_cap_s: float | None = None) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for one attempt, the total capped at ``total_cap_s``."""
+        total = self.total_s
+        if total_cap_s is not None:
+            total = total_cap_s if total is None else min(total, total_cap_s)
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=self.connect_s, sock_read=self.first_byte_s
+        )
+
+
+def new_session(limit_per_host: int = 0) -> aiohttp.ClientSession:
+    """The shared session: pooled keep-alive connections, no cookies, no
+    automatic decompression work beyond what servers ask for."""
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=limit_per_host, keepalive_timeout=30.0, ttl_dns_cache=300
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        json_serialize=lambda value: orjson.dumps(value).decode(),
+    )
+
+
+@dataclass(slots=True)
+class BackendResponse:
+    """A complete (non-streamed) answer: raw bytes, parsed on demand."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    latency_ms: float
+    ttft_ms: float
+    _data: Any = field(default=None, repr=False)
+
+    def json(self) -> Any:
+        """The body parsed (once)."""
+        if self._data is None:
+            self._data = orjson.loads(self.body)
+        return self._data
+
+    def usage(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) from the body's ``usage``."""
+        try:
+            usage = self.json().get("usage") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return (0, 0)
+        return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _map_exception(exc: BaseException, url: str) -> BackendError:
+    """aiohttp's and asyncio's exceptions as the backend hierarchy."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return BackendTimeout(f"connect to {url} timed out", url=url, phase="connect")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return BackendTimeout(f"no data from {url} in time", url=url, phase="first_byte")
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return BackendTimeout(f"request to {url} timed out", url=url, phase="total")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return StreamInterrupted(f"{url} cut the answer short: {exc}", url=url)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return BackendUnavailable(f"{url} unavailable: {exc}", url=url)
+    return BackendError(f"{url}: {exc!r}", url=url)
+
+
+class BackendClient:
+    """One replica: its base URL, flavour and timeouts, on a shared session."""
+
+    __slots__ = ("_auth", "_timeout", "base_url", "flavor", "session", "timeouts")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        flavor: str | OpenAIFlavor = "openai",
+        timeouts: Timeouts | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.flavor = FLAVORS[flavor] if isinstance(flavor, str) else flavor
+        self.timeouts = timeouts or Timeouts()
+        self._timeout = self.timeouts.client_timeout()
+        headers = dict(_JSON)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._auth = headers
+
+    def _timeout_for(self, total_cap_s: float | None) -> aiohttp.ClientTimeout:
+        if total_cap_s is None:
+            return self._timeout
+        return self.timeouts.client_timeout(total_cap_s)
+
+    async def post(
+        self, path: str, body: bytes, *, total_cap_s: float | None = None
+    ) -> BackendResponse:
+        """POSTs a JSON body and reads the whole answer.
+
+        Raises:
+            BackendStatusError: an HTTP error (with the server's message).
+            BackendTimeout, BackendUnavailable: no (complete) answer.
+        """
+        url = self.base_url + path
+        start = time.perf_counter()
+        try:
+            async with self.session.post(
+                url, data=body, headers=self._auth, timeout=self._timeout_for(total_cap_s)
+            ) as response:
+                first = time.perf_counter()
+                raw = await response.read()
+                if response.status >= 400:
+                    raise self.flavor.error(response.status, raw, response.headers, url)
+                end = time.perf_counter()
+                return BackendResponse(
+                    status=response.status,
+                    body=raw,
+                    headers=response.headers,
+                    latency_ms=(end - start) * 1e3,
+                    ttft_ms=(first - start) * 1e3,
+                )
+        except BackendError:
+            raise
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise _map_exception(exc, url) from exc
+
+    async def open_stream(
+        self, path: str, body: bytes, *, total_cap_s: float | None = None
+    ) -> aiohttp.ClientResponse:
+        """Sends a streaming request and returns once the answer's headers
+        arrived (an HTTP error is raised here, before any event)."""
+        url = self.base_url + path
+        try:
+            response = await self.session.post(
+                url, data=body, headers=self._auth, timeout=self._timeout_for(total_cap_s)
+            )
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise _map_exception(exc, url) from exc
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                raise _map_exception(exc, url) from exc
+            finally:
+                response.release()
+            raise self.flavor.error(response.status, raw, response.headers, url)
+        return response
+
+    async def events(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The server-sent events of a streaming answer, each as its raw bytes
+        (``data: ...\\n\\n``), as soon as each arrives; the final
+        ``data: [DONE]`` is yielded too.
+
+        Raises:
+            StreamInterrupted: the stream ended before ``[DONE]`` or carried
+                an error event (vLLM reports late errors that way).
+        """
+        url = self.base_url
+        buffer = b""
+        done = False
+        try:
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                while True:
+                    end = buffer.find(b"\n\n")
+                    if end < 0:
+                        break
+                    event, buffer = buffer[: end + 2], buffer[end + 2 :]
+                    if event.startswith(b"data: [DONE]"):
+                        done = True
+                    elif b'"error"' in event and _is_error_event(event):
+                        raise StreamInterrupted(
+                            f"{url} sent an error mid-stream: {event[:300]!r}", url=url
+                        )
+                    yield event
+        except BackendError:
+            raise
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise StreamInterrupted(f"stream from {url} failed: {exc!r}", url=url) from exc
+        finally:
+            response.release()
+        if not done:
+            raise StreamInterrupted(f"stream from {url} ended without [DONE]", url=url)
+
+    async def get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
+        """A GET with one overall timeout (health checks, metrics, models)."""
+        url = self.base_url + path
+        try:
+            async with self.session.get(
+                url, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise _map_exception(exc, url) from exc
+
+    async def health(self, timeout_s: float = 1.0) -> bool:
+        """Whether the replica answers its health endpoint as serving."""
+        try:
+            status, body = await self.get(self.flavor.health_path, timeout_s)
+        except BackendError:
+            return False
+        return self.flavor.healthy(status, body)
+
+    async def engine_load(self, timeout_s: float = 1.0) -> EngineLoad | None:
+        """The engine's own load from its metrics page (None when it has none)."""
+        if self.flavor.metrics_path is None:
+            return None
+        status, body = await self.get(self.flavor.metrics_path, timeout_s)
+        if status != 200:
+            return None
+        return self.flavor.engine_load(body.decode("utf-8", "replace"))
+
+    async def models(self, timeout_s: float = 2.0) -> list[str]:
+        """Model ids the server lists at ``/v1/models``."""
+        status, body = await self.get("/v1/models", timeout_s)
+        if status >= 400:
+            raise self.flavor.error(status, body, {}, self.base_url + "/v1/models")
+        data = orjson.loads(body)
+        return [str(card["id"]) for card in data.get("data", []) if "id" in card]
+
+
+def _is_error_event(event: bytes) -> bool:
+    payload = event.removeprefix(b"data: ").strip()
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and "error" in data and "choices" not in data
+
+
+def usage_of_event(event: bytes) -> tuple[int, int] | None:
+    """(prompt, completion) tokens when an event carries a usage block."""
+    if b'"usage"' not in event or b'"usage":null' in event:
+        return None
+    try:
+        usage = orjson.loads(event.removeprefix(b"data: ").strip()).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(usage, dict):
+        return None
+    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

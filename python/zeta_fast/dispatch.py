@@ -1,0 +1,401 @@
+"""Dispatch: send a routed request to its replica, retry, fall back, hedge,
+and record every attempt's outcome in the core.
+
+The policies are the core's (breakers, retry and hedge budgets, backoff,
+reroutes); this module only does the I/O between those decisions:
+
+- an attempt that fails with a retryable error (connect, timeout, 408/429/5xx,
+  a stream cut before anything reached the caller) is recorded, then the core
+  picks the next target (another replica of the model, the model's fallback
+  chain, then the other candidates; a longer context for a prompt that did
+  not fit), after a jittered backoff of at least the server's Retry-After;
+- attempts are bounded by ``max_attempts``, the retry budget and
+  ``max_total_s``, so there are no retry loops;
+- a stream is never retried once an event reached the caller;
+- hedging (non-streamed requests, opt-in): when the answer has not come
+  within the replica's recent p95, a copy goes to another replica, within
+  the hedge budget; the first good answer wins and the other is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from zeta_fast._core import Decision, RouterCore
+from zeta_fast.backends.client import (
+    BackendClient,
+    BackendResponse,
+    Timeouts,
+    new_session,
+    usage_of_event,
+)
+from zeta_fast.backends.errors import (
+    BackendError,
+    BackendStatusError,
+    StreamInterrupted,
+)
+from zeta_fast.config import RouterConfig
+from zeta_fast.exceptions import NoCandidatesError
+
+__all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a request: where it went and how it ended."""
+
+    model_id: str
+    replica_id: str
+    kind: str
+    latency_ms: float
+    hedge: bool = False
+
+
+@dataclass(slots=True)
+class RoutedResponse:
+    """A backend's answer with the decision that served it."""
+
+    response: BackendResponse
+    decision: Decision
+    attempts: list[Attempt]
+    latency_ms: float
+    #: In a cascade, (model, reason) for every model whose answer was passed over.
+    escalations: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def body(self) -> bytes:
+        """The answer's bytes, exactly as the backend sent them."""
+        return self.response.body
+
+    def json(self) -> Any:
+        """The answer parsed."""
+        return self.response.json()
+
+    @property
+    def text(self) -> str:
+        """The first choice's text (chat or completion), '' when none."""
+        choices = self.json().get("choices") or []
+        if not choices:
+            return ""
+        first = choices[0]
+        message = first.get("message")
+        if isinstance(message, dict):
+            return str(message.get("content") or "")
+        return str(first.get("text") or "")
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The first choice's finish reason."""
+        choices = self.json().get("choices") or []
+        return choices[0].get("finish_reason") if choices else None
+
+
+def _retry_after_ms(exc: BackendError) -> float | None:
+    if isinstance(exc, BackendStatusError) and exc.retry_after_s is not None:
+        return exc.retry_after_s * 1e3
+    return None
+
+
+class Dispatcher:
+    """Sends requests for one router on one event loop (aiohttp sessions
+    belong to a loop): one shared session, one client per replica."""
+
+    def __init__(self, core: RouterCore, config: RouterConfig) -> None:
+        self.core = core
+        self.config = config
+        self.session = new_session()
+        spec = config.dispatch
+        self.clients: dict[tuple[str, str], BackendClient] = {}
+        for model in config.models:
+            for replica in model.replicas:
+                own = replica.timeouts
+                timeouts = Timeouts(
+                    connect_s=own.connect_s or spec.timeouts.connect_s,
+                    first_byte_s=own.first_byte_s or spec.timeouts.first_byte_s,
+                    total_s=own.total_s or spec.timeouts.total_s,
+                )
+                self.clients[model.id, replica.id] = BackendClient(
+                    self.session,
+                    str(replica.url),
+                    flavor=replica.backend,
+                    timeouts=timeouts,
+                    api_key=replica.api_key,
+                )
+
+    async def close(self) -> None:
+        """Closes the session and its pooled connections."""
+        await self.session.close()
+
+    def _client(self, decision: Decision) -> BackendClient:
+        return self.clients[decision.model_id, decision.replica_id]
+
+    @staticmethod
+    def _body(payload: dict[str, Any], decision: Decision) -> bytes:
+        # vLLM checks `model` against the name it serves; llama.cpp ignores it.
+        payload["model"] = decision.model_id
+        return orjson.dumps(payload)
+
+    def _record_failure(
+        self, decision: Decision, exc: BaseException, started: float, attempts: list[Attempt]
+    ) -> str:
+        latency = (time.perf_counter() - started) * 1e3
+        if isinstance(exc, BackendError):
+            kind = exc.kind
+        elif isinstance(exc, asyncio.CancelledError):
+            kind = "cancelled"
+        else:
+            kind = "other"
+        self.core.record_outcome(decision, kind, latency)
+        attempts.append(Attempt(decision.model_id, decision.replica_id, kind, latency))
+        if isinstance(exc, BackendError):
+            retry_after = _retry_after_ms(exc)
+            if retry_after is not None:
+                # The replica asked for a pause: nobody routes to it until then.
+                self.core.hold_replica(decision, retry_after)
+        return kind
+
+    async def _next(
+        self,
+        failed: Decision,
+        exc: BackendError,
+        tried: list[Decision],
+        attempts: list[Attempt],
+        deadline: float,
+    ) -> Decision:
+        """The decision for the next attempt, after the backoff; raises
+        ``exc`` (with the attempts) when no further attempt is allowed."""
+        exc.attempts = [(a.model_id, a.replica_id, a.kind) for a in attempts]
+        if not exc.retryable or len(attempts) >= self.config.dispatch.max_attempts:
+            raise exc
+        # Retry-After is honoured where it was said: that replica is held
+        # (see _record_failure) and the retry goes elsewhere after the usual backoff.
+        delay_s = self.core.backoff_ms(len(attempts)) / 1e3
+        if time.monotonic() + delay_s >= deadline or not self.core.try_retry():
+            raise exc
+        try:
+            decision = self.core.reroute(
+                failed, tried, needs_longer_context=exc.kind == "context_length"
+            )
+        except NoCandidatesError:
+            raise exc from None
+        tried.append(failed)
+        if delay_s > 0:
+            try:
+                await asyncio.sleep(delay_s)
+            except BaseException:
+                self.core.record_outcome(decision, "cancelled", 0.0)
+                raise
+        return decision
+
+    async def request(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        decision: Decision,
+    ) -> RoutedResponse:
+        """Sends a non-streamed request, retrying and falling back as the
+        policies allow, and records every attempt.
+
+        Raises:
+            BackendError: the last attempt's error, with ``attempts`` set.
+        """
+        spec = self.config.dispatch
+        begin = time.perf_counter()
+        deadline = time.monotonic() + spec.max_total_s
+        attempts: list[Attempt] = []
+        tried: list[Decision] = []
+        while True:
+            started = time.perf_counter()
+            try:
+                if spec.hedge.enabled:
+                    response, decision = await self._hedged(path, payload, decision, attempts)
+                else:
+                    response = await self._client(decision).post(
+                        path,
+                        self._body(payload, decision),
+                        total_cap_s=max(deadline - time.monotonic(), 0.001),
+                    )
+            except BackendError as exc:
+                if not spec.hedge.enabled:
+                    self._record_failure(decision, exc, started, attempts)
+                decision = await self._next(decision, exc, tried, attempts, deadline)
+                continue
+            except BaseException as exc:
+                if not spec.hedge.enabled:
+                    self._record_failure(decision, exc, started, attempts)
+                raise
+            prompt, completion = response.usage()
+            if not spec.hedge.enabled:
+                self.core.record_outcome(
+                    decision,
+                    "success",
+                    response.latency_ms,
+                    ttft_ms=response.ttft_ms,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                )
+                attempts.append(
+                    Attempt(decision.model_id, decision.replica_id, "success", response.latency_ms)
+                )
+            return RoutedResponse(response, decision, attempts, (time.perf_counter() - begin) * 1e3)
+
+    async def _hedged(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        decision: Decision,
+        attempts: list[Attempt],
+    ) -> tuple[BackendResponse, Decision]:
+        """One attempt with a possible hedge; records both copies itself."""
+        hedge = self.config.dispatch.hedge
+        p95 = self.core.replica_p95_ms(decision)
+        runs: dict[asyncio.Task[BackendResponse], tuple[Decision, float, bool]] = {}
+
+        def launch(target: Decision, is_hedge: bool) -> None:
+            body = self._body(dict(payload), target)
+            task = asyncio.ensure_future(self._client(target).post(path, body))
+            runs[task] = (target, time.perf_counter(), is_hedge)
+
+        launch(decision, False)
+        if p95 is not None:
+            done, _ = await asyncio.wait(runs, timeout=max(p95, hedge.min_delay_ms) / 1e3)
+            if not done and self.core.try_hedge():
+                with contextlib.suppress(NoCandidatesError):
+                    launch(self.core.reroute(decision), True)
+        last_error: BaseException | None = None
+        try:
+            while runs:
+                done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    target, started, is_hedge = runs.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        response = task.result()
+                        prompt, completion = response.usage()
+                        self.core.record_outcome(
+                            target,
+                            "success",
+                            response.latency_ms,
+                            ttft_ms=response.ttft_ms,
+                            prompt_tokens=prompt,
+                            completion_tokens=completion,
+                        )
+                        attempts.append(
+                            Attempt(
+                                target.model_id,
+                                target.replica_id,
+                                "success",
+                                response.latency_ms,
+                                is_hedge,
+                            )
+                        )
+                        return response, target
+                    self._record_failure(target, exc, started, attempts)
+                    last_error = exc
+        finally:
+            # The loser is cancelled; what it had taken so far is recorded as
+            # its latency (a lower bound), so a slow replica still pays for it.
+            for task, (target, started, is_hedge) in runs.items():
+                task.cancel()
+                latency = (time.perf_counter() - started) * 1e3
+                self.core.record_outcome(target, "cancelled", latency)
+                attempts.append(
+                    Attempt(target.model_id, target.replica_id, "cancelled", latency, is_hedge)
+                )
+        assert last_error is not None
+        raise last_error
+
+    async def stream(
+        self, path: str, payload: dict[str, Any], decision: Decision, result: RoutedStream
+    ) -> AsyncIterator[bytes]:
+        """The events of a streamed request; attempts are retried only until
+        the first event reached the caller."""
+        spec = self.config.dispatch
+        deadline = time.monotonic() + spec.max_total_s
+        tried: list[Decision] = []
+        while True:
+            started = time.perf_counter()
+            result.decision = decision
+            client = self._client(decision)
+            delivered = False
+            usage: tuple[int, int] | None = None
+            ttft: float | None = None
+            try:
+                response = await client.open_stream(
+                    path,
+                    self._body(payload, decision),
+                    total_cap_s=max(deadline - time.monotonic(), 0.001),
+                )
+                async for event in client.events(response):
+                    if ttft is None:
+                        ttft = (time.perf_counter() - started) * 1e3
+                        result.ttft_ms = ttft
+                    found = usage_of_event(event)
+                    if found is not None:
+                        usage = found
+                    delivered = True
+                    yield event
+            except BackendError as exc:
+                if delivered and isinstance(exc, StreamInterrupted):
+                    exc.delivered, exc.retryable = True, False
+                self._record_failure(decision, exc, started, result.attempts)
+                decision = await self._next(decision, exc, tried, result.attempts, deadline)
+                continue
+            except BaseException as exc:
+                # The caller stopped reading (or was cancelled): not the replica's fault.
+                self._record_failure(decision, asyncio.CancelledError(), started, result.attempts)
+                if isinstance(exc, GeneratorExit):
+                    return
+                raise
+            latency = (time.perf_counter() - started) * 1e3
+            prompt, completion = usage or (0, 0)
+            self.core.record_outcome(
+                decision,
+                "success",
+                latency,
+                ttft_ms=ttft,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
+            result.attempts.append(
+                Attempt(decision.model_id, decision.replica_id, "success", latency)
+            )
+            return
+
+
+@dataclass(slots=True)
+class RoutedStream:
+    """A streamed answer: iterate it for the raw SSE events (``data: ...``
+    bytes, ``data: [DONE]`` last); ``decision`` is the replica serving it."""
+
+    decision: Decision
+    attempts: list[Attempt] = field(default_factory=list)
+    ttft_ms: float | None = None
+    _events: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        assert self._events is not None
+        return self._events
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The events parsed (``[DONE]`` left out)."""
+        async for event in self:
+            payload = event.removeprefix(b"data: ").strip()
+            if payload != b"[DONE]":
+                yield orjson.loads(payload)
+
+    async def text(self) -> str:
+        """Reads the whole stream and joins the text deltas."""
+        parts: list[str] = []
+        async for chunk in self.chunks():
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                parts.append(str(delta.get("content") or choice.get("text") or ""))
+        return "".join(parts)
