@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from zeta_fast import ConfigError, InvalidInputError, ManualClock, PerformanceTracker, Router
+from zeta_fast._core import RouterCore
 from zeta_fast.config import parse_router_config
 from zeta_fast.exceptions import NoCandidatesError
 
@@ -214,3 +215,24 @@ def test_fallbacks_must_name_models() -> None:
     bad["models"][0]["fallbacks"] = ["ghost"]
     with pytest.raises(ConfigError, match=r"small\.fallbacks names unknown model 'ghost'"):
         parse_router_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("resilience", "message"),
+    [
+        ({"nope": 1}, 'resilience has no field "nope"'),
+        ({"failure_threshold": 0}, "resilience.failure_threshold must be"),
+        ({"cooldown_ms": 1.5}, "resilience.cooldown_ms must be a whole number"),
+        ({"retry_ratio": 2.0}, "resilience.retry_ratio must be in"),
+        ({"hedge_max_tokens": 0.5}, "resilience.hedge_max_tokens must be"),
+        ({"backoff_base_ms": 10, "backoff_max_ms": 5}, "resilience.backoff_max_ms must be"),
+    ],
+)
+def test_the_cores_resilience_mapping_is_validated(
+    resilience: dict[str, float], message: str
+) -> None:
+    tracker = PerformanceTracker(clock=ManualClock(START), persist=False)
+    models = [("m", {"chat": 50.0}, [(0.0, 1.0)], [("r", 0)], 0, [])]
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        RouterCore(tracker, models, resilience=resilience)
+    RouterCore(tracker, models, resilience={"failure_threshold": 7, "retry_ratio": 0.5})

@@ -206,45 +206,67 @@ class Dispatcher:
         Raises:
             BackendError: the last attempt's error, with ``attempts`` set.
         """
-        spec = self.config.dispatch
         begin = time.perf_counter()
-        deadline = time.monotonic() + spec.max_total_s
+        deadline = time.monotonic() + self.config.dispatch.max_total_s
         attempts: list[Attempt] = []
         tried: list[Decision] = []
         while True:
-            started = time.perf_counter()
             try:
-                if spec.hedge.enabled:
-                    response, decision = await self._hedged(path, payload, decision, attempts)
-                else:
-                    response = await self._client(decision).post(
-                        path,
-                        self._body(payload, decision),
-                        total_cap_s=max(deadline - time.monotonic(), 0.001),
+                if self.config.dispatch.hedge.enabled:
+                    response, decision = await self._hedged(
+                        path, payload, decision, attempts, deadline
                     )
+                else:
+                    response = await self._plain(path, payload, decision, attempts, deadline)
             except BackendError as exc:
-                if not spec.hedge.enabled:
-                    self._record_failure(decision, exc, started, attempts)
                 decision = await self._next(decision, exc, tried, attempts, deadline)
                 continue
-            except BaseException as exc:
-                if not spec.hedge.enabled:
-                    self._record_failure(decision, exc, started, attempts)
-                raise
-            prompt, completion = response.usage()
-            if not spec.hedge.enabled:
-                self.core.record_outcome(
-                    decision,
-                    "success",
-                    response.latency_ms,
-                    ttft_ms=response.ttft_ms,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                )
-                attempts.append(
-                    Attempt(decision.model_id, decision.replica_id, "success", response.latency_ms)
-                )
             return RoutedResponse(response, decision, attempts, (time.perf_counter() - begin) * 1e3)
+
+    def _record_success(
+        self,
+        decision: Decision,
+        latency_ms: float,
+        ttft_ms: float | None,
+        usage: tuple[int, int],
+        attempts: list[Attempt],
+        hedge: bool = False,
+    ) -> None:
+        self.core.record_outcome(
+            decision,
+            "success",
+            latency_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+        )
+        attempts.append(
+            Attempt(decision.model_id, decision.replica_id, "success", latency_ms, hedge)
+        )
+
+    async def _plain(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        decision: Decision,
+        attempts: list[Attempt],
+        deadline: float,
+    ) -> BackendResponse:
+        """One attempt; records its outcome, whatever it is."""
+        started = time.perf_counter()
+        try:
+            response = await self._client(decision).post(
+                path,
+                self._body(payload, decision),
+                total_cap_s=max(deadline - time.monotonic(), 0.001),
+            )
+        except BaseException as exc:
+            self._record_failure(decision, exc, started, attempts)
+            raise
+        self._record_success(
+            decision, response.latency_ms, response.ttft_ms, response.usage(), attempts
+        )
+        return response
 
     async def _hedged(
         self,
@@ -252,6 +274,7 @@ class Dispatcher:
         payload: dict[str, Any],
         decision: Decision,
         attempts: list[Attempt],
+        deadline: float,
     ) -> tuple[BackendResponse, Decision]:
         """One attempt with a possible hedge; records both copies itself."""
         hedge = self.config.dispatch.hedge
@@ -259,8 +282,9 @@ class Dispatcher:
         runs: dict[asyncio.Task[BackendResponse], tuple[Decision, float, bool]] = {}
 
         def launch(target: Decision, is_hedge: bool) -> None:
-            body = self._body(dict(payload), target)
-            task = asyncio.ensure_future(self._client(target).post(path, body))
+            body = self._body(payload, target)  # serialised now: launches may share payload
+            cap = max(deadline - time.monotonic(), 0.001)
+            task = asyncio.ensure_future(self._client(target).post(path, body, total_cap_s=cap))
             runs[task] = (target, time.perf_counter(), is_hedge)
 
         launch(decision, False)
@@ -278,23 +302,13 @@ class Dispatcher:
                     exc = task.exception()
                     if exc is None:
                         response = task.result()
-                        prompt, completion = response.usage()
-                        self.core.record_outcome(
+                        self._record_success(
                             target,
-                            "success",
                             response.latency_ms,
-                            ttft_ms=response.ttft_ms,
-                            prompt_tokens=prompt,
-                            completion_tokens=completion,
-                        )
-                        attempts.append(
-                            Attempt(
-                                target.model_id,
-                                target.replica_id,
-                                "success",
-                                response.latency_ms,
-                                is_hedge,
-                            )
+                            response.ttft_ms,
+                            response.usage(),
+                            attempts,
+                            is_hedge,
                         )
                         return response, target
                     self._record_failure(target, exc, started, attempts)
@@ -355,18 +369,7 @@ class Dispatcher:
                     return
                 raise
             latency = (time.perf_counter() - started) * 1e3
-            prompt, completion = usage or (0, 0)
-            self.core.record_outcome(
-                decision,
-                "success",
-                latency,
-                ttft_ms=ttft,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-            )
-            result.attempts.append(
-                Attempt(decision.model_id, decision.replica_id, "success", latency)
-            )
+            self._record_success(decision, latency, ttft, usage or (0, 0), result.attempts)
             return
 
 

@@ -234,18 +234,6 @@ impl CircuitBreaker {
         }
     }
 
-    /// Gives back a probe claimed by [`Self::try_admit`] whose request was
-    /// never sent (its replica had no free slot), so the next may go at once.
-    pub fn cancel_probe(&self) {
-        let _ = self
-            .word
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                let word = Word(current);
-                (word.state() == HALF_OPEN && word.probe_out())
-                    .then_some(current & !PROBE_BIT & !(MAX_SINCE << SINCE_SHIFT))
-            });
-    }
-
     /// Counts an outcome; returns the state it leaves the breaker in.
     pub fn on_outcome(&self, config: &BreakerConfig, success: bool, now_ms: u64) -> BreakerState {
         let now = self.relative(now_ms);
@@ -369,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_probe_does_not_pin_it_and_a_cancelled_one_frees_at_once() {
+    fn a_lost_probe_does_not_pin_it() {
         let (breaker, c) = (CircuitBreaker::new(0), config());
         for _ in 0..3 {
             breaker.on_outcome(&c, false, 0);
@@ -377,8 +365,6 @@ mod tests {
         assert_eq!(breaker.try_admit(&c, 1_000), Admission::Probe);
         assert_eq!(breaker.try_admit(&c, 1_999), Admission::Refused);
         assert_eq!(breaker.try_admit(&c, 2_000), Admission::Probe, "lost probe");
-        breaker.cancel_probe();
-        assert_eq!(breaker.try_admit(&c, 2_001), Admission::Probe, "cancelled");
     }
 
     #[test]

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from zeta_fast.backends.errors import BackendStatusError, ContextLengthExceeded, RateLimited
 
-__all__ = ["FLAVORS", "EngineLoad", "Flavor", "LlamaCppFlavor", "OpenAIFlavor", "VLLMFlavor"]
+__all__ = ["FLAVORS", "EngineLoad", "LlamaCppFlavor", "OpenAIFlavor", "VLLMFlavor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,4 +174,3 @@ FLAVORS: dict[str, OpenAIFlavor] = {
     "llamacpp": LlamaCppFlavor(),
     "vllm": VLLMFlavor(),
 }
-Flavor = OpenAIFlavor

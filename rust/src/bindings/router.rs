@@ -45,67 +45,68 @@ const RESILIENCE_KEYS: [&str; 11] = [
     "engine_load_ttl_ms",
 ];
 
-/// Reads a `resilience=` mapping over the defaults, validating each field.
+/// A whole number >= 0 for a `resilience=` field.
+fn whole(item: &Bound<'_, PyAny>, field: &str) -> PyResult<u64> {
+    let value = number(item, field)?;
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 2f64.powi(53) {
+        Ok(value as u64)
+    } else {
+        Err(super::errors::ConfigError::new_err(format!(
+            "{field} must be a whole number >= 0, got {}",
+            crate::errors::float_repr(value)
+        )))
+    }
+}
+
+/// Reads a `resilience=` mapping over the defaults; the core's constructors
+/// validate each part.
 fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience> {
     let mut out = Resilience::default();
     let Some(dict) = value else {
         return Ok(out);
     };
-    let mut fields = [0.0_f64; RESILIENCE_KEYS.len()];
-    let defaults = [
-        f64::from(out.breaker.failure_threshold),
-        out.breaker.cooldown_ms as f64,
-        f64::from(out.breaker.success_threshold),
-        out.retry_budget.ratio,
-        out.retry_budget.min_per_second,
-        out.retry_budget.max_tokens,
-        out.hedge_budget.ratio,
-        out.hedge_budget.max_tokens,
-        out.backoff.base_ms,
-        out.backoff.max_ms,
-        out.engine_load_ttl_ms as f64,
-    ];
-    fields.copy_from_slice(&defaults);
+    let (mut breaker, mut retry, mut hedge, mut backoff) =
+        (out.breaker, out.retry_budget, out.hedge_budget, out.backoff);
     for (key, item) in dict.iter() {
         let key: String = key.extract()?;
-        let Some(index) = RESILIENCE_KEYS.iter().position(|k| *k == key) else {
-            return Err(super::errors::ConfigError::new_err(format!(
-                "resilience has no field {key:?}; fields: {}",
-                RESILIENCE_KEYS.join(", ")
-            )));
+        let field = format!("resilience.{key}");
+        let count = |item: &Bound<'_, PyAny>| -> PyResult<u32> {
+            Ok(u32::try_from(whole(item, &field)?).unwrap_or(u32::MAX))
         };
-        let value = number(&item, &format!("resilience.{key}"))?;
-        if let Some(slot) = fields.get_mut(index) {
-            *slot = value;
+        match key.as_str() {
+            "failure_threshold" => breaker.failure_threshold = count(&item)?,
+            "cooldown_ms" => breaker.cooldown_ms = whole(&item, &field)?,
+            "success_threshold" => breaker.success_threshold = count(&item)?,
+            "retry_ratio" => retry.ratio = number(&item, &field)?,
+            "retry_min_per_second" => retry.min_per_second = number(&item, &field)?,
+            "retry_max_tokens" => retry.max_tokens = number(&item, &field)?,
+            "hedge_ratio" => hedge.ratio = number(&item, &field)?,
+            "hedge_max_tokens" => hedge.max_tokens = number(&item, &field)?,
+            "backoff_base_ms" => backoff.base_ms = number(&item, &field)?,
+            "backoff_max_ms" => backoff.max_ms = number(&item, &field)?,
+            "engine_load_ttl_ms" => out.engine_load_ttl_ms = whole(&item, &field)?,
+            _ => {
+                return Err(super::errors::ConfigError::new_err(format!(
+                    "resilience has no field {key:?}; fields: {}",
+                    RESILIENCE_KEYS.join(", ")
+                )))
+            }
         }
     }
-    let [failures, cooldown, successes, r_ratio, r_min, r_max, h_ratio, h_max, base, max, ttl] =
-        fields;
-    let whole = |value: f64, field: &str| -> PyResult<u64> {
-        if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 2f64.powi(53) {
-            Ok(value as u64)
-        } else {
-            Err(super::errors::ConfigError::new_err(format!(
-                "resilience.{field} must be a whole number >= 0, got {}",
-                crate::errors::float_repr(value)
-            )))
-        }
-    };
-    let prefix = |err: crate::errors::ZetaError| -> PyErr {
-        super::errors::ConfigError::new_err(format!("resilience.{err}"))
+    let config_error = |prefix: &str, err: crate::errors::ZetaError| -> PyErr {
+        super::errors::ConfigError::new_err(format!("resilience.{prefix}{err}"))
     };
     out.breaker = BreakerConfig::new(
-        u32::try_from(whole(failures, "failure_threshold")?).unwrap_or(u32::MAX),
-        whole(cooldown, "cooldown_ms")?,
-        u32::try_from(whole(successes, "success_threshold")?).unwrap_or(u32::MAX),
+        breaker.failure_threshold,
+        breaker.cooldown_ms,
+        breaker.success_threshold,
     )
-    .map_err(prefix)?;
-    out.retry_budget = BudgetConfig::new(r_ratio, r_min, r_max)
-        .map_err(|e| super::errors::ConfigError::new_err(format!("resilience.retry_{e}")))?;
-    out.hedge_budget = BudgetConfig::new(h_ratio, 0.0, h_max)
-        .map_err(|e| super::errors::ConfigError::new_err(format!("resilience.hedge_{e}")))?;
-    out.backoff = Backoff::new(base, max).map_err(prefix)?;
-    out.engine_load_ttl_ms = whole(ttl, "engine_load_ttl_ms")?;
+    .map_err(|e| config_error("", e))?;
+    out.retry_budget = BudgetConfig::new(retry.ratio, retry.min_per_second, retry.max_tokens)
+        .map_err(|e| config_error("retry_", e))?;
+    out.hedge_budget = BudgetConfig::new(hedge.ratio, hedge.min_per_second, hedge.max_tokens)
+        .map_err(|e| config_error("hedge_", e))?;
+    out.backoff = Backoff::new(backoff.base_ms, backoff.max_ms).map_err(|e| config_error("", e))?;
     Ok(out)
 }
 
@@ -168,6 +169,26 @@ impl PyRouterCore {
             ));
         }
         Ok(decision)
+    }
+
+    /// Records a decision at most once: a rejected record (bad input) does
+    /// not use it up.
+    fn record_once(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        record: impl FnOnce(&RouterCore, &Decision) -> Result<(), crate::errors::ZetaError>,
+    ) -> PyResult<()> {
+        let decision = self.own_decision(decision)?;
+        if decision.recorded.swap(true, Ordering::AcqRel) {
+            return Err(InvalidInputError::new_err(
+                "decision was already recorded (its replica slot is free again)",
+            ));
+        }
+        if let Err(err) = record(&self.inner, &decision.inner) {
+            decision.recorded.store(false, Ordering::Release);
+            return Err(err.into());
+        }
+        Ok(())
     }
 
     fn wrap(
@@ -417,24 +438,16 @@ impl PyRouterCore {
                 names.join(", ")
             )));
         };
-        let decision = self.own_decision(decision)?;
-        if decision.recorded.swap(true, Ordering::AcqRel) {
-            return Err(InvalidInputError::new_err(
-                "decision was already recorded (its replica slot is free again)",
-            ));
-        }
-        if let Err(err) = self.inner.record_outcome(
-            &decision.inner,
-            kind,
-            latency_ms,
-            ttft_ms,
-            prompt_tokens,
-            completion_tokens,
-        ) {
-            decision.recorded.store(false, Ordering::Release);
-            return Err(err.into());
-        }
-        Ok(())
+        self.record_once(decision, |inner, d| {
+            inner.record_outcome(
+                d,
+                kind,
+                latency_ms,
+                ttft_ms,
+                prompt_tokens,
+                completion_tokens,
+            )
+        })
     }
 
     /// Spends a retry token; False when retries are over budget.
@@ -559,17 +572,7 @@ impl PyRouterCore {
     /// Records a decision's outcome in the tracker and frees its replica
     /// slot; a decision can be recorded once.
     fn record(&self, decision: &Bound<'_, PyAny>, success: bool, latency_ms: f64) -> PyResult<()> {
-        let decision = self.own_decision(decision)?;
-        if decision.recorded.swap(true, Ordering::AcqRel) {
-            return Err(InvalidInputError::new_err(
-                "decision was already recorded (its replica slot is free again)",
-            ));
-        }
-        if let Err(err) = self.inner.record(&decision.inner, success, latency_ms) {
-            decision.recorded.store(false, Ordering::Release);
-            return Err(err.into());
-        }
-        Ok(())
+        self.record_once(decision, |inner, d| inner.record(d, success, latency_ms))
     }
 
     /// The complexity range a model suits in a context (None: its own).
