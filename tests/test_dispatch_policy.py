@@ -236,3 +236,35 @@ def test_the_cores_resilience_mapping_is_validated(
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         RouterCore(tracker, models, resilience=resilience)
     RouterCore(tracker, models, resilience={"failure_threshold": 7, "retry_ratio": 0.5})
+
+
+def test_metrics_reads_overhead_latency_histograms_and_scores() -> None:
+    router, _ = make()
+    core = router.core
+    for ms in (0.01, 0.05, 0.3, 7.0, 1_000.0):
+        core.record_overhead(ms)
+    overhead = core.overhead()
+    assert overhead["count"] == 5
+    assert overhead["sum_ms"] == pytest.approx(1_007.36, abs=1e-3)
+    buckets = dict(overhead["buckets"])
+    assert (buckets[0.025], buckets[0.05], buckets[0.5], buckets[10.0]) == (1, 2, 3, 4)
+    assert buckets[float("inf")] == 5
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidInputError, match="ms must be finite"):
+            core.record_overhead(bad)
+    assert core.overhead()["count"] == 5
+
+    decision = router.route(CODE)
+    core.record_outcome(decision, "timeout", 3_000.0)
+    decision = router.route(CODE)
+    core.record_outcome(decision, "success", 40.0)
+    decision = router.route(CODE)
+    core.record_outcome(decision, "cancelled", 40.0)
+    latency = {r["replica_id"]: r["latency"] for r in core.replica_status("small")}
+    assert sum(h["count"] for h in latency.values()) == 2  # the cancelled one has no latency
+    assert sum(h["sum_ms"] for h in latency.values()) == pytest.approx(3_040.0)
+
+    scores = {(model, task): b for model, task, b in core.scores()}
+    assert set(scores) == {("small", "code"), ("large", "code"), ("medium", "code")}
+    assert scores["large", "code"].capability_score == 80.0
+    assert scores["small", "code"].requests == 2

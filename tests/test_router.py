@@ -172,8 +172,23 @@ def test_outcomes_steer_the_next_decisions() -> None:
 def test_unserved_tasks_and_bad_input(router: Router) -> None:
     config = three_models()
     only_code = Router(parse_router_config(config), tracker=tracker())
+    # A text task nobody declares goes to the text models at their best text
+    # capability, and is recorded under the task the chosen model serves.
+    poem = only_code.route("Write a poem about rain.")
+    assert poem.profile is not None
+    assert poem.profile.task_type == "chat"
+    assert (poem.model_id, poem.task_type, poem.capability_score) == ("a", "code", 92.0)
+    assert [m for m, _ in poem.runners_up] == ["b", "c"]
+    only_code.record(poem, True, 5.0)
+    assert only_code.tracker.stats("a", task="code").requests == 1
+    # A named model that does not serve the task is recorded the same way.
+    named = only_code.route("Write a poem about rain.", model="c")
+    assert (named.model_id, named.task_type) == ("c", "code")
+    only_code.record(named, True, 5.0)
+    assert only_code.tracker.stats("c", task="code").requests == 1
+    # An embedding is no text task: without an embedding model it has nowhere to go.
     with pytest.raises(InvalidInputError, match="task has no capable model in this router"):
-        only_code.route("Write a poem about rain.")
+        only_code.route({"input": "embed me"})
     with pytest.raises(TypeError, match="needs a request or a profile"):
         router.route()
     decision = router.route(SIMPLE_CODE)

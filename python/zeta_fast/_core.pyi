@@ -736,6 +736,19 @@ class RouterCore:
         completion_tokens: int = 0,
     ) -> None:
         """Records how a dispatched request ended and frees its replica slot."""
+    def record_overhead(self, ms: float) -> None:
+        """Counts ``ms`` of the caller's own time on one request (a gateway's
+        overhead) in a lifetime histogram.
+
+        Raises:
+            InvalidInputError: ``ms`` is negative, NaN or inf.
+        """
+    def overhead(self) -> dict[str, Any]:
+        """The overhead histogram: ``{"buckets": [(le_ms, cumulative_count)],
+        "sum_ms": float, "count": int}``, ``+Inf`` last."""
+    def scores(self) -> list[tuple[str, str, ScoreBreakdown]]:
+        """Every model's score now for every task it serves, as routing sees
+        it: ``(model_id, task, breakdown)`` in configuration order."""
     def try_retry(self) -> bool:
         """Spends a retry token; False when retries are over budget."""
     def try_hedge(self) -> bool:
@@ -753,4 +766,5 @@ class RouterCore:
     def reset_breaker(self, model: str, replica: str) -> None:
         """Closes a replica's circuit breaker."""
     def replica_status(self, model: str) -> list[dict[str, Any]]:
-        """Each replica of a model: health, breaker, load, outcome counters."""
+        """Each replica of a model: health, breaker, load, outcome counters,
+        and a lifetime latency histogram (``latency``, shaped as ``overhead()``)."""

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::balance::{Policy, ReplicaSet, DEFAULT_ENGINE_LOAD_TTL_MS};
 use crate::breaker::BreakerConfig;
 use crate::errors::ZetaError;
-use crate::outcome::{OutcomeKind, ReplicaCounters};
+use crate::outcome::{LatencyHistogram, OutcomeKind, ReplicaCounters, OVERHEAD_BOUNDS_MS};
 use crate::pool::{live_totals_with_fallback, LiveMetrics};
 use crate::profile::TEXT_TASKS;
 use crate::retry::{Backoff, BudgetConfig, RetryBudget};
@@ -168,6 +168,9 @@ pub struct RouterCore {
     hedge_budget: RetryBudget,
     /// xorshift state for backoff jitter; races only make it more random.
     jitter_seed: AtomicU64,
+    /// Time the caller spent deciding and relaying, as it reports it
+    /// (a gateway's own share of each request), for metrics pages.
+    overhead: LatencyHistogram,
 }
 
 impl RouterCore {
@@ -278,6 +281,7 @@ impl RouterCore {
             retry_budget: RetryBudget::new(resilience.retry_budget, now),
             hedge_budget: RetryBudget::new(resilience.hedge_budget, now),
             jitter_seed: AtomicU64::new(now | 1),
+            overhead: LatencyHistogram::new(&OVERHEAD_BOUNDS_MS),
             resilience,
             tracker,
             scorer,
@@ -316,11 +320,24 @@ impl RouterCore {
         now: u64,
     ) -> Result<Vec<(usize, ScoreBreakdown)>, ZetaError> {
         let (mut suited, mut others) = (Vec::new(), Vec::new());
+        // A text request of a type nobody declares still deserves an answer:
+        // then every text model is a candidate at its best text capability.
+        let unclaimed = task < TEXT_TASKS.len()
+            && self
+                .models
+                .iter()
+                .all(|model| capability(model, task).is_none());
         for (m, model) in self.models.iter().enumerate() {
-            let Some(cap) = capability(model, task) else {
+            let served = if unclaimed {
+                best_text_task(model)
+            } else {
+                Some(task)
+            };
+            let Some((served, cap)) = served.and_then(|t| capability(model, t).map(|cap| (t, cap)))
+            else {
                 continue;
             };
-            let live = LiveMetrics::from_totals(&self.totals(model, task, now));
+            let live = LiveMetrics::from_totals(&self.totals(model, served, now));
             let breakdown =
                 self.scorer
                     .score(cap, live.success_rate, live.avg_latency_ms, live.requests)?;
@@ -366,7 +383,7 @@ impl RouterCore {
                 continue;
             };
             if let Some(replica) = model.replicas.acquire_at(now, &[]) {
-                return Ok(Self::decision(
+                return Ok(self.decision(
                     &scored, position, *m, replica, *breakdown, task, complexity, context,
                 ));
             }
@@ -402,7 +419,8 @@ impl RouterCore {
         let breakdown = match breakdown {
             Some(b) => b,
             None => {
-                let live = LiveMetrics::from_totals(&self.totals(routed, task, now));
+                let served = served_task(routed, task);
+                let live = LiveMetrics::from_totals(&self.totals(routed, served, now));
                 self.scorer
                     .score(0.0, live.success_rate, live.avg_latency_ms, live.requests)?
             }
@@ -415,7 +433,7 @@ impl RouterCore {
             .ok_or(ZetaError::NoCandidates {
                 operation: "route() (the named model's replicas are down or at capacity)",
             })?;
-        Ok(Self::decision(
+        Ok(self.decision(
             &scored, position, model, replica, breakdown, task, complexity, context,
         ))
     }
@@ -432,6 +450,7 @@ impl RouterCore {
 
     #[allow(clippy::too_many_arguments)]
     fn decision(
+        &self,
         scored: &[(usize, ScoreBreakdown)],
         position: usize,
         model: usize,
@@ -450,7 +469,10 @@ impl RouterCore {
         Decision {
             model,
             replica,
-            task,
+            task: self
+                .models
+                .get(model)
+                .map_or(task, |m| served_task(m, task)),
             complexity,
             context,
             breakdown,
@@ -504,7 +526,7 @@ impl RouterCore {
                 .collect();
             if let Some(replica) = model.replicas.acquire_at(now, &excluded) {
                 let breakdown = scored.get(position).map_or(failed.breakdown, |s| s.1);
-                return Ok(Self::decision(
+                return Ok(self.decision(
                     &scored,
                     position,
                     m,
@@ -519,6 +541,38 @@ impl RouterCore {
         Err(ZetaError::NoCandidates {
             operation: "reroute() (no untried replica of any candidate can take it)",
         })
+    }
+
+    /// Counts `ms` of a caller's own time on a request (a gateway's overhead).
+    pub fn record_overhead(&self, ms: f64) {
+        self.overhead.observe(ms);
+    }
+
+    /// The overhead histogram so far.
+    pub fn overhead(&self) -> crate::outcome::HistogramSnapshot {
+        self.overhead.snapshot()
+    }
+
+    /// Every model's score now for every task it serves, as `route` would
+    /// see it (for metrics and dashboards): (model, task, breakdown).
+    pub fn scores(&self) -> Result<Vec<(usize, usize, ScoreBreakdown)>, ZetaError> {
+        let now = self.tracker.clock().now_ms();
+        let mut out = Vec::new();
+        for (m, model) in self.models.iter().enumerate() {
+            for task in 0..TASKS.len() {
+                if let Some(cap) = capability(model, task) {
+                    let live = LiveMetrics::from_totals(&self.totals(model, task, now));
+                    let breakdown = self.scorer.score(
+                        cap,
+                        live.success_rate,
+                        live.avg_latency_ms,
+                        live.requests,
+                    )?;
+                    out.push((m, task, breakdown));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Spends a retry token; false when retries are over budget.
@@ -657,7 +711,7 @@ impl RouterCore {
         let now = self.tracker.clock().now_ms();
         model.replicas.release(decision.replica);
         if let Some(counters) = model.counters.get(decision.replica) {
-            counters.count(kind, ttft_ms, prompt_tokens, completion_tokens);
+            counters.count(kind, latency_ms, ttft_ms, prompt_tokens, completion_tokens);
         }
         let success = kind == OutcomeKind::Success;
         if !success && !kind.is_replica_fault() {
@@ -756,4 +810,35 @@ impl RouterCore {
 
 fn capability(model: &RoutedModel, task: usize) -> Option<f64> {
     model.capabilities.get(task).copied().flatten()
+}
+
+/// The text task a model is best at (ties: the first in [`TASKS`]).
+fn best_text_task(model: &RoutedModel) -> Option<usize> {
+    (0..TEXT_TASKS.len())
+        .filter_map(|t| capability(model, t).map(|cap| (t, cap)))
+        .fold(None, |best: Option<(usize, f64)>, (t, cap)| match best {
+            Some((_, top)) if top >= cap => best,
+            _ => Some((t, cap)),
+        })
+        .map(|(t, _)| t)
+}
+
+/// The task a model's outcome for a `task` request is recorded under: the
+/// task itself when the model serves it, else its best text task (an
+/// unclaimed text request, or a caller naming a model for another task), so
+/// that no outcome falls outside the model's windows.
+fn served_task(model: &RoutedModel, task: usize) -> usize {
+    if capability(model, task).is_some() {
+        return task;
+    }
+    if task < TEXT_TASKS.len() {
+        if let Some(best) = best_text_task(model) {
+            return best;
+        }
+    }
+    model
+        .capabilities
+        .iter()
+        .position(Option::is_some)
+        .unwrap_or(task)
 }

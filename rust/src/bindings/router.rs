@@ -12,9 +12,10 @@ use super::config::adaptive_config_arg;
 use super::errors::InvalidInputError;
 use super::extract::{number, type_error};
 use super::profile::{profile_text, PyRequestProfile};
+use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
 use crate::breaker::BreakerConfig;
-use crate::outcome::{OutcomeKind, OUTCOME_KINDS};
+use crate::outcome::{HistogramSnapshot, OutcomeKind, OUTCOME_KINDS};
 use crate::retry::{Backoff, BudgetConfig};
 use crate::router::{Decision, ModelInput, Resilience, RouterCore, TASKS};
 use crate::scoring::AdaptiveScorer;
@@ -450,6 +451,40 @@ impl PyRouterCore {
         })
     }
 
+    /// Counts `ms` of the caller's own time on one request (a gateway's
+    /// overhead) in a lifetime histogram read by ``overhead()``.
+    fn record_overhead(&self, ms: f64) -> PyResult<()> {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(InvalidInputError::new_err(format!(
+                "ms must be finite and >= 0, got {}",
+                crate::errors::float_repr(ms)
+            )));
+        }
+        self.inner.record_overhead(ms);
+        Ok(())
+    }
+
+    /// The overhead histogram: ``{"buckets": [(le_ms, cumulative)], "sum_ms", "count"}``.
+    fn overhead<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        histogram_dict(py, &self.inner.overhead())
+    }
+
+    /// Every model's score now for every task it serves, as routing sees
+    /// it: ``[(model_id, task, ScoreBreakdown)]`` in configuration order.
+    fn scores(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Vec<(Py<PyString>, &'static str, PyScoreBreakdown)>> {
+        let scores = self.inner.scores().map_err(PyErr::from)?;
+        Ok(scores
+            .into_iter()
+            .filter_map(|(m, task, breakdown)| {
+                let id = self.model_names.get(m)?.clone_ref(py);
+                Some((id, *TASKS.get(task)?, PyScoreBreakdown::new(breakdown)))
+            })
+            .collect())
+    }
+
     /// Spends a retry token; False when retries are over budget.
     fn try_retry(&self) -> bool {
         self.inner.try_retry()
@@ -563,6 +598,7 @@ impl PyRouterCore {
                 dict.set_item("prompt_tokens", snap.prompt_tokens)?;
                 dict.set_item("completion_tokens", snap.completion_tokens)?;
                 dict.set_item("mean_ttft_ms", snap.mean_ttft_ms)?;
+                dict.set_item("latency", histogram_dict(py, &snap.latency)?)?;
             }
             out.push(dict);
         }
@@ -782,4 +818,12 @@ impl PyDecision {
             crate::errors::float_repr(self.inner.breakdown.performance_score)
         )
     }
+}
+
+fn histogram_dict<'py>(py: Python<'py>, snap: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("buckets", snap.cumulative.clone())?;
+    dict.set_item("sum_ms", snap.sum_ms)?;
+    dict.set_item("count", snap.count)?;
+    Ok(dict)
 }
