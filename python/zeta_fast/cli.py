@@ -1,7 +1,12 @@
 """The ``zeta-fast`` command line.
 
-``zeta-fast score FILE`` scores the candidates of a scoring file (see
-:mod:`zeta_fast.scoring_file`) and prints the breakdown as a table and as JSON.
+- ``zeta-fast score FILE``: scores the candidates of a scoring file (see
+  :mod:`zeta_fast.scoring_file`), prints the breakdown as a table and as JSON;
+- ``zeta-fast serve --config FILE``: the OpenAI-compatible gateway;
+- ``zeta-fast hash-key``: the SHA-256 of an API key, for the configuration;
+- ``zeta-fast demo``: real llama.cpp replicas, the gateway, a workload and faults;
+- ``zeta-fast bench gateway``: the gateway's added latency against its peers;
+- ``zeta-fast eval profiler --data CSV``: the profiler on labelled prompts.
 """
 
 from __future__ import annotations
@@ -112,6 +117,24 @@ def _eval_profiler_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_command(args: argparse.Namespace) -> int:
+    from zeta_fast.config import load_router_config
+    from zeta_fast.gateway import run
+
+    run(load_router_config(args.config), host=args.host, port=args.port, uvloop=not args.no_uvloop)
+    return 0
+
+
+def _hash_key_command(args: argparse.Namespace) -> int:
+    from zeta_fast.gateway import hash_key
+
+    key = sys.stdin.readline().rstrip("\n") if args.key == "-" else args.key
+    if not key:
+        raise ValueError("key must not be empty")
+    print(hash_key(key))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +142,15 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("file", help="scoring file with [scoring] and [[candidates]]")
     score.add_argument("--json", action="store_true", help="print only the JSON report")
     score.set_defaults(handler=_score_command)
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible gateway")
+    serve.add_argument("--config", required=True, help="router configuration (YAML/TOML/JSON)")
+    serve.add_argument("--host", default=None, help="address to bind (default: gateway.host)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: gateway.port)")
+    serve.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
+    serve.set_defaults(handler=_serve_command)
+    hashing = commands.add_parser("hash-key", help="print the SHA-256 of an API key for the config")
+    hashing.add_argument("key", help="the key, or - to read it from stdin (keeps it out of ps)")
+    hashing.set_defaults(handler=_hash_key_command)
     evaluation = commands.add_parser("eval", help="evaluate a component on labelled data")
     targets = evaluation.add_subparsers(dest="target", required=True)
     profiler = targets.add_parser("profiler", help="task-type accuracy on a labelled CSV")

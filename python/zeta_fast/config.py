@@ -8,6 +8,7 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
     window:                       # WindowConfig fields, optional
       buckets: 60
     replica_policy: power_of_two  # or least_loaded
+    state_path: /var/lib/zeta/tracker.snapshot  # learned state; a per-user default when unset
     contexts:                     # named request contexts, optional
       interactive:
         complexity_ranges:        # per model, overriding its own range
@@ -29,6 +30,14 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
       max_attempts: 3
       timeouts: {connect_s: 2, first_byte_s: 30, total_s: 120}
       breaker: {failure_threshold: 5, cooldown_s: 5, success_threshold: 2}
+    gateway:                      # `zeta-fast serve` (all optional)
+      host: 127.0.0.1
+      port: 8080
+      max_body_bytes: 4194304
+      api_keys:                   # none: no authentication
+        - name: team-a            # shown in metrics, never the key
+          sha256: 9f86d0...       # `zeta-fast hash-key` prints it
+          rate_limit: {per_second: 50, burst: 100}
 
 A model serves the task types it has a capability for; among those, the ones
 whose complexity range (in the request's context) contains the request's
@@ -55,12 +64,15 @@ from zeta_fast.exceptions import ConfigError
 from zeta_fast.scoring_file import load_document
 
 __all__ = [
+    "ApiKeySpec",
     "BreakerSpec",
     "ContextSpec",
     "DispatchSpec",
+    "GatewaySpec",
     "HealthSpec",
     "HedgeSpec",
     "ModelSpec",
+    "RateLimitSpec",
     "ReplicaSpec",
     "ReplicaTimeoutSpec",
     "RetryBudgetSpec",
@@ -192,6 +204,57 @@ class DispatchSpec(_Frozen):
         }
 
 
+class RateLimitSpec(_Frozen):
+    """A token bucket: ``per_second`` requests on average, bursts of ``burst``."""
+
+    per_second: Annotated[float, Field(gt=0.0, le=1e9, allow_inf_nan=False)]
+    burst: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+
+    @property
+    def capacity(self) -> float:
+        """The bucket's size: ``burst``, else one second's worth (at least 1)."""
+        return float(self.burst) if self.burst is not None else max(self.per_second, 1.0)
+
+
+class ApiKeySpec(_Frozen):
+    """One API key, stored as the hex SHA-256 of the key (never the key)."""
+
+    name: Name
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] = Field(repr=False)
+    rate_limit: RateLimitSpec | None = None
+
+
+class GatewaySpec(_Frozen):
+    """The OpenAI-compatible gateway (``zeta-fast serve``)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    #: Larger request bodies get 413 before they are read.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 4 << 20
+    #: Keys allowed in; none configured: no authentication.
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    #: The limit of every key without its own (and of all traffic without keys).
+    rate_limit: RateLimitSpec | None = None
+    #: Add the decision record to every response (a client can ask per
+    #: request with the header ``x-zeta-decision: 1``).
+    decision_record: bool = False
+    #: How long a shutdown waits for requests in flight.
+    shutdown_timeout_s: Seconds = 30.0
+    #: One line per request on the ``aiohttp.access`` logger (off: it costs ~10 us).
+    access_log: bool = False
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> GatewaySpec:
+        names = [k.name for k in self.api_keys]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate api key name(s) {', '.join(duplicates)}")
+        digests = [k.sha256.lower() for k in self.api_keys]
+        if len(set(digests)) != len(digests):
+            raise ValueError("two api keys have the same sha256")
+        return self
+
+
 class ModelSpec(_Frozen):
     """A model: what it is good at, the requests it suits, its replicas."""
 
@@ -244,6 +307,10 @@ class RouterConfig(_Frozen):
     scoring: dict[str, Any] = Field(default_factory=dict)
     window: dict[str, Any] = Field(default_factory=dict)
     dispatch: DispatchSpec = Field(default_factory=DispatchSpec)
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    #: The file the learned state (the tracker's snapshot) is kept in; the
+    #: tracker's default place when unset.
+    state_path: str | None = None
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:

@@ -44,7 +44,7 @@ from zeta_fast.backends.errors import (
 from zeta_fast.config import RouterConfig
 from zeta_fast.exceptions import NoCandidatesError
 
-__all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream"]
+__all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream", "backend_time_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,12 @@ class RoutedResponse:
         """The first choice's finish reason."""
         choices = self.json().get("choices") or []
         return choices[0].get("finish_reason") if choices else None
+
+
+def backend_time_ms(attempts: list[Attempt]) -> float:
+    """Time spent waiting on backends over some attempts; a hedged copy
+    overlaps the attempt it shadows, so it is not counted again."""
+    return sum(a.latency_ms for a in attempts if not a.hedge)
 
 
 def _retry_after_ms(exc: BackendError) -> float | None:
@@ -172,6 +178,7 @@ class Dispatcher:
         """The decision for the next attempt, after the backoff; raises
         ``exc`` (with the attempts) when no further attempt is allowed."""
         exc.attempts = [(a.model_id, a.replica_id, a.kind) for a in attempts]
+        exc.backend_ms = backend_time_ms(attempts)
         if not exc.retryable or len(attempts) >= self.config.dispatch.max_attempts:
             raise exc
         # Retry-After is honoured where it was said: that replica is held

@@ -64,7 +64,11 @@ class Router:
     ) -> None:
         self.config = config if isinstance(config, RouterConfig) else load_router_config(config)
         self.tracker = (
-            tracker if tracker is not None else PerformanceTracker(self.config.window_config())
+            tracker
+            if tracker is not None
+            else PerformanceTracker(
+                self.config.window_config(), snapshot_path=self.config.state_path
+            )
         )
         models: list[ModelTuple] = [
             (
@@ -137,6 +141,12 @@ class Router:
                 decisions.append(None)
         return decisions
 
+    @property
+    def core(self) -> RouterCore:
+        """The native core: per-replica status, scores and histograms for
+        metrics pages and dashboards (``replica_status``, ``scores``, ``overhead``)."""
+        return self._core
+
     def complexity_range(self, model: str, context: str | None = None) -> tuple[float, float]:
         """The complexity range ``model`` suits now in ``context`` (its own by default)."""
         return self._core.complexity_range(model, context)
@@ -188,6 +198,26 @@ class Router:
         dispatcher = self._dispatcher()
         decision = self._core.route(payload, context=context, model=model)
         return await dispatcher.request(path, payload, decision)
+
+    async def forward(
+        self, path: str, payload: dict[str, Any], decision: Decision
+    ) -> RoutedResponse:
+        """Sends an OpenAI request body to ``path`` (``/v1/chat/completions``,
+        ``/v1/completions``, ``/v1/embeddings``) for a decision already taken
+        with ``route``, retrying and falling back as configured; every
+        attempt is recorded. What a gateway does with a client's body."""
+        return await self._dispatcher().request(path, payload, decision)
+
+    def forward_stream(
+        self, path: str, payload: dict[str, Any], decision: Decision
+    ) -> RoutedStream:
+        """``forward`` for a streamed body (``"stream": true``): iterate the
+        result for the SSE events as they arrive."""
+        from zeta_fast.dispatch import RoutedStream
+
+        stream = RoutedStream(decision)
+        stream._events = self._dispatcher().stream(path, payload, decision, stream)
+        return stream
 
     async def chat(
         self,
@@ -247,15 +277,10 @@ class Router:
         (``stream_options.include_usage``) so tokens are recorded. A failure
         before the first event is retried like ``chat``; after it, never.
         """
-        from zeta_fast.dispatch import RoutedStream
-
         payload = {**params, "messages": list(messages), "stream": True}
         payload.setdefault("stream_options", {"include_usage": True})
-        dispatcher = self._dispatcher()
         decision = self._core.route(payload, context=context, model=model)
-        stream = RoutedStream(decision)
-        stream._events = dispatcher.stream("/v1/chat/completions", payload, decision, stream)
-        return stream
+        return self.forward_stream("/v1/chat/completions", payload, decision)
 
     async def cascade(
         self,

@@ -39,6 +39,8 @@ class BackendError(Exception):
         self.url = url
         #: (model, replica, kind) of every attempt made, filled in by the router.
         self.attempts: list[tuple[str, str, str]] = []
+        #: Time spent in those attempts (ms, hedged copies not counted twice).
+        self.backend_ms = 0.0
 
 
 class BackendTimeout(BackendError):

@@ -1,0 +1,343 @@
+"""The OpenAI-compatible gateway: aiohttp's own server in front of the router.
+
+Per request it does only what must be done: check the key and the rate
+limit, read the body (bounded), parse it once with orjson (routing profiles
+the messages), take a decision in the core, send the body on with the
+aiohttp client of :mod:`zeta_fast.dispatch` (retries, fallback, hedging,
+recording), and pass the backend's bytes back unparsed. Streams are relayed
+event by event as they arrive (aiohttp sets TCP_NODELAY on both sides, and
+each event is written and drained at once).
+
+Routes: ``POST /v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings``; ``GET /v1/models``, ``/health``, ``/metrics``. Every
+answer carries ``x-zeta-model``, ``x-zeta-replica`` and
+``x-zeta-overhead-ms`` (the gateway's own time: everything but the backend
+attempts); ``x-zeta-decision: 1`` on a request (or ``decision_record`` in
+the configuration) adds the decision record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from zeta_fast._core import Decision
+from zeta_fast.backends.errors import (
+    BackendError,
+    BackendStatusError,
+    BackendTimeout,
+    RateLimited,
+)
+from zeta_fast.dispatch import Attempt, RoutedStream, backend_time_ms
+from zeta_fast.exceptions import InvalidInputError, NoCandidatesError
+from zeta_fast.gateway.auth import ApiKeys, Caller
+from zeta_fast.gateway.metrics import GatewayCounters, MetricsPage
+from zeta_fast.router import Router
+
+__all__ = ["AUTO", "Gateway"]
+
+log = logging.getLogger("zeta_fast.gateway")
+
+#: The model name that lets the router choose.
+AUTO = "auto"
+
+_JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None) -> web.Response:
+    """An error in OpenAI's shape."""
+    body = orjson.dumps({"error": {"message": message, "type": kind, "code": code}})
+    return web.Response(status=status, body=body, content_type=_JSON)
+
+
+def _backend_error(exc: BackendError) -> web.Response:
+    """The client's view of a request every allowed attempt of which failed."""
+    if isinstance(exc, RateLimited):
+        response = _error(429, "every replica is rate limited", "rate_limit_error", "rate_limited")
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        return response
+    if isinstance(exc, BackendStatusError) and not exc.retryable:
+        # The request's own fault (a bad parameter): the backend's answer as it was.
+        return web.Response(status=exc.status, body=exc.body or b"{}", content_type=_JSON)
+    if isinstance(exc, BackendStatusError) and exc.kind == "context_length":
+        return _error(400, exc.message, "invalid_request_error", "context_length_exceeded")
+    if isinstance(exc, BackendTimeout):
+        return _error(504, "the model did not answer in time", "timeout_error", exc.phase)
+    return _error(502, "the model's replicas failed", "upstream_error", exc.kind)
+
+
+class Gateway:
+    """The HTTP application around one ``Router``.
+
+    Build it inside the event loop that will serve it (``app()`` and the
+    dispatcher bind to that loop); ``zeta_fast.gateway.serve`` runs it.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.spec = router.config.gateway
+        self.keys = ApiKeys(self.spec.api_keys, self.spec.rate_limit)
+        self.counters = GatewayCounters()
+        self.metrics = MetricsPage(router, self.counters)
+        self._model_ids = frozenset(m.id for m in router.config.models)
+        self._models_body = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": AUTO, "object": "model", "created": 0, "owned_by": "zeta_fast"},
+                    *(
+                        {
+                            "id": model.id,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "zeta_fast",
+                            "capabilities": model.capabilities,
+                            "replicas": [r.id for r in model.replicas],
+                        }
+                        for model in router.config.models
+                    ),
+                ],
+            }
+        )
+        self._ready = True
+
+    def app(self) -> web.Application:
+        """The aiohttp application (its body limit is ``max_body_bytes``)."""
+        app = web.Application(client_max_size=self.spec.max_body_bytes, handler_args={})
+        app.router.add_post("/v1/chat/completions", self._proxy("/v1/chat/completions"))
+        app.router.add_post("/v1/completions", self._proxy("/v1/completions"))
+        app.router.add_post("/v1/embeddings", self._proxy("/v1/embeddings"))
+        app.router.add_get("/v1/models", self._guarded(self._list_models))
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._guarded(self._metrics))
+        return app
+
+    # -- access ---------------------------------------------------------------
+
+    def _admit(self, request: web.Request) -> tuple[Caller | None, web.Response | None]:
+        caller = self.keys.caller(request.headers.get("Authorization"))
+        if caller is None:
+            self.counters.refused["auth"] += 1
+            response = _error(401, "invalid or missing API key", "authentication_error")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return None, response
+        if caller.bucket is not None:
+            wait_s = caller.bucket.take()
+            if wait_s > 0.0:
+                self.counters.refused["rate_limit"] += 1
+                response = _error(
+                    429, f"rate limit of key {caller.name!r} exceeded", "rate_limit_error"
+                )
+                response.headers["Retry-After"] = str(max(1, int(wait_s + 0.999)))
+                return None, response
+        return caller, None
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            _, refusal = self._admit(request)
+            return refusal if refusal is not None else await handler(request)
+
+        return guarded
+
+    # -- the data path ----------------------------------------------------------
+
+    def _proxy(self, path: str) -> Handler:
+        route = path.removeprefix("/v1/")
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            arrived = time.perf_counter()
+            self.counters.in_flight += 1
+            try:
+                response = await self._serve(request, path, arrived)
+            finally:
+                self.counters.in_flight -= 1
+            self.counters.responses[route, response.status] += 1
+            return response
+
+        return handle
+
+    async def _serve(self, request: web.Request, path: str, arrived: float) -> web.StreamResponse:
+        _, refusal = self._admit(request)
+        if refusal is not None:
+            return refusal
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.counters.refused["body_too_large"] += 1
+            return _error(
+                413,
+                f"request body over the limit of {self.spec.max_body_bytes} bytes",
+                "invalid_request_error",
+                "body_too_large",
+            )
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self.counters.refused["bad_request"] += 1
+            return _error(400, f"body is not valid JSON: {exc}", "invalid_request_error")
+        if not isinstance(payload, dict):
+            self.counters.refused["bad_request"] += 1
+            return _error(400, "body must be a JSON object", "invalid_request_error")
+        name = payload.get("model")
+        if name is None or name == AUTO:
+            model = None
+        elif isinstance(name, str) and name in self._model_ids:
+            model = name
+        else:
+            self.counters.refused["unknown_model"] += 1
+            return _error(
+                404,
+                f"model {name!r} is not served here",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        try:
+            decision = self.router.route(payload, model=model)
+        except NoCandidatesError:
+            return _error(503, "no replica can take the request now", "overloaded_error")
+        except (InvalidInputError, TypeError) as exc:
+            self.counters.refused["bad_request"] += 1
+            return _error(400, str(exc), "invalid_request_error")
+        record = self.spec.decision_record or request.headers.get("x-zeta-decision") == "1"
+        if payload.get("stream") is True:
+            return await self._stream(request, path, payload, decision, arrived, record)
+        try:
+            answer = await self.router.forward(path, payload, decision)
+        except BackendError as exc:
+            self.router.core.record_overhead(
+                max((time.perf_counter() - arrived) * 1e3 - exc.backend_ms, 0.0)
+            )
+            return _backend_error(exc)
+        body = answer.body
+        overhead_ms = max(
+            (time.perf_counter() - arrived) * 1e3 - backend_time_ms(answer.attempts), 0.0
+        )
+        if record:
+            document = orjson.loads(body)
+            document["zeta"] = self._record(answer.decision, answer.attempts, overhead_ms)
+            body = orjson.dumps(document)
+        response = web.Response(body=body, content_type=_JSON)
+        self._headers(response, answer.decision, overhead_ms)
+        self.router.core.record_overhead(overhead_ms)
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        path: str,
+        payload: dict[str, Any],
+        decision: Decision,
+        arrived: float,
+        record: bool,
+    ) -> web.StreamResponse:
+        stream: RoutedStream = self.router.forward_stream(path, payload, decision)
+        events = aiter(stream)
+        try:
+            # Until the first event the request can still fail over, and the
+            # client can still get a proper error status.
+            first = await anext(events)
+        except StopAsyncIteration:
+            return _error(502, "the model's replica sent an empty stream", "upstream_error")
+        except BackendError as exc:
+            self.router.core.record_overhead(
+                max((time.perf_counter() - arrived) * 1e3 - exc.backend_ms, 0.0)
+            )
+            return _backend_error(exc)
+        waited = (stream.ttft_ms or 0.0) + backend_time_ms(stream.attempts)
+        overhead_ms = max((time.perf_counter() - arrived) * 1e3 - waited, 0.0)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        self._headers(response, stream.decision, overhead_ms)
+        if record:
+            response.headers["x-zeta-decision"] = orjson.dumps(
+                self._record(stream.decision, stream.attempts, overhead_ms)
+            ).decode()
+        try:
+            await response.prepare(request)
+            await response.write(first)
+            async for event in events:
+                await response.write(event)
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The client went away: stop reading upstream (recorded as cancelled).
+            raise
+        except BackendError as exc:
+            # Cut after events reached the client: nothing to retry; end the
+            # stream with an error event so the client knows it is incomplete.
+            error = orjson.dumps({"error": {"message": str(exc), "type": "upstream_error"}})
+            await response.write(b"data: " + error + b"\n\n")
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            backend_ms = backend_time_ms(stream.attempts)
+            self.router.core.record_overhead(
+                max((time.perf_counter() - arrived) * 1e3 - backend_ms, 0.0)
+            )
+        return response
+
+    @staticmethod
+    def _headers(response: web.StreamResponse, decision: Decision, overhead_ms: float) -> None:
+        headers = response.headers
+        headers["x-zeta-model"] = decision.model_id
+        headers["x-zeta-replica"] = decision.replica_id
+        headers["x-zeta-overhead-ms"] = f"{overhead_ms:.3f}"
+
+    @staticmethod
+    def _record(decision: Decision, attempts: list[Attempt], overhead_ms: float) -> dict[str, Any]:
+        return {
+            "decision": decision.to_dict(),
+            "attempts": [
+                {
+                    "model": a.model_id,
+                    "replica": a.replica_id,
+                    "outcome": a.kind,
+                    "latency_ms": round(a.latency_ms, 3),
+                    "hedge": a.hedge,
+                }
+                for a in attempts
+            ],
+            "overhead_ms": round(overhead_ms, 3),
+        }
+
+    # -- the rest ---------------------------------------------------------------
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._models_body, content_type=_JSON)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # Rendering reads every replica's counters: off the loop's hot path
+        # only in that it is on demand; it takes ~1 ms for a dozen replicas.
+        return web.Response(
+            body=self.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """200 while every model has a replica it can route to, 200
+        "degraded" while some do, 503 when none does or while shutting down."""
+        models: dict[str, dict[str, Any]] = {}
+        for model in self.router.config.models:
+            statuses = self.router.core.replica_status(model.id)
+            usable = [s["replica_id"] for s in statuses if s["healthy"] and s["breaker"] != "open"]
+            models[model.id] = {"replicas": len(statuses), "usable": usable}
+        serving = sum(1 for m in models.values() if m["usable"])
+        if not self._ready or serving == 0:
+            status, code = "down", 503
+        elif serving < len(models):
+            status, code = "degraded", 200
+        else:
+            status, code = "ok", 200
+        body = orjson.dumps({"status": status, "models": models})
+        return web.Response(status=code, body=body, content_type=_JSON)
+
+    def draining(self) -> None:
+        """Marks the gateway as shutting down (``/health`` answers 503)."""
+        self._ready = False

@@ -1,0 +1,219 @@
+"""The gateway's ``/metrics`` page, in the Prometheus text format.
+
+Everything is read from the router's core when the page is scraped: the
+per-replica outcome counters and latency histograms the dispatcher already
+keeps (one atomic add each), the tracker's windows, the scores routing
+would compute now, breakers and in-flight counts. A request pays nothing
+for metrics (a ``prometheus_client`` ``observe`` would cost it 2-4 us);
+``prometheus_client`` only formats the page.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from zeta_fast.router import Router
+
+__all__ = ["GatewayCounters", "MetricsPage"]
+
+BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class GatewayCounters:
+    """What only the gateway sees: responses by route and status, refusals."""
+
+    __slots__ = ("in_flight", "refused", "responses")
+
+    def __init__(self) -> None:
+        self.responses: Counter[tuple[str, int]] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.in_flight = 0
+
+
+def _seconds_buckets(histogram: dict[str, Any]) -> list[tuple[str, float]]:
+    buckets = []
+    for le_ms, count in histogram["buckets"]:
+        le = "+Inf" if le_ms == float("inf") else repr(le_ms / 1e3)
+        buckets.append((le, float(count)))
+    return buckets
+
+
+class _RouterCollector(Collector):
+    def __init__(self, router: Router, counters: GatewayCounters) -> None:
+        self.router = router
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._replicas()
+        yield from self._models()
+        yield from self._gateway()
+
+    def _replicas(self) -> Iterable[Metric]:
+        labels = ["model", "replica"]
+        requests = CounterMetricFamily(
+            "zeta_backend_requests",
+            "Attempts sent to a replica, by how they ended.",
+            labels=[*labels, "outcome"],
+        )
+        latency = HistogramMetricFamily(
+            "zeta_backend_request_duration_seconds",
+            "Time of each attempt at a replica (cancelled hedges excluded).",
+            labels=labels,
+        )
+        tokens = CounterMetricFamily(
+            "zeta_backend_tokens", "Tokens reported by replicas.", labels=[*labels, "type"]
+        )
+        in_flight = GaugeMetricFamily(
+            "zeta_replica_in_flight", "Requests running on a replica now.", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "zeta_replica_healthy", "1 when health checks pass (or none run).", labels=labels
+        )
+        breaker = GaugeMetricFamily(
+            "zeta_replica_breaker_state",
+            "1 for the circuit breaker's current state.",
+            labels=[*labels, "state"],
+        )
+        waiting = GaugeMetricFamily(
+            "zeta_engine_requests_waiting",
+            "Requests queued inside the engine (last scrape, when fresh).",
+            labels=labels,
+        )
+        kv_usage = GaugeMetricFamily(
+            "zeta_engine_kv_cache_usage_ratio",
+            "The engine's KV-cache use, 0..1 (last scrape, when fresh).",
+            labels=labels,
+        )
+        ttft = GaugeMetricFamily(
+            "zeta_replica_mean_ttft_seconds",
+            "Mean time to the first streamed event.",
+            labels=labels,
+        )
+        for model in self.router.config.models:
+            for status in self.router.core.replica_status(model.id):
+                key = [model.id, status["replica_id"]]
+                for outcome, count in status["outcomes"].items():
+                    requests.add_metric([*key, outcome], count)
+                histogram = status["latency"]
+                latency.add_metric(
+                    key, _seconds_buckets(histogram), sum_value=histogram["sum_ms"] / 1e3
+                )
+                tokens.add_metric([*key, "prompt"], status["prompt_tokens"])
+                tokens.add_metric([*key, "completion"], status["completion_tokens"])
+                in_flight.add_metric(key, status["in_flight"])
+                healthy.add_metric(key, 1.0 if status["healthy"] else 0.0)
+                for state in BREAKER_STATES:
+                    breaker.add_metric([*key, state], 1.0 if status["breaker"] == state else 0.0)
+                if status["engine_waiting"] is not None:
+                    waiting.add_metric(key, status["engine_waiting"])
+                if status["engine_kv_usage"] is not None:
+                    kv_usage.add_metric(key, status["engine_kv_usage"])
+                if status["mean_ttft_ms"] is not None:
+                    ttft.add_metric(key, status["mean_ttft_ms"] / 1e3)
+        return [requests, latency, tokens, in_flight, healthy, breaker, waiting, kv_usage, ttft]
+
+    def _models(self) -> Iterable[Metric]:
+        window_requests = GaugeMetricFamily(
+            "zeta_model_window_requests",
+            "Requests in the model's rolling window (what scoring sees).",
+            labels=["model"],
+        )
+        success = GaugeMetricFamily(
+            "zeta_model_window_success_ratio",
+            "Success rate over the model's rolling window.",
+            labels=["model"],
+        )
+        quantiles = GaugeMetricFamily(
+            "zeta_model_window_latency_seconds",
+            "Latency percentiles over the model's rolling window.",
+            labels=["model", "quantile"],
+        )
+        score = GaugeMetricFamily(
+            "zeta_model_score",
+            "The score routing gives the model for a task now (0..100).",
+            labels=["model", "task"],
+        )
+        capability = GaugeMetricFamily(
+            "zeta_model_capability",
+            "The model's configured capability for a task (0..100).",
+            labels=["model", "task"],
+        )
+        penalty = GaugeMetricFamily(
+            "zeta_model_penalty_active",
+            "1 while a penalty applies to the model's score for a task.",
+            labels=["model", "task", "penalty"],
+        )
+        for model in self.router.config.models:
+            stats = self.router.tracker.stats(model.id)
+            window_requests.add_metric([model.id], stats.requests)
+            if stats.success_rate is not None:
+                success.add_metric([model.id], stats.success_rate)
+            for name, value in (("0.5", stats.p50_ms), ("0.95", stats.p95_ms)):
+                if value is not None:
+                    quantiles.add_metric([model.id, name], value / 1e3)
+            if stats.p99_ms is not None:
+                quantiles.add_metric([model.id, "0.99"], stats.p99_ms / 1e3)
+        for model_id, task, breakdown in self.router.core.scores():
+            score.add_metric([model_id, task], breakdown.performance_score)
+            capability.add_metric([model_id, task], breakdown.capability_score)
+            applied = set(breakdown.penalties)
+            for name in ("low_success_rate", "high_latency"):
+                penalty.add_metric([model_id, task, name], 1.0 if name in applied else 0.0)
+        return [window_requests, success, quantiles, score, capability, penalty]
+
+    def _gateway(self) -> Iterable[Metric]:
+        overhead = self.router.core.overhead()
+        duration = HistogramMetricFamily(
+            "zeta_router_overhead_seconds",
+            "The gateway's own time per request: all of it but the backend attempts.",
+        )
+        duration.add_metric([], _seconds_buckets(overhead), sum_value=overhead["sum_ms"] / 1e3)
+        responses = CounterMetricFamily(
+            "zeta_gateway_responses",
+            "Responses the gateway sent, by route and HTTP status.",
+            labels=["route", "status"],
+        )
+        for (route, status), count in sorted(self.counters.responses.items()):
+            responses.add_metric([route, str(status)], count)
+        refused = CounterMetricFamily(
+            "zeta_gateway_refused",
+            "Requests refused before routing, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.counters.refused.items()):
+            refused.add_metric([reason], count)
+        in_flight = GaugeMetricFamily(
+            "zeta_gateway_in_flight", "Requests the gateway is serving now."
+        )
+        in_flight.add_metric([], self.counters.in_flight)
+        retry_tokens, hedge_tokens = self.router.core.budget_tokens()
+        budget = GaugeMetricFamily(
+            "zeta_budget_tokens", "Retry and hedge tokens left.", labels=["budget"]
+        )
+        budget.add_metric(["retry"], retry_tokens)
+        budget.add_metric(["hedge"], hedge_tokens)
+        return [duration, responses, refused, in_flight, budget]
+
+
+class MetricsPage:
+    """Renders the page on demand."""
+
+    def __init__(self, router: Router, counters: GatewayCounters) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_RouterCollector(router, counters))
+
+    def render(self) -> bytes:
+        """The page now, in the Prometheus text format (version 0.0.4)."""
+        return generate_latest(self.registry)
