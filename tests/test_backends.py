@@ -23,6 +23,7 @@ from zeta_fast.backends import (
     StreamInterrupted,
     Timeouts,
     new_session,
+    split_events,
 )
 
 # vLLM's documented shapes (OpenAI-compatible server, /metrics with labels).
@@ -192,8 +193,11 @@ def test_a_stream_without_done_is_an_interruption_and_a_full_one_is_not() -> Non
     chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
     with pytest.raises(StreamInterrupted, match="without \\[DONE\\]"):
         _run(_sse([chunk, chunk]), _collect)
-    # Events split across TCP writes are put back together.
-    events = _run(_sse([chunk[:10], chunk[10:] + chunk, b"data: [DONE]\n\n"]), _collect)
+    # Events split across TCP writes are put back together; whatever whole
+    # events one read brings come as one item, nothing held back.
+    batches = _run(_sse([chunk[:10], chunk[10:] + chunk, b"data: [DONE]\n\n"]), _collect)
+    assert all(batch.endswith(b"\n\n") for batch in batches)
+    events = [event for batch in batches for event in split_events(batch)]
     assert events == [chunk, chunk, b"data: [DONE]\n\n"]
 
 

@@ -87,7 +87,7 @@ def test_chat_complete_embed_and_stream_record_their_outcomes(
             assert [len(d["embedding"]) for d in vectors.json()["data"]] == [EMBEDDING_DIM] * 2
             stream = router.chat_stream(HELLO, max_tokens=16)
             events = [event async for event in stream]
-            assert events[-1].startswith(b"data: [DONE]")
+            assert events[-1].endswith(b"data: [DONE]\n\n")
             assert stream.ttft_ms is not None
             assert stream.attempts[-1].kind == "success"
 

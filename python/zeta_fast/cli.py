@@ -135,6 +135,59 @@ def _hash_key_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_gateway_command(args: argparse.Namespace) -> int:
+    from zeta_fast.gateway.bench import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        rounds=args.rounds,
+        requests_c1=args.requests_c1,
+        requests_c16=args.requests_c16,
+        chunks=args.chunks,
+        contenders=tuple(args.contenders.split(",")),
+        max_seconds=args.max_seconds,
+    )
+    report = run_bench(settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console = _console()
+    table = Table(title=f"gateway added latency over direct, ms ({report['rounds_done']} rounds)")
+    for column in ("case", "contender", "p50", "added p50 min/med", "added p99 min/med", "rps"):
+        table.add_column(column, justify="left" if column in ("case", "contender") else "right")
+    for case, rows in report["cases"].items():
+        for name, row in rows.items():
+            added = (
+                f"{row['added_p50_ms_min']:.3f} / {row['added_p50_ms_median']:.3f}"
+                if "added_p50_ms_min" in row
+                else "-"
+            )
+            added99 = (
+                f"{row['added_p99_ms_min']:.3f} / {row['added_p99_ms_median']:.3f}"
+                if "added_p99_ms_min" in row
+                else "-"
+            )
+            table.add_row(
+                case,
+                name,
+                f"{row['p50_ms_median']:.3f}",
+                added,
+                added99,
+                f"{row['throughput_rps_median']:.0f}",
+            )
+    console.print(table)
+    for name, ratio in report["ratios"].items():
+        console.print(f"{name}: {ratio:.2f}")
+    for name, why in report["skipped"].items():
+        console.print(f"skipped {name}: {why}")
+    return 0
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped or captured: rich would assume 80 columns and squash the tables.
+    return console if console.is_terminal else Console(width=132)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +204,23 @@ def _parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-key", help="print the SHA-256 of an API key for the config")
     hashing.add_argument("key", help="the key, or - to read it from stdin (keeps it out of ps)")
     hashing.set_defaults(handler=_hash_key_command)
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="target", required=True)
+    gateway = benches.add_parser(
+        "gateway", help="the gateway's added latency vs vllm-router and LiteLLM (127.0.0.1)"
+    )
+    gateway.add_argument("--rounds", type=int, default=5)
+    gateway.add_argument("--requests-c1", type=int, default=300, help="requests per case at 1")
+    gateway.add_argument("--requests-c16", type=int, default=1600, help="requests per case at 16")
+    gateway.add_argument("--chunks", type=int, default=32, help="SSE events per streamed answer")
+    gateway.add_argument(
+        "--contenders",
+        default="direct,zeta,vllm-router,litellm",
+        help="comma-separated, from direct,zeta,vllm-router,litellm",
+    )
+    gateway.add_argument("--max-seconds", type=float, default=900.0, help="stop starting rounds")
+    gateway.add_argument("--json", action="store_true", help="print the report as JSON")
+    gateway.set_defaults(handler=_bench_gateway_command)
     evaluation = commands.add_parser("eval", help="evaluate a component on labelled data")
     targets = evaluation.add_subparsers(dest="target", required=True)
     profiler = targets.add_parser("profiler", help="task-type accuracy on a labelled CSV")

@@ -32,9 +32,10 @@ from zeta_fast._core import Decision, RouterCore
 from zeta_fast.backends.client import (
     BackendClient,
     BackendResponse,
+    StreamUsage,
     Timeouts,
     new_session,
-    usage_of_event,
+    split_events,
 )
 from zeta_fast.backends.errors import (
     BackendError,
@@ -346,7 +347,7 @@ class Dispatcher:
             result.decision = decision
             client = self._client(decision)
             delivered = False
-            usage: tuple[int, int] | None = None
+            usage = StreamUsage()
             ttft: float | None = None
             try:
                 response = await client.open_stream(
@@ -354,15 +355,12 @@ class Dispatcher:
                     self._body(payload, decision),
                     total_cap_s=max(deadline - time.monotonic(), 0.001),
                 )
-                async for event in client.events(response):
+                async for events in client.events(response, usage):
                     if ttft is None:
                         ttft = (time.perf_counter() - started) * 1e3
                         result.ttft_ms = ttft
-                    found = usage_of_event(event)
-                    if found is not None:
-                        usage = found
                     delivered = True
-                    yield event
+                    yield events
             except BackendError as exc:
                 if delivered and isinstance(exc, StreamInterrupted):
                     exc.delivered, exc.retryable = True, False
@@ -376,14 +374,17 @@ class Dispatcher:
                     return
                 raise
             latency = (time.perf_counter() - started) * 1e3
-            self._record_success(decision, latency, ttft, usage or (0, 0), result.attempts)
+            tokens = (usage.prompt_tokens, usage.completion_tokens)
+            self._record_success(decision, latency, ttft, tokens, result.attempts)
             return
 
 
 @dataclass(slots=True)
 class RoutedStream:
-    """A streamed answer: iterate it for the raw SSE events (``data: ...``
-    bytes, ``data: [DONE]`` last); ``decision`` is the replica serving it."""
+    """A streamed answer: iterate it for the raw SSE bytes as they arrive
+    (each item one or more whole ``data: ...\\n\\n`` events, ``data:
+    [DONE]`` last), or ``chunks()`` for them parsed; ``decision`` is the
+    replica serving it."""
 
     decision: Decision
     attempts: list[Attempt] = field(default_factory=list)
@@ -396,10 +397,11 @@ class RoutedStream:
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """The events parsed (``[DONE]`` left out)."""
-        async for event in self:
-            payload = event.removeprefix(b"data: ").strip()
-            if payload != b"[DONE]":
-                yield orjson.loads(payload)
+        async for events in self:
+            for event in split_events(events):
+                payload = event.removeprefix(b"data: ").strip()
+                if payload != b"[DONE]":
+                    yield orjson.loads(payload)
 
     async def text(self) -> str:
         """Reads the whole stream and joins the text deltas."""

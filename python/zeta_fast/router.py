@@ -98,6 +98,9 @@ class Router:
         self._dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
             weakref.WeakKeyDictionary()
         )
+        self._last_dispatcher: tuple[weakref.ref[asyncio.AbstractEventLoop], Dispatcher] | None = (
+            None
+        )
         self._health: HealthMonitor | None = None
         self._sync: _LoopThread | None = None
         self._lock = threading.Lock()
@@ -178,6 +181,10 @@ class Router:
 
     def _dispatcher(self) -> Dispatcher:
         loop = asyncio.get_running_loop()
+        last = self._last_dispatcher
+        # The common case, one serving loop: no WeakKeyDictionary lookup (~1 us).
+        if last is not None and last[0]() is loop:
+            return last[1]
         dispatcher = self._dispatchers.get(loop)
         if dispatcher is None:
             from zeta_fast.dispatch import Dispatcher
@@ -186,6 +193,7 @@ class Router:
             self._dispatchers[loop] = dispatcher
             if self.config.dispatch.health.enabled:
                 self.start_health()
+        self._last_dispatcher = (weakref.ref(loop), dispatcher)
         return dispatcher
 
     async def _send(
@@ -363,6 +371,7 @@ class Router:
 
     async def aclose(self) -> None:
         """Closes this loop's connections and stops the health checks."""
+        self._last_dispatcher = None
         dispatcher = self._dispatchers.pop(asyncio.get_running_loop(), None)
         if dispatcher is not None:
             await dispatcher.close()
@@ -383,6 +392,7 @@ class Router:
             sync.stop()
 
     async def _close_sync_dispatcher(self) -> None:
+        self._last_dispatcher = None
         dispatcher = self._dispatchers.pop(asyncio.get_running_loop(), None)
         if dispatcher is not None:
             await dispatcher.close()

@@ -4,7 +4,14 @@ Nothing here knows about scoring: a backend sends bytes and reports what
 happened as values or as the exceptions of ``zeta_fast.backends.errors``.
 """
 
-from zeta_fast.backends.client import BackendClient, BackendResponse, Timeouts, new_session
+from zeta_fast.backends.client import (
+    BackendClient,
+    BackendResponse,
+    StreamUsage,
+    Timeouts,
+    new_session,
+    split_events,
+)
 from zeta_fast.backends.errors import (
     BackendError,
     BackendStatusError,
@@ -28,6 +35,8 @@ __all__ = [
     "EngineLoad",
     "RateLimited",
     "StreamInterrupted",
+    "StreamUsage",
     "Timeouts",
     "new_session",
+    "split_events",
 ]

@@ -28,7 +28,15 @@ from zeta_fast.backends.errors import (
 )
 from zeta_fast.backends.flavors import FLAVORS, EngineLoad, OpenAIFlavor
 
-__all__ = ["BackendClient", "BackendResponse", "Timeouts", "new_session", "usage_of_event"]
+__all__ = [
+    "BackendClient",
+    "BackendResponse",
+    "StreamUsage",
+    "Timeouts",
+    "new_session",
+    "split_events",
+    "usage_of_event",
+]
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -131,7 +139,9 @@ class BackendClient:
         self._auth = headers
 
     def _timeout_for(self, total_cap_s: float | None) -> aiohttp.ClientTimeout:
-        if total_cap_s is None:
+        # Only a deadline nearer than the attempt's own total needs a new object.
+        total = self.timeouts.total_s
+        if total_cap_s is None or (total is not None and total_cap_s >= total):
             return self._timeout
         return self.timeouts.client_timeout(total_cap_s)
 
@@ -189,33 +199,48 @@ class BackendClient:
             raise self.flavor.error(response.status, raw, response.headers, url)
         return response
 
-    async def events(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The server-sent events of a streaming answer, each as its raw bytes
-        (``data: ...\\n\\n``), as soon as each arrives; the final
-        ``data: [DONE]`` is yielded too.
+    async def events(
+        self, response: aiohttp.ClientResponse, usage: StreamUsage | None = None
+    ) -> AsyncIterator[bytes]:
+        """The server-sent events of a streaming answer as they arrive: each
+        item is every complete event of one read (``data: ...\\n\\n``,
+        one or more, raw), so a relay writes once per read, not once per
+        event, and holds nothing back. The final ``data: [DONE]`` is passed
+        on too; ``usage`` (when given) picks up a usage block on the way.
 
         Raises:
             StreamInterrupted: the stream ended before ``[DONE]`` or carried
-                an error event (vLLM reports late errors that way).
+                an error event (vLLM reports late errors that way); the
+                events before the error are yielded first.
         """
         url = self.base_url
         buffer = b""
         done = False
         try:
             async for chunk in response.content.iter_any():
-                buffer += chunk
-                while True:
-                    end = buffer.find(b"\n\n")
-                    if end < 0:
-                        break
-                    event, buffer = buffer[: end + 2], buffer[end + 2 :]
-                    if event.startswith(b"data: [DONE]"):
-                        done = True
-                    elif b'"error"' in event and _is_error_event(event):
-                        raise StreamInterrupted(
-                            f"{url} sent an error mid-stream: {event[:300]!r}", url=url
-                        )
-                    yield event
+                buffer = buffer + chunk if buffer else chunk
+                end = buffer.rfind(b"\n\n")
+                if end < 0:
+                    continue
+                batch, buffer = buffer[: end + 2], buffer[end + 2 :]
+                if b'"error"' in batch:
+                    good: list[bytes] = []
+                    for event in split_events(batch):
+                        if _is_error_event(event):
+                            if good:
+                                yield b"".join(good)
+                            raise StreamInterrupted(
+                                f"{url} sent an error mid-stream: {event[:300]!r}", url=url
+                            )
+                        good.append(event)
+                if usage is not None and b'"usage"' in batch:
+                    for event in split_events(batch):
+                        found = usage_of_event(event)
+                        if found is not None:
+                            usage.prompt_tokens, usage.completion_tokens = found
+                if b"data: [DONE]" in batch:
+                    done = True
+                yield batch
         except BackendError:
             raise
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
@@ -260,6 +285,19 @@ class BackendClient:
             raise self.flavor.error(status, body, {}, self.base_url + "/v1/models")
         data = orjson.loads(body)
         return [str(card["id"]) for card in data.get("data", []) if "id" in card]
+
+
+def split_events(batch: bytes) -> list[bytes]:
+    """The events of a batch (as ``events`` yields them), each with its ``\\n\\n``."""
+    return [part + b"\n\n" for part in batch.split(b"\n\n") if part]
+
+
+@dataclass(slots=True)
+class StreamUsage:
+    """Tokens a stream reported in its usage block (zeros until it does)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def _is_error_event(event: bytes) -> bool:
