@@ -11,7 +11,7 @@ setup:
 	./scripts/setup.sh
 
 run: setup
-	$(BIN)/zeta-fast score examples/candidates.toml
+	$(BIN)/zeta-fast demo --out demo-output
 
 test: bench-setup lint rust-test loom py-test
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -182,6 +183,48 @@ def _bench_gateway_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.live import Live
+
+    from zeta_fast.demo import DemoSettings, run_demo
+    from zeta_fast.demo.plots import write_plots
+    from zeta_fast.demo.scenario import DemoState, Sample
+    from zeta_fast.demo.view import live_view, summary_tables
+
+    settings = DemoSettings(
+        duration_s=args.duration, rate=args.rate, out=Path(args.out), seed=args.seed
+    )
+    console = _console()
+    console.print(
+        f"zeta_fast demo: 6 llama.cpp replicas (3 tiny models x 2), the gateway, "
+        f"{settings.rate:.0f} requests/s for {settings.duration_s:.0f} s; faults at "
+        f"{settings.fault_at:.0%}, heal at {settings.heal_at:.0%}. Output: {settings.out}/"
+    )
+    live = Live(console=console, refresh_per_second=4) if not args.quiet else None
+
+    def on_sample(state: DemoState, sample: Sample) -> None:
+        if live is not None:
+            live.update(live_view(state, sample))
+
+    with live if live is not None else contextlib.nullcontext():
+        report, state = run_demo(settings, on_sample)
+    for table in summary_tables(report):
+        console.print(table)
+    written = [settings.out / "report.json"]
+    try:
+        written += write_plots(state, settings.out)
+    except ImportError:
+        console.print("plots skipped: matplotlib is missing (pip install 'zeta_fast[plots]')")
+    console.print(
+        f"client success {report['client_success_rate']:.2%} over {report['requests']} requests; "
+        f"gateway overhead p50 {report['gateway_overhead_ms']['p50']:.3f} ms"
+    )
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def _console() -> Console:
     console = Console()
     # Piped or captured: rich would assume 80 columns and squash the tables.
@@ -221,6 +264,15 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--max-seconds", type=float, default=900.0, help="stop starting rounds")
     gateway.add_argument("--json", action="store_true", help="print the report as JSON")
     gateway.set_defaults(handler=_bench_gateway_command)
+    demo = commands.add_parser(
+        "demo", help="real llama.cpp replicas, the gateway, a workload and faults (no GPU)"
+    )
+    demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
+    demo.add_argument("--rate", type=float, default=60.0, help="requests per second")
+    demo.add_argument("--out", default="demo-output", help="directory for the report and plots")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no live view")
+    demo.set_defaults(handler=_demo_command)
     evaluation = commands.add_parser("eval", help="evaluate a component on labelled data")
     targets = evaluation.add_subparsers(dest="target", required=True)
     profiler = targets.add_parser("profiler", help="task-type accuracy on a labelled CSV")
