@@ -16,6 +16,7 @@ from aiohttp import web
 from zeta_fast.backends import (
     FLAVORS,
     BackendClient,
+    BackendError,
     BackendStatusError,
     BackendTimeout,
     ContextLengthExceeded,
@@ -243,3 +244,54 @@ def test_models_and_an_http_error_before_a_stream() -> None:
     assert isinstance(error, BackendStatusError)
     assert error.status == 503
     assert error.retryable
+
+
+def test_a_connection_the_server_closed_is_retried_once_on_a_new_one() -> None:
+    """The keep-alive race: the server drops a connection without answering
+    (as servers do with idle ones); the request goes again, once, on a new
+    connection. A server that never answers still fails, after two tries."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def scenario(drop_first: int) -> tuple[int, list[str]]:
+        connections = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            mine = connections
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                    if mine <= drop_first:
+                        return  # closes without a word
+                    writer.write(answer)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        session = new_session()
+        client = BackendClient(session, f"http://127.0.0.1:{port}")
+        outcomes = []
+        try:
+            for _ in range(2):
+                try:
+                    response = await client.post("/v1/chat/completions", b"{}")
+                    outcomes.append(f"ok {response.status}")
+                except BackendError as exc:
+                    outcomes.append(exc.kind)
+        finally:
+            await session.close()
+            server.close()
+            await server.wait_closed()
+        return connections, outcomes
+
+    # First connection dropped: answered on the second, then kept alive.
+    assert asyncio.run(scenario(drop_first=1)) == (2, ["ok 200", "ok 200"])
+    # Every connection dropped: each request fails after exactly two tries.
+    assert asyncio.run(scenario(drop_first=10)) == (4, ["connect", "connect"])

@@ -119,9 +119,14 @@ def _eval_profiler_command(args: argparse.Namespace) -> int:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
+    import logging
+
     from zeta_fast.config import load_router_config
     from zeta_fast.gateway import run
 
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     run(load_router_config(args.config), host=args.host, port=args.port, uvloop=not args.no_uvloop)
     return 0
 
@@ -181,6 +186,31 @@ def _bench_gateway_command(args: argparse.Namespace) -> int:
     for name, why in report["skipped"].items():
         console.print(f"skipped {name}: {why}")
     return 0
+
+
+def _bench_soak_command(args: argparse.Namespace) -> int:
+    from zeta_fast.gateway.soak import SoakSettings, passed, run_soak
+
+    report = run_soak(
+        SoakSettings(
+            requests=args.requests,
+            concurrency=args.concurrency,
+            fault_every=args.fault_every,
+            memory_bound_mb=args.memory_bound_mb,
+        )
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        console = _console()
+        table = Table(title=f"soak: {args.requests} requests in {report['seconds']} s")
+        table.add_column("check")
+        table.add_column("result", justify="right")
+        for name, value in report["checks"].items():
+            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        console.print(table)
+        console.print(f"faults injected: {len(report['faults'])}")
+    return 0 if passed(report) else 1
 
 
 def _demo_command(args: argparse.Namespace) -> int:
@@ -243,6 +273,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="address to bind (default: gateway.host)")
     serve.add_argument("--port", type=int, default=None, help="port (default: gateway.port)")
     serve.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
+    serve.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="info logs every failed attempt; never a key or a request body",
+    )
     serve.set_defaults(handler=_serve_command)
     hashing = commands.add_parser("hash-key", help="print the SHA-256 of an API key for the config")
     hashing.add_argument("key", help="the key, or - to read it from stdin (keeps it out of ps)")
@@ -264,6 +300,15 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--max-seconds", type=float, default=900.0, help="stop starting rounds")
     gateway.add_argument("--json", action="store_true", help="print the report as JSON")
     gateway.set_defaults(handler=_bench_gateway_command)
+    soak = benches.add_parser(
+        "soak", help="many requests through the gateway to real llama.cpp replicas, with faults"
+    )
+    soak.add_argument("--requests", type=int, default=100_000)
+    soak.add_argument("--concurrency", type=int, default=16)
+    soak.add_argument("--fault-every", type=int, default=4_000, help="requests between faults")
+    soak.add_argument("--memory-bound-mb", type=float, default=40.0)
+    soak.add_argument("--json", action="store_true", help="print the report as JSON")
+    soak.set_defaults(handler=_bench_soak_command)
     demo = commands.add_parser(
         "demo", help="real llama.cpp replicas, the gateway, a workload and faults (no GPU)"
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from zeta_fast.backends.errors import (
 )
 from zeta_fast.config import RouterConfig
 from zeta_fast.exceptions import NoCandidatesError
+
+_log = logging.getLogger("zeta_fast.dispatch")
 
 __all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream", "backend_time_ms"]
 
@@ -161,6 +164,15 @@ class Dispatcher:
             kind = "other"
         self.core.record_outcome(decision, kind, latency)
         attempts.append(Attempt(decision.model_id, decision.replica_id, kind, latency))
+        if kind != "cancelled":
+            _log.info(
+                "attempt at %s/%s failed after %.1f ms (%s): %s",
+                decision.model_id,
+                decision.replica_id,
+                latency,
+                kind,
+                exc,
+            )
         if isinstance(exc, BackendError):
             retry_after = _retry_after_ms(exc)
             if retry_after is not None:

@@ -60,11 +60,21 @@ class Timeouts:
         )
 
 
+#: How long an idle pooled connection is kept.
+KEEPALIVE_TIMEOUT_S = 4.0
+
+
 def new_session(limit_per_host: int = 0) -> aiohttp.ClientSession:
     """The shared session: pooled keep-alive connections, no cookies, no
     automatic decompression work beyond what servers ask for."""
     connector = aiohttp.TCPConnector(
-        limit=0, limit_per_host=limit_per_host, keepalive_timeout=30.0, ttl_dns_cache=300
+        limit=0,
+        limit_per_host=limit_per_host,
+        # Below the servers' own idle timeout (llama.cpp's and uvicorn's, so
+        # vLLM's, are 5 s): a connection they closed while idle in the pool
+        # would fail the next POST on it (measured in the soak test).
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        ttl_dns_cache=300,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -157,9 +167,7 @@ class BackendClient:
         url = self.base_url + path
         start = time.perf_counter()
         try:
-            async with self.session.post(
-                url, data=body, headers=self._auth, timeout=self._timeout_for(total_cap_s)
-            ) as response:
+            async with await self._send(url, body, total_cap_s) as response:
                 first = time.perf_counter()
                 raw = await response.read()
                 if response.status >= 400:
@@ -177,6 +185,23 @@ class BackendClient:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise _map_exception(exc, url) from exc
 
+    async def _send(
+        self, url: str, body: bytes, total_cap_s: float | None
+    ) -> aiohttp.ClientResponse:
+        """POSTs, once more on a new connection when a pooled one turns out
+        to have been closed by the server before the request got through
+        (as Go's HTTP client does): servers close idle keep-alive
+        connections (llama.cpp after 5 s, or after 100 requests, through a
+        proxy without saying so), and a request racing that close never
+        reached them. Measured in the soak test: ~1 request in 4,000."""
+        timeout = self._timeout_for(total_cap_s)
+        try:
+            return await self.session.post(url, data=body, headers=self._auth, timeout=timeout)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+            if not _closed_before_answer(exc):
+                raise
+        return await self.session.post(url, data=body, headers=self._auth, timeout=timeout)
+
     async def open_stream(
         self, path: str, body: bytes, *, total_cap_s: float | None = None
     ) -> aiohttp.ClientResponse:
@@ -184,9 +209,7 @@ class BackendClient:
         arrived (an HTTP error is raised here, before any event)."""
         url = self.base_url + path
         try:
-            response = await self.session.post(
-                url, data=body, headers=self._auth, timeout=self._timeout_for(total_cap_s)
-            )
+            response = await self._send(url, body, total_cap_s)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise _map_exception(exc, url) from exc
         if response.status >= 400:
@@ -285,6 +308,15 @@ class BackendClient:
             raise self.flavor.error(status, body, {}, self.base_url + "/v1/models")
         data = orjson.loads(body)
         return [str(card["id"]) for card in data.get("data", []) if "id" in card]
+
+
+def _closed_before_answer(exc: BaseException) -> bool:
+    """Whether a POST failed on a connection the server had already closed,
+    before any answer: the body could not be written, or the connection
+    ended with no response at all. Refused connections are not this."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientConnectionResetError):
+        return True
+    return type(exc) is aiohttp.ClientOSError and "Can not write request" in str(exc)
 
 
 def split_events(batch: bytes) -> list[bytes]:

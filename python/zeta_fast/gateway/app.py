@@ -69,9 +69,11 @@ def _backend_error(exc: BackendError) -> web.Response:
         return web.Response(status=exc.status, body=exc.body or b"{}", content_type=_JSON)
     if isinstance(exc, BackendStatusError) and exc.kind == "context_length":
         return _error(400, exc.message, "invalid_request_error", "context_length_exceeded")
+    tried = ", ".join(f"{model}/{replica} {kind}" for model, replica, kind in exc.attempts)
+    detail = f" (attempts: {tried})" if tried else ""
     if isinstance(exc, BackendTimeout):
-        return _error(504, "the model did not answer in time", "timeout_error", exc.phase)
-    return _error(502, "the model's replicas failed", "upstream_error", exc.kind)
+        return _error(504, f"the model did not answer in time{detail}", "timeout_error", exc.phase)
+    return _error(502, f"the model's replicas failed{detail}", "upstream_error", exc.kind)
 
 
 class Gateway:

@@ -64,7 +64,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
+    """Polls ``url`` until it answers; raises with the log's tail when the
+    process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -94,7 +96,7 @@ class _Processes:
         with log.open("wb") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.started.append(process)
-        _wait_ready(ready, process, timeout_s, log)
+        wait_ready(ready, process, timeout_s, log)
         return process
 
     def stop(self) -> None:
