@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::balance::parse_policy;
@@ -351,9 +352,9 @@ impl PyRouterCore {
                 .clone(),
             (None, Some(request)) => match request.cast::<PyString>() {
                 Ok(text) => Bound::new(py, profile_text(text.to_str()?)?)?,
-                Err(_) => py
-                    .import("zeta_fast.profiling")?
-                    .call_method1("profile", (request,))?
+                Err(_) => python_profile(py)?
+                    .bind(py)
+                    .call1((request,))?
                     .cast_into::<PyRequestProfile>()
                     .map_err(|_| {
                         InvalidInputError::new_err("profile() returned no RequestProfile")
@@ -826,4 +827,16 @@ fn histogram_dict<'py>(py: Python<'py>, snap: &HistogramSnapshot) -> PyResult<Bo
     dict.set_item("sum_ms", snap.sum_ms)?;
     dict.set_item("count", snap.count)?;
     Ok(dict)
+}
+
+/// `zeta_fast.profiling.profile`, looked up once (it turns messages and
+/// request dicts into text; an import on every route() cost ~0.5 us).
+fn python_profile(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    static PROFILE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    PROFILE.get_or_try_init(py, || {
+        Ok(py
+            .import("zeta_fast.profiling")?
+            .getattr("profile")?
+            .unbind())
+    })
 }
