@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -119,8 +120,6 @@ def _eval_profiler_command(args: argparse.Namespace) -> int:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    import logging
-
     from zeta_fast.config import load_router_config
     from zeta_fast.gateway import run
 
@@ -217,6 +216,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rich.live import Live
+    from rich.logging import RichHandler
 
     from zeta_fast.demo import DemoSettings, run_demo
     from zeta_fast.demo.plots import write_plots
@@ -231,6 +231,10 @@ def _demo_command(args: argparse.Namespace) -> int:
         f"zeta_fast demo: 6 llama.cpp replicas (3 tiny models x 2), the gateway, "
         f"{settings.rate:.0f} requests/s for {settings.duration_s:.0f} s; faults at "
         f"{settings.fault_at:.0%}, heal at {settings.heal_at:.0%}. Output: {settings.out}/"
+    )
+    # Log lines (a replica going down) print above the live view, not through it.
+    logging.basicConfig(
+        level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)], force=True
     )
     live = Live(console=console, refresh_per_second=4) if not args.quiet else None
 

@@ -110,6 +110,34 @@ class _Processes:
                 process.kill()
 
 
+def single_model_config(
+    model_id: str,
+    replicas: list[tuple[str, str]],
+    *,
+    port: int,
+    state_path: Path,
+    backend: str = "llamacpp",
+    dispatch: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A gateway configuration of one model serving every text task from
+    ``replicas`` ((id, url) pairs), on ``HOST:port``."""
+    return {
+        "models": [
+            {
+                "id": model_id,
+                "capabilities": dict.fromkeys(("chat", "code", "reasoning", "knowledge"), 80),
+                "replicas": [
+                    {"id": replica_id, "url": url, "backend": backend}
+                    for replica_id, url in replicas
+                ],
+            }
+        ],
+        "state_path": str(state_path),
+        "dispatch": dispatch or {},
+        "gateway": {"host": HOST, "port": port},
+    }
+
+
 def _tool(name: str) -> str | None:
     beside = Path(sys.executable).with_name(name)
     return str(beside) if beside.exists() else shutil.which(name)
@@ -124,20 +152,13 @@ def _start_contenders(
     directory = processes.directory
     if "zeta" in wanted:
         port = free_port()
-        config = {
-            "models": [
-                {
-                    "id": "canned",
-                    "capabilities": {t: 80 for t in ("chat", "code", "reasoning", "knowledge")},
-                    "replicas": [
-                        {"id": f"canned-{i}", "url": url, "backend": "vllm"}
-                        for i, url in enumerate(backends)
-                    ],
-                }
-            ],
-            "state_path": str(directory / "zeta-state.snapshot"),
-            "gateway": {"host": HOST, "port": port},
-        }
+        config = single_model_config(
+            "canned",
+            [(f"canned-{i}", url) for i, url in enumerate(backends)],
+            port=port,
+            state_path=directory / "zeta-state.snapshot",
+            backend="vllm",
+        )
         path = directory / "zeta.json"
         path.write_text(json.dumps(config))
         processes.start(

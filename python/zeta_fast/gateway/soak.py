@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from zeta_fast.gateway.bench import HOST, free_port, wait_ready
+from zeta_fast.gateway.bench import HOST, free_port, single_model_config, wait_ready
 from zeta_fast.local import LlamaCppReplica, ensure_tiny_model, start_replicas
 from zeta_fast.local.fault_proxy import FaultProxy
 
@@ -257,24 +257,16 @@ def run_soak(settings: SoakSettings) -> dict[str, Any]:
         try:
             proxies = [FaultProxy(HOST, r.port).start() for r in replicas]
             port = free_port()
-            config = {
-                "models": [
-                    {
-                        "id": "tiny",
-                        "capabilities": {t: 80 for t in ("chat", "code", "reasoning", "knowledge")},
-                        "replicas": [
-                            {"id": r.alias, "url": p.url}
-                            for r, p in zip(replicas, proxies, strict=True)
-                        ],
-                    }
-                ],
-                "state_path": str(work / "state.snapshot"),
-                "dispatch": {
+            config = single_model_config(
+                "tiny",
+                [(r.alias, p.url) for r, p in zip(replicas, proxies, strict=True)],
+                port=port,
+                state_path=work / "state.snapshot",
+                dispatch={
                     "breaker": {"failure_threshold": 5, "cooldown_s": 1.0},
                     "health": {"interval_s": 0.5, "timeout_s": 0.5},
                 },
-                "gateway": {"host": HOST, "port": port},
-            }
+            )
             (work / "zeta.json").write_text(json.dumps(config))
             argv = [sys.executable, "-m", "zeta_fast.cli", "serve", "--config"]
             argv += [str(work / "zeta.json"), "--log-level", "info"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,20 +22,19 @@ from aiohttp import web
 __all__ = ["canned_app", "main"]
 
 
-def _chunk(index: int, model: str) -> bytes:
-    return (
-        b"data: "
-        + orjson.dumps(
-            {
-                "id": "chatcmpl-canned",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [{"index": 0, "delta": {"content": f"tok{index} "}}],
-            }
-        )
-        + b"\n\n"
-    )
+def _event(model: str, delta: dict[str, str], **extra: Any) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": delta}
+    if "finish_reason" in extra:
+        choice["finish_reason"] = extra.pop("finish_reason")
+    chunk = {
+        "id": "chatcmpl-canned",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [choice],
+        **extra,
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 def canned_app(model: str = "canned", chunks: int = 32) -> web.Application:
@@ -55,21 +55,9 @@ def canned_app(model: str = "canned", chunks: int = 32) -> web.Application:
             "usage": {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10},
         }
     )
-    events = [_chunk(i, model) for i in range(chunks)]
-    final = (
-        b"data: "
-        + orjson.dumps(
-            {
-                "id": "chatcmpl-canned",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 8, "completion_tokens": chunks, "total_tokens": 40},
-            }
-        )
-        + b"\n\ndata: [DONE]\n\n"
-    )
+    events = [_event(model, {"content": f"tok{i} "}) for i in range(chunks)]
+    usage = {"prompt_tokens": 8, "completion_tokens": chunks, "total_tokens": 8 + chunks}
+    final = _event(model, {}, finish_reason="stop", usage=usage) + b"data: [DONE]\n\n"
     models = orjson.dumps(
         {"object": "list", "data": [{"id": model, "object": "model", "created": 0}]}
     )
