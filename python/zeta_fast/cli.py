@@ -234,7 +234,10 @@ def _demo_command(args: argparse.Namespace) -> int:
     )
     # Log lines (a replica going down) print above the live view, not through it.
     logging.basicConfig(
-        level=logging.WARNING, handlers=[RichHandler(console=console, show_path=False)], force=True
+        level=logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
     )
     live = Live(console=console, refresh_per_second=4) if not args.quiet else None
 
