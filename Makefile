@@ -36,7 +36,7 @@ py-test:
 
 # The bench extra (LiteLLM, measured side by side) is installed only here.
 bench-setup:
-	EXTRAS="test dev local plots bench" ./scripts/setup.sh
+	EXTRAS="test dev local plots parquet bench" ./scripts/setup.sh
 
 bench: bench-setup
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only \

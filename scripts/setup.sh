@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # Optional-dependency groups of pyproject.toml to install ("bench" adds the
 # peer libraries the benchmarks compare against).
-EXTRAS=${EXTRAS:-test dev local plots}
+EXTRAS=${EXTRAS:-test dev local plots parquet}
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"

@@ -72,6 +72,7 @@ __all__ = [
     "HealthSpec",
     "HedgeSpec",
     "ModelSpec",
+    "OutcomeLogSpec",
     "RateLimitSpec",
     "ReplicaSpec",
     "ReplicaTimeoutSpec",
@@ -255,6 +256,17 @@ class GatewaySpec(_Frozen):
         return self
 
 
+class OutcomeLogSpec(_Frozen):
+    """The outcome log (SQLite): on by default beside the tracker's snapshot."""
+
+    enabled: bool = True
+    #: The database file; by default ``outcomes.sqlite`` beside the
+    #: snapshot (no log when the tracker does not persist and no path is set).
+    path: str | None = None
+    retention_days: Annotated[float, Field(gt=0.0, le=36_500.0, allow_inf_nan=False)] | None = 30.0
+    max_pending: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+
 class ModelSpec(_Frozen):
     """A model: what it is good at, the requests it suits, its replicas."""
 
@@ -311,6 +323,7 @@ class RouterConfig(_Frozen):
     #: The file the learned state (the tracker's snapshot) is kept in; the
     #: tracker's default place when unset.
     state_path: str | None = None
+    outcome_log: OutcomeLogSpec = Field(default_factory=OutcomeLogSpec)
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:

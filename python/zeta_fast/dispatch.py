@@ -45,6 +45,7 @@ from zeta_fast.backends.errors import (
 )
 from zeta_fast.config import RouterConfig
 from zeta_fast.exceptions import NoCandidatesError
+from zeta_fast.outcome_log import OutcomeLog
 
 _log = logging.getLogger("zeta_fast.dispatch")
 
@@ -117,9 +118,12 @@ class Dispatcher:
     """Sends requests for one router on one event loop (aiohttp sessions
     belong to a loop): one shared session, one client per replica."""
 
-    def __init__(self, core: RouterCore, config: RouterConfig) -> None:
+    def __init__(
+        self, core: RouterCore, config: RouterConfig, outcome_log: OutcomeLog | None = None
+    ) -> None:
         self.core = core
         self.config = config
+        self.outcome_log = outcome_log
         self.session = new_session()
         spec = config.dispatch
         self.clients: dict[tuple[str, str], BackendClient] = {}
@@ -152,6 +156,34 @@ class Dispatcher:
         payload["model"] = decision.model_id
         return orjson.dumps(payload)
 
+    def _record(
+        self,
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        ttft_ms: float | None = None,
+        usage: tuple[int, int] = (0, 0),
+    ) -> None:
+        """The one place an attempt's outcome goes: the core (windows,
+        breaker, counters, the slot freed) and the outcome log."""
+        self.core.record_outcome(
+            decision,
+            kind,
+            latency_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+        )
+        if self.outcome_log is not None:
+            self.outcome_log.append(
+                decision,
+                kind,
+                latency_ms,
+                ttft_ms=ttft_ms,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+            )
+
     def _record_failure(
         self, decision: Decision, exc: BaseException, started: float, attempts: list[Attempt]
     ) -> str:
@@ -162,7 +194,7 @@ class Dispatcher:
             kind = "cancelled"
         else:
             kind = "other"
-        self.core.record_outcome(decision, kind, latency)
+        self._record(decision, kind, latency)
         attempts.append(Attempt(decision.model_id, decision.replica_id, kind, latency))
         if kind != "cancelled":
             _log.info(
@@ -210,7 +242,7 @@ class Dispatcher:
             try:
                 await asyncio.sleep(delay_s)
             except BaseException:
-                self.core.record_outcome(decision, "cancelled", 0.0)
+                self._record(decision, "cancelled", 0.0)
                 raise
         return decision
 
@@ -252,14 +284,7 @@ class Dispatcher:
         attempts: list[Attempt],
         hedge: bool = False,
     ) -> None:
-        self.core.record_outcome(
-            decision,
-            "success",
-            latency_ms,
-            ttft_ms=ttft_ms,
-            prompt_tokens=usage[0],
-            completion_tokens=usage[1],
-        )
+        self._record(decision, "success", latency_ms, ttft_ms, usage)
         attempts.append(
             Attempt(decision.model_id, decision.replica_id, "success", latency_ms, hedge)
         )
@@ -339,7 +364,7 @@ class Dispatcher:
             for task, (target, started, is_hedge) in runs.items():
                 task.cancel()
                 latency = (time.perf_counter() - started) * 1e3
-                self.core.record_outcome(target, "cancelled", latency)
+                self._record(target, "cancelled", latency)
                 attempts.append(
                     Attempt(target.model_id, target.replica_id, "cancelled", latency, is_hedge)
                 )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
+from zeta_fast.outcome_log import OutcomeLog
 
 if TYPE_CHECKING:
     # Dispatch pulls in aiohttp: imported on first use, so scoring-only users
@@ -91,10 +92,13 @@ class Router:
             spread_margin,
             self.config.dispatch.resilience(),
         )
+        #: Every decision and its outcome, in SQLite (None when off).
+        self.outcome_log = self._open_outcome_log()
         # The hot path goes straight to the native methods: no Python frame
         # between the caller and Rust (the methods below document them).
         self.route = self._core.route  # type: ignore[method-assign]
-        self.record = self._core.record  # type: ignore[method-assign]
+        if self.outcome_log is None:
+            self.record = self._core.record  # type: ignore[method-assign]
         self._dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
             weakref.WeakKeyDictionary()
         )
@@ -127,8 +131,28 @@ class Router:
         return self._core.route(request, context=context, profile=profile, model=model)
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
-        """Records the outcome of a routed request and frees its replica slot."""
+        """Records the outcome of a routed request and frees its replica slot
+        (and appends it to the outcome log when there is one)."""
         self._core.record(decision, success, latency_ms)
+        if self.outcome_log is not None:
+            self.outcome_log.append(decision, "success" if success else "other", latency_ms)
+
+    def _open_outcome_log(self) -> OutcomeLog | None:
+        spec = self.config.outcome_log
+        if not spec.enabled:
+            return None
+        path = spec.path
+        if path is None:
+            snapshot = self.tracker.snapshot_path
+            if snapshot is None:
+                return None
+            path = str(Path(snapshot).with_name("outcomes.sqlite"))
+        return OutcomeLog(
+            path,
+            costs={m.id: m.cost_per_1k_tokens for m in self.config.models},
+            max_pending=spec.max_pending,
+            retention_days=spec.retention_days,
+        )
 
     def assign(
         self, requests: Iterable[Any], *, context: str | None = None
@@ -189,7 +213,7 @@ class Router:
         if dispatcher is None:
             from zeta_fast.dispatch import Dispatcher
 
-            dispatcher = Dispatcher(self._core, self.config)
+            dispatcher = Dispatcher(self._core, self.config, self.outcome_log)
             self._dispatchers[loop] = dispatcher
             if self.config.dispatch.health.enabled:
                 self.start_health()
@@ -384,8 +408,11 @@ class Router:
 
     def close(self) -> None:
         """Stops the health checks and the sync wrappers' loop, closing
-        their connections (use ``aclose`` for an async caller's loop)."""
+        their connections (use ``aclose`` for an async caller's loop), and
+        writes what the outcome log still holds."""
         self._stop_background()
+        if self.outcome_log is not None:
+            self.outcome_log.close()
         if self._sync is not None:
             sync, self._sync = self._sync, None
             sync.run(self._close_sync_dispatcher())
