@@ -268,6 +268,49 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=132)
 
 
+def _eval_routing_command(args: argparse.Namespace) -> int:
+    from zeta_fast.learning.evaluation import evaluate, load_table, write_plot
+
+    report = evaluate(
+        load_table(args.data), seeds=tuple(range(args.seeds)), test_share=args.test_share
+    )
+    curves = report.pop("_curves")
+    plot = None
+    if args.plot:
+        report["_curves"] = curves
+        try:
+            plot = write_plot(report, args.plot)
+        except ImportError:
+            print("zeta-fast: plot skipped: pip install 'zeta_fast[plots]'", file=sys.stderr)
+        report.pop("_curves")
+    if plot is not None:
+        report["plot"] = str(plot)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console = _console()
+    accuracy = ", ".join(f"{m} {a:.1%}" for m, a in report["accuracy"].items())
+    console.print(
+        f"{report['data_rows']} prompts ({report['dropped_contaminated']} contaminated dropped), "
+        f"{report['n_test']} test per seed, {len(report['seeds'])} seeds; accuracy: {accuracy}; "
+        f"strong {report['strong']}, weak {report['weak']}"
+    )
+    table = Table(title="routing strong vs weak (means over seeds)")
+    for column in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+        table.add_column(column, justify="left" if column == "router" else "right")
+    for name, row in report["routers"].items():
+        table.add_row(
+            name,
+            f"{row['apgr']:.3f} ± {row['apgr_std']:.3f}",
+            f"{row['cpt50']:.1%}",
+            f"{row['cpt80']:.1%}",
+        )
+    console.print(table)
+    if plot is not None:
+        console.print(f"wrote {plot}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -337,6 +380,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     profiler.add_argument("--json", action="store_true", help="print the report as JSON")
     profiler.set_defaults(handler=_eval_profiler_command)
+    routing = targets.add_parser(
+        "routing", help="APGR and CPT of the learned router on a per-prompt outcome table"
+    )
+    routing.add_argument(
+        "--data", required=True, help="CSV: id, prompt, <model>_correct..., [contaminated, subject]"
+    )
+    routing.add_argument("--seeds", type=int, default=5, help="train/test splits (seeds 0..N-1)")
+    routing.add_argument("--test-share", type=float, default=0.5, help="prompts held out per split")
+    routing.add_argument("--plot", default="routing.png", help="PNG of quality vs strong share")
+    routing.add_argument("--json", action="store_true", help="print one JSON object")
+    routing.set_defaults(handler=_eval_routing_command)
     return parser
 
 

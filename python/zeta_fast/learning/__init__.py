@@ -1,0 +1,13 @@
+"""Learning which model suits which request, from recorded outcomes.
+
+- :mod:`zeta_fast.learning.features`: local text features (no external API);
+- :mod:`zeta_fast.learning.predictor`: per-model success predictors
+  (online logistic regression) with smoothed per-category priors;
+- :mod:`zeta_fast.learning.evaluation`: offline evaluation on per-prompt
+  outcome tables (APGR, CPT), ``zeta-fast eval routing``.
+"""
+
+from zeta_fast.learning.features import FEATURE_DIM, text_features
+from zeta_fast.learning.predictor import OutcomePredictor
+
+__all__ = ["FEATURE_DIM", "OutcomePredictor", "text_features"]
