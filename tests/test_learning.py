@@ -68,7 +68,7 @@ def test_a_learnable_table_of_three_models(tmp_path: Path) -> None:
                 "large_correct": int(rng.random() < 0.97),
             }
         )
-    report = evaluate(load_table(_write(tmp_path / "t.csv", rows)), seeds=(0, 1))
+    report = evaluate(load_table(_write(tmp_path / "t.csv", rows)), seeds=(0, 1), online=False)
     assert (report["strong"], report["weak"]) == ("large", "small")
     assert report["routers"]["random"]["apgr"] == pytest.approx(0.5)
     # Nearly as good as knowing the answers.
@@ -126,3 +126,8 @@ def test_eval_routing_on_mmlu(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert report["apgr"] == routers["learned"]["apgr"] > routers["category_prior"]["apgr"] > 0.6
     assert report["cpt50"] < routers["category_prior"]["cpt50"] < 0.5
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Learning from scratch on the stream, 30 % strong calls (random: PGR 0.3).
+    online = report["online"]
+    assert online["full"]["pgr"] >= 0.45
+    assert online["bandit"]["pgr"] >= 0.40
+    assert all(abs(row["strong_share"] - 0.3) < 0.03 for row in online.values())

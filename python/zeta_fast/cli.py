@@ -306,6 +306,11 @@ def _eval_routing_command(args: argparse.Namespace) -> int:
             f"{row['cpt80']:.1%}",
         )
     console.print(table)
+    for feedback, row in report.get("online", {}).items():
+        console.print(
+            f"online from scratch, {feedback} feedback: PGR {row['pgr']:.3f} "
+            f"at {row['strong_share']:.1%} strong calls"
+        )
     if plot is not None:
         console.print(f"wrote {plot}")
     return 0

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from zeta_fast.learning.features import Features, text_features
 from zeta_fast.learning.predictor import OutcomePredictor
 
-__all__ = ["RoutingTable", "evaluate", "load_table", "routing_curve"]
+__all__ = ["RoutingTable", "evaluate", "evaluate_online", "load_table", "routing_curve"]
 
 ROUTERS = ("random", "oracle", "category_prior", "learned")
 
@@ -149,9 +149,12 @@ def evaluate(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     test_share: float = 0.5,
     epochs: int = 8,
+    online: bool = True,
 ) -> dict[str, Any]:
     """Every router on ``len(seeds)`` prompt-level splits; the report's
-    figures are means over the seeds."""
+    figures are means over the seeds. With ``online``, also the PGR of
+    learning from scratch on the test stream at a 30 % strong share, with
+    full and with bandit feedback (:func:`evaluate_online`)."""
     if not 0.0 < test_share < 1.0:
         raise ValueError(f"test_share must be in (0, 1), got {test_share!r}")
     n = len(table.ids)
@@ -232,6 +235,20 @@ def evaluate(
     }
     learned_row = report["routers"]["learned"]
     report |= {k: learned_row[k] for k in ("apgr", "cpt50", "cpt80")}
+    if online:
+        report["online"] = {
+            feedback: {
+                "pgr": float(np.mean([r["pgr"] for r in runs])),
+                "strong_share": float(np.mean([r["strong_share"] for r in runs])),
+            }
+            for feedback in ("full", "bandit")
+            for runs in [
+                [
+                    evaluate_online(table, feedback=feedback, seed=seed, test_share=test_share)
+                    for seed in seeds
+                ]
+            ]
+        }
     report["_curves"] = {name: s.curves[0] for name, s in scores.items()}
     return report
 
@@ -273,3 +290,72 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def evaluate_online(
+    table: RoutingTable,
+    *,
+    strong_share: float = 0.3,
+    feedback: str = "full",
+    seed: int = 0,
+    test_share: float = 0.5,
+    explore: float = 0.05,
+    window: int = 500,
+) -> dict[str, float]:
+    """Learning from scratch while routing: the test prompts of a split
+    arrive one by one in a random order; each goes to the strong model when
+    its predicted advantage is in the top ``strong_share`` of the last
+    ``window`` predictions (so the strong share stays near its target), and
+    its outcome is learned at once. ``feedback="full"`` learns both models'
+    outcomes; ``"bandit"`` only the chosen one's, with ``explore`` of the
+    requests routed at random so that both keep being seen. Returns the
+    PGR of the whole stream and the strong share it used."""
+    if feedback not in ("full", "bandit"):
+        raise ValueError(f"feedback must be 'full' or 'bandit', got {feedback!r}")
+    if not 0.0 < strong_share < 1.0:
+        raise ValueError(f"strong_share must be in (0, 1), got {strong_share!r}")
+    n = len(table.ids)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    cut = round(n * (1 - test_share))
+    train, stream = order[:cut], order[cut:]
+    accuracy = table.outcomes[train].mean(axis=0)
+    strong, weak = int(np.argmax(accuracy)), int(np.argmin(accuracy))
+    predictor = OutcomePredictor([table.models[weak], table.models[strong]])
+    recent: list[float] = []
+    quality = 0.0
+    strong_calls = 0
+    for i in stream:
+        category = table.categories[i] if table.categories else None
+        features = text_features(table.prompts[i], [category] if category else [])
+        utility = predictor.utility(features, category)
+        advantage = float(utility[1] - utility[0])
+        threshold = float(np.quantile(recent, 1.0 - strong_share)) if len(recent) >= 20 else None
+        if (feedback == "bandit" and rng.random() < explore) or threshold is None:
+            use_strong = bool(rng.random() < strong_share)
+        else:
+            use_strong = advantage > threshold
+        recent.append(advantage)
+        if len(recent) > window:
+            recent.pop(0)
+        chosen = strong if use_strong else weak
+        quality += float(table.outcomes[i, chosen])
+        strong_calls += use_strong
+        weak_ok, strong_ok = bool(table.outcomes[i, weak]), bool(table.outcomes[i, strong])
+        if feedback == "full":
+            predictor.update(features, [weak_ok, strong_ok], category=category)
+        else:
+            predictor.update(
+                features,
+                [None, strong_ok] if use_strong else [weak_ok, None],
+                category=category,
+            )
+    weak_q = float(table.outcomes[stream, weak].mean())
+    strong_q = float(table.outcomes[stream, strong].mean())
+    quality /= len(stream)
+    return {
+        "pgr": (quality - weak_q) / (strong_q - weak_q) if strong_q != weak_q else 0.0,
+        "strong_share": strong_calls / len(stream),
+        "quality": quality,
+        "n": len(stream),
+    }
