@@ -316,6 +316,32 @@ def _eval_routing_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts_command(args: argparse.Namespace) -> int:
+    import time
+
+    from zeta_fast.alerts import read_history
+
+    since = int((time.time() - args.since_minutes * 60) * 1000) if args.since_minutes else 0
+    alerts = read_history(args.db, since)
+    if args.json:
+        print(json.dumps(alerts, indent=2))
+        return 0
+    table = Table(title=f"alerts in {args.db} ({len(alerts)})")
+    for column in ("time (UTC)", "severity", "model", "rule", "kind", "message"):
+        table.add_column(column)
+    for alert in alerts:
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(alert["ts_ms"] / 1000)),
+            alert["severity"],
+            alert["model"],
+            alert["rule"],
+            alert["kind"],
+            alert["message"],
+        )
+    _console().print(table)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -364,6 +390,11 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument("--memory-bound-mb", type=float, default=40.0)
     soak.add_argument("--json", action="store_true", help="print the report as JSON")
     soak.set_defaults(handler=_bench_soak_command)
+    alerts = commands.add_parser("alerts", help="the alert history kept with the outcome log")
+    alerts.add_argument("--db", required=True, help="the outcome log's SQLite file")
+    alerts.add_argument("--since-minutes", type=float, default=None, help="only recent alerts")
+    alerts.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    alerts.set_defaults(handler=_alerts_command)
     demo = commands.add_parser(
         "demo", help="real llama.cpp replicas, the gateway, a workload and faults (no GPU)"
     )

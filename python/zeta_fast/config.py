@@ -64,6 +64,8 @@ from zeta_fast.exceptions import ConfigError
 from zeta_fast.scoring_file import load_document
 
 __all__ = [
+    "AlertRuleSpec",
+    "AlertsSpec",
     "ApiKeySpec",
     "BreakerSpec",
     "ContextSpec",
@@ -78,7 +80,10 @@ __all__ = [
     "ReplicaTimeoutSpec",
     "RetryBudgetSpec",
     "RouterConfig",
+    "ThresholdRuleSpec",
     "TimeoutSpec",
+    "TrendRuleSpec",
+    "WebhookSpec",
     "load_router_config",
     "parse_router_config",
 ]
@@ -267,6 +272,75 @@ class OutcomeLogSpec(_Frozen):
     max_pending: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
 
+class TrendRuleSpec(_Frozen):
+    """Alert on a detected change of a model's success or latency."""
+
+    metric: Literal["success", "latency"]
+    kind: Literal["sudden", "drift", "any"] = "any"
+
+
+class ThresholdRuleSpec(_Frozen):
+    """Alert while a model's window figure crosses a bound."""
+
+    metric: Literal["success_rate", "p95_latency_ms", "mean_latency_ms"]
+    below: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    above: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdRuleSpec:
+        if (self.below is None) == (self.above is None):
+            raise ValueError("set exactly one of below and above")
+        return self
+
+
+class AlertRuleSpec(_Frozen):
+    """One alert rule: a trend or a threshold, its severity and cool-down."""
+
+    name: Name
+    severity: Literal["info", "warning", "critical"] = "warning"
+    trend: TrendRuleSpec | None = None
+    threshold: ThresholdRuleSpec | None = None
+    #: No second alert of this rule for the same model within this time.
+    cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AlertRuleSpec:
+        if (self.trend is None) == (self.threshold is None):
+            raise ValueError(f"rule {self.name!r}: set exactly one of trend and threshold")
+        return self
+
+
+def _default_rules() -> list[AlertRuleSpec]:
+    return [
+        AlertRuleSpec(
+            name="failures-rising", severity="critical", trend=TrendRuleSpec(metric="success")
+        ),
+        AlertRuleSpec(
+            name="latency-rising", severity="warning", trend=TrendRuleSpec(metric="latency")
+        ),
+    ]
+
+
+class WebhookSpec(_Frozen):
+    """Alerts POSTed as JSON, retried with backoff."""
+
+    url: HttpUrl
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    timeout_s: Seconds = 5.0
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+
+class AlertsSpec(_Frozen):
+    """Trend detection and alert rules (see ``zeta_fast.alerts``)."""
+
+    enabled: bool = True
+    rules: list[AlertRuleSpec] = Field(default_factory=_default_rules)
+    cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 300.0
+    log: bool = True
+    webhook: WebhookSpec | None = None
+
+
 class ModelSpec(_Frozen):
     """A model: what it is good at, the requests it suits, its replicas."""
 
@@ -324,6 +398,7 @@ class RouterConfig(_Frozen):
     #: tracker's default place when unset.
     state_path: str | None = None
     outcome_log: OutcomeLogSpec = Field(default_factory=OutcomeLogSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:

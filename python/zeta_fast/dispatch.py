@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from zeta_fast._core import Decision, RouterCore
+from zeta_fast.alerts.engine import AlertEngine
 from zeta_fast.backends.client import (
     BackendClient,
     BackendResponse,
@@ -48,6 +49,9 @@ from zeta_fast.exceptions import NoCandidatesError
 from zeta_fast.outcome_log import OutcomeLog
 
 _log = logging.getLogger("zeta_fast.dispatch")
+
+#: Outcomes that say nothing about the replica (as the core's windows see it).
+_NOT_THE_REPLICAS = frozenset({"client_error", "context_length", "cancelled"})
 
 __all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream", "backend_time_ms"]
 
@@ -119,11 +123,16 @@ class Dispatcher:
     belong to a loop): one shared session, one client per replica."""
 
     def __init__(
-        self, core: RouterCore, config: RouterConfig, outcome_log: OutcomeLog | None = None
+        self,
+        core: RouterCore,
+        config: RouterConfig,
+        outcome_log: OutcomeLog | None = None,
+        alerts: AlertEngine | None = None,
     ) -> None:
         self.core = core
         self.config = config
         self.outcome_log = outcome_log
+        self.alerts = alerts
         self.session = new_session()
         spec = config.dispatch
         self.clients: dict[tuple[str, str], BackendClient] = {}
@@ -165,7 +174,8 @@ class Dispatcher:
         usage: tuple[int, int] = (0, 0),
     ) -> None:
         """The one place an attempt's outcome goes: the core (windows,
-        breaker, counters, the slot freed) and the outcome log."""
+        breaker, counters, the slot freed), the outcome log, and the alert
+        detectors (which, like the windows, see replica faults and successes)."""
         self.core.record_outcome(
             decision,
             kind,
@@ -183,6 +193,8 @@ class Dispatcher:
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
             )
+        if self.alerts is not None and kind not in _NOT_THE_REPLICAS:
+            self.alerts.observe(decision.model_id, kind == "success", latency_ms)
 
     def _record_failure(
         self, decision: Decision, exc: BaseException, started: float, attempts: list[Attempt]

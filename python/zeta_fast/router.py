@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
+from zeta_fast.alerts.engine import AlertEngine
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
 from zeta_fast.outcome_log import OutcomeLog
@@ -94,10 +95,19 @@ class Router:
         )
         #: Every decision and its outcome, in SQLite (None when off).
         self.outcome_log = self._open_outcome_log()
+        #: Trend detection and alert rules (None when off).
+        self.alerts: AlertEngine | None = None
+        if self.config.alerts.enabled:
+            self.alerts = AlertEngine(
+                self.config.alerts,
+                [m.id for m in self.config.models],
+                tracker=self.tracker,
+                history_path=self.outcome_log.path if self.outcome_log is not None else None,
+            )
         # The hot path goes straight to the native methods: no Python frame
         # between the caller and Rust (the methods below document them).
         self.route = self._core.route  # type: ignore[method-assign]
-        if self.outcome_log is None:
+        if self.outcome_log is None and self.alerts is None:
             self.record = self._core.record  # type: ignore[method-assign]
         self._dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
             weakref.WeakKeyDictionary()
@@ -136,6 +146,8 @@ class Router:
         self._core.record(decision, success, latency_ms)
         if self.outcome_log is not None:
             self.outcome_log.append(decision, "success" if success else "other", latency_ms)
+        if self.alerts is not None:
+            self.alerts.observe(decision.model_id, success, latency_ms)
 
     def _open_outcome_log(self) -> OutcomeLog | None:
         spec = self.config.outcome_log
@@ -213,7 +225,7 @@ class Router:
         if dispatcher is None:
             from zeta_fast.dispatch import Dispatcher
 
-            dispatcher = Dispatcher(self._core, self.config, self.outcome_log)
+            dispatcher = Dispatcher(self._core, self.config, self.outcome_log, self.alerts)
             self._dispatchers[loop] = dispatcher
             if self.config.dispatch.health.enabled:
                 self.start_health()
@@ -411,6 +423,8 @@ class Router:
         their connections (use ``aclose`` for an async caller's loop), and
         writes what the outcome log still holds."""
         self._stop_background()
+        if self.alerts is not None:
+            self.alerts.close()
         if self.outcome_log is not None:
             self.outcome_log.close()
         if self._sync is not None:
