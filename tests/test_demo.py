@@ -46,8 +46,9 @@ def test_demo_adapts_to_a_slowed_and_a_killed_replica(
     assert phases["healed"]["slowed_replica_share_of_its_model"] > 0.3
     killed = report["killed_replica"]
     assert killed["answers_after_kill"] == 0
-    assert killed["breaker_open_after_s"] is not None
-    assert killed["breaker_open_after_s"] < 3.0
+    # Passed over (its recent failures, its breaker or its health check: whichever first).
+    assert killed["avoided_after_s"] is not None
+    assert killed["avoided_after_s"] < 3.0
     assert set(phases["healthy"]["by_model"]) == {"coder-small", "embedder", "reasoner-large"}
     for name in ("traffic.png", "scores.png"):
         assert (out / name).read_bytes()[:8] == PNG

@@ -767,4 +767,6 @@ class RouterCore:
         """Closes a replica's circuit breaker."""
     def replica_status(self, model: str) -> list[dict[str, Any]]:
         """Each replica of a model: health, breaker, load, outcome counters,
-        and a lifetime latency histogram (``latency``, shaped as ``overhead()``)."""
+        a lifetime latency histogram (``latency``, shaped as ``overhead()``),
+        its recent record (``recent_failure_share``, ``recent_latency_ms``)
+        and whether that record has it passed over (``degraded``)."""

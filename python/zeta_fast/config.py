@@ -76,6 +76,7 @@ __all__ = [
     "ModelSpec",
     "OutcomeLogSpec",
     "RateLimitSpec",
+    "ReplicaAdaptSpec",
     "ReplicaSpec",
     "ReplicaTimeoutSpec",
     "RetryBudgetSpec",
@@ -174,6 +175,27 @@ class HealthSpec(_Frozen):
     load_ttl_s: Seconds = 5.0
 
 
+class ReplicaAdaptSpec(_Frozen):
+    """Choosing among a model's replicas by how each has done lately: one
+    whose recent failure share is ``fail_margin`` above the best replica's,
+    or whose recent latency is ``latency_factor`` times the median
+    replica's, gets only ``explore`` of the requests (probes) until it is
+    seen to be well again. ``alpha`` is the newest outcome's weight."""
+
+    enabled: bool = True
+    alpha: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.3
+    fail_margin: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.4
+    latency_factor: Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)] = 3.0
+    explore: Annotated[float, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = 0.05
+
+    @field_validator("latency_factor")
+    @classmethod
+    def _factor(cls, value: float) -> float:
+        if 0.0 < value <= 1.0:
+            raise ValueError(f"must be 0 (off) or > 1, got {value}")
+        return value
+
+
 class DispatchSpec(_Frozen):
     """How requests are sent: attempts, timeouts, retries, breakers, hedging."""
 
@@ -186,6 +208,7 @@ class DispatchSpec(_Frozen):
     breaker: BreakerSpec = Field(default_factory=BreakerSpec)
     hedge: HedgeSpec = Field(default_factory=HedgeSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
+    replicas: ReplicaAdaptSpec = Field(default_factory=ReplicaAdaptSpec)
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> DispatchSpec:
@@ -207,6 +230,11 @@ class DispatchSpec(_Frozen):
             "backoff_base_ms": self.backoff_base_ms,
             "backoff_max_ms": self.backoff_max_ms,
             "engine_load_ttl_ms": round(self.health.load_ttl_s * 1000),
+            "replica_adaptation": int(self.replicas.enabled),
+            "replica_alpha": self.replicas.alpha,
+            "replica_fail_margin": self.replicas.fail_margin,
+            "replica_latency_factor": self.replicas.latency_factor,
+            "replica_explore": self.replicas.explore,
         }
 
 

@@ -14,6 +14,7 @@ pub mod penalties;
 pub mod persistence;
 pub mod pool;
 pub mod profile;
+pub mod replica_health;
 pub mod retry;
 pub mod router;
 pub mod scoring;

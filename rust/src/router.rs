@@ -17,6 +17,7 @@ use crate::errors::ZetaError;
 use crate::outcome::{LatencyHistogram, OutcomeKind, ReplicaCounters, OVERHEAD_BOUNDS_MS};
 use crate::pool::{live_totals_with_fallback, LiveMetrics};
 use crate::profile::TEXT_TASKS;
+use crate::replica_health::{degraded, ReplicaAdapt, ReplicaHealth};
 use crate::retry::{Backoff, BudgetConfig, RetryBudget};
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
 use crate::tracker::{PerformanceTracker, TrackedKey};
@@ -45,6 +46,8 @@ pub struct RoutedModel {
     pub replicas: ReplicaSet,
     /// Outcome counters per replica (error kinds, tokens, time to first token).
     pub counters: Vec<ReplicaCounters>,
+    /// Recent failure share and latency per replica, for choosing among them.
+    pub health: Vec<ReplicaHealth>,
     /// Longest prompt + completion in tokens; 0 when not stated.
     pub context_window: u32,
     /// Models to fall back to, in order, when this one fails.
@@ -116,6 +119,7 @@ pub struct Resilience {
     pub hedge_budget: BudgetConfig,
     pub backoff: Backoff,
     pub engine_load_ttl_ms: u64,
+    pub replica_adapt: ReplicaAdapt,
 }
 
 impl Default for Resilience {
@@ -140,6 +144,7 @@ impl Default for Resilience {
                 max_ms: 1_000.0,
             },
             engine_load_ttl_ms: DEFAULT_ENGINE_LOAD_TTL_MS,
+            replica_adapt: ReplicaAdapt::default(),
         }
     }
 }
@@ -251,6 +256,11 @@ impl RouterCore {
                     .replicas
                     .iter()
                     .map(|_| ReplicaCounters::default())
+                    .collect(),
+                health: model
+                    .replicas
+                    .iter()
+                    .map(|_| ReplicaHealth::default())
                     .collect(),
                 context_window: model.context_window,
                 fallbacks: Vec::new(),
@@ -382,7 +392,7 @@ impl RouterCore {
             let Some(model) = self.models.get(*m) else {
                 continue;
             };
-            if let Some(replica) = model.replicas.acquire_at(now, &[]) {
+            if let Some(replica) = self.pick(model, now, &[], true) {
                 return Ok(self.decision(
                     &scored, position, *m, replica, *breakdown, task, complexity, context,
                 ));
@@ -427,15 +437,68 @@ impl RouterCore {
         };
         self.retry_budget.deposit();
         self.hedge_budget.deposit();
-        let replica = routed
-            .replicas
-            .acquire_at(now, &[])
+        let replica = self
+            .pick(routed, now, &[], true)
             .ok_or(ZetaError::NoCandidates {
                 operation: "route() (the named model's replicas are down or at capacity)",
             })?;
         Ok(self.decision(
             &scored, position, model, replica, breakdown, task, complexity, context,
         ))
+    }
+
+    /// Takes a slot on one of `model`'s replicas (none in `excluded`):
+    /// degraded replicas (see [`crate::replica_health`]) are passed over,
+    /// except that `explore` of the requests probe one of them, so a healed
+    /// replica is seen to be healed (first attempts only: a retry goes to a
+    /// replica in good standing); when every replica is degraded, any.
+    fn pick(
+        &self,
+        model: &RoutedModel,
+        now: u64,
+        excluded: &[usize],
+        explore: bool,
+    ) -> Option<usize> {
+        let policy = &self.resilience.replica_adapt;
+        let mut slow_or_failing = degraded(&model.health, policy);
+        // A replica whose breaker is open or probing is the breaker's to
+        // govern: it admits exactly the probes a recovery needs.
+        slow_or_failing.retain(|&r| {
+            model.replicas.breaker_state(r) == Some(crate::breaker::BreakerState::Closed)
+        });
+        if slow_or_failing.is_empty() {
+            return model.replicas.acquire_at(now, excluded);
+        }
+        let draw = self.random_unit();
+        if explore && draw < policy.explore {
+            let start = (draw / policy.explore * slow_or_failing.len() as f64) as usize;
+            for offset in 0..slow_or_failing.len() {
+                let Some(&probe) = slow_or_failing.get((start + offset) % slow_or_failing.len())
+                else {
+                    continue;
+                };
+                if !excluded.contains(&probe) && model.replicas.try_acquire_at(probe, now) {
+                    return Some(probe);
+                }
+            }
+        }
+        let mut passed_over = excluded.to_vec();
+        passed_over.extend(slow_or_failing);
+        model
+            .replicas
+            .acquire_at(now, &passed_over)
+            .or_else(|| model.replicas.acquire_at(now, excluded))
+    }
+
+    /// A uniform draw in [0, 1) from the router's xorshift state (races
+    /// between threads only make it more random).
+    fn random_unit(&self) -> f64 {
+        let mut x = self.jitter_seed.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter_seed.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1_u64 << 53) as f64
     }
 
     /// Keeps a replica out of selection for `hold_ms` (a server's
@@ -524,7 +587,7 @@ impl RouterCore {
                 .filter(|(tm, _)| *tm == m)
                 .map(|(_, r)| *r)
                 .collect();
-            if let Some(replica) = model.replicas.acquire_at(now, &excluded) {
+            if let Some(replica) = self.pick(model, now, &excluded, false) {
                 let breakdown = scored.get(position).map_or(failed.breakdown, |s| s.1);
                 return Ok(self.decision(
                     &scored,
@@ -595,12 +658,7 @@ impl RouterCore {
     /// The jittered wait before retry number `retry` (1 = first), at least
     /// the server's `Retry-After` when given.
     pub fn backoff_ms(&self, retry: u32, retry_after_ms: Option<f64>) -> f64 {
-        let mut x = self.jitter_seed.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.jitter_seed.store(x, Ordering::Relaxed);
-        let draw = (x >> 11) as f64 / (1_u64 << 53) as f64;
+        let draw = self.random_unit();
         self.resilience
             .backoff
             .delay_ms(retry, draw, retry_after_ms)
@@ -721,7 +779,34 @@ impl RouterCore {
             }
             return Ok(());
         }
-        model.replicas.on_outcome(decision.replica, success, now);
+        // A replica that answers, but badly (5xx, cut streams), and is already
+        // passed over for its record: its failed probes must not open the
+        // breaker, whose cool-down would keep it out long after it could be
+        // seen healed. Refused connections and timeouts (down, hung) still
+        // do: the breaker is the better tool for a replica that is gone.
+        let answers_badly = matches!(
+            kind,
+            OutcomeKind::ServerError
+                | OutcomeKind::RateLimited
+                | OutcomeKind::StreamCut
+                | OutcomeKind::Other
+        );
+        let probe_of_degraded = answers_badly
+            && degraded(&model.health, &self.resilience.replica_adapt).contains(&decision.replica);
+        if !probe_of_degraded {
+            model.replicas.on_outcome(decision.replica, success, now);
+        }
+        if let Some(health) = model.health.get(decision.replica) {
+            let policy = &self.resilience.replica_adapt;
+            // A success of a replica with a bad record (a probe, mostly)
+            // counts double, so a healed replica is back after two.
+            let alpha = if success && health.read().0 > policy.fail_margin {
+                policy.alpha.max(0.5)
+            } else {
+                policy.alpha
+            };
+            health.observe(success, latency_ms, alpha);
+        }
         if let Some(bin) = model
             .outcomes
             .get(decision.context)

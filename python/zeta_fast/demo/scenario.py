@@ -84,6 +84,7 @@ class Sample:
     breakers: dict[str, str]  # replica -> breaker state
     healthy: dict[str, bool]
     in_flight: dict[str, int]
+    degraded: dict[str, bool]  # replica -> passed over for its recent record
 
 
 @dataclass
@@ -218,13 +219,14 @@ def _sample(router: Router, state: DemoState, since: int) -> Sample:
     for model_id, task, breakdown in router.core.scores():
         scores[f"{model_id}/{task}"] = round(breakdown.performance_score, 2)
         penalties[f"{model_id}/{task}"] = list(breakdown.penalties)
-    breakers, healthy, in_flight = {}, {}, {}
+    breakers, healthy, in_flight, degraded = {}, {}, {}, {}
     for model_id, _, _ in MODELS:
         for status in router.core.replica_status(model_id):
             replica = status["replica_id"]
             breakers[replica] = status["breaker"]
             healthy[replica] = status["healthy"]
             in_flight[replica] = status["in_flight"]
+            degraded[replica] = status["degraded"]
     return Sample(
         t=round(state.now(), 2),
         served=dict(served),
@@ -234,6 +236,7 @@ def _sample(router: Router, state: DemoState, since: int) -> Sample:
         breakers=breakers,
         healthy=healthy,
         in_flight=in_flight,
+        degraded=degraded,
     )
 
 
@@ -318,6 +321,20 @@ def summarise(state: DemoState) -> dict[str, Any]:
         }
     kill_t = next((t for t, text in state.events if "killed" in text), None)
     after_kill = [o for o in ok if kill_t is not None and o.t > kill_t]
+    avoided = next(
+        (
+            s.t
+            for s in state.samples
+            if kill_t is not None
+            and s.t >= kill_t
+            and (
+                s.degraded.get(KILLED[1])
+                or s.breakers.get(KILLED[1]) == "open"
+                or not s.healthy.get(KILLED[1], True)
+            )
+        ),
+        None,
+    )
     opened = next(
         (
             s.t
@@ -356,6 +373,7 @@ def summarise(state: DemoState) -> dict[str, Any]:
         "killed_replica": {
             "replica": KILLED[1],
             "answers_after_kill": sum(1 for o in after_kill if o.replica == KILLED[1]),
+            "avoided_after_s": _since(kill_t, avoided),
             "breaker_open_after_s": _since(kill_t, opened),
             "health_down_after_s": _since(kill_t, down),
         },

@@ -54,7 +54,7 @@ def live_view(state: DemoState, sample: Sample | None) -> RenderableType:
             Text(", ".join(sorted(penalties)) or "-", style="red" if penalties else ""),
         )
     replicas = Table(title="replicas", expand=False)
-    for column in ("replica", "share of model", "in flight", "breaker", "health"):
+    for column in ("replica", "share of model", "in flight", "recent record", "breaker", "health"):
         replicas.add_column(column, justify="left" if column == "replica" else "right")
     by_replica = Counter(o.replica for o in recent if o.status == 200)
     for model_id, _, _ in MODELS:
@@ -62,11 +62,16 @@ def live_view(state: DemoState, sample: Sample | None) -> RenderableType:
         for letter in "ab":
             replica = f"{model_id}-{letter}"
             breaker = sample.breakers.get(replica, "?") if sample else "?"
+            passed_over = sample.degraded.get(replica, False) if sample else False
             healthy = sample.healthy.get(replica, True) if sample else True
             replicas.add_row(
                 replica,
                 f"{by_replica.get(replica, 0) / model_total:.0%}",
                 str(sample.in_flight.get(replica, 0)) if sample else "-",
+                Text(
+                    "passed over" if passed_over else "good",
+                    style="red" if passed_over else "green",
+                ),
                 Text(breaker, style="red" if breaker != "closed" else "green"),
                 Text("up" if healthy else "down", style="green" if healthy else "red"),
             )

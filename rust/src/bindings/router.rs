@@ -17,6 +17,7 @@ use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
 use crate::breaker::BreakerConfig;
 use crate::outcome::{HistogramSnapshot, OutcomeKind, OUTCOME_KINDS};
+use crate::replica_health::{degraded, ReplicaAdapt};
 use crate::retry::{Backoff, BudgetConfig};
 use crate::router::{Decision, ModelInput, Resilience, RouterCore, TASKS};
 use crate::scoring::AdaptiveScorer;
@@ -33,7 +34,7 @@ type ModelTuple<'py> = (
 );
 
 /// The keys a `resilience=` mapping may hold.
-const RESILIENCE_KEYS: [&str; 11] = [
+const RESILIENCE_KEYS: [&str; 16] = [
     "failure_threshold",
     "cooldown_ms",
     "success_threshold",
@@ -45,6 +46,11 @@ const RESILIENCE_KEYS: [&str; 11] = [
     "backoff_base_ms",
     "backoff_max_ms",
     "engine_load_ttl_ms",
+    "replica_adaptation",
+    "replica_alpha",
+    "replica_fail_margin",
+    "replica_latency_factor",
+    "replica_explore",
 ];
 
 /// A whole number >= 0 for a `resilience=` field.
@@ -67,8 +73,13 @@ fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience> {
     let Some(dict) = value else {
         return Ok(out);
     };
-    let (mut breaker, mut retry, mut hedge, mut backoff) =
-        (out.breaker, out.retry_budget, out.hedge_budget, out.backoff);
+    let (mut breaker, mut retry, mut hedge, mut backoff, mut adapt) = (
+        out.breaker,
+        out.retry_budget,
+        out.hedge_budget,
+        out.backoff,
+        out.replica_adapt,
+    );
     for (key, item) in dict.iter() {
         let key: String = key.extract()?;
         let field = format!("resilience.{key}");
@@ -87,6 +98,11 @@ fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience> {
             "backoff_base_ms" => backoff.base_ms = number(&item, &field)?,
             "backoff_max_ms" => backoff.max_ms = number(&item, &field)?,
             "engine_load_ttl_ms" => out.engine_load_ttl_ms = whole(&item, &field)?,
+            "replica_adaptation" => adapt.enabled = whole(&item, &field)? != 0,
+            "replica_alpha" => adapt.alpha = number(&item, &field)?,
+            "replica_fail_margin" => adapt.fail_margin = number(&item, &field)?,
+            "replica_latency_factor" => adapt.latency_factor = number(&item, &field)?,
+            "replica_explore" => adapt.explore = number(&item, &field)?,
             _ => {
                 return Err(super::errors::ConfigError::new_err(format!(
                     "resilience has no field {key:?}; fields: {}",
@@ -109,6 +125,14 @@ fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience> {
     out.hedge_budget = BudgetConfig::new(hedge.ratio, hedge.min_per_second, hedge.max_tokens)
         .map_err(|e| config_error("hedge_", e))?;
     out.backoff = Backoff::new(backoff.base_ms, backoff.max_ms).map_err(|e| config_error("", e))?;
+    out.replica_adapt = ReplicaAdapt::new(
+        adapt.enabled,
+        adapt.alpha,
+        adapt.fail_margin,
+        adapt.latency_factor,
+        adapt.explore,
+    )
+    .map_err(|e| config_error("replica_", e))?;
     Ok(out)
 }
 
@@ -576,6 +600,7 @@ impl PyRouterCore {
         };
         let now = self.inner.tracker().clock().now_ms();
         let in_flight = routed.replicas.in_flight();
+        let passed_over = degraded(&routed.health, &self.inner.resilience().replica_adapt);
         let mut out = Vec::with_capacity(routed.replica_ids.len());
         for (r, id) in routed.replica_ids.iter().enumerate() {
             let dict = PyDict::new(py);
@@ -601,6 +626,12 @@ impl PyRouterCore {
                 dict.set_item("mean_ttft_ms", snap.mean_ttft_ms)?;
                 dict.set_item("latency", histogram_dict(py, &snap.latency)?)?;
             }
+            if let Some(health) = routed.health.get(r) {
+                let (fail, latency, samples) = health.read();
+                dict.set_item("recent_failure_share", (samples > 0).then_some(fail))?;
+                dict.set_item("recent_latency_ms", (latency > 0.0).then_some(latency))?;
+            }
+            dict.set_item("degraded", passed_over.contains(&r))?;
             out.push(dict);
         }
         Ok(out)
