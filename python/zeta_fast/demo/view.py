@@ -111,14 +111,19 @@ def summary_tables(report: dict[str, Any]) -> list[Table]:
         )
     killed = report["killed_replica"]
     faults = Table(title="the killed replica")
-    for column in ("replica", "answers after the kill", "breaker open after", "health down after"):
+    columns = (
+        "replica",
+        "answers after the kill",
+        "passed over after",
+        "breaker open after",
+        "health down after",
+    )
+    for column in columns:
         faults.add_column(column)
+    times = [killed[k] for k in ("avoided_after_s", "breaker_open_after_s", "health_down_after_s")]
     faults.add_row(
         killed["replica"],
         str(killed["answers_after_kill"]),
-        f"{killed['breaker_open_after_s']} s"
-        if killed["breaker_open_after_s"] is not None
-        else "-",
-        f"{killed['health_down_after_s']} s" if killed["health_down_after_s"] is not None else "-",
+        *(f"{t} s" if t is not None else "-" for t in times),
     )
     return [phases, faults]
