@@ -77,3 +77,67 @@ def test_replica_policy_is_validated() -> None:
                 "dispatch": {"replicas": {"latency_factor": 0.5}},
             }
         )
+
+
+def test_relative_latency_rule_catches_what_the_absolute_threshold_misses() -> None:
+    """The seed's rule penalises a mean above 500 ms: a model slowed from
+    25 ms to 425 ms escapes it. The relative rule (off by default) does not."""
+
+    def two_models(factor: float) -> Router:
+        config = parse_router_config(
+            {
+                "models": [
+                    {
+                        "id": "big",
+                        "capabilities": {"code": 100},
+                        "replicas": [{"id": "big-0", "url": "http://127.0.0.1:9201"}],
+                    },
+                    {
+                        "id": "small",
+                        "capabilities": {"code": 85},
+                        "replicas": [{"id": "small-0", "url": "http://127.0.0.1:9202"}],
+                    },
+                ],
+                "relative_latency_factor": factor,
+                "dispatch": {"health": {"enabled": False}},
+                "alerts": {"enabled": False},
+            }
+        )
+        clock = ManualClock(1_000_000)
+        return Router(
+            config,
+            tracker=PerformanceTracker(clock=clock, persist=False),
+            spread_margin=0.0,
+        )
+
+    for factor, expected in ((0.0, "big"), (3.0, "small")):
+        r = two_models(factor)
+        for model, latency in (("big", 425.0), ("small", 25.0)):
+            for _ in range(20):
+                decision = r.route("def f(): pass", model=model)
+                r.record(decision, True, latency)
+        decision = r.route("def f(): pass")
+        assert decision.model_id == expected, (factor, decision.to_dict())
+        r.record(decision, True, 25.0)
+        penalties = {m: s.penalties for m, t, s in r.core.scores() if t == "code"}
+        pinned = r.route("def f(): pass", model="big")
+        r.record(pinned, True, 425.0)
+        if factor:
+            assert penalties == {"big": ("relative_latency",), "small": ()}
+            assert pinned.penalties == ["relative_latency"]
+        else:
+            assert penalties == {"big": (), "small": ()}
+            assert pinned.penalties == []
+    with pytest.raises(ConfigError, match="relative_latency_factor"):
+        parse_router_config(
+            {
+                "models": [
+                    {
+                        "id": "m",
+                        "capabilities": {"code": 1},
+                        "replicas": [{"id": "a", "url": "http://127.0.0.1:1"}],
+                    }
+                ],
+                "relative_latency_factor": 0.5,
+            }
+        )

@@ -181,7 +181,8 @@ class ScoreBreakdown:
         """Product of the applied penalty factors (1.0 when none applied)."""
     @property
     def penalties(self) -> tuple[str, ...]:
-        """Names of the penalties that applied: ``low_success_rate``, ``high_latency``."""
+        """Names of the penalties that applied: ``low_success_rate``, ``high_latency``
+        (and ``relative_latency``, the router's optional relative rule)."""
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-serialisable dict (penalties as a list).
 

@@ -427,6 +427,17 @@ class RouterConfig(_Frozen):
     state_path: str | None = None
     outcome_log: OutcomeLogSpec = Field(default_factory=OutcomeLogSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    #: Off (0) by default: only the absolute ``scoring.max_acceptable_latency_ms``.
+    #: Else a model whose mean latency is this many times the median of the
+    #: other candidates' (and 10 ms more) gets the high-latency penalty too.
+    relative_latency_factor: Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)] = 0.0
+
+    @field_validator("relative_latency_factor")
+    @classmethod
+    def _relative(cls, value: float) -> float:
+        if 0.0 < value <= 1.0:
+            raise ValueError(f"must be 0 (off) or > 1, got {value}")
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:

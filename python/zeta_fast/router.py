@@ -91,7 +91,10 @@ class Router:
             self.config.adaptive_config(),
             self.config.replica_policy,
             spread_margin,
-            self.config.dispatch.resilience(),
+            {
+                **self.config.dispatch.resilience(),
+                "relative_latency_factor": self.config.relative_latency_factor,
+            },
         )
         #: Every decision and its outcome, in SQLite (None when off).
         self.outcome_log = self._open_outcome_log()

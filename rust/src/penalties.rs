@@ -14,6 +14,14 @@ impl Penalties {
     pub const LOW_SUCCESS_RATE: Self = Self(1);
     /// The mean latency was above `max_acceptable_latency_ms`.
     pub const HIGH_LATENCY: Self = Self(2);
+    /// The mean latency was far above the other candidates' (the router's
+    /// optional relative rule; same factor as `HIGH_LATENCY`).
+    pub const RELATIVE_LATENCY: Self = Self(4);
+
+    /// `self` with the penalties of `other` added.
+    pub fn with(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
 
     /// The penalties a candidate with these live metrics gets.
     #[inline(always)]
@@ -40,12 +48,15 @@ impl Penalties {
 
     /// Stable names, in a fixed order, as they appear in decision records.
     pub fn names(self) -> Vec<&'static str> {
-        let mut names = Vec::with_capacity(2);
+        let mut names = Vec::with_capacity(3);
         if self.contains(Self::LOW_SUCCESS_RATE) {
             names.push("low_success_rate");
         }
         if self.contains(Self::HIGH_LATENCY) {
             names.push("high_latency");
+        }
+        if self.contains(Self::RELATIVE_LATENCY) {
+            names.push("relative_latency");
         }
         names
     }

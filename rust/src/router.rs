@@ -15,6 +15,7 @@ use crate::balance::{Policy, ReplicaSet, DEFAULT_ENGINE_LOAD_TTL_MS};
 use crate::breaker::BreakerConfig;
 use crate::errors::ZetaError;
 use crate::outcome::{LatencyHistogram, OutcomeKind, ReplicaCounters, OVERHEAD_BOUNDS_MS};
+use crate::penalties::Penalties;
 use crate::pool::{live_totals_with_fallback, LiveMetrics};
 use crate::profile::TEXT_TASKS;
 use crate::replica_health::{degraded, ReplicaAdapt, ReplicaHealth};
@@ -120,6 +121,10 @@ pub struct Resilience {
     pub backoff: Backoff,
     pub engine_load_ttl_ms: u64,
     pub replica_adapt: ReplicaAdapt,
+    /// When > 0: a candidate whose mean latency is this many times the
+    /// median of the other candidates' (and 10 ms more) gets the
+    /// high-latency penalty too. 0: only the absolute threshold.
+    pub relative_latency_factor: f64,
 }
 
 impl Default for Resilience {
@@ -145,6 +150,7 @@ impl Default for Resilience {
             },
             engine_load_ttl_ms: DEFAULT_ENGINE_LOAD_TTL_MS,
             replica_adapt: ReplicaAdapt::default(),
+            relative_latency_factor: 0.0,
         }
     }
 }
@@ -362,6 +368,7 @@ impl RouterCore {
                 others.push((m, breakdown));
             }
         }
+        self.relative_latency(&mut suited, &mut others);
         if suited.is_empty() && others.is_empty() {
             return Err(ZetaError::InvalidName {
                 field: "task",
@@ -621,8 +628,9 @@ impl RouterCore {
     pub fn scores(&self) -> Result<Vec<(usize, usize, ScoreBreakdown)>, ZetaError> {
         let now = self.tracker.clock().now_ms();
         let mut out = Vec::new();
-        for (m, model) in self.models.iter().enumerate() {
-            for task in 0..TASKS.len() {
+        for task in 0..TASKS.len() {
+            let mut scored = Vec::new();
+            for (m, model) in self.models.iter().enumerate() {
                 if let Some(cap) = capability(model, task) {
                     let live = LiveMetrics::from_totals(&self.totals(model, task, now));
                     let breakdown = self.scorer.score(
@@ -631,10 +639,14 @@ impl RouterCore {
                         live.avg_latency_ms,
                         live.requests,
                     )?;
-                    out.push((m, task, breakdown));
+                    scored.push((m, breakdown));
                 }
             }
+            // The models serving a task are its candidates: the relative rule applies.
+            self.relative_latency(&mut scored, &mut []);
+            out.extend(scored.into_iter().map(|(m, b)| (m, task, b)));
         }
+        out.sort_by_key(|(m, task, _)| (*m, *task));
         Ok(out)
     }
 
@@ -682,6 +694,50 @@ impl RouterCore {
         (stats.window.requests >= self.scorer.config().min_requests_for_performance)
             .then_some(stats.p95_ms)
             .flatten()
+    }
+
+    /// The relative latency rule (see [`Resilience::relative_latency_factor`]):
+    /// the seed's absolute threshold misses +400 ms on a 25 ms baseline.
+    fn relative_latency(
+        &self,
+        suited: &mut [(usize, ScoreBreakdown)],
+        others: &mut [(usize, ScoreBreakdown)],
+    ) {
+        let factor = self.resilience.relative_latency_factor;
+        if factor <= 0.0 {
+            return;
+        }
+        let latencies: Vec<f64> = suited
+            .iter()
+            .chain(others.iter())
+            .filter(|(_, b)| b.has_performance_data)
+            .map(|(_, b)| b.avg_latency_ms)
+            .collect();
+        if latencies.len() < 2 {
+            return;
+        }
+        let penalty = self.scorer.config().high_latency_penalty;
+        for (_, b) in suited.iter_mut().chain(others.iter_mut()) {
+            if !b.has_performance_data || b.penalties.contains(Penalties::HIGH_LATENCY) {
+                continue;
+            }
+            // The median of the others: with two candidates, the other one.
+            let mut rest: Vec<f64> = latencies.clone();
+            if let Some(own) = rest.iter().position(|l| *l == b.avg_latency_ms) {
+                rest.swap_remove(own);
+            }
+            rest.sort_by(f64::total_cmp);
+            let Some(&median) = rest.get(rest.len().saturating_sub(1) / 2) else {
+                continue;
+            };
+            if b.avg_latency_ms > factor * median
+                && b.avg_latency_ms > median + crate::replica_health::LATENCY_FLOOR_MS
+            {
+                b.performance_score *= penalty;
+                b.penalty_factor *= penalty;
+                b.penalties = b.penalties.with(Penalties::RELATIVE_LATENCY);
+            }
+        }
     }
 
     /// Best score first (ties: configuration order); then, among those within

@@ -111,14 +111,13 @@ def summary_tables(report: dict[str, Any]) -> list[Table]:
         )
     killed = report["killed_replica"]
     faults = Table(title="the killed replica")
-    columns = (
+    for column in (
         "replica",
         "answers after the kill",
         "passed over after",
         "breaker open after",
         "health down after",
-    )
-    for column in columns:
+    ):
         faults.add_column(column)
     times = [killed[k] for k in ("avoided_after_s", "breaker_open_after_s", "health_down_after_s")]
     faults.add_row(

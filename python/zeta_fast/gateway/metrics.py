@@ -169,7 +169,7 @@ class _RouterCollector(Collector):
             score.add_metric([model_id, task], breakdown.performance_score)
             capability.add_metric([model_id, task], breakdown.capability_score)
             applied = set(breakdown.penalties)
-            for name in ("low_success_rate", "high_latency"):
+            for name in ("low_success_rate", "high_latency", "relative_latency"):
                 penalty.add_metric([model_id, task, name], 1.0 if name in applied else 0.0)
         return [window_requests, success, quantiles, score, capability, penalty]
 

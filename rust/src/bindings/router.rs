@@ -34,7 +34,7 @@ type ModelTuple<'py> = (
 );
 
 /// The keys a `resilience=` mapping may hold.
-const RESILIENCE_KEYS: [&str; 16] = [
+const RESILIENCE_KEYS: [&str; 17] = [
     "failure_threshold",
     "cooldown_ms",
     "success_threshold",
@@ -51,6 +51,7 @@ const RESILIENCE_KEYS: [&str; 16] = [
     "replica_fail_margin",
     "replica_latency_factor",
     "replica_explore",
+    "relative_latency_factor",
 ];
 
 /// A whole number >= 0 for a `resilience=` field.
@@ -103,6 +104,16 @@ fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience> {
             "replica_fail_margin" => adapt.fail_margin = number(&item, &field)?,
             "replica_latency_factor" => adapt.latency_factor = number(&item, &field)?,
             "replica_explore" => adapt.explore = number(&item, &field)?,
+            "relative_latency_factor" => {
+                let factor = number(&item, &field)?;
+                if !(factor == 0.0 || (factor.is_finite() && factor > 1.0)) {
+                    return Err(super::errors::ConfigError::new_err(format!(
+                        "{field} must be 0 (off) or > 1, got {}",
+                        crate::errors::float_repr(factor)
+                    )));
+                }
+                out.relative_latency_factor = factor;
+            }
             _ => {
                 return Err(super::errors::ConfigError::new_err(format!(
                     "resilience has no field {key:?}; fields: {}",
