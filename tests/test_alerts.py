@@ -40,6 +40,8 @@ def test_no_false_alarm_in_100k_healthy_requests() -> None:
         ok, ms = healthy(rng)
         alarms += [c for c in (success.observe(ok), latency.observe(ms)) if c is not None]
     assert alarms == []
+    with pytest.raises(ValueError, match="need window >= 2"):
+        SuccessDetector(window=1)
 
 
 def _delay(

@@ -75,7 +75,26 @@ class _PageHinkley:
         self.since_calm = 0
 
 
-class SuccessDetector:
+class _Detector:
+    """What both detectors keep: the recent window, the warm-up count, the
+    baseline's weight and the drift test."""
+
+    def __init__(
+        self, window: int, warmup: int, alpha: float, delta: float, threshold: float
+    ) -> None:
+        if window < 2 or warmup < 1 or not 0.0 < alpha <= 1.0:
+            raise ValueError(
+                f"need window >= 2, warmup >= 1, 0 < alpha <= 1; got {window}, {warmup}, {alpha}"
+            )
+        self.window = window
+        self.warmup = warmup
+        self.alpha = alpha
+        self.recent: deque[float] = deque(maxlen=window)
+        self.seen = 0
+        self.drift = _PageHinkley(delta, threshold)
+
+
+class SuccessDetector(_Detector):
     """Failures of one model: a sudden jump or a slow rise in their share."""
 
     def __init__(
@@ -88,14 +107,9 @@ class SuccessDetector:
         delta: float = 0.05,
         threshold: float = 8.0,
     ) -> None:
-        self.window = window
-        self.warmup = warmup
-        self.alpha = alpha
+        super().__init__(window, warmup, alpha, delta, threshold)
         self.sudden_margin = sudden_margin
-        self.recent: deque[float] = deque(maxlen=window)
         self.baseline = 0.0
-        self.seen = 0
-        self.drift = _PageHinkley(delta, threshold)
 
     def observe(self, success: bool) -> Change | None:
         failure = 0.0 if success else 1.0
@@ -124,7 +138,7 @@ class SuccessDetector:
         return change
 
 
-class LatencyDetector:
+class LatencyDetector(_Detector):
     """Latency of one model, on a log scale: a sudden jump of the recent
     median, or a slow rise (Page-Hinkley on standardised log latency)."""
 
@@ -139,16 +153,11 @@ class LatencyDetector:
         delta: float = 0.5,
         threshold: float = 25.0,
     ) -> None:
-        self.window = window
-        self.warmup = warmup
-        self.alpha = alpha
+        super().__init__(window, warmup, alpha, delta, threshold)
         self.sudden_sigmas = sudden_sigmas
         self.sudden_log_ratio = math.log(sudden_ratio)
-        self.recent: deque[float] = deque(maxlen=window)
         self.mean = 0.0
         self.variance = 0.0
-        self.seen = 0
-        self.drift = _PageHinkley(delta, threshold)
 
     def observe(self, latency_ms: float) -> Change | None:
         x = math.log(max(latency_ms, 0.01))
