@@ -148,10 +148,41 @@ impl ReplicaHealth {
     }
 }
 
+/// A necessary condition for any replica to be degraded, checked in one
+/// pass without allocating (routing asks on every request; almost always
+/// every replica is fine). The median is at least the minimum, so a replica
+/// not slow against the fastest is not slow against the median either.
+fn maybe_degraded(health: &[ReplicaHealth], policy: &ReplicaAdapt) -> bool {
+    let (mut min_fail, mut max_fail) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut min_latency, mut max_latency) = (f64::INFINITY, 0.0_f64);
+    let mut untried = false;
+    for h in health {
+        let (fail, latency, samples) = h.read();
+        if samples < MIN_SAMPLES {
+            untried = true;
+            continue;
+        }
+        min_fail = min_fail.min(fail);
+        max_fail = max_fail.max(fail);
+        if latency > 0.0 {
+            min_latency = min_latency.min(latency);
+            max_latency = max_latency.max(latency);
+        }
+    }
+    if untried {
+        min_fail = min_fail.min(0.0);
+    }
+    let failing = max_fail > min_fail + policy.fail_margin;
+    let slow = policy.latency_factor > 0.0
+        && max_latency > policy.latency_factor * min_latency
+        && max_latency > min_latency + LATENCY_FLOOR_MS;
+    failing || slow
+}
+
 /// Indices of the degraded replicas (empty when the policy is off or too
 /// little is known).
 pub fn degraded(health: &[ReplicaHealth], policy: &ReplicaAdapt) -> Vec<usize> {
-    if !policy.enabled || health.len() < 2 {
+    if !policy.enabled || health.len() < 2 || !maybe_degraded(health, policy) {
         return Vec::new();
     }
     let known: Vec<(usize, f64, f64)> = health
