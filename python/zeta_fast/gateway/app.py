@@ -18,7 +18,6 @@ the configuration) adds the decision record.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -274,15 +273,13 @@ class Gateway:
             async for event in events:
                 await response.write(event)
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            # The client went away: stop reading upstream (recorded as cancelled).
-            raise
         except BackendError as exc:
             # Cut after events reached the client: nothing to retry; end the
             # stream with an error event so the client knows it is incomplete.
             error = orjson.dumps({"error": {"message": str(exc), "type": "upstream_error"}})
             await response.write(b"data: " + error + b"\n\n")
         finally:
+            # Also when the client went away: upstream reading stops, recorded as cancelled.
             await events.aclose()  # type: ignore[attr-defined]
             backend_ms = backend_time_ms(stream.attempts)
             self.router.core.record_overhead(
