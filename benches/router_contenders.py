@@ -18,7 +18,7 @@ PROMPT = ("Write a Python function that merges two sorted lists and explain its 
 ]
 
 
-def zeta_router() -> Router:
+def zeta_router(learning: bool = False) -> Router:
     models = [
         {
             "id": f"model-{m}",
@@ -31,7 +31,10 @@ def zeta_router() -> Router:
         for m in range(MODELS)
     ]
     tracker = PerformanceTracker(clock=ManualClock(2_100_000_000_000), persist=False)
-    router = Router(parse_router_config({"models": models}), tracker=tracker)
+    raw: dict[str, Any] = {"models": models}
+    if learning:
+        raw["learning"] = {"enabled": True}
+    router = Router(parse_router_config(raw), tracker=tracker)
     for _ in range(20):  # live metrics for every deployment
         router.record(router.route(PROMPT), True, 120.0)
     return router
@@ -61,6 +64,14 @@ def contenders() -> dict[str, Contender]:
     router = zeta_router()
     given = profile(PROMPT)
     route, record = router.route, router.record
+    learner = zeta_router(learning=True)
+    route_learned, record_learned, feedback = learner.route, learner.record, learner.feedback
+
+    def learned() -> None:
+        decision = route_learned(PROMPT)
+        record_learned(decision, True, 120.0)
+        feedback(decision, True)
+
     found: dict[str, Contender] = {
         "zeta_fast route()+record(), 1 KB prompt profiled": (
             lambda: record(route(PROMPT), True, 120.0),
@@ -70,6 +81,7 @@ def contenders() -> dict[str, Contender]:
             lambda: record(route(profile=given), True, 120.0),
             (),
         ),
+        "zeta_fast learned route()+record()+feedback(), 1 KB prompt": (learned, ()),
     }
     try:
         litellm_latency = litellm_router("latency-based-routing")

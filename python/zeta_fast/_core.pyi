@@ -12,6 +12,7 @@ import numpy.typing as npt
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "FEATURE_DIM",
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
     "SNAPSHOT_FORMAT_VERSION",
@@ -19,7 +20,9 @@ __all__ = [
     "AdaptiveScorer",
     "CandidatePool",
     "Decision",
+    "Features",
     "ManualClock",
+    "OutcomePredictor",
     "PerformanceTracker",
     "ReplicaSet",
     "RequestProfile",
@@ -32,6 +35,7 @@ __all__ = [
     "_profile_features",
     "_profile_text",
     "_shutdown",
+    "_text_features",
 ]
 
 __version__: str
@@ -600,6 +604,59 @@ class RequestProfile:
 def _profile_text(text: str, turns: int = 1, embedding: bool = False) -> RequestProfile:
     """Profiles a request text (the native half of ``zeta_fast.profile``)."""
 
+FEATURE_DIM: int
+"""Length of the learned router's feature vectors."""
+
+@final
+class Features:
+    """A sparse feature vector of a request (``FEATURE_DIM`` long)."""
+
+    @property
+    def indices(self) -> npt.NDArray[np.uint32]:
+        """Indices of the non-zero entries (word buckets repeat per occurrence)."""
+    @property
+    def values(self) -> npt.NDArray[np.float64]:
+        """The entries' values."""
+    def __len__(self) -> int: ...
+    def to_bytes(self) -> bytes:
+        """The indices as little-endian u32 bytes (the values follow from them)."""
+    @staticmethod
+    def from_bytes(data: bytes) -> Features:
+        """Rebuilds features from ``to_bytes()``."""
+
+def _text_features(text: str, categories: list[str] = ...) -> Features:
+    """The features of a text with its categories."""
+
+@final
+class OutcomePredictor:
+    """Per-model success predictors (see ``zeta_fast.learning.OutcomePredictor``)."""
+
+    def __new__(
+        cls, models: list[str], params: dict[str, float] | None = None
+    ) -> OutcomePredictor: ...
+    @property
+    def models(self) -> list[str]: ...
+    @property
+    def params(self) -> dict[str, float]: ...
+    @property
+    def updates(self) -> int: ...
+    def outcomes_seen(self) -> list[int]: ...
+    def update(
+        self,
+        features: Features,
+        known: list[tuple[int, bool]],
+        category: str | None = None,
+        learning_rate: float | None = None,
+    ) -> None: ...
+    def predict(self, features: Features) -> npt.NDArray[np.float64]: ...
+    def prior(self, category: str | None = None) -> npt.NDArray[np.float64]: ...
+    def utility(
+        self, features: Features, category: str | None = None
+    ) -> npt.NDArray[np.float64]: ...
+    def to_bytes(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+    def categories(self) -> list[tuple[str, list[tuple[int, int]]]]: ...
+
 def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], float]:
     """The hashed feature buckets of a text and their scale (for training)."""
 
@@ -661,6 +718,15 @@ class Decision:
     @property
     def capability_score(self) -> float: ...
     @property
+    def explored(self) -> bool:
+        """Sent to a random other candidate by the learned router's exploration."""
+    @property
+    def learned_category(self) -> str | None:
+        """The learned router's category of the request (None: not learned)."""
+    @property
+    def learned_features(self) -> Features | None:
+        """The request's learned features (None: learning off or no text)."""
+    @property
     def performance_score(self) -> float: ...
     @property
     def performance_adjustment(self) -> float: ...
@@ -700,7 +766,14 @@ class RouterCore:
         policy: str = "power_of_two",
         spread_margin: float = 10.0,
         resilience: dict[str, float] | None = None,
+        learning: dict[str, float | int | bool] | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> RouterCore: ...
+    def feedback(self, decision: Decision, good: bool) -> bool:
+        """Learns a quality verdict on a decision's answer (once per decision)."""
+    @property
+    def predictor(self) -> OutcomePredictor | None:
+        """The learned router's predictor (None when learning is off)."""
     def route(
         self,
         request: Any = None,

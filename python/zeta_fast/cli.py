@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -342,6 +343,54 @@ def _alerts_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learn_command(args: argparse.Namespace) -> int:
+    from zeta_fast.config import load_router_config
+    from zeta_fast.learning.training import train_from_log
+
+    config = load_router_config(args.config)
+    beside = Path(config.state_path) if config.state_path else None
+    db = args.db or config.outcome_log.path or (beside and beside.with_name("outcomes.sqlite"))
+    out = args.out or config.learning.state_path or (beside and beside.with_name("learned.bin"))
+    if db is None or out is None:
+        print(
+            "zeta-fast learn: give --db and --out "
+            "(the config has no state_path to put them beside)",
+            file=sys.stderr,
+        )
+        return 2
+    learning = config.learning
+    params = {
+        "learning_rate": learning.learning_rate,
+        "l2": learning.l2,
+        "prior_weight": learning.prior_weight,
+        "prior_strength": learning.prior_strength,
+    }
+    predictor, report = train_from_log(
+        db, [m.id for m in config.models], params, epochs=args.epochs, holdout=args.holdout
+    )
+    Path(out).write_bytes(predictor.to_bytes())
+    report["out"] = str(out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console = _console()
+    console.print(f"learned {report['rows']} outcomes from {db} into {out}")
+    table = Table(title="learned outcomes per model")
+    table.add_column("model")
+    table.add_column("rows", justify="right")
+    for model, count in report["per_model"].items():
+        table.add_row(model, str(count))
+    console.print(table)
+    held = report.get("holdout")
+    if held and held.get("rows"):
+        console.print(
+            f"newest {int(held['rows'])} rows, trained on the older ones: accuracy "
+            f"{held['accuracy']:.3f} (per-model rate alone {held['baseline_accuracy']:.3f}), "
+            f"log loss {held['log_loss']:.3f} ({held['baseline_log_loss']:.3f})"
+        )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -395,6 +444,18 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--since-minutes", type=float, default=None, help="only recent alerts")
     alerts.add_argument("--json", action="store_true", help="print the alerts as JSON")
     alerts.set_defaults(handler=_alerts_command)
+    learn = commands.add_parser(
+        "learn", help="train the learned router from the outcome log into its state file"
+    )
+    learn.add_argument("--config", required=True, help="the router's YAML/TOML/JSON config")
+    learn.add_argument("--db", help="the outcome log (default: the config's)")
+    learn.add_argument("--out", help="the learned state file (default: the config's)")
+    learn.add_argument("--epochs", type=int, default=1, help="passes over the rows (default 1)")
+    learn.add_argument(
+        "--holdout", type=float, default=0.2, help="newest share held out for the report"
+    )
+    learn.add_argument("--json", action="store_true", help="print one JSON object")
+    learn.set_defaults(handler=_learn_command)
     demo = commands.add_parser(
         "demo", help="real llama.cpp replicas, the gateway, a workload and faults (no GPU)"
     )

@@ -69,10 +69,12 @@ __all__ = [
     "ApiKeySpec",
     "BreakerSpec",
     "ContextSpec",
+    "CostSpec",
     "DispatchSpec",
     "GatewaySpec",
     "HealthSpec",
     "HedgeSpec",
+    "LearningSpec",
     "ModelSpec",
     "OutcomeLogSpec",
     "RateLimitSpec",
@@ -300,6 +302,56 @@ class OutcomeLogSpec(_Frozen):
     max_pending: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
 
+class LearningSpec(_Frozen):
+    """The learned router (see ``zeta_fast.learning``): per-request success
+    predictions from local text features become the capability term.
+
+    The predictor learns quality verdicts, ``Router.feedback(decision,
+    good)``. With ``learn_from_outcomes`` it also learns recorded outcomes:
+    ``Router.record(decision, success, ...)`` and, from dispatch, an answer
+    (good) or a prompt too long for the model (bad); replica faults
+    (timeouts, 5xx, refused connections) never teach it. That only helps
+    when an answer's arrival says something about its quality."""
+
+    enabled: bool = False
+    #: Outcomes of a model before its learned capability fully replaces the
+    #: configured one (a linear ramp from the first).
+    min_outcomes: Annotated[int, Field(ge=1, le=10_000_000)] = 50
+    #: Share of requests sent to a random other candidate (bandit exploration).
+    explore: Annotated[float, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = 0.02
+    learn_from_outcomes: bool = False
+    learning_rate: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] = 0.3
+    l2: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-5
+    prior_weight: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] = 2.0
+    prior_strength: Annotated[float, Field(gt=0.0, le=1e6, allow_inf_nan=False)] = 40.0
+    #: Where the learned state is saved (on close and every
+    #: ``save_interval_s``); by default ``learned.bin`` beside the snapshot.
+    state_path: str | None = None
+    save_interval_s: Annotated[float, Field(gt=0.0, le=86_400.0, allow_inf_nan=False)] = 10.0
+
+    def core_args(self) -> dict[str, float | int | bool]:
+        """The settings the core takes."""
+        return {
+            "min_outcomes": self.min_outcomes,
+            "explore": self.explore,
+            "learn_from_outcomes": self.learn_from_outcomes,
+            "learning_rate": self.learning_rate,
+            "l2": self.l2,
+            "prior_weight": self.prior_weight,
+            "prior_strength": self.prior_strength,
+        }
+
+
+class CostSpec(_Frozen):
+    """The cost/quality knob: each model's expected cost for a request
+    (``cost_per_1k_tokens`` x (estimated prompt + ``expected_completion_tokens``))
+    is taken off its capability, ``willingness_to_pay`` dollars costing the
+    full 100 points. Unset: cost plays no part."""
+
+    willingness_to_pay: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    expected_completion_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = 256
+
+
 class TrendRuleSpec(_Frozen):
     """Alert on a detected change of a model's success or latency."""
 
@@ -427,6 +479,8 @@ class RouterConfig(_Frozen):
     state_path: str | None = None
     outcome_log: OutcomeLogSpec = Field(default_factory=OutcomeLogSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    learning: LearningSpec = Field(default_factory=LearningSpec)
+    cost: CostSpec = Field(default_factory=CostSpec)
     #: Off (0) by default: only the absolute ``scoring.max_acceptable_latency_ms``.
     #: Else a model whose mean latency is this many times the median of the
     #: other candidates' (and 10 ms more) gets the high-latency penalty too.

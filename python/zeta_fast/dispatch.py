@@ -133,6 +133,8 @@ class Dispatcher:
         self.config = config
         self.outcome_log = outcome_log
         self.alerts = alerts
+        # The core learns these outcomes itself; the log marks them learned.
+        self._learns_outcomes = config.learning.enabled and config.learning.learn_from_outcomes
         self.session = new_session()
         spec = config.dispatch
         self.clients: dict[tuple[str, str], BackendClient] = {}
@@ -185,6 +187,13 @@ class Dispatcher:
             completion_tokens=usage[1],
         )
         if self.outcome_log is not None:
+            learned = None
+            if (
+                self._learns_outcomes
+                and kind in ("success", "context_length")
+                and decision.learned_category is not None
+            ):
+                learned = kind == "success"
             self.outcome_log.append(
                 decision,
                 kind,
@@ -192,6 +201,7 @@ class Dispatcher:
                 ttft_ms=ttft_ms,
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
+                learned=learned,
             )
         if self.alerts is not None and kind not in _NOT_THE_REPLICAS:
             self.alerts.observe(decision.model_id, kind == "success", latency_ms)

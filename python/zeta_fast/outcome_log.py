@@ -13,7 +13,11 @@ deleted at start and every ``prune_every_s``.
 Columns: ``ts_ms, model, replica, task, complexity, context, outcome,
 success, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost,
 capability, score, adjustment, penalties, runners_up, profile`` (the last
-three JSON text).
+three JSON text), then the learned router's ``learned`` (NULL when the row
+was not learned, else the outcome learned: 1 good, 0 bad), ``category``
+and ``features`` (the request's feature indices, little-endian u32, for
+rows that were learned: ``zeta-fast learn`` retrains from them). A
+``feedback`` row is a quality verdict given after the outcome.
 """
 
 from __future__ import annotations
@@ -52,7 +56,13 @@ COLUMNS = (
     "penalties",
     "runners_up",
     "profile",
+    "learned",
+    "category",
+    "features",
 )
+
+# Columns added after the first release: added to older files on open.
+_ADDED_COLUMNS = (("learned", "INTEGER"), ("category", "TEXT"), ("features", "BLOB"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -80,8 +90,8 @@ CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
 CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes (model, ts_ms);
 """
 
-# (ms, decision, outcome kind, latency, ttft, prompt tokens, completion tokens)
-_Pending = tuple[int, Decision, str, float, float | None, int, int]
+# (ms, decision, outcome kind, latency, ttft, prompt tokens, completion tokens, learned)
+_Pending = tuple[int, Decision, str, float, float | None, int, int, bool | None]
 
 
 class OutcomeLog:
@@ -137,6 +147,10 @@ class OutcomeLog:
         self._closed = False
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(outcomes)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}")
         self._prune()
         self._thread = threading.Thread(target=self._run, name="zeta-fast-outcome-log", daemon=True)
         self._thread.start()
@@ -159,8 +173,10 @@ class OutcomeLog:
         ttft_ms: float | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        learned: bool | None = None,
     ) -> bool:
-        """Queues one outcome; False (and ``dropped`` counts it) when full."""
+        """Queues one outcome; False (and ``dropped`` counts it) when full.
+        ``learned``: the outcome the learned router took from it, if any."""
         pending = self._pending
         if len(pending) >= self.max_pending or self._closed:
             self.dropped += 1
@@ -174,6 +190,7 @@ class OutcomeLog:
                 ttft_ms,
                 prompt_tokens,
                 completion_tokens,
+                learned,
             )
         )
         if len(pending) >= 4096:
@@ -226,7 +243,7 @@ class OutcomeLog:
         self.written += len(rows)
 
     def _row(self, item: _Pending) -> tuple[Any, ...]:
-        ts, decision, outcome, latency, ttft, prompt, completion = item
+        ts, decision, outcome, latency, ttft, prompt, completion, learned = item
         price = self.costs.get(decision.model_id, 0.0)
         profile = decision.profile
         return (
@@ -249,6 +266,11 @@ class OutcomeLog:
             json.dumps(decision.penalties),
             json.dumps(decision.runners_up),
             json.dumps(profile.to_dict()) if profile is not None else None,
+            None if learned is None else int(learned),
+            decision.learned_category,
+            features.to_bytes()
+            if learned is not None and (features := decision.learned_features) is not None
+            else None,
         )
 
     def _prune(self, db: sqlite3.Connection | None = None) -> int:
@@ -305,7 +327,9 @@ class OutcomeLog:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             for row in self._iter_rows(since_ms, None):
-                writer.writerow(row[c] for c in COLUMNS)
+                writer.writerow(
+                    row[c].hex() if isinstance(row[c], bytes) else row[c] for c in COLUMNS
+                )
                 count += 1
         return count
 

@@ -37,6 +37,37 @@ def _input_text(value: object) -> str:
     return ""
 
 
+def _request_text(
+    request: str | Sequence[Mapping[str, Any]] | Mapping[str, Any], endpoint: str | None = None
+) -> tuple[str, int, bool]:
+    """The text ``profile`` reads in a request, its message count and
+    whether it is an embedding request (the learned router needs the text
+    itself; the core calls this)."""
+    embedding = endpoint is not None and endpoint.rstrip("/").endswith("embeddings")
+    if isinstance(request, str):
+        return request, 1, embedding
+    if isinstance(request, Mapping):
+        if "messages" in request:
+            return _request_text(request["messages"], endpoint)
+        if "prompt" in request:
+            return _input_text(request["prompt"]), 1, embedding
+        if "input" in request:
+            return _input_text(request["input"]), 1, True
+        raise TypeError(
+            "request must have messages, prompt or input, got keys: " + ", ".join(map(str, request))
+        )
+    if isinstance(request, Sequence):
+        user = [
+            _content_text(message.get("content"))
+            for message in request
+            if isinstance(message, Mapping) and message.get("role", "user") == "user"
+        ]
+        return "\n".join(user), max(1, len(request)), embedding
+    raise TypeError(
+        f"request must be a str, a messages list or a request dict, got {type(request).__name__}"
+    )
+
+
 def profile(
     request: str | Sequence[Mapping[str, Any]] | Mapping[str, Any], *, endpoint: str | None = None
 ) -> RequestProfile:
@@ -58,26 +89,4 @@ def profile(
         >>> profile({"model": "e5", "input": ["hello"]}).task_type
         'embedding'
     """
-    embedding = endpoint is not None and endpoint.rstrip("/").endswith("embeddings")
-    if isinstance(request, str):
-        return _profile_text(request, 1, embedding)
-    if isinstance(request, Mapping):
-        if "messages" in request:
-            return profile(request["messages"], endpoint=endpoint)
-        if "prompt" in request:
-            return _profile_text(_input_text(request["prompt"]), 1, embedding)
-        if "input" in request:
-            return _profile_text(_input_text(request["input"]), 1, True)
-        raise TypeError(
-            "request must have messages, prompt or input, got keys: " + ", ".join(map(str, request))
-        )
-    if isinstance(request, Sequence):
-        user = [
-            _content_text(message.get("content"))
-            for message in request
-            if isinstance(message, Mapping) and message.get("role", "user") == "user"
-        ]
-        return _profile_text("\n".join(user), max(1, len(request)), embedding)
-    raise TypeError(
-        f"request must be a str, a messages list or a request dict, got {type(request).__name__}"
-    )
+    return _profile_text(*_request_text(request, endpoint))

@@ -8,6 +8,8 @@ validated ``RouterConfig`` into it and profiles requests.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -18,6 +20,7 @@ from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, Router
 from zeta_fast.alerts.engine import AlertEngine
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
+from zeta_fast.learning.predictor import OutcomePredictor
 from zeta_fast.outcome_log import OutcomeLog
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from zeta_fast.health import HealthMonitor
 
 T = TypeVar("T")
+_log = logging.getLogger("zeta_fast.router")
 
 __all__ = ["Decision", "Router"]
 
@@ -84,6 +88,9 @@ class Router:
             )
             for model in self.config.models
         ]
+        learning = self.config.learning
+        cost = self.config.cost
+        self._learns_outcomes = learning.enabled and learning.learn_from_outcomes
         self._core = RouterCore(
             self.tracker,
             models,
@@ -95,7 +102,20 @@ class Router:
                 **self.config.dispatch.resilience(),
                 "relative_latency_factor": self.config.relative_latency_factor,
             },
+            learning.core_args() if learning.enabled else None,
+            None
+            if cost.willingness_to_pay is None
+            else {
+                "cost_per_1k_tokens": [m.cost_per_1k_tokens for m in self.config.models],
+                "willingness_to_pay": cost.willingness_to_pay,
+                "expected_completion_tokens": cost.expected_completion_tokens,
+            },
         )
+        native = self._core.predictor
+        #: The learned router's predictor, shared with the core (None when
+        #: ``learning.enabled`` is off).
+        self.predictor = OutcomePredictor._wrap(native) if native is not None else None
+        self._learned_saver = self._start_learned_state()
         #: Every decision and its outcome, in SQLite (None when off).
         self.outcome_log = self._open_outcome_log()
         #: Trend detection and alert rules (None when off).
@@ -112,6 +132,7 @@ class Router:
         self.route = self._core.route  # type: ignore[method-assign]
         if self.outcome_log is None and self.alerts is None:
             self.record = self._core.record  # type: ignore[method-assign]
+            self.feedback = self._core.feedback  # type: ignore[method-assign]
         self._dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
             weakref.WeakKeyDictionary()
         )
@@ -145,12 +166,43 @@ class Router:
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
         """Records the outcome of a routed request and frees its replica slot
-        (and appends it to the outcome log when there is one)."""
+        (and appends it to the outcome log when there is one). ``success``
+        is the caller's verdict: with ``learning.learn_from_outcomes`` the
+        learned router learns it (a quality verdict goes to ``feedback``)."""
         self._core.record(decision, success, latency_ms)
         if self.outcome_log is not None:
-            self.outcome_log.append(decision, "success" if success else "other", latency_ms)
+            learned = (
+                success if self._learns_outcomes and decision.learned_category is not None else None
+            )
+            self.outcome_log.append(
+                decision, "success" if success else "other", latency_ms, learned=learned
+            )
         if self.alerts is not None:
             self.alerts.observe(decision.model_id, success, latency_ms)
+
+    def feedback(self, decision: Decision, good: bool) -> bool:
+        """A quality verdict on a decision's answer, after its outcome was
+        recorded (by ``record`` or by dispatch): the learned router learns
+        it. Once per decision; True when learned (learning on and the
+        request's text known)."""
+        learned = self._core.feedback(decision, good)
+        if learned and self.outcome_log is not None:
+            self.outcome_log.append(decision, "feedback", 0.0, learned=good)
+        return learned
+
+    def _start_learned_state(self) -> _LearnedStateSaver | None:
+        """Loads the learned state when its file exists and keeps saving it."""
+        if self.predictor is None:
+            return None
+        path = self.config.learning.state_path
+        if path is None:
+            snapshot = self.tracker.snapshot_path
+            if snapshot is None:
+                return None
+            path = str(Path(snapshot).with_name("learned.bin"))
+        saver = _LearnedStateSaver(self.predictor, Path(path), self.config.learning.save_interval_s)
+        saver.load()
+        return saver.start()
 
     def _open_outcome_log(self) -> OutcomeLog | None:
         spec = self.config.outcome_log
@@ -426,6 +478,8 @@ class Router:
         their connections (use ``aclose`` for an async caller's loop), and
         writes what the outcome log still holds."""
         self._stop_background()
+        if self._learned_saver is not None:
+            self._learned_saver.stop()
         if self.alerts is not None:
             self.alerts.close()
         if self.outcome_log is not None:
@@ -453,6 +507,64 @@ class Router:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
         self.close()
+
+
+class _LearnedStateSaver:
+    """Saves the learned state every ``interval_s`` when it changed, and on
+    ``stop``: written to a temporary file, synced, then renamed over the
+    old one, so a crash leaves the previous state whole."""
+
+    def __init__(self, predictor: OutcomePredictor, path: Path, interval_s: float) -> None:
+        self.predictor = predictor
+        self.path = path
+        self.interval_s = interval_s
+        self._saved_updates = -1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> bool:
+        """Restores a saved state; False when there is none."""
+        if not self.path.exists():
+            return False
+        self.predictor.restore(self.path.read_bytes())
+        self._saved_updates = self.predictor.updates
+        return True
+
+    def save(self) -> bool:
+        """Writes the state if it changed since the last save."""
+        with self._lock:
+            updates = self.predictor.updates
+            if updates == self._saved_updates:
+                return False
+            data = self.predictor.to_bytes()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+            self._saved_updates = updates
+            return True
+
+    def start(self) -> _LearnedStateSaver:
+        self._thread = threading.Thread(target=self._run, name="zeta-fast-learned", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.save()
+            except OSError as exc:  # a full disk must not kill the saver
+                _log.warning("could not save the learned state to %s: %s", self.path, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self.save()
 
 
 class _LoopThread:

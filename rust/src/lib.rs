@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod histogram;
+pub mod learned;
+pub mod learned_capability;
 pub mod outcome;
 pub mod penalties;
 pub mod persistence;

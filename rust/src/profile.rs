@@ -398,9 +398,25 @@ impl TaskModel {
 
     /// Profiles a text (`turns` messages deep), or an embedding request.
     pub fn profile(&self, text: &str, turns: usize, embedding: bool) -> Profile {
+        self.profile_keeping_buckets(text, turns, embedding, None)
+    }
+
+    /// [`Self::profile`], also pushing the text's feature buckets (as
+    /// [`feature_buckets`] gives them) to `buckets`: the learned router's
+    /// word features come from the same single pass.
+    pub fn profile_keeping_buckets(
+        &self,
+        text: &str,
+        turns: usize,
+        embedding: bool,
+        mut buckets: Option<&mut Vec<u32>>,
+    ) -> Profile {
         let mut sums = [0.0_f32; 4];
         let mut count = 0_u32;
         let features = extract(text, turns, |bucket| {
+            if let Some(kept) = buckets.as_deref_mut() {
+                kept.push(bucket);
+            }
             if let Some(row) = self.weights.get(bucket as usize) {
                 for (sum, weight) in sums.iter_mut().zip(row) {
                     *sum += weight;

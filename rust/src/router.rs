@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::balance::{Policy, ReplicaSet, DEFAULT_ENGINE_LOAD_TTL_MS};
 use crate::breaker::BreakerConfig;
 use crate::errors::ZetaError;
+use crate::learned_capability::{blend, category_of, CostKnob, Learning, RequestView};
 use crate::outcome::{LatencyHistogram, OutcomeKind, ReplicaCounters, OVERHEAD_BOUNDS_MS};
 use crate::penalties::Penalties;
 use crate::pool::{live_totals_with_fallback, LiveMetrics};
@@ -57,6 +58,14 @@ pub struct RoutedModel {
     leaves: Vec<Vec<Arc<TrackedKey>>>,
     /// Every window of the model, the fallback view.
     all_leaves: Vec<Arc<TrackedKey>>,
+}
+
+/// What a decision is for: the request's task, complexity and context.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    task: usize,
+    complexity: f64,
+    context: usize,
 }
 
 /// Complexity deciles the router keeps outcomes in, for tuning ranges.
@@ -166,6 +175,11 @@ pub struct Decision {
     pub breakdown: ScoreBreakdown,
     /// The other candidates in the order they were considered, with scores.
     pub runners_up: Vec<(usize, f64)>,
+    /// The request's learned features and token estimate, for learning
+    /// from its outcome and for attempts after this one.
+    pub request: RequestView,
+    /// Sent to a random other candidate by the learned router's exploration.
+    pub explored: bool,
 }
 
 /// The router's core: models, their replica slots, the tracker and scorer.
@@ -182,6 +196,10 @@ pub struct RouterCore {
     /// Time the caller spent deciding and relaying, as it reports it
     /// (a gateway's own share of each request), for metrics pages.
     overhead: LatencyHistogram,
+    /// The learned capability term, when learning is on.
+    learning: Option<Learning>,
+    /// The cost/quality knob, when a willingness to pay is set.
+    cost: Option<CostKnob>,
 }
 
 impl RouterCore {
@@ -303,7 +321,88 @@ impl RouterCore {
             scorer,
             models: routed,
             spread_margin,
+            learning: None,
+            cost: None,
         })
+    }
+
+    /// Turns the learned capability term on (its predictor's rows must be
+    /// this router's models, in order).
+    pub fn set_learning(&mut self, learning: Learning) -> Result<(), ZetaError> {
+        learning.validate()?;
+        let ids: Vec<&str> = self.models.iter().map(|m| &*m.id).collect();
+        if learning
+            .predictor
+            .models()
+            .iter()
+            .map(String::as_str)
+            .ne(ids)
+        {
+            return Err(ZetaError::InvalidName {
+                field: "learning",
+                problem: "has a predictor whose models differ from the router's",
+                value: learning.predictor.models().join(", "),
+            });
+        }
+        self.learning = Some(learning);
+        Ok(())
+    }
+
+    /// Sets the cost/quality knob (one price per model, in order).
+    pub fn set_cost_knob(&mut self, knob: CostKnob) -> Result<(), ZetaError> {
+        knob.validate()?;
+        if knob.cost_per_1k_tokens.len() != self.models.len() {
+            return Err(ZetaError::InvalidName {
+                field: "cost_per_1k_tokens",
+                problem: "needs one price per model",
+                value: knob.cost_per_1k_tokens.len().to_string(),
+            });
+        }
+        self.cost = Some(knob);
+        Ok(())
+    }
+
+    /// The learned capability term's settings, when learning is on.
+    pub fn learning(&self) -> Option<&Learning> {
+        self.learning.as_ref()
+    }
+
+    /// The category a request of `task` and `complexity` is learned under.
+    pub fn learned_category(task: usize, complexity: f64) -> String {
+        category_of(TASKS.get(task).copied().unwrap_or("chat"), complexity)
+    }
+
+    /// The capability term of model `m` for one request: learned when
+    /// learning is on and the request's text is known, less its cost.
+    fn request_capability(
+        &self,
+        m: usize,
+        configured: f64,
+        view: &RequestView,
+        learned: &[(f64, f64)],
+    ) -> f64 {
+        let mut capability = learned
+            .get(m)
+            .map_or(configured, |&(cap, ramp)| blend(configured, cap, ramp));
+        if let Some(knob) = &self.cost {
+            capability = (capability - knob.penalty(m, view.prompt_tokens)).max(0.0);
+        }
+        capability
+    }
+
+    /// Learns one outcome of a decision's request (when learning is on and
+    /// its text was known).
+    pub fn learn(&self, decision: &Decision, success: bool) -> Result<bool, ZetaError> {
+        let (Some(learning), Some(request)) = (&self.learning, &decision.request.learned) else {
+            return Ok(false);
+        };
+        learning.predictor.update(
+            &request.features,
+            &[(decision.model, success)],
+            Some(&request.category),
+            None,
+        )?;
+        Ok(true)
     }
 
     /// The models, in configuration order.
@@ -334,8 +433,14 @@ impl RouterCore {
         complexity: f64,
         context: usize,
         now: u64,
+        view: &RequestView,
     ) -> Result<Vec<(usize, ScoreBreakdown)>, ZetaError> {
         let (mut suited, mut others) = (Vec::new(), Vec::new());
+        // Every model's learned capability for this request, in one pass.
+        let learned = match (&self.learning, &view.learned) {
+            (Some(learning), Some(request)) => learning.capabilities(request),
+            _ => Vec::new(),
+        };
         // A text request of a type nobody declares still deserves an answer:
         // then every text model is a candidate at its best text capability.
         let unclaimed = task < TEXT_TASKS.len()
@@ -354,6 +459,7 @@ impl RouterCore {
                 continue;
             };
             let live = LiveMetrics::from_totals(&self.totals(model, served, now));
+            let cap = self.request_capability(m, cap, view, &learned);
             let breakdown =
                 self.scorer
                     .score(cap, live.success_rate, live.avg_latency_ms, live.requests)?;
@@ -389,20 +495,47 @@ impl RouterCore {
         task: usize,
         complexity: f64,
         context: usize,
+        view: RequestView,
     ) -> Result<Decision, ZetaError> {
         let now = self.tracker.clock().now_ms();
-        let scored = self.candidates(task, complexity, context, now)?;
+        let scored = self.candidates(task, complexity, context, now, &view)?;
         // Every first attempt earns retries and hedges their share.
         self.retry_budget.deposit();
         self.hedge_budget.deposit();
+        let target = Target {
+            task,
+            complexity,
+            context,
+        };
+        // Exploration: a bounded share of the requests the learned router
+        // sees go to a random other candidate, so that every model's
+        // predictions keep meeting outcomes (bandit feedback).
+        let explore = match (&self.learning, &view.learned) {
+            (Some(learning), Some(_)) => learning.explore,
+            _ => 0.0,
+        };
+        if explore > 0.0 && scored.len() > 1 && self.random_unit() < explore {
+            let others = scored.len() - 1;
+            let position = 1 + ((self.random_unit() * others as f64) as usize).min(others - 1);
+            if let Some((m, breakdown)) = scored.get(position) {
+                if let Some(replica) = self
+                    .models
+                    .get(*m)
+                    .and_then(|model| self.pick(model, now, &[], true))
+                {
+                    let mut decision =
+                        self.decision(&scored, position, *m, replica, *breakdown, target, view);
+                    decision.explored = true;
+                    return Ok(decision);
+                }
+            }
+        }
         for (position, (m, breakdown)) in scored.iter().enumerate() {
             let Some(model) = self.models.get(*m) else {
                 continue;
             };
             if let Some(replica) = self.pick(model, now, &[], true) {
-                return Ok(self.decision(
-                    &scored, position, *m, replica, *breakdown, task, complexity, context,
-                ));
+                return Ok(self.decision(&scored, position, *m, replica, *breakdown, target, view));
             }
         }
         Err(ZetaError::NoCandidates {
@@ -419,6 +552,7 @@ impl RouterCore {
         task: usize,
         complexity: f64,
         context: usize,
+        view: RequestView,
     ) -> Result<Decision, ZetaError> {
         let now = self.tracker.clock().now_ms();
         let Some(routed) = self.models.get(model) else {
@@ -427,7 +561,7 @@ impl RouterCore {
             });
         };
         let scored = self
-            .candidates(task, complexity, context, now)
+            .candidates(task, complexity, context, now, &view)
             .unwrap_or_default();
         let (position, breakdown) = match scored.iter().position(|(m, _)| *m == model) {
             Some(position) => (position, scored.get(position).map(|s| s.1)),
@@ -449,9 +583,12 @@ impl RouterCore {
             .ok_or(ZetaError::NoCandidates {
                 operation: "route() (the named model's replicas are down or at capacity)",
             })?;
-        Ok(self.decision(
-            &scored, position, model, replica, breakdown, task, complexity, context,
-        ))
+        let target = Target {
+            task,
+            complexity,
+            context,
+        };
+        Ok(self.decision(&scored, position, model, replica, breakdown, target, view))
     }
 
     /// Takes a slot on one of `model`'s replicas (none in `excluded`):
@@ -526,9 +663,12 @@ impl RouterCore {
         model: usize,
         replica: usize,
         breakdown: ScoreBreakdown,
-        task: usize,
-        complexity: f64,
-        context: usize,
+        Target {
+            task,
+            complexity,
+            context,
+        }: Target,
+        request: RequestView,
     ) -> Decision {
         let runners_up = scored
             .iter()
@@ -547,6 +687,8 @@ impl RouterCore {
             context,
             breakdown,
             runners_up,
+            request,
+            explored: false,
         }
     }
 
@@ -562,7 +704,13 @@ impl RouterCore {
         needs_longer_context: bool,
     ) -> Result<Decision, ZetaError> {
         let now = self.tracker.clock().now_ms();
-        let scored = self.candidates(failed.task, failed.complexity, failed.context, now)?;
+        let scored = self.candidates(
+            failed.task,
+            failed.complexity,
+            failed.context,
+            now,
+            &failed.request,
+        )?;
         let failed_window = self
             .models
             .get(failed.model)
@@ -596,15 +744,19 @@ impl RouterCore {
                 .collect();
             if let Some(replica) = self.pick(model, now, &excluded, false) {
                 let breakdown = scored.get(position).map_or(failed.breakdown, |s| s.1);
+                let target = Target {
+                    task: failed.task,
+                    complexity: failed.complexity,
+                    context: failed.context,
+                };
                 return Ok(self.decision(
                     &scored,
                     position,
                     m,
                     replica,
                     breakdown,
-                    failed.task,
-                    failed.complexity,
-                    failed.context,
+                    target,
+                    failed.request.clone(),
                 ));
             }
         }
@@ -792,7 +944,12 @@ impl RouterCore {
         } else {
             OutcomeKind::Other
         };
-        self.record_outcome(decision, kind, latency_ms, None, 0, 0)
+        let learned = self
+            .learning
+            .as_ref()
+            .is_some_and(|l| l.learn_from_outcomes)
+            .then_some(success);
+        self.record_inner(decision, kind, latency_ms, None, 0, 0, learned)
     }
 
     /// Records how a dispatched request ended: the tracker's window (for
@@ -807,6 +964,35 @@ impl RouterCore {
         ttft_ms: Option<f64>,
         prompt_tokens: u64,
         completion_tokens: u64,
+    ) -> Result<(), ZetaError> {
+        let learned = (self
+            .learning
+            .as_ref()
+            .is_some_and(|l| l.learn_from_outcomes)
+            && matches!(kind, OutcomeKind::Success | OutcomeKind::ContextLength))
+        .then_some(kind == OutcomeKind::Success);
+        self.record_inner(
+            decision,
+            kind,
+            latency_ms,
+            ttft_ms,
+            prompt_tokens,
+            completion_tokens,
+            learned,
+        )
+    }
+
+    /// [`Self::record_outcome`], learning `learned` (success or not) when given.
+    #[allow(clippy::too_many_arguments)]
+    fn record_inner(
+        &self,
+        decision: &Decision,
+        kind: OutcomeKind,
+        latency_ms: f64,
+        ttft_ms: Option<f64>,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        learned: Option<bool>,
     ) -> Result<(), ZetaError> {
         crate::tracker::check_latency(latency_ms)?;
         if let Some(ttft) = ttft_ms.filter(|t| !(t.is_finite() && *t >= 0.0)) {
@@ -828,6 +1014,9 @@ impl RouterCore {
             counters.count(kind, latency_ms, ttft_ms, prompt_tokens, completion_tokens);
         }
         let success = kind == OutcomeKind::Success;
+        if let Some(outcome) = learned {
+            self.learn(decision, outcome)?;
+        }
         if !success && !kind.is_replica_fault() {
             if kind != OutcomeKind::Cancelled {
                 // It answered: as far as the breaker knows, the replica is up.

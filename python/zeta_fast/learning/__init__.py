@@ -4,7 +4,12 @@
 - :mod:`zeta_fast.learning.predictor`: per-model success predictors
   (online logistic regression) with smoothed per-category priors;
 - :mod:`zeta_fast.learning.evaluation`: offline evaluation on per-prompt
-  outcome tables (APGR, CPT), ``zeta-fast eval routing``.
+  outcome tables (APGR, CPT), ``zeta-fast eval routing``;
+- :mod:`zeta_fast.learning.training`: retraining from the outcome log,
+  ``zeta-fast learn``.
+
+The live router uses the same predictor (``learning:`` in the router's
+configuration; ``Router.predictor``).
 """
 
 from zeta_fast.learning.features import FEATURE_DIM, text_features

@@ -20,13 +20,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from zeta_fast.learning.features import FEATURE_DIM, Features
+from zeta_fast._core import OutcomePredictor as _NativePredictor
+from zeta_fast.learning.features import Features
 
 __all__ = ["OutcomePredictor"]
 
 
 class OutcomePredictor:
-    """Success predictors for ``models`` over one feature space.
+    """Success predictors for ``models`` over one feature space (the
+    arithmetic runs in the core, the same code the live router uses).
 
     Args:
         models: the model ids, in the order predictions come out.
@@ -41,10 +43,10 @@ class OutcomePredictor:
         self,
         models: Sequence[str],
         *,
-        learning_rate: float = 0.5,
+        learning_rate: float = 0.3,
         l2: float = 1e-5,
         prior_weight: float = 2.0,
-        prior_strength: float = 20.0,
+        prior_strength: float = 40.0,
     ) -> None:
         if not models:
             raise ValueError("models must not be empty")
@@ -58,14 +60,36 @@ class OutcomePredictor:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         self.models = list(models)
         self.learning_rate = learning_rate
-        self.l2 = l2
         self.prior_weight = prior_weight
-        self.prior_strength = prior_strength
-        self.weights = np.zeros((len(models), FEATURE_DIM))
-        # Per model: [successes, requests] overall and per category.
-        self._overall = np.zeros((len(models), 2))
-        self._by_category: dict[str, npt.NDArray[np.float64]] = {}
-        self.updates = 0
+        self._native = _NativePredictor(
+            self.models,
+            {
+                "learning_rate": learning_rate,
+                "l2": l2,
+                "prior_weight": prior_weight,
+                "prior_strength": prior_strength,
+            },
+        )
+
+    @classmethod
+    def _wrap(cls, native: _NativePredictor) -> OutcomePredictor:
+        """A facade over a router's own predictor (shared, not copied)."""
+        self = cls.__new__(cls)
+        self.models = list(native.models)
+        params = native.params
+        self.learning_rate = params["learning_rate"]
+        self.prior_weight = params["prior_weight"]
+        self._native = native
+        return self
+
+    @property
+    def updates(self) -> int:
+        """Requests learned so far."""
+        return self._native.updates
+
+    def outcomes_seen(self) -> dict[str, int]:
+        """Outcomes learned per model."""
+        return dict(zip(self.models, self._native.outcomes_seen(), strict=True))
 
     # -- learning ------------------------------------------------------------------
 
@@ -79,25 +103,7 @@ class OutcomePredictor:
     ) -> None:
         """Learns from one request: ``outcomes`` per model (in ``models``
         order, None where unknown) or a mapping of the known ones."""
-        known = self._known(outcomes)
-        if not known:
-            return
-        indices, values = features
-        eta = self.learning_rate if learning_rate is None else learning_rate
-        rows = np.fromiter((m for m, _ in known), dtype=np.int64)
-        targets = np.fromiter((float(y) for _, y in known), dtype=np.float64)
-        block = self.weights[np.ix_(rows, indices)]
-        probabilities = 1.0 / (1.0 + np.exp(-(block @ values)))
-        gradient = (probabilities - targets)[:, None] * values[None, :] + self.l2 * block
-        self.weights[np.ix_(rows, indices)] = block - eta * gradient
-        stats = None
-        if category is not None:
-            stats = self._by_category.setdefault(category, np.zeros((len(self.models), 2)))
-        for model, success in known:
-            self._overall[model] += (float(success), 1.0)
-            if stats is not None:
-                stats[model] += (float(success), 1.0)
-        self.updates += 1
+        self._native.update(features, self._known(outcomes), category, learning_rate)
 
     def _known(
         self, outcomes: Sequence[bool | None] | Mapping[str, bool]
@@ -124,31 +130,35 @@ class OutcomePredictor:
         shuffled passes, the step shrinking as ``1 / (1 + epoch)``; category
         counts are taken once."""
         rng = np.random.default_rng(seed)
+        known = [self._known(outcomes) for _, outcomes, _ in samples]
+        update = self._native.update
         for epoch in range(epochs):
             eta = self.learning_rate / (1 + epoch)
             for index in rng.permutation(len(samples)):
-                features, outcomes, category = samples[index]
-                self.update(
-                    features, outcomes, category=category if epoch == 0 else None, learning_rate=eta
-                )
+                features, _, category = samples[index]
+                update(features, known[index], category if epoch == 0 else None, eta)
         return self
 
     # -- predicting ----------------------------------------------------------------
 
     def predict(self, features: Features) -> npt.NDArray[np.float64]:
         """P(success) per model from the text alone."""
-        indices, values = features
-        return 1.0 / (1.0 + np.exp(-(self.weights[:, indices] @ values)))
+        return self._native.predict(features)
 
     def prior(self, category: str | None) -> npt.NDArray[np.float64]:
         """The smoothed success rate per model in ``category`` (overall when None or new)."""
-        overall = (self._overall[:, 0] + 1.0) / (self._overall[:, 1] + 2.0)
-        stats = self._by_category.get(category) if category is not None else None
-        if stats is None:
-            return overall
-        k = self.prior_strength
-        return (stats[:, 0] + k * overall) / (stats[:, 1] + k)
+        return self._native.prior(category)
 
     def utility(self, features: Features, category: str | None = None) -> npt.NDArray[np.float64]:
         """Per model: predicted success plus the weighted category prior."""
-        return self.predict(features) + self.prior_weight * self.prior(category)
+        return self._native.utility(features, category)
+
+    # -- saving --------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The learned state: sparse weights and counts."""
+        return self._native.to_bytes()
+
+    def restore(self, data: bytes) -> None:
+        """Loads ``to_bytes()`` output; models are matched by id."""
+        self._native.restore(data)

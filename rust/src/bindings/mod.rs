@@ -5,6 +5,7 @@ mod balance;
 mod config;
 mod errors;
 mod extract;
+mod learned;
 mod pool;
 mod profile;
 mod router;
@@ -31,6 +32,10 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<router::PyDecision>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_features, module)?)?;
+    module.add_class::<learned::PyFeatures>()?;
+    module.add_class::<learned::PyOutcomePredictor>()?;
+    module.add_function(pyo3::wrap_pyfunction!(learned::_text_features, module)?)?;
+    module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
     module.add(
         "GIL_RELEASE_MIN_CANDIDATES",
         arrays::GIL_RELEASE_MIN_CANDIDATES,

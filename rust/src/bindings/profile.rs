@@ -30,6 +30,19 @@ pub(crate) fn profile_text(text: &str) -> PyResult<PyRequestProfile> {
     })
 }
 
+/// Profiles a text of `turns` messages, or an embedding request's input,
+/// pushing its feature buckets to `buckets`.
+pub(crate) fn profile_keeping_buckets(
+    text: &str,
+    turns: usize,
+    embedding: bool,
+    buckets: &mut Vec<u32>,
+) -> PyResult<PyRequestProfile> {
+    Ok(PyRequestProfile {
+        inner: model()?.profile_keeping_buckets(text, turns, embedding, Some(buckets)),
+    })
+}
+
 #[pymethods]
 impl PyRequestProfile {
     /// `code`, `reasoning`, `chat`, `knowledge` or `embedding`.

@@ -12,10 +12,13 @@ use super::balance::parse_policy;
 use super::config::adaptive_config_arg;
 use super::errors::InvalidInputError;
 use super::extract::{number, type_error};
-use super::profile::{profile_text, PyRequestProfile};
+use super::learned::{params_arg, PyFeatures, PyOutcomePredictor};
+use super::profile::{profile_keeping_buckets, profile_text, PyRequestProfile};
 use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
 use crate::breaker::BreakerConfig;
+use crate::learned::{features_with_words, OutcomePredictor};
+use crate::learned_capability::{CostKnob, LearnedRequest, Learning, RequestView};
 use crate::outcome::{HistogramSnapshot, OutcomeKind, OUTCOME_KINDS};
 use crate::replica_health::{degraded, ReplicaAdapt};
 use crate::retry::{Backoff, BudgetConfig};
@@ -171,6 +174,8 @@ pub struct PyDecision {
     profile: Option<Py<PyAny>>,
     runners_up: Vec<(Py<PyString>, f64)>,
     recorded: AtomicBool,
+    /// Set once a quality verdict (`feedback`) was learned.
+    judged: AtomicBool,
 }
 
 impl PyRouterCore {
@@ -266,6 +271,7 @@ impl PyRouterCore {
             profile,
             runners_up,
             recorded: AtomicBool::new(false),
+            judged: AtomicBool::new(false),
         })
     }
 }
@@ -274,7 +280,7 @@ impl PyRouterCore {
 impl PyRouterCore {
     /// `models`: `(id, {task: capability}, [(low, high) own, then per context], [(replica_id, max_concurrency)])`.
     #[new]
-    #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0, resilience = None))]
+    #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0, resilience = None, learning = None, cost = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -285,6 +291,8 @@ impl PyRouterCore {
         policy: &str,
         spread_margin: f64,
         resilience: Option<&Bound<'_, PyDict>>,
+        learning: Option<&Bound<'_, PyDict>>,
+        cost: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
@@ -315,7 +323,7 @@ impl PyRouterCore {
                 fallbacks,
             });
         }
-        let inner = RouterCore::new(
+        let mut inner = RouterCore::new(
             Arc::clone(&tracker.get().inner),
             AdaptiveScorer::new(adaptive_config_arg(config)?)?,
             inputs,
@@ -323,6 +331,13 @@ impl PyRouterCore {
             spread_margin,
             resilience_arg(resilience)?,
         )?;
+        let ids: Vec<String> = inner.models().iter().map(|m| m.id.to_string()).collect();
+        if let Some(learning) = learning {
+            inner.set_learning(learning_arg(learning, ids.clone())?)?;
+        }
+        if let Some(cost) = cost {
+            inner.set_cost_knob(cost_arg(cost)?)?;
+        }
         let model_names = inner
             .models()
             .iter()
@@ -380,13 +395,30 @@ impl PyRouterCore {
                 }
             },
         };
+        let learning = self.inner.learning().is_some();
+        let mut learned = None;
         let profile: Bound<'_, PyRequestProfile> = match (profile, request) {
             (Some(given), _) => given
                 .cast::<PyRequestProfile>()
                 .map_err(|_| type_error("profile", "a RequestProfile", given))?
                 .clone(),
             (None, Some(request)) => match request.cast::<PyString>() {
-                Ok(text) => Bound::new(py, profile_text(text.to_str()?)?)?,
+                Ok(given) if learning => {
+                    let (profile, request) = profile_for_learning(given.to_str()?, 1, false)?;
+                    learned = Some(request);
+                    Bound::new(py, profile)?
+                }
+                Ok(given) => Bound::new(py, profile_text(given.to_str()?)?)?,
+                // Learning needs the text itself: found in Python, profiled here.
+                Err(_) if learning => {
+                    let (found, turns, embedding): (String, usize, bool) = python_request_text(py)?
+                        .bind(py)
+                        .call1((request,))?
+                        .extract()?;
+                    let (profile, request) = profile_for_learning(&found, turns, embedding)?;
+                    learned = Some(request);
+                    Bound::new(py, profile)?
+                }
                 Err(_) => python_profile(py)?
                     .bind(py)
                     .call1((request,))?
@@ -401,17 +433,21 @@ impl PyRouterCore {
                 ))
             }
         };
-        let (task, complexity) = {
+        let (task, complexity, prompt_tokens) = {
             let inner = &profile.get().inner;
             let task = inner.task.unwrap_or(4);
-            (task, inner.complexity)
+            (task, inner.complexity, inner.features.token_estimate as f64)
+        };
+        let view = RequestView {
+            learned,
+            prompt_tokens,
         };
         let decision = match model {
-            None => self.inner.route(task, complexity, context_index)?,
+            None => self.inner.route(task, complexity, context_index, view)?,
             Some(name) => {
                 let index = self.model_index(name)?;
                 self.inner
-                    .route_to(index, task, complexity, context_index)?
+                    .route_to(index, task, complexity, context_index, view)?
             }
         };
         self.wrap(
@@ -654,6 +690,27 @@ impl PyRouterCore {
         self.record_once(decision, |inner, d| inner.record(d, success, latency_ms))
     }
 
+    /// Learns a quality verdict on a decision's answer (once per decision;
+    /// whether or not it was recorded). True when it was learned: learning
+    /// is on and the request's text was known.
+    fn feedback(&self, decision: &Bound<'_, PyAny>, good: bool) -> PyResult<bool> {
+        let decision = self.own_decision(decision)?;
+        if decision.judged.swap(true, Ordering::AcqRel) {
+            return Err(InvalidInputError::new_err(
+                "decision already has a verdict (feedback() is taken once)",
+            ));
+        }
+        Ok(self.inner.learn(&decision.inner, good)?)
+    }
+
+    /// The learned router's predictor (None when learning is off).
+    #[getter]
+    fn predictor(&self) -> Option<PyOutcomePredictor> {
+        self.inner.learning().map(|l| PyOutcomePredictor {
+            inner: Arc::clone(&l.predictor),
+        })
+    }
+
     /// The complexity range a model suits in a context (None: its own).
     #[pyo3(signature = (model, context = None))]
     fn complexity_range(&self, model: &str, context: Option<&str>) -> PyResult<(f64, f64)> {
@@ -788,6 +845,29 @@ impl PyDecision {
     fn capability_score(&self) -> f64 {
         self.inner.breakdown.capability_score
     }
+    /// Sent to a random other candidate by the learned router's exploration.
+    #[getter]
+    fn explored(&self) -> bool {
+        self.inner.explored
+    }
+    /// The category the learned router counts this request in (None when
+    /// learning is off or the text was not known).
+    #[getter]
+    fn learned_category(&self) -> Option<String> {
+        self.inner
+            .request
+            .learned
+            .as_ref()
+            .map(|r| r.category.clone())
+    }
+    /// The request's learned features (None when learning is off or the
+    /// text was not known), e.g. for the outcome log.
+    #[getter]
+    fn learned_features(&self) -> Option<PyFeatures> {
+        self.inner.request.learned.as_ref().map(|r| PyFeatures {
+            inner: Arc::new(r.features.clone()),
+        })
+    }
     #[getter]
     fn performance_score(&self) -> f64 {
         self.inner.breakdown.performance_score
@@ -873,6 +953,83 @@ fn histogram_dict<'py>(py: Python<'py>, snap: &HistogramSnapshot) -> PyResult<Bo
 
 /// `zeta_fast.profiling.profile`, looked up once (it turns messages and
 /// request dicts into text; an import on every route() cost ~0.5 us).
+/// Profiles a text and builds its learned features in the same pass over
+/// its words (the profiler's buckets are the word block).
+fn profile_for_learning(
+    text: &str,
+    turns: usize,
+    embedding: bool,
+) -> PyResult<(PyRequestProfile, Arc<LearnedRequest>)> {
+    let mut words = Vec::new();
+    let profile = profile_keeping_buckets(text, turns, embedding, &mut words)?;
+    let task = profile.inner.task.unwrap_or(4);
+    let category = RouterCore::learned_category(task, profile.inner.complexity);
+    let features = features_with_words(words, text, &[category.as_str()]);
+    Ok((profile, Arc::new(LearnedRequest { features, category })))
+}
+
+fn python_request_text(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    static REQUEST_TEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    REQUEST_TEXT.get_or_try_init(py, || {
+        Ok(py
+            .import("zeta_fast.profiling")?
+            .getattr("_request_text")?
+            .unbind())
+    })
+}
+
+/// `learning`: `{min_outcomes, explore, learn_from_outcomes, and the
+/// predictor's learning_rate, l2, prior_weight, prior_strength}`.
+fn learning_arg(learning: &Bound<'_, PyDict>, models: Vec<String>) -> PyResult<Learning> {
+    let predictor_params = PyDict::new(learning.py());
+    let mut min_outcomes = 50_u64;
+    let mut explore = 0.02;
+    let mut learn_from_outcomes = false;
+    for (key, value) in learning.iter() {
+        let name: String = key.extract()?;
+        match name.as_str() {
+            "min_outcomes" => {
+                min_outcomes = value
+                    .extract()
+                    .map_err(|_| type_error("learning.min_outcomes", "an int >= 0", &value))?
+            }
+            "explore" => explore = number(&value, "learning.explore")?,
+            "learn_from_outcomes" => {
+                learn_from_outcomes = value
+                    .extract()
+                    .map_err(|_| type_error("learning.learn_from_outcomes", "a bool", &value))?
+            }
+            _ => predictor_params.set_item(key, value)?,
+        }
+    }
+    let predictor = OutcomePredictor::new(models, params_arg(Some(&predictor_params))?)?;
+    Ok(Learning {
+        predictor: Arc::new(predictor),
+        min_outcomes,
+        explore,
+        learn_from_outcomes,
+    })
+}
+
+/// `cost`: `{cost_per_1k_tokens: [per model], willingness_to_pay, expected_completion_tokens}`.
+fn cost_arg(cost: &Bound<'_, PyDict>) -> PyResult<CostKnob> {
+    let item = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+        cost.get_item(key)?
+            .ok_or_else(|| InvalidInputError::new_err(format!("cost needs {key:?}")))
+    };
+    let prices = item("cost_per_1k_tokens")?;
+    Ok(CostKnob {
+        cost_per_1k_tokens: prices
+            .extract()
+            .map_err(|_| type_error("cost_per_1k_tokens", "a list of numbers", &prices))?,
+        willingness_to_pay: number(&item("willingness_to_pay")?, "willingness_to_pay")?,
+        expected_completion_tokens: number(
+            &item("expected_completion_tokens")?,
+            "expected_completion_tokens",
+        )?,
+    })
+}
+
 fn python_profile(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     static PROFILE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     PROFILE.get_or_try_init(py, || {

@@ -1,0 +1,246 @@
+//! The learned router's native half: local text features and the per-model
+//! success predictor, shared with a router core when learning is on.
+
+use std::sync::Arc;
+
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::learned::{
+    features, features_from_indices, OutcomePredictor, PredictorParams, SparseFeatures, FEATURE_DIM,
+};
+
+use super::errors::InvalidInputError;
+use super::extract::type_error;
+
+/// A sparse feature vector of a request (`FEATURE_DIM` long).
+#[pyclass(name = "Features", module = "zeta_fast._core", frozen)]
+pub struct PyFeatures {
+    pub(crate) inner: Arc<SparseFeatures>,
+}
+
+#[pymethods]
+impl PyFeatures {
+    /// Indices of the non-zero entries (word buckets repeat per occurrence).
+    #[getter]
+    fn indices<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
+        self.inner.indices.clone().into_pyarray(py)
+    }
+
+    /// The entries' values.
+    #[getter]
+    fn values<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.inner.values.clone().into_pyarray(py)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.indices.len()
+    }
+
+    /// The indices as little-endian u32 bytes (the values follow from them).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes: Vec<u8> = self
+            .inner
+            .indices
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        PyBytes::new(py, &bytes)
+    }
+
+    /// Rebuilds features from `to_bytes()`.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        if data.len() % 4 != 0 {
+            return Err(InvalidInputError::new_err(format!(
+                "features: expected a multiple of 4 bytes, got {}",
+                data.len()
+            )));
+        }
+        let indices: Vec<u32> = data
+            .chunks_exact(4)
+            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
+            .collect();
+        if let Some(bad) = indices.iter().find(|&&i| i as usize >= FEATURE_DIM) {
+            return Err(InvalidInputError::new_err(format!(
+                "features: index {bad} is out of range (FEATURE_DIM = {FEATURE_DIM})"
+            )));
+        }
+        Ok(Self {
+            inner: Arc::new(features_from_indices(indices)),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Features({} non-zero)", self.inner.indices.len())
+    }
+}
+
+/// The features of a text with its categories (a subject, a task type).
+#[pyfunction]
+#[pyo3(signature = (text, categories = Vec::new()))]
+pub fn _text_features(text: &str, categories: Vec<String>) -> PyFeatures {
+    let categories: Vec<&str> = categories.iter().map(String::as_str).collect();
+    PyFeatures {
+        inner: Arc::new(features(text, &categories)),
+    }
+}
+
+/// Per-model success predictors (see `zeta_fast.learning.OutcomePredictor`).
+#[pyclass(name = "OutcomePredictor", module = "zeta_fast._core", frozen)]
+pub struct PyOutcomePredictor {
+    pub(crate) inner: Arc<OutcomePredictor>,
+}
+
+fn features_arg<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<PyRef<'a, PyFeatures>> {
+    value
+        .cast::<PyFeatures>()
+        .map_err(|_| type_error("features", "a Features (text_features())", value))
+        .map(|f| f.borrow())
+}
+
+pub(crate) fn params_arg(params: Option<&Bound<'_, PyDict>>) -> PyResult<PredictorParams> {
+    let mut out = PredictorParams::default();
+    let Some(params) = params else {
+        return Ok(out);
+    };
+    for (key, value) in params.iter() {
+        let key: String = key.extract()?;
+        let number: f64 = value
+            .extract()
+            .map_err(|_| type_error(&key, "a number", &value))?;
+        match key.as_str() {
+            "learning_rate" => out.learning_rate = number,
+            "l2" => out.l2 = number,
+            "prior_weight" => out.prior_weight = number,
+            "prior_strength" => out.prior_strength = number,
+            _ => {
+                return Err(InvalidInputError::new_err(format!(
+                    "unknown predictor parameter {key:?}; known: learning_rate, l2, \
+                     prior_weight, prior_strength"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl PyOutcomePredictor {
+    #[new]
+    #[pyo3(signature = (models, params = None))]
+    fn new(models: Vec<String>, params: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(OutcomePredictor::new(models, params_arg(params)?)?),
+        })
+    }
+
+    #[getter]
+    fn models(&self) -> Vec<String> {
+        self.inner.models().to_vec()
+    }
+
+    /// `{learning_rate, l2, prior_weight, prior_strength}`.
+    #[getter]
+    fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let p = self.inner.params();
+        let out = PyDict::new(py);
+        out.set_item("learning_rate", p.learning_rate)?;
+        out.set_item("l2", p.l2)?;
+        out.set_item("prior_weight", p.prior_weight)?;
+        out.set_item("prior_strength", p.prior_strength)?;
+        Ok(out)
+    }
+
+    /// Requests learned so far.
+    #[getter]
+    fn updates(&self) -> u64 {
+        self.inner.updates()
+    }
+
+    /// Outcomes learned per model, in `models` order.
+    fn outcomes_seen(&self) -> Vec<u64> {
+        (0..self.inner.models().len())
+            .map(|m| self.inner.outcomes_seen(m))
+            .collect()
+    }
+
+    /// Learns one request: `known` holds (model index, success) pairs.
+    #[pyo3(signature = (features, known, category = None, learning_rate = None))]
+    fn update(
+        &self,
+        features: &Bound<'_, PyAny>,
+        known: Vec<(usize, bool)>,
+        category: Option<&str>,
+        learning_rate: Option<f64>,
+    ) -> PyResult<()> {
+        if let Some(eta) = learning_rate.filter(|e| !(e.is_finite() && *e > 0.0)) {
+            return Err(InvalidInputError::new_err(format!(
+                "learning_rate must be finite and > 0, got {eta}"
+            )));
+        }
+        let features = features_arg(features)?;
+        Ok(self
+            .inner
+            .update(&features.inner, &known, category, learning_rate)?)
+    }
+
+    /// P(success) per model from the text alone.
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        features: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let features = features_arg(features)?;
+        Ok(self.inner.predict(&features.inner)?.into_pyarray(py))
+    }
+
+    /// The smoothed success rate per model in `category` (overall when None or new).
+    #[pyo3(signature = (category = None))]
+    fn prior<'py>(&self, py: Python<'py>, category: Option<&str>) -> Bound<'py, PyArray1<f64>> {
+        (0..self.inner.models().len())
+            .map(|m| self.inner.prior_one(category, m))
+            .collect::<Vec<_>>()
+            .into_pyarray(py)
+    }
+
+    /// Per model: predicted success plus the weighted category prior.
+    #[pyo3(signature = (features, category = None))]
+    fn utility<'py>(
+        &self,
+        py: Python<'py>,
+        features: &Bound<'_, PyAny>,
+        category: Option<&str>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let features = features_arg(features)?;
+        let predictions = self.inner.predict(&features.inner)?;
+        let weight = self.inner.params().prior_weight;
+        Ok(predictions
+            .iter()
+            .enumerate()
+            .map(|(m, p)| p + weight * self.inner.prior_one(category, m))
+            .collect::<Vec<_>>()
+            .into_pyarray(py))
+    }
+
+    /// The learned state (sparse weights and counts) as bytes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.inner.to_bytes()?))
+    }
+
+    /// Loads `to_bytes()` output, matching models by id.
+    fn restore(&self, data: &[u8]) -> PyResult<()> {
+        Ok(self.inner.restore_bytes(data)?)
+    }
+
+    /// Categories seen so far, with (successes, requests) per model.
+    fn categories(&self) -> Vec<(String, Vec<(u64, u64)>)> {
+        let state = self.inner.state();
+        state
+            .categories
+            .into_iter()
+            .map(|(name, per_model)| (name, per_model.into_iter().map(|(_, c)| c).collect()))
+            .collect()
+    }
+}

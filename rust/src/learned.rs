@@ -1,0 +1,724 @@
+//! The learned router's model: which model succeeds on which request.
+//!
+//! Features are local (no model download, no external API): the profiler's
+//! hashed word unigrams and bigrams, hashed character 4-grams (numbers,
+//! formulas and option patterns that words miss), hashed categories and a
+//! bias. For every model a logistic regression over them, trained by
+//! stochastic gradient descent, so the same code learns offline from a
+//! table (`zeta-fast eval routing`, `zeta-fast learn`) and online from each
+//! recorded outcome; beside it a smoothed success rate per category.
+//!
+//! Concurrency: predictions read the weights with relaxed atomic loads while
+//! updates write them with relaxed stores (Hogwild!, Niu et al. 2011): two
+//! updates touching the same weight at the same instant may overwrite one
+//! another's step, which sparse SGD tolerates by design, and no reader ever
+//! sees a torn value. Counts (outcomes per model and category, updates) are
+//! atomic increments and exact.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::errors::ZetaError;
+use crate::profile::FEATURE_BITS;
+
+/// Hashed word n-grams: the profiler's own buckets.
+pub const WORD_DIM: usize = 1 << FEATURE_BITS;
+/// Hashed character 4-grams.
+pub const CHAR_DIM: usize = 1 << CHAR_BITS;
+const CHAR_BITS: u32 = 16;
+/// Hashed categories (a subject, a task type and complexity band).
+pub const CATEGORY_DIM: usize = 1 << 10;
+/// Length of a feature vector: words, characters, categories, then a bias.
+pub const FEATURE_DIM: usize = WORD_DIM + CHAR_DIM + CATEGORY_DIM + 1;
+const CHAR_GRAM: usize = 4;
+
+/// A sparse feature vector of [`FEATURE_DIM`]. Word indices repeat as often
+/// as the word occurs (counts), the other blocks are sets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SparseFeatures {
+    pub indices: Vec<u32>,
+    pub values: Vec<f64>,
+}
+
+/// The features of `text` with its `categories`.
+pub fn features(text: &str, categories: &[&str]) -> SparseFeatures {
+    features_with_words(crate::profile::feature_buckets(text).0, text, categories)
+}
+
+/// [`features`] when the profiler's buckets of `text` (`words`) are known.
+pub fn features_with_words(words: Vec<u32>, text: &str, categories: &[&str]) -> SparseFeatures {
+    let word_scale = 1.0 / (words.len().max(1) as f32).sqrt();
+    let chars = char_grams(text);
+    let mut cats: Vec<u32> = categories
+        .iter()
+        .map(|c| crc32fast::hash(c.as_bytes()) % CATEGORY_DIM as u32)
+        .collect();
+    cats.sort_unstable();
+    cats.dedup();
+    let total = words.len() + chars.len() + cats.len() + 1;
+    let mut indices = Vec::with_capacity(total);
+    let mut values = Vec::with_capacity(total);
+    indices.extend(&words);
+    values.extend(std::iter::repeat_n(f64::from(word_scale), words.len()));
+    let char_scale = 1.0 / (chars.len().max(1) as f64).sqrt();
+    indices.extend(chars.iter().map(|c| c + WORD_DIM as u32));
+    values.extend(std::iter::repeat_n(char_scale, chars.len()));
+    indices.extend(cats.iter().map(|c| c + (WORD_DIM + CHAR_DIM) as u32));
+    values.extend(std::iter::repeat_n(1.0, cats.len()));
+    indices.push((FEATURE_DIM - 1) as u32);
+    values.push(1.0);
+    SparseFeatures { indices, values }
+}
+
+/// The distinct hashed character 4-grams of the lowercased text, in order
+/// of first occurrence. One pass, no allocation but the result: ASCII text
+/// (the common case) is read byte by byte, and a bit set kept per thread
+/// (cleared bit by bit afterwards) tells repeats apart.
+fn char_grams(text: &str) -> Vec<u32> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<u64>> =
+            std::cell::RefCell::new(vec![0; CHAR_DIM / 64]);
+    }
+    let mut out = Vec::with_capacity(text.len().min(4096));
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        // The last four chars, 16 bits each, in one register: exact for the
+        // Basic Multilingual Plane, chars beyond it folded into 16 bits.
+        let mut key = 0_u64;
+        let mut filled = 0;
+        let mut push = |c: u32, seen: &mut Vec<u64>| {
+            let folded = (c ^ (c >> 16).wrapping_mul(0x9e37)) & 0xffff;
+            key = (key << 16) | u64::from(folded);
+            filled += 1;
+            if filled < CHAR_GRAM {
+                return;
+            }
+            // Fibonacci hashing: the top bits of the product mix every char.
+            let index = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CHAR_BITS)) as u32;
+            if let Some(word) = seen.get_mut(index as usize / 64) {
+                let bit = 1_u64 << (index % 64);
+                if *word & bit == 0 {
+                    *word |= bit;
+                    out.push(index);
+                }
+            }
+        };
+        if text.is_ascii() {
+            for byte in text.bytes() {
+                push(u32::from(byte.to_ascii_lowercase()), &mut seen);
+            }
+        } else {
+            for c in text.chars().flat_map(char::to_lowercase) {
+                push(u32::from(c), &mut seen);
+            }
+        }
+        for index in &out {
+            if let Some(word) = seen.get_mut(*index as usize / 64) {
+                *word = 0;
+            }
+        }
+    });
+    out
+}
+
+/// Rebuilds the features whose indices are `indices` (as [`features`] made
+/// them: word buckets, then character and category sets, then the bias):
+/// the values follow from the block sizes, so an outcome log keeps indices only.
+pub fn features_from_indices(indices: Vec<u32>) -> SparseFeatures {
+    let block = |i: u32| match i as usize {
+        i if i < WORD_DIM => 0,
+        i if i < WORD_DIM + CHAR_DIM => 1,
+        _ => 2,
+    };
+    let words = indices.iter().filter(|&&i| block(i) == 0).count();
+    let chars = indices.iter().filter(|&&i| block(i) == 1).count();
+    let word_scale = f64::from(1.0 / (words.max(1) as f32).sqrt());
+    let char_scale = 1.0 / (chars.max(1) as f64).sqrt();
+    let values = indices
+        .iter()
+        .map(|&i| match block(i) {
+            0 => word_scale,
+            1 => char_scale,
+            _ => 1.0,
+        })
+        .collect();
+    SparseFeatures { indices, values }
+}
+
+/// How the predictor learns and blends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PredictorParams {
+    /// The SGD step.
+    pub learning_rate: f64,
+    /// Weight decay applied to the touched weights.
+    pub l2: f64,
+    /// How much the category prior adds to the utility.
+    pub prior_weight: f64,
+    /// `k`, the pseudo-count pulling a category to the model's overall rate.
+    pub prior_strength: f64,
+}
+
+impl Default for PredictorParams {
+    fn default() -> Self {
+        Self {
+            learning_rate: 0.3,
+            l2: 1e-5,
+            prior_weight: 2.0,
+            prior_strength: 40.0,
+        }
+    }
+}
+
+impl PredictorParams {
+    fn validate(&self) -> Result<(), ZetaError> {
+        let checks = [
+            ("learning_rate", self.learning_rate, false),
+            ("prior_strength", self.prior_strength, false),
+            ("l2", self.l2, true),
+            ("prior_weight", self.prior_weight, true),
+        ];
+        for (field, value, zero_ok) in checks {
+            let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
+            if !ok {
+                return Err(ZetaError::InvalidConfig {
+                    field,
+                    expected: if zero_ok {
+                        "finite and >= 0"
+                    } else {
+                        "finite and > 0"
+                    },
+                    value: crate::errors::float_repr(value),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Successes and requests of one model (in one category).
+#[derive(Debug, Default)]
+struct Counts {
+    successes: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, success: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.successes
+            .fetch_add(u64::from(success), Ordering::Relaxed);
+    }
+
+    fn read(&self) -> (f64, f64) {
+        (
+            self.successes.load(Ordering::Relaxed) as f64,
+            self.requests.load(Ordering::Relaxed) as f64,
+        )
+    }
+}
+
+type CategoryMap = papaya::HashMap<String, Box<[Counts]>, foldhash::fast::RandomState>;
+
+/// One model's weights, a column of the feature-major table.
+struct Row<'a> {
+    weights: &'a [AtomicU64],
+    models: usize,
+    model: usize,
+}
+
+impl Row<'_> {
+    fn get(&self, feature: usize) -> Option<&AtomicU64> {
+        self.weights.get(feature * self.models + self.model)
+    }
+}
+
+/// Per-model success predictors over one feature space.
+pub struct OutcomePredictor {
+    models: Vec<String>,
+    params: PredictorParams,
+    /// `FEATURE_DIM x models` weights as f64 bits, feature-major: a
+    /// request's prediction for every model reads one line per feature.
+    weights: Box<[AtomicU64]>,
+    overall: Box<[Counts]>,
+    by_category: CategoryMap,
+    updates: AtomicU64,
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl OutcomePredictor {
+    pub fn new(models: Vec<String>, params: PredictorParams) -> Result<Self, ZetaError> {
+        params.validate()?;
+        if models.is_empty() {
+            return Err(ZetaError::NoCandidates {
+                operation: "OutcomePredictor() (models must not be empty)",
+            });
+        }
+        for (index, model) in models.iter().enumerate() {
+            if models.iter().skip(index + 1).any(|other| other == model) {
+                return Err(ZetaError::InvalidName {
+                    field: "models",
+                    problem: "appears twice",
+                    value: model.clone(),
+                });
+            }
+        }
+        let weights = (0..models.len() * FEATURE_DIM)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let overall = (0..models.len()).map(|_| Counts::default()).collect();
+        Ok(Self {
+            models,
+            params,
+            weights,
+            overall,
+            by_category: CategoryMap::with_hasher(foldhash::fast::RandomState::default()),
+            updates: AtomicU64::new(0),
+        })
+    }
+
+    pub fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    pub fn params(&self) -> PredictorParams {
+        self.params
+    }
+
+    /// Updates learned so far (one per request, however many models' outcomes it held).
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::Relaxed)
+    }
+
+    /// Outcomes learned for `model` (index) so far.
+    pub fn outcomes_seen(&self, model: usize) -> u64 {
+        self.overall
+            .get(model)
+            .map_or(0, |c| c.requests.load(Ordering::Relaxed))
+    }
+
+    fn row(&self, model: usize) -> Row<'_> {
+        Row {
+            weights: &self.weights,
+            models: self.models.len(),
+            model,
+        }
+    }
+
+    /// P(success) of every model from the text alone, in one pass: the
+    /// models' weights of a feature share a cache line.
+    pub fn predict_all(&self, features: &SparseFeatures, out: &mut Vec<f64>) {
+        let models = self.models.len();
+        out.clear();
+        out.resize(models, 0.0);
+        for (&i, &v) in features.indices.iter().zip(&features.values) {
+            let start = i as usize * models;
+            if let Some(cells) = self.weights.get(start..start + models) {
+                for (z, w) in out.iter_mut().zip(cells) {
+                    *z += f64::from_bits(w.load(Ordering::Relaxed)) * v;
+                }
+            }
+        }
+        for z in out.iter_mut() {
+            *z = sigmoid(*z);
+        }
+    }
+
+    fn check(&self, features: &SparseFeatures) -> Result<(), ZetaError> {
+        let bad = features
+            .indices
+            .iter()
+            .find(|&&i| i as usize >= FEATURE_DIM)
+            .map(|i| i.to_string())
+            .or_else(|| {
+                features
+                    .values
+                    .iter()
+                    .find(|v| !v.is_finite())
+                    .map(|v| crate::errors::float_repr(*v))
+            });
+        if features.indices.len() != features.values.len() {
+            return Err(ZetaError::InvalidInput {
+                field: "features",
+                position: crate::errors::Position::Scalar,
+                expected: "as many values as indices",
+                value: format!("{} vs {}", features.values.len(), features.indices.len()),
+            });
+        }
+        match bad {
+            Some(value) => Err(ZetaError::InvalidInput {
+                field: "features",
+                position: crate::errors::Position::Scalar,
+                expected: "indices < FEATURE_DIM and finite values",
+                value,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Learns one request: `known` holds (model index, success) for the
+    /// models whose outcome is known (all of them with full feedback, the
+    /// chosen one with bandit feedback); `learning_rate` overrides the step.
+    pub fn update(
+        &self,
+        features: &SparseFeatures,
+        known: &[(usize, bool)],
+        category: Option<&str>,
+        learning_rate: Option<f64>,
+    ) -> Result<(), ZetaError> {
+        self.check(features)?;
+        if let Some(&(model, _)) = known.iter().find(|(m, _)| *m >= self.models.len()) {
+            return Err(ZetaError::InvalidName {
+                field: "model",
+                problem: "is out of range",
+                value: model.to_string(),
+            });
+        }
+        if known.is_empty() {
+            return Ok(());
+        }
+        let eta = learning_rate.unwrap_or(self.params.learning_rate);
+        let l2 = self.params.l2;
+        let mut old = Vec::with_capacity(features.indices.len());
+        for &(model, success) in known {
+            let row = self.row(model);
+            old.clear();
+            old.extend(features.indices.iter().map(|&i| {
+                row.get(i as usize)
+                    .map_or(0.0, |w| f64::from_bits(w.load(Ordering::Relaxed)))
+            }));
+            let z: f64 = old.iter().zip(&features.values).map(|(w, v)| w * v).sum();
+            let error = sigmoid(z) - f64::from(u8::from(success));
+            // Every step is taken from the weights as read before it, so a
+            // word counted twice moves its weight once, as a dense update would.
+            for ((&i, &v), &w) in features.indices.iter().zip(&features.values).zip(&old) {
+                if let Some(cell) = row.get(i as usize) {
+                    let stepped = w - eta * (error * v + l2 * w);
+                    cell.store(stepped.to_bits(), Ordering::Relaxed);
+                }
+            }
+        }
+        for &(model, success) in known {
+            if let Some(counts) = self.overall.get(model) {
+                counts.add(success);
+            }
+        }
+        if let Some(category) = category {
+            let map = self.by_category.pin();
+            let counts = match map.get(category) {
+                Some(counts) => counts,
+                None => map.get_or_insert_with(category.to_owned(), || {
+                    (0..self.models.len()).map(|_| Counts::default()).collect()
+                }),
+            };
+            for &(model, success) in known {
+                if let Some(c) = counts.get(model) {
+                    c.add(success);
+                }
+            }
+        }
+        self.updates.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// P(success) of `model` from the text alone.
+    pub fn predict_one(&self, features: &SparseFeatures, model: usize) -> f64 {
+        let row = self.row(model);
+        let z: f64 = features
+            .indices
+            .iter()
+            .zip(&features.values)
+            .map(|(&i, v)| {
+                row.get(i as usize)
+                    .map_or(0.0, |w| f64::from_bits(w.load(Ordering::Relaxed)))
+                    * v
+            })
+            .sum();
+        sigmoid(z)
+    }
+
+    /// P(success) per model from the text alone.
+    pub fn predict(&self, features: &SparseFeatures) -> Result<Vec<f64>, ZetaError> {
+        self.check(features)?;
+        let mut out = Vec::with_capacity(self.models.len());
+        self.predict_all(features, &mut out);
+        Ok(out)
+    }
+
+    /// The smoothed success rate of `model` in `category` (overall when
+    /// None or not seen yet): `(s + k * overall) / (n + k)`, overall itself
+    /// `(s + 1) / (n + 2)`.
+    pub fn prior_one(&self, category: Option<&str>, model: usize) -> f64 {
+        let (s, n) = self.overall.get(model).map_or((0.0, 0.0), Counts::read);
+        let overall = (s + 1.0) / (n + 2.0);
+        let Some(category) = category else {
+            return overall;
+        };
+        let map = self.by_category.pin();
+        match map.get(category).and_then(|c| c.get(model)) {
+            Some(counts) => {
+                let (s, n) = counts.read();
+                let k = self.params.prior_strength;
+                (s + k * overall) / (n + k)
+            }
+            None => overall,
+        }
+    }
+
+    /// Per model: predicted success plus the weighted category prior, in
+    /// `[0, 1 + prior_weight]`.
+    pub fn utility_one(&self, features: &SparseFeatures, category: Option<&str>, m: usize) -> f64 {
+        self.predict_one(features, m) + self.params.prior_weight * self.prior_one(category, m)
+    }
+
+    /// The state to save: non-zero weights only (most are zero).
+    pub fn state(&self) -> PredictorState {
+        let mut weights = Vec::new();
+        for (model, name) in self.models.iter().enumerate() {
+            let row = self.row(model);
+            let row: Vec<(u32, f64)> = (0..FEATURE_DIM)
+                .filter_map(|i| {
+                    let w = f64::from_bits(row.get(i)?.load(Ordering::Relaxed));
+                    (w != 0.0).then_some((i as u32, w))
+                })
+                .collect();
+            weights.push(ModelState {
+                model: name.clone(),
+                weights: row,
+                overall: self.overall.get(model).map_or((0, 0), counts_pair),
+            });
+        }
+        let map = self.by_category.pin();
+        let categories = map
+            .iter()
+            .map(|(name, counts)| {
+                let per_model = self
+                    .models
+                    .iter()
+                    .zip(counts.iter())
+                    .map(|(m, c)| (m.clone(), counts_pair(c)))
+                    .collect();
+                (name.clone(), per_model)
+            })
+            .collect();
+        PredictorState {
+            version: STATE_VERSION,
+            feature_dim: FEATURE_DIM as u32,
+            params: self.params,
+            models: weights,
+            categories,
+            updates: self.updates(),
+        }
+    }
+
+    /// Loads a saved state: models matched by id (a model the state does not
+    /// know starts from zero, one this predictor does not have is ignored).
+    pub fn restore(&self, state: &PredictorState) -> Result<(), ZetaError> {
+        if state.version != STATE_VERSION || state.feature_dim as usize != FEATURE_DIM {
+            return Err(ZetaError::InvalidConfig {
+                field: "learned state",
+                expected: "a state of this version and feature space",
+                value: format!(
+                    "version {} with {} features",
+                    state.version, state.feature_dim
+                ),
+            });
+        }
+        for saved in &state.models {
+            let Some(model) = self.models.iter().position(|m| *m == saved.model) else {
+                continue;
+            };
+            let row = self.row(model);
+            for &(index, weight) in &saved.weights {
+                if let Some(cell) = row.get(index as usize).filter(|_| weight.is_finite()) {
+                    cell.store(weight.to_bits(), Ordering::Relaxed);
+                }
+            }
+            if let Some(counts) = self.overall.get(model) {
+                store_pair(counts, saved.overall);
+            }
+        }
+        let map = self.by_category.pin();
+        for (name, per_model) in &state.categories {
+            let counts = map.get_or_insert_with(name.clone(), || {
+                (0..self.models.len()).map(|_| Counts::default()).collect()
+            });
+            for (model, pair) in per_model {
+                if let Some(c) = self
+                    .models
+                    .iter()
+                    .position(|m| m == model)
+                    .and_then(|m| counts.get(m))
+                {
+                    store_pair(c, *pair);
+                }
+            }
+        }
+        self.updates.store(state.updates, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The state as bytes (postcard).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ZetaError> {
+        postcard::to_stdvec(&self.state()).map_err(|e| ZetaError::InvalidConfig {
+            field: "learned state",
+            expected: "a state that serialises",
+            value: e.to_string(),
+        })
+    }
+
+    /// Restores from [`Self::to_bytes`].
+    pub fn restore_bytes(&self, bytes: &[u8]) -> Result<(), ZetaError> {
+        let state: PredictorState =
+            postcard::from_bytes(bytes).map_err(|e| ZetaError::InvalidConfig {
+                field: "learned state",
+                expected: "bytes written by save_learned()",
+                value: e.to_string(),
+            })?;
+        self.restore(&state)
+    }
+}
+
+fn counts_pair(c: &Counts) -> (u64, u64) {
+    (
+        c.successes.load(Ordering::Relaxed),
+        c.requests.load(Ordering::Relaxed),
+    )
+}
+
+fn store_pair(c: &Counts, (successes, requests): (u64, u64)) {
+    c.successes.store(successes, Ordering::Relaxed);
+    c.requests.store(requests, Ordering::Relaxed);
+}
+
+const STATE_VERSION: u32 = 1;
+
+/// One model's saved weights and counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelState {
+    pub model: String,
+    pub weights: Vec<(u32, f64)>,
+    pub overall: (u64, u64),
+}
+
+/// One category's (model id, (successes, requests)) pairs.
+pub type CategoryCounts = Vec<(String, (u64, u64))>;
+
+/// What a predictor saves: sparse weights, counts, categories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictorState {
+    pub version: u32,
+    pub feature_dim: u32,
+    pub params: PredictorParams,
+    pub models: Vec<ModelState>,
+    /// Category -> per model (successes, requests).
+    pub categories: Vec<(String, CategoryCounts)>,
+    pub updates: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two() -> OutcomePredictor {
+        OutcomePredictor::new(vec!["a".into(), "b".into()], PredictorParams::default())
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn features_have_every_block_and_a_bias() {
+        let f = features("What is 12 + 30?", &["math"]);
+        assert_eq!(f.indices.len(), f.values.len());
+        assert_eq!(f.indices.last().copied(), Some((FEATURE_DIM - 1) as u32));
+        assert!(f.indices.iter().any(|&i| (i as usize) < WORD_DIM));
+        assert!(f
+            .indices
+            .iter()
+            .any(|&i| (WORD_DIM..WORD_DIM + CHAR_DIM).contains(&(i as usize))));
+        assert!(f
+            .indices
+            .iter()
+            .any(|&i| (WORD_DIM + CHAR_DIM..FEATURE_DIM - 1).contains(&(i as usize))));
+        // Case does not matter to the character block.
+        let upper = features("WHAT IS 12 + 30?", &["math"]);
+        let chars = |f: &SparseFeatures| -> Vec<u32> {
+            f.indices
+                .iter()
+                .copied()
+                .filter(|&i| (WORD_DIM as u32..(WORD_DIM + CHAR_DIM) as u32).contains(&i))
+                .collect()
+        };
+        assert_eq!(chars(&f), chars(&upper));
+    }
+
+    #[test]
+    fn indices_alone_rebuild_the_features() {
+        let f = features("Solve: 3x + 5 = 20. Then explain why.", &["math", "x"]);
+        assert_eq!(features_from_indices(f.indices.clone()), f);
+    }
+
+    #[test]
+    fn learns_which_model_wins_which_text() {
+        let p = two();
+        let maths = features("compute 17 * 23 step by step", &[]);
+        let poem = features("write a short poem about the sea", &[]);
+        for _ in 0..50 {
+            p.update(&maths, &[(0, true), (1, false)], Some("math"), None)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            p.update(&poem, &[(0, false), (1, true)], Some("chat"), None)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        assert!(p.predict_one(&maths, 0) > 0.9 && p.predict_one(&maths, 1) < 0.1);
+        assert!(p.predict_one(&poem, 1) > 0.9 && p.predict_one(&poem, 0) < 0.1);
+        assert!(p.prior_one(Some("math"), 0) > p.prior_one(Some("math"), 1));
+        assert_eq!(p.outcomes_seen(0), 100);
+        assert_eq!(p.updates(), 100);
+    }
+
+    #[test]
+    fn state_round_trips_exactly() {
+        let p = two();
+        let f = features("hello there", &["x"]);
+        for i in 0..7 {
+            p.update(&f, &[(0, i % 2 == 0)], Some("x"), None)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let bytes = p.to_bytes().unwrap_or_else(|e| unreachable!("{e}"));
+        let q = two();
+        q.restore_bytes(&bytes)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(p.state(), q.state());
+        assert_eq!(p.predict_one(&f, 0), q.predict_one(&f, 0));
+        assert!(q.restore_bytes(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let p = two();
+        let bad = SparseFeatures {
+            indices: vec![FEATURE_DIM as u32],
+            values: vec![1.0],
+        };
+        assert!(p.predict(&bad).is_err());
+        let nan = SparseFeatures {
+            indices: vec![0],
+            values: vec![f64::NAN],
+        };
+        assert!(p.update(&nan, &[(0, true)], None, None).is_err());
+        assert!(p
+            .update(&features("x", &[]), &[(2, true)], None, None)
+            .is_err());
+        let params = PredictorParams {
+            learning_rate: 0.0,
+            ..PredictorParams::default()
+        };
+        assert!(OutcomePredictor::new(vec!["a".into()], params).is_err());
+        assert!(
+            OutcomePredictor::new(vec!["a".into(), "a".into()], PredictorParams::default())
+                .is_err()
+        );
+    }
+}
