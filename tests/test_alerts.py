@@ -125,6 +125,60 @@ def test_rules_cooldowns_callbacks_and_history(tmp_path: Path) -> None:
     assert main(["alerts", "--db", str(history), "--json"]) == 0
 
 
+def test_a_model_failing_at_one_task_is_flagged_for_that_task(tmp_path: Path) -> None:
+    """Code is 10 % of a model's traffic: when code requests start failing
+    the model as a whole moves from 1 % to ~11 % failures, which its own
+    detectors take long to see; the code detector flags it within a few
+    code requests, naming the task, and the model-level alert (when it
+    comes) holds later task alerts of the rule back."""
+    history = tmp_path / "outcomes.sqlite"
+    alerts = engine(
+        {"log": False, "rules": [{"name": "errors", "trend": {"metric": "success"}}]},
+        history_path=history,
+    )
+    rng = random.Random(5)
+    tasks = ["chat"] * 9 + ["code"]
+    for _ in range(3000):
+        ok, ms = healthy(rng)
+        alerts.observe("m", ok, ms, rng.choice(tasks))
+    assert alerts.process() == []
+    code_requests = 0
+    raised: list[Alert] = []
+    while not raised:
+        task = rng.choice(tasks)
+        ok, ms = healthy(rng)
+        code_requests += task == "code"
+        alerts.observe("m", ok and task != "code", ms, task)
+        raised = alerts.process()
+    assert [(a.task, a.kind) for a in raised] == [("code", "sudden")], raised
+    assert code_requests <= 12, code_requests
+    assert raised[0].message.startswith("code requests:")
+    alerts.close()
+    assert [r["task"] for r in alerts.history()] == ["code"]
+    # Without per-task detectors the same fault is seen later, if at all.
+    flat = engine(
+        {
+            "log": False,
+            "per_task": False,
+            "rules": [{"name": "errors", "trend": {"metric": "success"}}],
+        }
+    )
+    rng = random.Random(5)
+    for _ in range(3000):
+        ok, ms = healthy(rng)
+        flat.observe("m", ok, ms, rng.choice(tasks))
+    flat.process()
+    seen = 0
+    for _ in range(200):
+        task = rng.choice(tasks)
+        ok, ms = healthy(rng)
+        seen += task == "code"
+        flat.observe("m", ok and task != "code", ms, task)
+        if flat.process():
+            break
+    assert seen > code_requests, (seen, code_requests)
+
+
 def test_threshold_rules_read_the_tracker() -> None:
     clock = ManualClock(0)
     tracker = PerformanceTracker(clock=clock, persist=False)

@@ -328,13 +328,14 @@ def _alerts_command(args: argparse.Namespace) -> int:
         print(json.dumps(alerts, indent=2))
         return 0
     table = Table(title=f"alerts in {args.db} ({len(alerts)})")
-    for column in ("time (UTC)", "severity", "model", "rule", "kind", "message"):
+    for column in ("time (UTC)", "severity", "model", "task", "rule", "kind", "message"):
         table.add_column(column)
     for alert in alerts:
         table.add_row(
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(alert["ts_ms"] / 1000)),
             alert["severity"],
             alert["model"],
+            alert["task"] or "all",
             alert["rule"],
             alert["kind"],
             alert["message"],

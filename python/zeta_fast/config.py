@@ -416,6 +416,10 @@ class AlertsSpec(_Frozen):
 
     enabled: bool = True
     rules: list[AlertRuleSpec] = Field(default_factory=_default_rules)
+    #: Also watch every model x task type, so a model failing at one kind of
+    #: request is flagged before the others dilute it (trend rules; a task's
+    #: alert is held back while its model's own alert for the rule is recent).
+    per_task: bool = True
     cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 300.0
     log: bool = True
     webhook: WebhookSpec | None = None

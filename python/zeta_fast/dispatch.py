@@ -204,7 +204,9 @@ class Dispatcher:
                 learned=learned,
             )
         if self.alerts is not None and kind not in _NOT_THE_REPLICAS:
-            self.alerts.observe(decision.model_id, kind == "success", latency_ms)
+            self.alerts.observe(
+                decision.model_id, kind == "success", latency_ms, decision.task_type
+            )
 
     def _record_failure(
         self, decision: Decision, exc: BaseException, started: float, attempts: list[Attempt]

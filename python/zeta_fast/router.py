@@ -178,7 +178,7 @@ class Router:
                 decision, "success" if success else "other", latency_ms, learned=learned
             )
         if self.alerts is not None:
-            self.alerts.observe(decision.model_id, success, latency_ms)
+            self.alerts.observe(decision.model_id, success, latency_ms, decision.task_type)
 
     def feedback(self, decision: Decision, good: bool) -> bool:
         """A quality verdict on a decision's answer, after its outcome was

@@ -1,9 +1,9 @@
 """The alert engine: detectors per model, rules, cool-downs, sinks, history.
 
-``observe(model, success, latency_ms)`` is all the request path does: an
-append to a deque. One background thread for all engines (or
-``process()`` when called)
-feeds each model's success and latency detectors (:mod:`.detectors`),
+``observe(model, success, latency_ms, task)`` is all the request path does:
+an append to a deque. One background thread for all engines (or
+``process()`` when called) feeds each model's success and latency
+detectors (:mod:`.detectors`), and each model x task type's (``per_task``),
 turns their changes into alerts through the trend rules, checks the
 threshold rules against the tracker's windows once a second, and sends
 what fires to the sinks unless the same rule fired for the same model
@@ -35,11 +35,22 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     ts_ms INTEGER NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,
     model TEXT NOT NULL, metric TEXT NOT NULL, kind TEXT NOT NULL,
-    value REAL NOT NULL, baseline REAL, message TEXT NOT NULL
+    value REAL NOT NULL, baseline REAL, message TEXT NOT NULL, task TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ms);
 """
-_FIELDS = ("ts_ms", "rule", "severity", "model", "metric", "kind", "value", "baseline", "message")
+_FIELDS = (
+    "ts_ms",
+    "rule",
+    "severity",
+    "model",
+    "metric",
+    "kind",
+    "value",
+    "baseline",
+    "message",
+    "task",
+)
 
 
 class AlertEngine:
@@ -72,8 +83,11 @@ class AlertEngine:
         self.clock = clock
         self._success = {m: SuccessDetector() for m in self.models}
         self._latency = {m: LatencyDetector() for m in self.models}
-        self._pending: deque[tuple[str, bool, float]] = deque()
-        self._last_fired: dict[tuple[str, str], float] = {}
+        # Per (model, task type), made on a task's first outcome.
+        self._task_success: dict[tuple[str, str], SuccessDetector] = {}
+        self._task_latency: dict[tuple[str, str], LatencyDetector] = {}
+        self._pending: deque[tuple[str, bool, float, str | None]] = deque()
+        self._last_fired: dict[tuple[str, str, str | None], float] = {}
         self._next_threshold_check = 0.0
         self.sinks: list[Sink] = list(callbacks)
         if spec.log:
@@ -91,6 +105,9 @@ class AlertEngine:
             self.history_path.parent.mkdir(parents=True, exist_ok=True)
             with sqlite3.connect(self.history_path) as db:
                 db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+                if "task" not in columns:  # a history from before per-task alerts
+                    db.execute("ALTER TABLE alerts ADD COLUMN task TEXT")
         self._lock = threading.Lock()
         self._closed = False
         if start:
@@ -98,9 +115,12 @@ class AlertEngine:
 
     # -- the request path ------------------------------------------------------
 
-    def observe(self, model: str, success: bool, latency_ms: float) -> None:
-        """Queues one outcome (replica faults and successes; not client errors)."""
-        self._pending.append((model, success, latency_ms))
+    def observe(
+        self, model: str, success: bool, latency_ms: float, task: str | None = None
+    ) -> None:
+        """Queues one outcome (replica faults and successes; not client
+        errors) of a request of ``task`` type."""
+        self._pending.append((model, success, latency_ms, task))
 
     # -- processing ------------------------------------------------------------
 
@@ -111,24 +131,41 @@ class AlertEngine:
             raised: list[Alert] = []
             pending = self._pending
             for _ in range(len(pending)):
-                model, success, latency = pending.popleft()
+                model, success, latency, task = pending.popleft()
                 if model not in self._success:
                     continue
                 self.observed[model] += 1
-                change = self._success[model].observe(success)
-                if change is not None:
-                    raised += self._trend(model, change)
-                if success:
-                    change = self._latency[model].observe(latency)
-                    if change is not None:
-                        raised += self._trend(model, change)
+                raised += self._feed(model, None, success, latency)
+                if task is not None and self.spec.per_task:
+                    raised += self._feed(model, task, success, latency)
             now = self.clock()
             if self.tracker is not None and now >= self._next_threshold_check:
                 self._next_threshold_check = now + 1.0
                 raised += self._thresholds()
             return raised
 
-    def _trend(self, model: str, change: Change) -> list[Alert]:
+    def _feed(self, model: str, task: str | None, success: bool, latency: float) -> list[Alert]:
+        if task is None:
+            success_detector, latency_detector = self._success[model], self._latency[model]
+        else:
+            key = (model, task)
+            success_detector = self._task_success.get(key) or self._task_success.setdefault(
+                key, SuccessDetector()
+            )
+            latency_detector = self._task_latency.get(key) or self._task_latency.setdefault(
+                key, LatencyDetector()
+            )
+        raised = []
+        change = success_detector.observe(success)
+        if change is not None:
+            raised += self._trend(model, change, task)
+        if success:
+            change = latency_detector.observe(latency)
+            if change is not None:
+                raised += self._trend(model, change, task)
+        return raised
+
+    def _trend(self, model: str, change: Change, task: str | None = None) -> list[Alert]:
         raised = []
         for rule in self.spec.rules:
             trend = rule.trend
@@ -146,8 +183,17 @@ class AlertEngine:
                     f"{change.kind} rise in latency: {change.value:.0f} ms "
                     f"(baseline {change.baseline:.0f} ms)"
                 )
+            if task is not None:
+                message = f"{task} requests: {message}"
             alert = self._fire(
-                rule, model, change.metric, change.kind, change.value, change.baseline, message
+                rule,
+                model,
+                change.metric,
+                change.kind,
+                change.value,
+                change.baseline,
+                message,
+                task,
             )
             if alert is not None:
                 raised.append(alert)
@@ -195,13 +241,18 @@ class AlertEngine:
         value: float,
         baseline: float | None,
         message: str,
+        task: str | None = None,
     ) -> Alert | None:
         now = self.clock()
         cooldown = rule.cooldown_s if rule.cooldown_s is not None else self.spec.cooldown_s
-        last = self._last_fired.get((rule.name, model))
-        if last is not None and now - last < cooldown:
-            return None
-        self._last_fired[rule.name, model] = now
+        # A task's alert is news only when its model's own alert for the rule
+        # is not recent (else the model as a whole is already flagged).
+        scopes = [(rule.name, model, task)] + ([(rule.name, model, None)] if task else [])
+        for scope in scopes:
+            last = self._last_fired.get(scope)
+            if last is not None and now - last < cooldown:
+                return None
+        self._last_fired[rule.name, model, task] = now
         alert = Alert(
             ts_ms=int(now * 1000),
             rule=rule.name,
@@ -212,12 +263,14 @@ class AlertEngine:
             value=float(value),
             baseline=None if baseline is None else float(baseline),
             message=message,
+            task=task,
         )
         self.fired.append(alert)
         if self.history_path is not None:
             with sqlite3.connect(self.history_path) as db:
                 db.execute(
-                    f"INSERT INTO alerts ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * 9)})",
+                    f"INSERT INTO alerts ({', '.join(_FIELDS)}) "
+                    f"VALUES ({', '.join('?' * len(_FIELDS))})",
                     tuple(alert.to_dict()[f] for f in _FIELDS),
                 )
         for sink in self.sinks:
@@ -308,11 +361,13 @@ def read_history(path: str | Path, since_ms: int = 0) -> list[dict[str, Any]]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"no alert history at {path}")
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        try:
-            rows = db.execute(
-                f"SELECT {', '.join(_FIELDS)} FROM alerts WHERE ts_ms >= ? ORDER BY ts_ms",
-                (since_ms,),
-            ).fetchall()
-        except sqlite3.OperationalError:
+        present = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+        if not present:
             return []  # no alerts table: nothing was ever raised there
+        # A history written before a column existed reads it as None.
+        columns = [f if f in present else f"NULL AS {f}" for f in _FIELDS]
+        rows = db.execute(
+            f"SELECT {', '.join(columns)} FROM alerts WHERE ts_ms >= ? ORDER BY ts_ms",
+            (since_ms,),
+        ).fetchall()
     return [dict(zip(_FIELDS, row, strict=True)) for row in rows]

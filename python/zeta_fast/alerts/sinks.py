@@ -35,6 +35,8 @@ class Alert:
     value: float
     baseline: float | None
     message: str
+    #: The task type the alert is about; None for the model as a whole.
+    task: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
