@@ -258,6 +258,64 @@ def test_unclaimed_task_types_are_served_and_recorded(llamacpp_replicas: StartRe
     serve(router, body)
 
 
+def test_feedback_teaches_the_learned_router_through_the_gateway(
+    llamacpp_replicas: StartReplicas,
+) -> None:
+    """Two real llama.cpp models behind the gateway with learning on: each
+    answer carries x-zeta-request-id, a client judges it with POST
+    /v1/feedback, and the router learns which model answers which kind of
+    question (one task type holds both, so only the text tells them apart)."""
+    geo, lit = llamacpp_replicas([("geo", "small", 2), ("lit", "small", 2)])
+    capitals = [f"What is the capital city of country number {i}?" for i in range(20)]
+    authors = [f"Who wrote the novel called Book {i} in the library?" for i in range(20)]
+    models = [
+        text_model("geo", [geo.url], capabilities={"knowledge": 90, "chat": 90}),
+        text_model("lit", [lit.url], capabilities={"knowledge": 80, "chat": 80}),
+    ]
+    router = gateway_router(
+        models,
+        learning={"enabled": True, "min_outcomes": 20, "explore": 0.1},
+        outcome_log={"enabled": False},
+    )
+
+    async def ask(session: aiohttp.ClientSession, url: str, prompt: str) -> tuple[str, str]:
+        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 2}
+        async with session.post(url + "/v1/chat/completions", json=body) as response:
+            assert response.status == 200
+            return response.headers["x-zeta-model"], response.headers["x-zeta-request-id"]
+
+    async def body(running: RunningGateway, session: aiohttp.ClientSession) -> None:
+        for i in range(160):
+            prompt = (capitals + authors)[(i * 7) % 40]
+            model, request_id = await ask(session, running.url, prompt)
+            good = (model == "geo") == (prompt in capitals)
+            async with session.post(
+                running.url + "/v1/feedback", json={"request_id": request_id, "good": good}
+            ) as response:
+                assert response.status == 200
+                assert await response.json() == {"request_id": request_id, "learned": True}
+            if i == 0:  # once only, and a clear error otherwise
+                async with session.post(
+                    running.url + "/v1/feedback", json={"request_id": request_id, "good": good}
+                ) as again:
+                    assert again.status == 404
+                    assert (await again.json())["error"]["code"] == "unknown_request_id"
+                async with session.post(
+                    running.url + "/v1/feedback", json={"request_id": request_id}
+                ) as bad:
+                    assert bad.status == 400
+        right = 0
+        for prompt in capitals[:10] + authors[:10]:
+            model, _ = await ask(session, running.url, prompt)
+            right += (model == "geo") == (prompt in capitals)
+        # 10 % explore: 20 picks hold ~2 random ones.
+        assert right >= 15, right
+
+    serve(router, body)
+    assert router.predictor is not None
+    assert router.predictor.updates == 160
+
+
 def test_keys_rate_limits_and_body_limit(
     llamacpp_replicas: StartReplicas, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -278,6 +278,9 @@ class GatewaySpec(_Frozen):
     shutdown_timeout_s: Seconds = 30.0
     #: One line per request on the ``aiohttp.access`` logger (off: it costs ~10 us).
     access_log: bool = False
+    #: With learning on: answers carry ``x-zeta-request-id`` and this many of
+    #: the latest can still be judged with ``POST /v1/feedback``.
+    feedback_window: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
 
     @model_validator(mode="after")
     def _unique_keys(self) -> GatewaySpec:

@@ -13,13 +13,19 @@ Routes: ``POST /v1/chat/completions``, ``/v1/completions``,
 answer carries ``x-zeta-model``, ``x-zeta-replica`` and
 ``x-zeta-overhead-ms`` (the gateway's own time: everything but the backend
 attempts); ``x-zeta-decision: 1`` on a request (or ``decision_record`` in
-the configuration) adds the decision record.
+the configuration) adds the decision record. With learning on, answers also
+carry ``x-zeta-request-id``, and ``POST /v1/feedback`` with ``{"request_id":
+..., "good": true|false}`` teaches the learned router whether the answer was
+good (the latest ``feedback_window`` answers can be judged, once each).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -113,6 +119,12 @@ class Gateway:
             }
         )
         self._ready = True
+        # Answers that can still be judged, oldest first (learning on only).
+        self._judgeable: OrderedDict[str, Decision] | None = (
+            OrderedDict() if router.predictor is not None else None
+        )
+        self._request_ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
 
     def app(self) -> web.Application:
         """The aiohttp application (its body limit is ``max_body_bytes``)."""
@@ -123,6 +135,7 @@ class Gateway:
         app.router.add_get("/v1/models", self._guarded(self._list_models))
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._guarded(self._metrics))
+        app.router.add_post("/v1/feedback", self._guarded(self._feedback))
         return app
 
     # -- access ---------------------------------------------------------------
@@ -287,12 +300,46 @@ class Gateway:
             )
         return response
 
-    @staticmethod
-    def _headers(response: web.StreamResponse, decision: Decision, overhead_ms: float) -> None:
+    def _headers(
+        self, response: web.StreamResponse, decision: Decision, overhead_ms: float
+    ) -> None:
         headers = response.headers
         headers["x-zeta-model"] = decision.model_id
         headers["x-zeta-replica"] = decision.replica_id
         headers["x-zeta-overhead-ms"] = f"{overhead_ms:.3f}"
+        judgeable = self._judgeable
+        if judgeable is not None and decision.learned_category is not None:
+            request_id = f"{self._id_prefix}-{next(self._request_ids)}"
+            judgeable[request_id] = decision
+            if len(judgeable) > self.spec.feedback_window:
+                judgeable.popitem(last=False)
+            headers["x-zeta-request-id"] = request_id
+
+    async def _feedback(self, request: web.Request) -> web.Response:
+        if self._judgeable is None:
+            return _error(404, "learning is off: no feedback is taken", "invalid_request_error")
+        try:
+            payload = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"body is not valid JSON: {exc}", "invalid_request_error")
+        request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        good = payload.get("good") if isinstance(payload, dict) else None
+        if not isinstance(request_id, str) or not isinstance(good, bool):
+            return _error(
+                400,
+                'body must be {"request_id": "<x-zeta-request-id>", "good": true|false}',
+                "invalid_request_error",
+            )
+        decision = self._judgeable.pop(request_id, None)
+        if decision is None:
+            return _error(
+                404,
+                f"request_id {request_id!r} is unknown, already judged or too old",
+                "invalid_request_error",
+                "unknown_request_id",
+            )
+        learned = self.router.feedback(decision, good)
+        return web.json_response({"request_id": request_id, "learned": learned})
 
     @staticmethod
     def _record(decision: Decision, attempts: list[Attempt], overhead_ms: float) -> dict[str, Any]:
