@@ -38,5 +38,18 @@ PY
     echo "$want" > "$stamp"
 fi
 
+# System packages the tests drive for real, from the distribution: Chromium
+# (the dashboard's browser tests). Installed once, when missing.
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "warning: no chromium (apt-get install chromium as root):" \
+            "the dashboard's browser tests will fail" >&2
+    fi
+fi
+
 # Release build: benchmarks and the demo must measure optimised code.
 maturin develop --release

@@ -253,6 +253,12 @@ def _demo_command(args: argparse.Namespace) -> int:
     written = [settings.out / "report.json"]
     try:
         written += write_plots(state, settings.out)
+        # The dashboard's views of the run, from its outcome log.
+        from zeta_fast.dashboard.report import write_report
+
+        written.append(
+            Path(write_report(settings.out / "outcomes.sqlite", settings.out / "report")["html"])
+        )
     except ImportError:
         console.print("plots skipped: matplotlib is missing (pip install 'zeta_fast[plots]')")
     console.print(
@@ -392,6 +398,24 @@ def _learn_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_command(args: argparse.Namespace) -> int:
+    import time
+
+    from zeta_fast.config import load_router_config
+    from zeta_fast.dashboard.report import write_report
+
+    config = load_router_config(args.config) if args.config else None
+    since = int((time.time() - args.since_minutes * 60) * 1000) if args.since_minutes else 0
+    written = write_report(args.db, args.out, config, since_ms=since)
+    if args.json:
+        print(json.dumps({"html": written["html"], "images": written["images"]}))
+        return 0
+    _console().print(f"wrote {written['html']}")
+    for image in written["images"]:
+        _console().print(f"wrote {image}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeta-fast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -457,6 +481,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     learn.add_argument("--json", action="store_true", help="print one JSON object")
     learn.set_defaults(handler=_learn_command)
+    report = commands.add_parser(
+        "report", help="the dashboard's views of a run as PNGs and one self-contained HTML file"
+    )
+    report.add_argument("--db", required=True, help="the run's outcome log (outcomes.sqlite)")
+    report.add_argument("--config", help="the router's config (capabilities, thresholds)")
+    report.add_argument("--out", default="zeta-report", help="output folder (default zeta-report)")
+    report.add_argument("--since-minutes", type=float, help="only the last N minutes")
+    report.add_argument("--json", action="store_true", help="print what was written as JSON")
+    report.set_defaults(handler=_report_command)
     demo = commands.add_parser(
         "demo", help="real llama.cpp replicas, the gateway, a workload and faults (no GPU)"
     )

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,9 @@ _log = logging.getLogger("zeta_fast.dispatch")
 
 #: Outcomes that say nothing about the replica (as the core's windows see it).
 _NOT_THE_REPLICAS = frozenset({"client_error", "context_length", "cancelled"})
+
+#: (unix time, decision, outcome kind, latency ms) of one attempt.
+RecentOutcome = tuple[float, Decision, str, float]
 
 __all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream", "backend_time_ms"]
 
@@ -128,11 +132,14 @@ class Dispatcher:
         config: RouterConfig,
         outcome_log: OutcomeLog | None = None,
         alerts: AlertEngine | None = None,
+        recent: deque[RecentOutcome] | None = None,
     ) -> None:
         self.core = core
         self.config = config
         self.outcome_log = outcome_log
         self.alerts = alerts
+        #: The latest attempts (for dashboards), newest last; bounded.
+        self.recent = recent
         # The core learns these outcomes itself; the log marks them learned.
         self._learns_outcomes = config.learning.enabled and config.learning.learn_from_outcomes
         self.session = new_session()
@@ -203,6 +210,8 @@ class Dispatcher:
                 completion_tokens=usage[1],
                 learned=learned,
             )
+        if self.recent is not None:
+            self.recent.append((time.time(), decision, kind, latency_ms))
         if self.alerts is not None and kind not in _NOT_THE_REPLICAS:
             self.alerts.observe(
                 decision.model_id, kind == "success", latency_ms, decision.task_type

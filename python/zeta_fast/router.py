@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,7 +27,7 @@ from zeta_fast.outcome_log import OutcomeLog
 if TYPE_CHECKING:
     # Dispatch pulls in aiohttp: imported on first use, so scoring-only users
     # do not pay for it at import time.
-    from zeta_fast.dispatch import Dispatcher, RoutedResponse, RoutedStream
+    from zeta_fast.dispatch import Dispatcher, RecentOutcome, RoutedResponse, RoutedStream
     from zeta_fast.health import HealthMonitor
 
 T = TypeVar("T")
@@ -118,6 +119,9 @@ class Router:
         self._learned_saver = self._start_learned_state()
         #: Every decision and its outcome, in SQLite (None when off).
         self.outcome_log = self._open_outcome_log()
+        #: The latest dispatched attempts, newest last (a dashboard's
+        #: "recent decisions"): (unix time, decision, outcome kind, latency ms).
+        self.recent: deque[RecentOutcome] = deque(maxlen=200)
         #: Trend detection and alert rules (None when off).
         self.alerts: AlertEngine | None = None
         if self.config.alerts.enabled:
@@ -280,7 +284,9 @@ class Router:
         if dispatcher is None:
             from zeta_fast.dispatch import Dispatcher
 
-            dispatcher = Dispatcher(self._core, self.config, self.outcome_log, self.alerts)
+            dispatcher = Dispatcher(
+                self._core, self.config, self.outcome_log, self.alerts, self.recent
+            )
             self._dispatchers[loop] = dispatcher
             if self.config.dispatch.health.enabled:
                 self.start_health()

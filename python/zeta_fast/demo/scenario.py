@@ -407,13 +407,13 @@ def run_demo(
     try:
         config = parse_router_config(demo_config(urls, out / "learned-state.snapshot"))
         # A fresh start each run: the demo shows learning from nothing.
-        for stale in out.glob("learned-state.snapshot*"):
+        for stale in [*out.glob("learned-state.snapshot*"), *out.glob("outcomes.sqlite*")]:
             stale.unlink()
 
         async def main() -> None:
             router = Router(config)
             running = await start(router, port=0)
-            state.event(f"gateway listening on {running.url}")
+            state.event(f"gateway listening on {running.url} (live page: {running.url}/dashboard)")
             try:
                 await _drive(settings, running, proxies, replicas, state, on_sample or _ignore)
             finally:

@@ -9,7 +9,9 @@ event by event as they arrive (aiohttp sets TCP_NODELAY on both sides, and
 each event is written and drained at once).
 
 Routes: ``POST /v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings``; ``GET /v1/models``, ``/health``, ``/metrics``. Every
+``/v1/embeddings``; ``GET /v1/models``, ``/health``, ``/metrics``;
+``/dashboard`` (the page: no data in it) and ``/dashboard/data`` (what it
+shows, behind the same keys as the API; see :mod:`zeta_fast.dashboard`). Every
 answer carries ``x-zeta-model``, ``x-zeta-replica`` and
 ``x-zeta-overhead-ms`` (the gateway's own time: everything but the backend
 attempts); ``x-zeta-decision: 1`` on a request (or ``decision_record`` in
@@ -21,6 +23,8 @@ good (the latest ``feedback_window`` answers can be judged, once each).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -39,6 +43,7 @@ from zeta_fast.backends.errors import (
     BackendTimeout,
     RateLimited,
 )
+from zeta_fast.dashboard import STATIC_FILES, History, live_view, static_file
 from zeta_fast.dispatch import Attempt, RoutedStream, backend_time_ms
 from zeta_fast.exceptions import InvalidInputError, NoCandidatesError
 from zeta_fast.gateway.auth import ApiKeys, Caller
@@ -125,6 +130,10 @@ class Gateway:
         )
         self._request_ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
+        #: Model figures a second apart for the dashboard's charts (10 minutes).
+        self.history = History(600)
+        self._sampler: asyncio.Task[None] | None = None
+        self._static = {name: static_file(name) for name in STATIC_FILES}
 
     def app(self) -> web.Application:
         """The aiohttp application (its body limit is ``max_body_bytes``)."""
@@ -136,7 +145,49 @@ class Gateway:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._guarded(self._metrics))
         app.router.add_post("/v1/feedback", self._guarded(self._feedback))
+        app.router.add_get("/dashboard", self._dashboard_page)
+        app.router.add_get("/dashboard/static/{name}", self._dashboard_static)
+        app.router.add_get("/dashboard/data", self._guarded(self._dashboard_data))
+        app.on_startup.append(self._start_sampler)
+        app.on_cleanup.append(self._stop_sampler)
         return app
+
+    # -- the dashboard ----------------------------------------------------------
+
+    async def _dashboard_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._static["index.html"], content_type="text/html")
+
+    async def _dashboard_static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = self._static.get(name)
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type=STATIC_FILES[name])
+
+    async def _dashboard_data(self, request: web.Request) -> web.Response:
+        view = live_view(self.router, self.history, self.router.recent)
+        return web.Response(
+            body=orjson.dumps(view, option=orjson.OPT_SERIALIZE_NUMPY),
+            content_type=_JSON,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _start_sampler(self, app: web.Application) -> None:
+        async def sample() -> None:
+            while True:
+                try:
+                    self.history.sample(self.router)
+                except Exception:  # a bad sample must not end the charts
+                    log.exception("dashboard sample failed")
+                await asyncio.sleep(1.0)
+
+        self._sampler = asyncio.get_running_loop().create_task(sample())
+
+    async def _stop_sampler(self, app: web.Application) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
 
     # -- access ---------------------------------------------------------------
 

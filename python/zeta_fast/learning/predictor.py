@@ -153,6 +153,13 @@ class OutcomePredictor:
         """Per model: predicted success plus the weighted category prior."""
         return self._native.utility(features, category)
 
+    def categories(self) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+        """Categories seen so far, with (successes, requests) per model."""
+        return [
+            (name, dict(zip(self.models, counts, strict=True)))
+            for name, counts in self._native.categories()
+        ]
+
     # -- saving --------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:

@@ -917,6 +917,8 @@ impl PyDecision {
         dict.set_item("success_rate", b.success_rate)?;
         dict.set_item("avg_latency_ms", b.avg_latency_ms)?;
         dict.set_item("penalties", b.penalties.names())?;
+        dict.set_item("explored", self.inner.explored)?;
+        dict.set_item("learned_category", self.learned_category())?;
         let runners: Vec<(Py<PyString>, f64)> = self.runners_up(py);
         let runners_list = PyList::empty(py);
         for (model, score) in runners {

@@ -1,0 +1,215 @@
+"""What the dashboard shows, as plain data: read from a running router (the
+live page's ``/dashboard/data``) or rebuilt from an outcome log
+(``zeta-fast report``). One shape for both, so the page and the report
+render the same views.
+
+- ``models``: per model and task type, the configured capability, the
+  score routing gives it now (the performance score), the penalties applied
+  and why; per model the window's requests, success rate and latency
+  percentiles; per replica in-flight load, health, breaker, recent record.
+- ``history``: samples over time (a second apart live) of each model's
+  success rate, p50/p95/p99 latency and in-flight requests.
+- ``decisions``: the latest attempts with their score breakdown.
+- ``alerts``: open (within their cool-down) and past.
+- ``learned``: the learned router's view: per category (task type x
+  complexity band) each model's smoothed success rate and the winner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zeta_fast.dispatch import RecentOutcome
+    from zeta_fast.router import Router
+
+__all__ = ["History", "live_view", "penalty_reasons"]
+
+
+def penalty_reasons(
+    penalties: Iterable[str],
+    success_rate: float | None,
+    avg_latency_ms: float | None,
+    scoring: Mapping[str, Any],
+    relative_latency_factor: float = 0.0,
+) -> dict[str, str]:
+    """Why each penalty applies, in words, from the figures it was judged on."""
+    reasons = {}
+    for name in penalties:
+        if name == "low_success_rate":
+            reasons[name] = (
+                f"success {_percent(success_rate)} below "
+                f"{scoring['min_acceptable_success_rate']:.0%}"
+            )
+        elif name == "high_latency":
+            reasons[name] = (
+                f"mean latency {_ms(avg_latency_ms)} above "
+                f"{scoring['max_acceptable_latency_ms']:g} ms"
+            )
+        elif name == "relative_latency":
+            reasons[name] = (
+                f"mean latency {_ms(avg_latency_ms)} over {relative_latency_factor:g}x "
+                "the other candidates' median"
+            )
+        else:
+            reasons[name] = name
+    return reasons
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+class History:
+    """Samples of every model's window figures, one per ``sample()`` call
+    (a second apart on the live page), the latest ``size`` kept."""
+
+    def __init__(self, size: int = 600) -> None:
+        self.samples: deque[dict[str, Any]] = deque(maxlen=size)
+
+    def sample(self, router: Router, now: float | None = None) -> dict[str, Any]:
+        point: dict[str, Any] = {"ts": time.time() if now is None else now, "models": {}}
+        for model in router.config.models:
+            stats = router.tracker.stats(model.id)
+            point["models"][model.id] = {
+                "requests": stats.requests,
+                "success_rate": stats.success_rate,
+                "p50_ms": stats.p50_ms,
+                "p95_ms": stats.p95_ms,
+                "p99_ms": stats.p99_ms,
+                "in_flight": sum(router.core.in_flight(model.id)),
+            }
+        self.samples.append(point)
+        return point
+
+
+def _decision_row(ts: float, decision: Any, kind: str, latency_ms: float) -> dict[str, Any]:
+    record = decision.to_dict()
+    return {
+        "ts": ts,
+        "model": record["model_id"],
+        "replica": record["replica_id"],
+        "task": record["task_type"],
+        "complexity": record["complexity"],
+        "capability": record["capability_score"],
+        "score": record["performance_score"],
+        "penalties": record["penalties"],
+        "runners_up": record["runners_up"],
+        "explored": record.get("explored", False),
+        "outcome": kind,
+        "latency_ms": latency_ms,
+    }
+
+
+def live_view(
+    router: Router,
+    history: History | None = None,
+    recent: Iterable[RecentOutcome] = (),
+    *,
+    decisions: int = 30,
+) -> dict[str, Any]:
+    """The dashboard's data, read from a running router now."""
+    scoring = router.config.adaptive_config().to_dict()
+    relative = router.config.relative_latency_factor
+    models = []
+    scores: dict[str, list[dict[str, Any]]] = {}
+    for model_id, task, breakdown in router.core.scores():
+        penalties = list(breakdown.penalties)
+        scores.setdefault(model_id, []).append(
+            {
+                "task": task,
+                "capability": breakdown.capability_score,
+                "score": breakdown.performance_score,
+                "success_rate": breakdown.success_rate,
+                "avg_latency_ms": breakdown.avg_latency_ms,
+                "has_data": breakdown.has_performance_data,
+                "penalties": penalties,
+                "reasons": penalty_reasons(
+                    penalties, breakdown.success_rate, breakdown.avg_latency_ms, scoring, relative
+                ),
+            }
+        )
+    for model in router.config.models:
+        stats = router.tracker.stats(model.id)
+        replicas = [
+            {
+                "id": status["replica_id"],
+                "in_flight": status["in_flight"],
+                "healthy": status["healthy"],
+                "breaker": status["breaker"],
+                "degraded": status["degraded"],
+                "recent_failure_share": status["recent_failure_share"],
+                "recent_latency_ms": status["recent_latency_ms"],
+                "requests": sum(status["outcomes"].values()),
+            }
+            for status in router.core.replica_status(model.id)
+        ]
+        models.append(
+            {
+                "id": model.id,
+                "requests": stats.requests,
+                "success_rate": stats.success_rate,
+                "p50_ms": stats.p50_ms,
+                "p95_ms": stats.p95_ms,
+                "p99_ms": stats.p99_ms,
+                "in_flight": sum(r["in_flight"] for r in replicas),
+                "tasks": scores.get(model.id, []),
+                "replicas": replicas,
+            }
+        )
+    latest = list(recent)[-decisions:]
+    return {
+        "ts": time.time(),
+        "source": "live",
+        "scoring": scoring,
+        "models": models,
+        "history": list(history.samples) if history is not None else [],
+        "decisions": [_decision_row(*item) for item in reversed(latest)],
+        "alerts": _alerts(router),
+        "learned": _learned(router),
+    }
+
+
+def _alerts(router: Router) -> dict[str, Any]:
+    engine = router.alerts
+    if engine is None:
+        return {"enabled": False, "open": [], "past": []}
+    attention = engine.needs_attention()
+    open_alerts = [a.to_dict() for alerts in attention.values() for a in alerts]
+    return {
+        "enabled": True,
+        "open": sorted(open_alerts, key=lambda a: -a["ts_ms"]),
+        "past": [a.to_dict() for a in reversed(engine.fired[-50:])],
+    }
+
+
+def _learned(router: Router) -> dict[str, Any]:
+    predictor = router.predictor
+    if predictor is None:
+        return {"enabled": False, "models": [], "categories": []}
+    rows = []
+    for category, counts in sorted(predictor.categories()):
+        prior = [float(p) for p in predictor.prior(category)]
+        requests = [counts[m][1] for m in predictor.models]
+        best = max(range(len(prior)), key=prior.__getitem__)
+        rows.append(
+            {
+                "category": category,
+                "success": dict(zip(predictor.models, prior, strict=True)),
+                "requests": dict(zip(predictor.models, requests, strict=True)),
+                "winner": predictor.models[best],
+            }
+        )
+    return {
+        "enabled": True,
+        "models": predictor.models,
+        "updates": predictor.updates,
+        "categories": rows,
+    }
