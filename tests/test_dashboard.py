@@ -138,6 +138,9 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
                         key = f"replica:{model}:{status['replica_id']}"
                         assert int(shown[f"{key}:requests"]) == sum(status["outcomes"].values())
                         assert shown[f"{key}:state"] == "ok"
+                        replica = router.tracker.stats(model, replica=status["replica_id"])
+                        for q in ("p50", "p95", "p99"):
+                            assert close(shown[f"{key}:{q}"], getattr(replica, f"{q}_ms"))
                 for model_id, task, breakdown in router.core.scores():
                     key = f"score:{model_id}:{task}"
                     assert close(shown[f"{key}:capability"], breakdown.capability_score)

@@ -121,9 +121,13 @@ def build_view(
         for replica in dict.fromkeys(r["replica"] for r in mine):
             of_replica = [r for r in mine if r["replica"] == replica]
             failures = sum(not r["success"] for r in of_replica) / len(of_replica)
+            r50, r95, r99 = _quantiles([r["latency_ms"] for r in of_replica if r["success"]])
             replicas.append(
                 {
                     "id": replica,
+                    "p50_ms": r50,
+                    "p95_ms": r95,
+                    "p99_ms": r99,
                     "in_flight": 0,
                     "healthy": True,
                     "breaker": "closed",
@@ -208,7 +212,11 @@ def _history(
         slices[index][r["model"]].append(r)
     points = []
     for index in sorted(slices):
-        point: dict[str, Any] = {"ts": (start + (index + 0.5) * width) / 1000, "models": {}}
+        point: dict[str, Any] = {
+            "ts": (start + (index + 0.5) * width) / 1000,
+            "models": {},
+            "replicas": {},
+        }
         for model in model_ids:
             mine = slices[index].get(model, [])
             p50, p95, p99 = _quantiles([r["latency_ms"] for r in mine if r["success"]])
@@ -220,6 +228,12 @@ def _history(
                 "p99_ms": p99,
                 "in_flight": sum(r["latency_ms"] for r in mine) / width,
             }
+            for replica in dict.fromkeys(r["replica"] for r in mine):
+                of_replica = [r for r in mine if r["replica"] == replica]
+                point["replicas"][f"{model}/{replica}"] = {
+                    "in_flight": sum(r["latency_ms"] for r in of_replica) / width,
+                    "p95_ms": _quantiles([r["latency_ms"] for r in of_replica if r["success"]])[1],
+                }
         points.append(point)
     return points
 

@@ -75,17 +75,28 @@ class History:
         self.samples: deque[dict[str, Any]] = deque(maxlen=size)
 
     def sample(self, router: Router, now: float | None = None) -> dict[str, Any]:
-        point: dict[str, Any] = {"ts": time.time() if now is None else now, "models": {}}
+        point: dict[str, Any] = {
+            "ts": time.time() if now is None else now,
+            "models": {},
+            "replicas": {},
+        }
         for model in router.config.models:
             stats = router.tracker.stats(model.id)
+            in_flight = router.core.in_flight(model.id)
             point["models"][model.id] = {
                 "requests": stats.requests,
                 "success_rate": stats.success_rate,
                 "p50_ms": stats.p50_ms,
                 "p95_ms": stats.p95_ms,
                 "p99_ms": stats.p99_ms,
-                "in_flight": sum(router.core.in_flight(model.id)),
+                "in_flight": sum(in_flight),
             }
+            for replica, load in zip(model.replicas, in_flight, strict=True):
+                replica_stats = router.tracker.stats(model.id, replica=replica.id)
+                point["replicas"][f"{model.id}/{replica.id}"] = {
+                    "in_flight": load,
+                    "p95_ms": replica_stats.p95_ms,
+                }
         self.samples.append(point)
         return point
 
@@ -140,6 +151,7 @@ def live_view(
         stats = router.tracker.stats(model.id)
         replicas = [
             {
+                **_replica_quantiles(router, model.id, status["replica_id"]),
                 "id": status["replica_id"],
                 "in_flight": status["in_flight"],
                 "healthy": status["healthy"],
@@ -175,6 +187,11 @@ def live_view(
         "alerts": _alerts(router),
         "learned": _learned(router),
     }
+
+
+def _replica_quantiles(router: Router, model: str, replica: str) -> dict[str, float | None]:
+    stats = router.tracker.stats(model, replica=replica)
+    return {"p50_ms": stats.p50_ms, "p95_ms": stats.p95_ms, "p99_ms": stats.p99_ms}
 
 
 def _alerts(router: Router) -> dict[str, Any]:

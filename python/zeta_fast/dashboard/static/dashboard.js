@@ -80,6 +80,9 @@ function renderModels(data) {
         el("td", { class: r.breaker === "closed" ? "" : "bad" }, r.breaker),
         cell(`replica:${m.id}:${r.id}:failures`, r.recent_failure_share, pct(r.recent_failure_share)),
         cell(`replica:${m.id}:${r.id}:latency`, r.recent_latency_ms, ms(r.recent_latency_ms)),
+        cell(`replica:${m.id}:${r.id}:p50`, r.p50_ms, ms(r.p50_ms)),
+        cell(`replica:${m.id}:${r.id}:p95`, r.p95_ms, ms(r.p95_ms)),
+        cell(`replica:${m.id}:${r.id}:p99`, r.p99_ms, ms(r.p99_ms)),
         el("td", { "data-k": `replica:${m.id}:${r.id}:state`, class: state === "ok" ? "ok" : "bad" }, state),
         cell(`replica:${m.id}:${r.id}:requests`, r.requests, String(r.requests)),
       );
@@ -89,7 +92,8 @@ function renderModels(data) {
   fill("replicas", replicaRows);
 }
 
-function drawChart(canvasId, history, models, pick, maxFloor) {
+// Lines of `series` ({key, pick, color, width, dash}) over the history.
+function drawLines(canvasId, history, series, maxFloor) {
   const canvas = document.getElementById(canvasId);
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 34;
@@ -99,8 +103,8 @@ function drawChart(canvasId, history, models, pick, maxFloor) {
   if (history.length < 2) { ctx.fillText("collecting…", pad, h / 2); return; }
   const t0 = history[0].ts, t1 = history[history.length - 1].ts;
   let max = maxFloor;
-  for (const point of history) for (const id of models) {
-    const v = pick(point.models[id] || {});
+  for (const point of history) for (const s of series) {
+    const v = s.pick(point);
     if (v !== null && v !== undefined && v > max) max = v;
   }
   ctx.strokeStyle = "#e4e7ec";
@@ -108,33 +112,50 @@ function drawChart(canvasId, history, models, pick, maxFloor) {
   ctx.fillText(max.toFixed(max < 2 ? 2 : 0), 2, 12);
   ctx.fillText("0", 2, h - 14);
   ctx.fillText(`${Math.round(t1 - t0)} s`, w - 30, h - 2);
-  models.forEach((id, index) => {
-    ctx.strokeStyle = COLORS[index % COLORS.length];
-    ctx.lineWidth = 1.5;
+  for (const s of series) {
+    ctx.strokeStyle = s.color;
+    ctx.lineWidth = s.width || 1.5;
+    ctx.setLineDash(s.dash || []);
     ctx.beginPath();
     let started = false;
     for (const point of history) {
-      const v = pick(point.models[id] || {});
+      const v = s.pick(point);
       if (v === null || v === undefined) { started = false; continue; }
       const x = pad + ((point.ts - t0) / Math.max(t1 - t0, 1e-9)) * (w - pad - 6);
       const y = h - 14 - (v / max) * (h - 22);
       if (started) ctx.lineTo(x, y); else { ctx.moveTo(x, y); started = true; }
     }
     ctx.stroke();
-  });
+  }
+  ctx.setLineDash([]);
+}
+
+function legend(id, names) {
+  document.getElementById(id).replaceChildren(...names.map((name, i) => {
+    const span = el("span", {});
+    span.append(el("i", { style: `background:${COLORS[i % COLORS.length]}` }), document.createTextNode(name));
+    return span;
+  }));
 }
 
 function renderCharts(data) {
   const ids = data.models.map((m) => m.id);
-  drawChart("chart-p95", data.history, ids, (p) => p.p95_ms, 1);
-  drawChart("chart-success", data.history, ids, (p) => p.success_rate, 1);
-  drawChart("chart-inflight", data.history, ids, (p) => p.in_flight, 1);
-  const legend = document.getElementById("legend");
-  legend.replaceChildren(...ids.map((id, i) => {
-    const span = el("span", {});
-    span.append(el("i", { style: `background:${COLORS[i % COLORS.length]}` }), document.createTextNode(id));
-    return span;
+  const perModel = (field, extra) => ids.map((id, i) => ({
+    pick: (p) => (p.models[id] || {})[field], color: COLORS[i % COLORS.length], ...(extra || {}),
   }));
+  drawLines("chart-latency", data.history, [
+    ...perModel("p50_ms", { width: 0.8 }), ...perModel("p95_ms"), ...perModel("p99_ms", { dash: [4, 3] }),
+  ], 1);
+  drawLines("chart-success", data.history, perModel("success_rate"), 1);
+  drawLines("chart-inflight", data.history, perModel("in_flight"), 1);
+  legend("legend", ids);
+  const replicas = data.models.flatMap((m) => m.replicas.map((r) => `${m.id}/${r.id}`));
+  const perReplica = (field) => replicas.map((key, i) => ({
+    pick: (p) => ((p.replicas || {})[key] || {})[field], color: COLORS[i % COLORS.length],
+  }));
+  drawLines("chart-replica-p95", data.history, perReplica("p95_ms"), 1);
+  drawLines("chart-replica-inflight", data.history, perReplica("in_flight"), 1);
+  legend("replica-legend", replicas);
 }
 
 function renderAlerts(data) {
