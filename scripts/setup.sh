@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # Optional-dependency groups of pyproject.toml to install ("bench" adds the
 # peer libraries the benchmarks compare against).
-EXTRAS=${EXTRAS:-test dev local plots parquet}
+EXTRAS=${EXTRAS:-test dev local plots parquet redis}
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -39,15 +39,20 @@ PY
 fi
 
 # System packages the tests drive for real, from the distribution: Chromium
-# (the dashboard's browser tests). Installed once, when missing.
-if ! command -v chromium >/dev/null 2>&1; then
+# (the dashboard's browser tests) and Redis (the scale-out tests start their
+# own redis-server on 127.0.0.1). Installed once, when missing.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+if [ -n "$missing" ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null
     else
-        echo "warning: no chromium (apt-get install chromium as root):" \
-            "the dashboard's browser tests will fail" >&2
+        echo "warning: missing$missing (apt-get install$missing as root):" \
+            "the browser and scale-out tests will fail" >&2
     fi
 fi
 

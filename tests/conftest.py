@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-pytest_plugins = ["tests.llamacpp_fixtures"]
+pytest_plugins = ["tests.llamacpp_fixtures", "tests.redis_fixtures"]
 
 # Trackers persist by default; point the default location at a throw-away
 # folder before any test creates one.

@@ -503,6 +503,25 @@ class PerformanceTracker:
     ) -> TrackerStats:
         """Statistics aggregated on read over the model's windows, narrowed by
         replica and task when given."""
+    def export_shared(
+        self,
+    ) -> list[
+        tuple[
+            str,
+            str,
+            str,
+            list[tuple[int, int, int, int, int]],
+            list[tuple[int, list[tuple[int, int]]]],
+        ]
+    ]:
+        """Non-empty window buckets and histogram slices per key, to share."""
+    def shared_epochs(self) -> tuple[int, int, int, int, int, int]:
+        """(epoch now, oldest epoch, slice now, oldest slice, bucket_ms, bins)."""
+    def set_remote(
+        self,
+        entries: list[tuple[str, str, str, tuple[int, int, int, int], list[tuple[int, int]]]],
+    ) -> int:
+        """Replaces the other instances' share of every key."""
     def keys(self) -> list[tuple[str, str, str]]:
         """Every key as (model, replica, task), sorted."""
     def now_ms(self) -> int:
@@ -655,6 +674,7 @@ class OutcomePredictor:
     ) -> npt.NDArray[np.float64]: ...
     def to_bytes(self) -> bytes: ...
     def restore(self, data: bytes) -> None: ...
+    def average_with(self, states: list[bytes]) -> int: ...
     def categories(self) -> list[tuple[str, list[tuple[int, int]]]]: ...
 
 def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], float]:
@@ -790,6 +810,9 @@ class RouterCore:
         self, min_requests: int = 20, target_success_rate: float = 0.95, step: float = 0.05
     ) -> list[dict[str, Any]]: ...
     def in_flight(self, model: str) -> list[int]: ...
+    def set_remote_in_flight(self, model: str, counts: list[int]) -> None:
+        """What other router instances have running on each replica."""
+    def remote_in_flight(self, model: str) -> list[int]: ...
     def set_healthy(self, model: str, replica: str, healthy: bool) -> None: ...
     def reroute(
         self,

@@ -83,6 +83,7 @@ __all__ = [
     "ReplicaTimeoutSpec",
     "RetryBudgetSpec",
     "RouterConfig",
+    "SharedStateSpec",
     "ThresholdRuleSpec",
     "TimeoutSpec",
     "TrendRuleSpec",
@@ -355,6 +356,35 @@ class CostSpec(_Frozen):
     expected_completion_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = 256
 
 
+class SharedStateSpec(_Frozen):
+    """Several router instances routing as one through Redis (see
+    ``zeta_fast.shared``): windows, in-flight load, learned weights and
+    alert cool-downs are shared; the request path never waits on Redis."""
+
+    enabled: bool = False
+    #: ``redis://``, ``rediss://`` (TLS) or ``unix://`` address of the Redis
+    #: server; with ``sentinels``, only its database number and password count.
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Redis Sentinel instead of a fixed server: ``host:port`` of each
+    #: sentinel, and the name of the monitored master (failover is followed).
+    sentinels: list[str] = Field(default_factory=list)
+    sentinel_master: str = "mymaster"
+    #: Instances with the same namespace (and window) route as one.
+    namespace: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x1f\s]+$")] = "zeta"
+    #: Unique per instance; by default host-pid-random.
+    instance_id: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x1f\s]+$")] | None
+    ) = None
+    #: How often each instance publishes its state and merges the others'.
+    interval_s: Annotated[float, Field(gt=0.0, le=60.0, allow_inf_nan=False)] = 0.25
+    #: An instance silent this long no longer counts for in-flight load.
+    stale_after_s: Annotated[float, Field(gt=0.0, le=3600.0, allow_inf_nan=False)] = 2.0
+    #: How often learned weights are averaged across instances.
+    learned_interval_s: Annotated[float, Field(gt=0.0, le=3600.0, allow_inf_nan=False)] = 5.0
+    #: Redis socket timeouts (the sync thread's, never a request's).
+    timeout_s: Annotated[float, Field(gt=0.0, le=60.0, allow_inf_nan=False)] = 0.5
+
+
 class TrendRuleSpec(_Frozen):
     """Alert on a detected change of a model's success or latency."""
 
@@ -488,6 +518,7 @@ class RouterConfig(_Frozen):
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     learning: LearningSpec = Field(default_factory=LearningSpec)
     cost: CostSpec = Field(default_factory=CostSpec)
+    shared_state: SharedStateSpec = Field(default_factory=SharedStateSpec)
     #: Off (0) by default: only the absolute ``scoring.max_acceptable_latency_ms``.
     #: Else a model whose mean latency is this many times the median of the
     #: other candidates' (and 10 ms more) gets the high-latency penalty too.

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     # do not pay for it at import time.
     from zeta_fast.dispatch import Dispatcher, RecentOutcome, RoutedResponse, RoutedStream
     from zeta_fast.health import HealthMonitor
+    from zeta_fast.shared import SharedState
 
 T = TypeVar("T")
 _log = logging.getLogger("zeta_fast.router")
@@ -70,11 +72,12 @@ class Router:
         spread_margin: float = 10.0,
     ) -> None:
         self.config = config if isinstance(config, RouterConfig) else load_router_config(config)
+        shared_client, restore = self._shared_client()
         self.tracker = (
             tracker
             if tracker is not None
             else PerformanceTracker(
-                self.config.window_config(), snapshot_path=self.config.state_path
+                self.config.window_config(), snapshot_path=self.config.state_path, restore=restore
             )
         )
         models: list[ModelTuple] = [
@@ -131,6 +134,11 @@ class Router:
                 tracker=self.tracker,
                 history_path=self.outcome_log.path if self.outcome_log is not None else None,
             )
+        #: The link to the other instances through Redis (None when
+        #: ``shared_state.enabled`` is off).
+        self.shared: SharedState | None = None
+        if shared_client is not None:
+            self.shared = self._start_shared(shared_client)
         # The hot path goes straight to the native methods: no Python frame
         # between the caller and Rust (the methods below document them).
         self.route = self._core.route  # type: ignore[method-assign]
@@ -193,6 +201,63 @@ class Router:
         if learned and self.outcome_log is not None:
             self.outcome_log.append(decision, "feedback", 0.0, learned=good)
         return learned
+
+    def _shared_client(self) -> tuple[Any, bool]:
+        """The Redis client when shared state is on, and whether to restore
+        the local snapshot: not when Redis holds a window already (then this
+        instance starts warm from the others, not from its own past)."""
+        spec = self.config.shared_state
+        if not spec.enabled:
+            return None, True
+        try:
+            import redis
+        except ImportError as exc:
+            raise ImportError(
+                "shared_state needs the redis client: pip install 'zeta_fast[redis]'"
+            ) from exc
+        from zeta_fast.shared import shared_client, window_in_redis
+
+        client = shared_client(spec)
+        window = self.config.window_config()
+        try:
+            warm = window_in_redis(client, spec.namespace, window.bucket_ms, window.buckets)
+        except redis.RedisError as exc:
+            _log.warning("shared state unavailable at start (%s): starting from local state", exc)
+            warm = False
+        return client, not warm
+
+    def _start_shared(self, client: Any) -> SharedState:
+        from zeta_fast.shared import SharedState
+
+        spec = self.config.shared_state
+        shared = SharedState(
+            client,
+            self.tracker,
+            self._core,
+            {m.id: [r.id for r in m.replicas] for m in self.config.models},
+            namespace=spec.namespace,
+            instance_id=spec.instance_id,
+            interval_s=spec.interval_s,
+            stale_after_s=spec.stale_after_s,
+        )
+        if self.alerts is not None:
+            self.alerts.claim = shared.claim_alert
+        predictor = self.predictor
+        if predictor is not None:
+            next_share = [0.0]
+
+            def share_learned(state: SharedState) -> None:
+                # Federated averaging every learned_interval_s, in the sync thread.
+                now = time.monotonic()
+                if now < next_share[0]:
+                    return
+                next_share[0] = now + spec.learned_interval_s
+                others = state.share_learned(predictor.to_bytes())
+                if others:
+                    predictor.average_with(others)
+
+            shared.on_cycle.append(share_learned)
+        return shared.start()
 
     def _start_learned_state(self) -> _LearnedStateSaver | None:
         """Loads the learned state when its file exists and keeps saving it."""
@@ -484,6 +549,8 @@ class Router:
         their connections (use ``aclose`` for an async caller's loop), and
         writes what the outcome log still holds."""
         self._stop_background()
+        if self.shared is not None:
+            self.shared.stop()
         if self._learned_saver is not None:
             self._learned_saver.stop()
         if self.alerts is not None:

@@ -29,6 +29,9 @@ pub enum Policy {
 
 struct Replica {
     in_flight: AtomicU32,
+    /// Requests other router instances have running on it (shared state;
+    /// 0 unless shared): counted in load comparisons, not against capacity.
+    remote_in_flight: AtomicU32,
     /// 0 means unlimited.
     capacity: u32,
     healthy: AtomicBool,
@@ -72,6 +75,7 @@ impl ReplicaSet {
                 .iter()
                 .map(|&capacity| Replica {
                     in_flight: AtomicU32::new(0),
+                    remote_in_flight: AtomicU32::new(0),
                     capacity,
                     healthy: AtomicBool::new(true),
                     breaker: CircuitBreaker::new(now_ms),
@@ -253,6 +257,21 @@ impl ReplicaSet {
         self.engine_ttl_ms = ttl_ms;
     }
 
+    /// Sets what other router instances have running on each replica.
+    pub fn set_remote_in_flight(&self, counts: &[u32]) {
+        for (replica, count) in self.replicas.iter().zip(counts) {
+            replica.remote_in_flight.store(*count, Ordering::Relaxed);
+        }
+    }
+
+    /// What other router instances have running on each replica.
+    pub fn remote_in_flight(&self) -> Vec<u32> {
+        self.replicas
+            .iter()
+            .map(|r| r.remote_in_flight.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Load of a replica for comparisons: running plus engine-queued requests
     /// over capacity, plus KV-cache use; `None` when it cannot take a request
     /// now (down, full, or its breaker refuses).
@@ -268,6 +287,7 @@ impl ReplicaSet {
         if replica.breaker.admits(&self.breaker_config, now_ms) == Admission::Refused {
             return None;
         }
+        let running = running.saturating_add(replica.remote_in_flight.load(Ordering::Relaxed));
         let (waiting, kv) = self.engine_load(index, now_ms);
         let denominator = if replica.capacity == 0 {
             NOMINAL_CAPACITY

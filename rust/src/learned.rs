@@ -561,6 +561,62 @@ impl OutcomePredictor {
         Ok(())
     }
 
+    /// Averages this predictor's weights with other instances' (federated
+    /// averaging: each instance learns from its own traffic, and every few
+    /// seconds each moves to the mean of all live instances' weights, which
+    /// converges on a consensus). Models are matched by id; counts (the
+    /// priors) stay this instance's own. Returns how many states were used.
+    pub fn average_with(&self, others: &[PredictorState]) -> Result<usize, ZetaError> {
+        for state in others {
+            if state.version != STATE_VERSION || state.feature_dim as usize != FEATURE_DIM {
+                return Err(ZetaError::InvalidConfig {
+                    field: "learned state",
+                    expected: "a state of this version and feature space",
+                    value: format!(
+                        "version {} with {} features",
+                        state.version, state.feature_dim
+                    ),
+                });
+            }
+        }
+        let divisor = (others.len() + 1) as f64;
+        for (model, name) in self.models.iter().enumerate() {
+            let mut sums = vec![0.0_f64; FEATURE_DIM];
+            for state in others {
+                // An instance without this model contributes zeros, like a fresh one.
+                if let Some(saved) = state.models.iter().find(|m| m.model == *name) {
+                    for &(index, weight) in &saved.weights {
+                        if let Some(sum) = sums.get_mut(index as usize) {
+                            if weight.is_finite() {
+                                *sum += weight;
+                            }
+                        }
+                    }
+                }
+            }
+            let row = self.row(model);
+            for (index, sum) in sums.iter().enumerate() {
+                if let Some(cell) = row.get(index) {
+                    let own = f64::from_bits(cell.load(Ordering::Relaxed));
+                    let mean = (own + sum) / divisor;
+                    if mean != own {
+                        cell.store(mean.to_bits(), Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(others.len())
+    }
+
+    /// Decodes [`Self::to_bytes`] output.
+    pub fn decode_state(bytes: &[u8]) -> Result<PredictorState, ZetaError> {
+        postcard::from_bytes(bytes).map_err(|e| ZetaError::InvalidConfig {
+            field: "learned state",
+            expected: "bytes written by save_learned()",
+            value: e.to_string(),
+        })
+    }
+
     /// The state as bytes (postcard).
     pub fn to_bytes(&self) -> Result<Vec<u8>, ZetaError> {
         postcard::to_stdvec(&self.state()).map_err(|e| ZetaError::InvalidConfig {
@@ -693,6 +749,35 @@ mod tests {
         assert_eq!(p.state(), q.state());
         assert_eq!(p.predict_one(&f, 0), q.predict_one(&f, 0));
         assert!(q.restore_bytes(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn averaging_moves_to_the_mean_of_the_instances() {
+        let (a, b) = (two(), two());
+        let f = features("compute 17 * 23", &[]);
+        for _ in 0..30 {
+            a.update(&f, &[(0, true)], None, None)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let index = f.indices.first().copied().unwrap_or_default() as usize;
+        let weight = |p: &OutcomePredictor| {
+            p.state()
+                .models
+                .first()
+                .and_then(|m| m.weights.iter().find(|(i, _)| *i as usize == index))
+                .map_or(0.0, |(_, w)| *w)
+        };
+        let learned = weight(&a);
+        assert!(learned > 0.0);
+        // b (all zeros) averages a in: half of a's weight; counts stay b's own.
+        assert_eq!(b.average_with(&[a.state()]).ok(), Some(1));
+        assert!((weight(&b) - learned / 2.0).abs() < 1e-12);
+        assert_eq!(b.outcomes_seen(0), 0);
+        let broken = PredictorState {
+            version: 99,
+            ..a.state()
+        };
+        assert!(b.average_with(&[broken]).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod replica_health;
 pub mod retry;
 pub mod router;
 pub mod scoring;
+pub mod shared;
 pub mod sync;
 pub mod tracker;
 pub mod window;

@@ -435,6 +435,8 @@ pub fn sum_live(leaves: &[Arc<TrackedKey>], now_ms: u64) -> Totals {
     let mut totals = Totals::default();
     for leaf in leaves {
         totals.merge(&leaf.window.live_totals(now_ms));
+        // Other instances' share (zeros unless shared state is on).
+        totals.merge(&leaf.remote.totals());
     }
     totals
 }

@@ -54,6 +54,8 @@ fn hash_parts<H: Hasher>(model: &str, replica: &str, task: &str, state: &mut H) 
 pub struct TrackedKey {
     pub name: KeyName,
     pub window: KeyWindow,
+    /// Other router instances' share of this key (zero unless shared).
+    pub remote: crate::shared::RemoteView,
 }
 
 /// Aggregated statistics of one or more windows.
@@ -114,6 +116,11 @@ impl PerformanceTracker {
     }
 
     /// The shape of every window.
+    /// Bins of every window's latency histogram.
+    pub fn bins_len(&self) -> usize {
+        self.bins.len()
+    }
+
     pub fn config(&self) -> &WindowConfig {
         &self.config
     }
@@ -163,6 +170,7 @@ impl PerformanceTracker {
         let fresh = Arc::new(TrackedKey {
             name: name.clone(),
             window: KeyWindow::new(self.config, self.bins, now),
+            remote: crate::shared::RemoteView::default(),
         });
         // Two threads may race to register: the map keeps one, both use it.
         let kept = match keys.try_insert(name, fresh) {
@@ -232,10 +240,12 @@ impl PerformanceTracker {
         for key in keys {
             let snapshot = key.window.snapshot(now);
             window.merge(&snapshot.window);
+            window.merge(&key.remote.totals());
             lifetime.merge(&snapshot.lifetime);
             for (total, count) in histogram.iter_mut().zip(&snapshot.histogram) {
                 *total += count;
             }
+            key.remote.add_histogram(&mut histogram);
             if let Some(ewma) = snapshot.ewma_latency_ms {
                 let weight = snapshot.window.requests.max(1) as f64;
                 ewma_weighted += ewma * weight;
@@ -339,6 +349,7 @@ impl PerformanceTracker {
         for (name, window) in windows {
             let key = Arc::new(TrackedKey {
                 name: name.clone(),
+                remote: crate::shared::RemoteView::default(),
                 window,
             });
             keys.insert(name, key);

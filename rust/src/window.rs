@@ -444,6 +444,79 @@ impl KeyWindow {
         totals
     }
 
+    /// The window's non-empty buckets as (epoch, totals) and histogram
+    /// slices as (slice epoch, sparse bins) at `now_ms`, for sharing with
+    /// other instances (see [`crate::shared`]). Each bucket's words are read
+    /// whole; a bucket still being written is read as it stands.
+    #[allow(clippy::type_complexity)]
+    pub fn export(&self, now_ms: u64) -> (Vec<(u64, Totals)>, Vec<(u64, Vec<(u32, u32)>)>) {
+        let now = now_ms / self.divisors.bucket_ms;
+        if now > self.epoch.load(Ordering::Acquire) {
+            self.advance(now);
+        }
+        let current = self.epoch.load(Ordering::Acquire);
+        let horizon = self.slots.len() as u64;
+        let oldest = now.saturating_sub(horizon - 1);
+        let mut buckets = Vec::new();
+        for epoch in oldest.max(current.saturating_sub(horizon - 1))..=current {
+            if let Some(slot) = self.slot(epoch) {
+                let mut totals = Totals::default();
+                totals.add_words(
+                    slot.counts.load(Ordering::Acquire),
+                    slot.latency.load(Ordering::Acquire),
+                );
+                if totals.requests > 0 {
+                    buckets.push((epoch, totals));
+                }
+            }
+        }
+        let per_slice = self.config.buckets_per_slice();
+        let newest_slice = now / per_slice;
+        let oldest_slice = newest_slice.saturating_sub(self.slices.len() as u64 - 1);
+        let mut slices = Vec::new();
+        for slice in self.slices.iter() {
+            let tag = slice.tag.load(Ordering::Relaxed);
+            if tag == 0 || tag - 1 < oldest_slice || tag - 1 > newest_slice {
+                continue;
+            }
+            let bins: Vec<(u32, u32)> = slice
+                .bins
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let count = b.load(Ordering::Relaxed);
+                    (count > 0).then_some((i as u32, count))
+                })
+                .collect();
+            if !bins.is_empty() {
+                slices.push((tag - 1, bins));
+            }
+        }
+        (buckets, slices)
+    }
+
+    /// Bins of this window's latency histogram.
+    pub fn histogram_len(&self) -> usize {
+        self.bins.len()
+    }
+
+    /// Histogram slices covering the window.
+    pub fn histogram_slices(&self) -> u64 {
+        self.slices.len() as u64
+    }
+
+    /// The bucket epoch of `now_ms`, and of the oldest bucket still in the window.
+    pub fn epochs(&self, now_ms: u64) -> (u64, u64) {
+        let now = now_ms / self.divisors.bucket_ms;
+        (now, now.saturating_sub(self.slots.len() as u64 - 1))
+    }
+
+    /// The slice epoch of `now_ms`, and of the oldest slice still in the window.
+    pub fn slice_epochs(&self, now_ms: u64) -> (u64, u64) {
+        let newest = now_ms / self.divisors.bucket_ms / self.config.buckets_per_slice();
+        (newest, newest.saturating_sub(self.slices.len() as u64 - 1))
+    }
+
     /// A consistent read of the window at `now_ms`, without blocking writers:
     /// each slot's words are whole records, and a read torn by a rotation is
     /// retried.
@@ -649,6 +722,33 @@ mod tests {
         assert_eq!(s.lifetime, s.window);
         assert!(s.consistent);
         assert_eq!(s.histogram.iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn export_sums_to_the_window_and_forgets_what_left_it() {
+        let start = 10_000_000;
+        let w = window(start);
+        w.record(start, true, 100.0);
+        w.record(start + 5_000, false, 300.0);
+        w.record(start + 5_001, true, 50.0);
+        let (buckets, slices) = w.export(start + 6_000);
+        let epochs: Vec<u64> = buckets.iter().map(|(e, _)| *e).collect();
+        assert_eq!(epochs, vec![start / 5_000, start / 5_000 + 1]);
+        let mut total = Totals::default();
+        for (_, t) in &buckets {
+            total.merge(t);
+        }
+        assert_eq!(total, w.snapshot(start + 6_000).window);
+        let binned: u32 = slices
+            .iter()
+            .flat_map(|(_, b)| b.iter().map(|(_, c)| c))
+            .sum();
+        assert_eq!(binned, 3);
+        // The first bucket leaves the window first.
+        let (later, _) = w.export(start + 300_000);
+        assert_eq!(later.len(), 1);
+        assert_eq!(later.first().map(|(_, t)| t.requests), Some(2));
+        assert!(w.export(start + 310_000).0.is_empty());
     }
 
     #[test]

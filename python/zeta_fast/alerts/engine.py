@@ -108,6 +108,9 @@ class AlertEngine:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
                 if "task" not in columns:  # a history from before per-task alerts
                     db.execute("ALTER TABLE alerts ADD COLUMN task TEXT")
+        #: With several instances (shared state): asked before an alert fires,
+        #: true for exactly one of them per rule, model, task and cool-down.
+        self.claim: Callable[[str, str, str | None, float], bool] | None = None
         self._lock = threading.Lock()
         self._closed = False
         if start:
@@ -253,6 +256,8 @@ class AlertEngine:
             if last is not None and now - last < cooldown:
                 return None
         self._last_fired[rule.name, model, task] = now
+        if self.claim is not None and not self.claim(rule.name, model, task, cooldown):
+            return None  # another instance raised it
         alert = Alert(
             ts_ms=int(now * 1000),
             rule=rule.name,

@@ -59,6 +59,35 @@ class _RouterCollector(Collector):
         yield from self._replicas()
         yield from self._models()
         yield from self._gateway()
+        yield from self._shared()
+
+    def _shared(self) -> Iterable[Metric]:
+        shared = self.router.shared
+        if shared is None:
+            return []
+        up = GaugeMetricFamily(
+            "zeta_shared_state_up",
+            "1 while the shared state (Redis) is reachable; 0: routing on local state.",
+        )
+        up.add_metric([], 1.0 if shared.up else 0.0)
+        errors = CounterMetricFamily(
+            "zeta_shared_state_errors", "Failed shared-state cycles and calls."
+        )
+        errors.add_metric([], shared.stats.errors)
+        commands = CounterMetricFamily(
+            "zeta_shared_state_commands", "Redis commands sent by this instance."
+        )
+        commands.add_metric([], shared.stats.commands)
+        instances = GaugeMetricFamily(
+            "zeta_shared_state_remote_instances",
+            "Other instances whose window is merged into this one's view.",
+        )
+        instances.add_metric([], shared.stats.remote_instances)
+        cycle = GaugeMetricFamily(
+            "zeta_shared_state_cycle_seconds", "Time of the last publish + merge cycle."
+        )
+        cycle.add_metric([], shared.stats.last_cycle_ms / 1e3)
+        return [up, errors, commands, instances, cycle]
 
     def _replicas(self) -> Iterable[Metric]:
         labels = ["model", "replica"]

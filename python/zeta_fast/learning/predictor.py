@@ -162,6 +162,11 @@ class OutcomePredictor:
 
     # -- saving --------------------------------------------------------------------
 
+    def average_with(self, states: list[bytes]) -> int:
+        """Averages the weights with other instances' ``to_bytes()`` states
+        (federated averaging; the category counts stay this one's own)."""
+        return self._native.average_with(states)
+
     def to_bytes(self) -> bytes:
         """The learned state: sparse weights and counts."""
         return self._native.to_bytes()

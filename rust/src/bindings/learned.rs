@@ -229,6 +229,16 @@ impl PyOutcomePredictor {
         Ok(PyBytes::new(py, &self.inner.to_bytes()?))
     }
 
+    /// Averages the weights with other instances' `to_bytes()` states
+    /// (federated averaging; counts stay this instance's own).
+    fn average_with(&self, states: Vec<Vec<u8>>) -> PyResult<usize> {
+        let decoded = states
+            .iter()
+            .map(|bytes| OutcomePredictor::decode_state(bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.inner.average_with(&decoded)?)
+    }
+
     /// Loads `to_bytes()` output, matching models by id.
     fn restore(&self, data: &[u8]) -> PyResult<()> {
         Ok(self.inner.restore_bytes(data)?)

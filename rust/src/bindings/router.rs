@@ -787,6 +787,34 @@ impl PyRouterCore {
         Ok(out)
     }
 
+    /// Sets what other router instances have running on each replica of a
+    /// model (shared state): counted when replicas' loads are compared.
+    fn set_remote_in_flight(&self, model: &str, counts: Vec<u32>) -> PyResult<()> {
+        let index = self.model_index(model)?;
+        if let Some(routed) = self.inner.models().get(index) {
+            if counts.len() != routed.replica_ids.len() {
+                return Err(InvalidInputError::new_err(format!(
+                    "set_remote_in_flight: {model:?} has {} replicas, got {} counts",
+                    routed.replica_ids.len(),
+                    counts.len()
+                )));
+            }
+            routed.replicas.set_remote_in_flight(&counts);
+        }
+        Ok(())
+    }
+
+    /// What other router instances have running on each replica of a model.
+    fn remote_in_flight(&self, model: &str) -> PyResult<Vec<u32>> {
+        let index = self.model_index(model)?;
+        Ok(self
+            .inner
+            .models()
+            .get(index)
+            .map(|m| m.replicas.remote_in_flight())
+            .unwrap_or_default())
+    }
+
     /// Requests in flight on each replica of a model.
     fn in_flight(&self, model: &str) -> PyResult<Vec<u32>> {
         self.inner

@@ -674,6 +674,132 @@ impl PyPerformanceTracker {
             .collect()
     }
 
+    /// What this instance shares with others (see `zeta_fast.shared`): for
+    /// every key with data in its window, the non-empty buckets as
+    /// `(epoch, requests, successes, latency_requests, latency_units)` and
+    /// histogram slices as `(slice_epoch, [(bin, count), ...])`.
+    #[allow(clippy::type_complexity)]
+    fn export_shared(
+        &self,
+        py: Python<'_>,
+    ) -> Vec<(
+        String,
+        String,
+        String,
+        Vec<(u64, u64, u64, u64, u64)>,
+        Vec<(u64, Vec<(u32, u32)>)>,
+    )> {
+        let inner = Arc::clone(&self.inner);
+        py.detach(move || {
+            let now = inner.clock().now_ms();
+            inner
+                .keys()
+                .iter()
+                .filter_map(|key| {
+                    let export = crate::shared::export_key(&key.window, now);
+                    if export.buckets.is_empty() && export.slices.is_empty() {
+                        return None;
+                    }
+                    Some((
+                        key.name.model.to_string(),
+                        key.name.replica.to_string(),
+                        key.name.task.to_string(),
+                        export
+                            .buckets
+                            .iter()
+                            .map(|(e, t)| {
+                                (
+                                    *e,
+                                    t.requests,
+                                    t.successes,
+                                    t.latency_requests,
+                                    t.latency_units,
+                                )
+                            })
+                            .collect(),
+                        export.slices,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// `(bucket epoch now, oldest bucket epoch in the window, slice epoch
+    /// now, oldest slice epoch, bucket_ms, histogram bins)` at the tracker's time.
+    fn shared_epochs(&self) -> (u64, u64, u64, u64, u64, usize) {
+        let now = self.inner.clock().now_ms();
+        let config = self.inner.config();
+        let buckets = config.buckets as u64;
+        let per_slice = (config.buckets / config.histogram_slices.max(1)) as u64;
+        let epoch = now / config.bucket_ms.max(1);
+        let slice = epoch / per_slice.max(1);
+        (
+            epoch,
+            epoch.saturating_sub(buckets - 1),
+            slice,
+            slice.saturating_sub(config.histogram_slices as u64 - 1),
+            config.bucket_ms,
+            self.inner.bins_len(),
+        )
+    }
+
+    /// Replaces the other instances' share of every key: `entries` of
+    /// `(model, replica, task, (requests, successes, latency_requests,
+    /// latency_units), [(bin, count), ...])`; keys not listed are zeroed,
+    /// keys not known yet are registered.
+    #[allow(clippy::type_complexity)]
+    fn set_remote(
+        &self,
+        entries: Vec<(
+            String,
+            String,
+            String,
+            (u64, u64, u64, u64),
+            Vec<(u32, u64)>,
+        )>,
+    ) -> PyResult<usize> {
+        let bins = self.inner.bins_len();
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        for (model, replica, task, (requests, successes, latency_requests, latency_units), hist) in
+            &entries
+        {
+            if successes > requests || latency_requests > requests {
+                return Err(InvalidInputError::new_err(format!(
+                    "set_remote: counts of {model}/{replica}/{task} disagree: \
+                     {successes} successes, {latency_requests} timed of {requests}"
+                )));
+            }
+            let key = self.inner.key(model, replica, task)?;
+            let histogram = if hist.is_empty() {
+                None
+            } else {
+                let mut dense = vec![0_u64; bins];
+                for (bin, count) in hist {
+                    if let Some(slot) = dense.get_mut(*bin as usize) {
+                        *slot += count;
+                    }
+                }
+                Some(dense)
+            };
+            key.remote.set(
+                &crate::window::Totals {
+                    requests: *requests,
+                    successes: *successes,
+                    latency_requests: *latency_requests,
+                    latency_units: *latency_units,
+                },
+                histogram,
+            );
+            seen.insert(Arc::as_ptr(&key) as usize);
+        }
+        for key in self.inner.keys() {
+            if !seen.contains(&(Arc::as_ptr(&key) as usize)) {
+                key.remote.set(&crate::window::Totals::default(), None);
+            }
+        }
+        Ok(entries.len())
+    }
+
     /// The tracker's current time, ms since the Unix epoch.
     fn now_ms(&self) -> u64 {
         self.inner.clock().now_ms()
