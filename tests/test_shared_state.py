@@ -410,3 +410,91 @@ def test_through_redis_sentinel(redis_server: RedisServer, tmp_path: Path) -> No
     finally:
         sentinel.terminate()
         sentinel.wait(10)
+
+
+def test_through_a_redis_cluster(tmp_path: Path) -> None:
+    """With `cluster: true`, instances share through a real three-node Redis
+    Cluster (keys spread over the nodes' hash slots)."""
+    import shutil
+    import socket
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    ports = []
+    for _ in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    nodes = []
+    try:
+        for port in ports:
+            folder = tmp_path / str(port)
+            folder.mkdir()
+            nodes.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(folder / "nodes.conf"),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(folder),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in ports:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    redis.Redis(port=port).ping()
+                    break
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+        # Slots split three ways, then the nodes introduced to each other.
+        thirds = [(0, 5460), (5461, 10922), (10923, 16383)]
+        for port, (low, high) in zip(ports, thirds, strict=True):
+            redis.Redis(port=port).execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+        for port in ports[1:]:
+            redis.Redis(port=port).execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+        deadline = time.monotonic() + 20
+        while (
+            redis.Redis(port=ports[0]).execute_command("CLUSTER", "INFO").find(b"cluster_state:ok")
+            < 0
+        ):
+            assert time.monotonic() < deadline, "cluster did not form"
+            time.sleep(0.1)
+        ns = uuid.uuid4().hex
+        via = {"cluster": True}
+        url = f"redis://127.0.0.1:{ports[0]}/0"
+        a, b, c = (instance(url, ns, shared_state=via) for _ in range(3))
+        try:
+            record(a, [(True, 10.0)] * 12)
+            record(b, [(False, 30.0)] * 3)
+            sync(a, b, c)
+            for router in (a, b, c):
+                assert router.tracker.stats("m").requests == 15
+                assert router.tracker.stats("m").successes == 12
+            # The window's keys landed on more than one node.
+            holders = sum(1 for port in ports if redis.Redis(port=port).dbsize() > 0)
+            assert holders >= 2
+        finally:
+            for router in (a, b, c):
+                router.close()
+    finally:
+        for node in nodes:
+            node.terminate()
+            node.wait(10)

@@ -369,6 +369,15 @@ class SharedStateSpec(_Frozen):
     #: sentinel, and the name of the monitored master (failover is followed).
     sentinels: list[str] = Field(default_factory=list)
     sentinel_master: str = "mymaster"
+    #: ``url`` names one node of a Redis Cluster (the others are discovered).
+    cluster: bool = False
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> SharedStateSpec:
+        if self.cluster and self.sentinels:
+            raise ValueError("choose sentinels or cluster, not both")
+        return self
+
     #: Instances with the same namespace (and window) route as one.
     namespace: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x1f\s]+$")] = "zeta"
     #: Unique per instance; by default host-pid-random.

@@ -426,6 +426,13 @@ def shared_client(spec: SharedStateSpec) -> redis.Redis:
     from redis.sentinel import Sentinel
 
     timeouts = {"socket_timeout": spec.timeout_s, "socket_connect_timeout": spec.timeout_s}
+    if spec.cluster:
+        # Keys of one window span hash slots: the cluster pipeline splits
+        # each batch per node (still one round trip per node).
+        from redis.cluster import RedisCluster
+
+        cluster: redis.Redis = RedisCluster.from_url(spec.url, **timeouts)  # type: ignore[assignment]
+        return cluster
     if not spec.sentinels:
         return redis.Redis.from_url(spec.url, **timeouts)
     hosts = []
