@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -59,12 +60,10 @@ def instance(url: str, namespace: str, **extra: Any) -> Router:
 
 def sync(*routers: Router) -> None:
     """Every instance publishes, then every instance merges."""
-    for router in routers:
-        assert router.shared is not None
-        assert router.shared.cycle()
-    for router in routers:
-        assert router.shared is not None
-        assert router.shared.cycle()
+    for _ in range(2):
+        for router in routers:
+            assert router.shared is not None
+            assert router.shared.cycle(), router.shared.stats.last_error
 
 
 def record(router: Router, outcomes: list[tuple[bool, float]]) -> None:
@@ -422,11 +421,21 @@ def test_through_a_redis_cluster(tmp_path: Path) -> None:
 
     binary = shutil.which("redis-server")
     assert binary is not None
-    ports = []
-    for _ in range(3):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
+    # A cluster node also listens on port + 10000 (its bus): pick three
+    # distinct ports below 55536 whose bus ports are free too.
+    ports: list[int] = []
+    rng = random.Random()
+    while len(ports) < 3:
+        port = rng.randrange(20000, 45000)
+        if port in ports:
+            continue
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        ports.append(port)
     nodes = []
     try:
         for port in ports:
@@ -459,7 +468,7 @@ def test_through_a_redis_cluster(tmp_path: Path) -> None:
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    redis.Redis(port=port).ping()
+                    redis.Redis(host="127.0.0.1", port=port).ping()
                     break
                 except redis.ConnectionError:
                     assert time.monotonic() < deadline
@@ -467,16 +476,41 @@ def test_through_a_redis_cluster(tmp_path: Path) -> None:
         # Slots split three ways, then the nodes introduced to each other.
         thirds = [(0, 5460), (5461, 10922), (10923, 16383)]
         for port, (low, high) in zip(ports, thirds, strict=True):
-            redis.Redis(port=port).execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            redis.Redis(host="127.0.0.1", port=port).execute_command(
+                "CLUSTER", "ADDSLOTSRANGE", low, high
+            )
         for port in ports[1:]:
-            redis.Redis(port=port).execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+            redis.Redis(host="127.0.0.1", port=port).execute_command(
+                "CLUSTER", "MEET", "127.0.0.1", ports[0]
+            )
         deadline = time.monotonic() + 20
-        while (
-            redis.Redis(port=ports[0]).execute_command("CLUSTER", "INFO").find(b"cluster_state:ok")
-            < 0
-        ):
+        clients = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
+
+        def formed() -> bool:
+            return all(
+                b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO")
+                and len(c.execute_command("CLUSTER", "SLOTS")) == 3
+                for c in clients
+            )
+
+        while not formed():
             assert time.monotonic() < deadline, "cluster did not form"
             time.sleep(0.1)
+        # Nodes may still say "down" for a moment: wait until writes to
+        # every node go through.
+        from redis.cluster import RedisCluster
+
+        probe = RedisCluster(host="127.0.0.1", port=ports[0])
+        while True:
+            try:
+                for i in range(30):
+                    probe.set(f"probe-{i}", i)
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "cluster did not take writes"
+                time.sleep(0.1)
+        for i in range(30):
+            probe.delete(f"probe-{i}")
         ns = uuid.uuid4().hex
         via = {"cluster": True}
         url = f"redis://127.0.0.1:{ports[0]}/0"
@@ -489,7 +523,9 @@ def test_through_a_redis_cluster(tmp_path: Path) -> None:
                 assert router.tracker.stats("m").requests == 15
                 assert router.tracker.stats("m").successes == 12
             # The window's keys landed on more than one node.
-            holders = sum(1 for port in ports if redis.Redis(port=port).dbsize() > 0)
+            holders = sum(
+                1 for port in ports if redis.Redis(host="127.0.0.1", port=port).dbsize() > 0
+            )
             assert holders >= 2
         finally:
             for router in (a, b, c):
