@@ -534,3 +534,23 @@ def test_through_a_redis_cluster(tmp_path: Path) -> None:
         for node in nodes:
             node.terminate()
             node.wait(10)
+
+
+def test_dashboard_data_shows_the_shared_state(redis_server: RedisServer) -> None:
+    from zeta_fast.dashboard import live_view
+
+    ns = uuid.uuid4().hex
+    a, b = instance(redis_server.url, ns), instance(redis_server.url, ns)
+    try:
+        sync(a, b)
+        view = live_view(a)
+        assert view["shared"]["enabled"]
+        assert view["shared"]["up"]
+        assert view["shared"]["remote_instances"] == 1
+        redis_server.stop()
+        assert a.shared is not None
+        a.shared.cycle()
+        assert live_view(a)["shared"]["up"] is False
+    finally:
+        a.close()
+        b.close()

@@ -186,6 +186,20 @@ def live_view(
         "decisions": [_decision_row(*item) for item in reversed(latest)],
         "alerts": _alerts(router),
         "learned": _learned(router),
+        "shared": _shared(router),
+    }
+
+
+def _shared(router: Router) -> dict[str, Any]:
+    shared = router.shared
+    if shared is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "up": shared.up,
+        "instance_id": shared.instance_id,
+        "remote_instances": shared.stats.remote_instances,
+        "errors": shared.stats.errors,
     }
 
 

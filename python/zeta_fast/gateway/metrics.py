@@ -80,7 +80,7 @@ class _RouterCollector(Collector):
         commands.add_metric([], shared.stats.commands)
         instances = GaugeMetricFamily(
             "zeta_shared_state_remote_instances",
-            "Other instances whose window is merged into this one's view.",
+            "Other live instances (a heartbeat within stale_after_s).",
         )
         instances.add_metric([], shared.stats.remote_instances)
         cycle = GaugeMetricFamily(

@@ -313,13 +313,11 @@ class SharedState:
         me = self.instance_id.encode()
         totals: dict[Key, list[int]] = {}
         histograms: dict[Key, dict[int, int]] = {}
-        instances: set[bytes] = set()
         for key in keys:
             for raw_name, raw_value in self._cache.get(key, {}).items():
                 instance, model, replica, task = raw_name.split(_SEP.encode())
                 if instance == me:
                     continue
-                instances.add(instance)
                 name = (model.decode(), replica.decode(), task.decode())
                 if ":h:" in key:
                     bins = histograms.setdefault(name, {})
@@ -344,9 +342,11 @@ class SharedState:
             for (m, r, t) in set(totals) | set(histograms)
         ]
         self.tracker.set_remote(entries)  # type: ignore[arg-type]
-        self.stats.remote_instances = len(instances)
+        alive = {a for a in results[-1] if a != me}
+        # Live others (a beat within stale_after_s), whether or not they had traffic.
+        self.stats.remote_instances = len(alive)
         if self.core is not None:
-            raw_in_flight, alive = results[-2], {a for a in results[-1] if a != me}
+            raw_in_flight = results[-2]
             remote: dict[tuple[str, str], int] = {}
             for raw_field, raw_count in raw_in_flight.items():
                 owner, raw_model, raw_replica = raw_field.split(_SEP.encode())

@@ -224,6 +224,10 @@ function render(data) {
   renderAlerts(data);
   renderLearned(data);
   renderDecisions(data);
+  const shared = data.shared || { enabled: false };
+  document.getElementById("shared").textContent = !shared.enabled ? "" : shared.up
+    ? `shared state: up, ${shared.remote_instances} other instance(s)`
+    : "shared state: DOWN, routing on local state";
   const updated = document.getElementById("updated");
   updated.textContent = (data.source === "live" ? "updated " : "report of ") + clock(data.ts);
   updated.setAttribute("data-v", String(data.ts));
