@@ -365,15 +365,12 @@ def _learn_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    learning = config.learning
-    params = {
-        "learning_rate": learning.learning_rate,
-        "l2": learning.l2,
-        "prior_weight": learning.prior_weight,
-        "prior_strength": learning.prior_strength,
-    }
     predictor, report = train_from_log(
-        db, [m.id for m in config.models], params, epochs=args.epochs, holdout=args.holdout
+        db,
+        [m.id for m in config.models],
+        config.learning.predictor_params(),
+        epochs=args.epochs,
+        holdout=args.holdout,
     )
     Path(out).write_bytes(predictor.to_bytes())
     report["out"] = str(out)

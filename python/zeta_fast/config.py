@@ -333,16 +333,22 @@ class LearningSpec(_Frozen):
     state_path: str | None = None
     save_interval_s: Annotated[float, Field(gt=0.0, le=86_400.0, allow_inf_nan=False)] = 10.0
 
+    def predictor_params(self) -> dict[str, float]:
+        """The predictor's own settings (``OutcomePredictor`` keywords)."""
+        return {
+            "learning_rate": self.learning_rate,
+            "l2": self.l2,
+            "prior_weight": self.prior_weight,
+            "prior_strength": self.prior_strength,
+        }
+
     def core_args(self) -> dict[str, float | int | bool]:
         """The settings the core takes."""
         return {
             "min_outcomes": self.min_outcomes,
             "explore": self.explore,
             "learn_from_outcomes": self.learn_from_outcomes,
-            "learning_rate": self.learning_rate,
-            "l2": self.l2,
-            "prior_weight": self.prior_weight,
-            "prior_strength": self.prior_strength,
+            **self.predictor_params(),
         }
 
 

@@ -172,28 +172,32 @@ impl Default for PredictorParams {
 
 impl PredictorParams {
     fn validate(&self) -> Result<(), ZetaError> {
-        let checks = [
+        check_settings(&[
             ("learning_rate", self.learning_rate, false),
             ("prior_strength", self.prior_strength, false),
             ("l2", self.l2, true),
             ("prior_weight", self.prior_weight, true),
-        ];
-        for (field, value, zero_ok) in checks {
-            let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
-            if !ok {
-                return Err(ZetaError::InvalidConfig {
-                    field,
-                    expected: if zero_ok {
-                        "finite and >= 0"
-                    } else {
-                        "finite and > 0"
-                    },
-                    value: crate::errors::float_repr(value),
-                });
-            }
-        }
-        Ok(())
+        ])
     }
+}
+
+/// Each `(field, value, zero allowed)` must be finite and > 0 (or >= 0);
+/// the first that is not is named with its value.
+pub fn check_settings(checks: &[(&'static str, f64, bool)]) -> Result<(), ZetaError> {
+    for &(field, value, zero_ok) in checks {
+        if !(value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0))) {
+            return Err(ZetaError::InvalidConfig {
+                field,
+                expected: if zero_ok {
+                    "finite and >= 0"
+                } else {
+                    "finite and > 0"
+                },
+                value: crate::errors::float_repr(value),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Successes and requests of one model (in one category).
@@ -517,16 +521,7 @@ impl OutcomePredictor {
     /// Loads a saved state: models matched by id (a model the state does not
     /// know starts from zero, one this predictor does not have is ignored).
     pub fn restore(&self, state: &PredictorState) -> Result<(), ZetaError> {
-        if state.version != STATE_VERSION || state.feature_dim as usize != FEATURE_DIM {
-            return Err(ZetaError::InvalidConfig {
-                field: "learned state",
-                expected: "a state of this version and feature space",
-                value: format!(
-                    "version {} with {} features",
-                    state.version, state.feature_dim
-                ),
-            });
-        }
+        state.check()?;
         for saved in &state.models {
             let Some(model) = self.models.iter().position(|m| *m == saved.model) else {
                 continue;
@@ -568,16 +563,7 @@ impl OutcomePredictor {
     /// priors) stay this instance's own. Returns how many states were used.
     pub fn average_with(&self, others: &[PredictorState]) -> Result<usize, ZetaError> {
         for state in others {
-            if state.version != STATE_VERSION || state.feature_dim as usize != FEATURE_DIM {
-                return Err(ZetaError::InvalidConfig {
-                    field: "learned state",
-                    expected: "a state of this version and feature space",
-                    value: format!(
-                        "version {} with {} features",
-                        state.version, state.feature_dim
-                    ),
-                });
-            }
+            state.check()?;
         }
         let divisor = (others.len() + 1) as f64;
         for (model, name) in self.models.iter().enumerate() {
@@ -612,7 +598,7 @@ impl OutcomePredictor {
     pub fn decode_state(bytes: &[u8]) -> Result<PredictorState, ZetaError> {
         postcard::from_bytes(bytes).map_err(|e| ZetaError::InvalidConfig {
             field: "learned state",
-            expected: "bytes written by save_learned()",
+            expected: "bytes written by to_bytes()",
             value: e.to_string(),
         })
     }
@@ -628,13 +614,7 @@ impl OutcomePredictor {
 
     /// Restores from [`Self::to_bytes`].
     pub fn restore_bytes(&self, bytes: &[u8]) -> Result<(), ZetaError> {
-        let state: PredictorState =
-            postcard::from_bytes(bytes).map_err(|e| ZetaError::InvalidConfig {
-                field: "learned state",
-                expected: "bytes written by save_learned()",
-                value: e.to_string(),
-            })?;
-        self.restore(&state)
+        self.restore(&Self::decode_state(bytes)?)
     }
 }
 
@@ -673,6 +653,23 @@ pub struct PredictorState {
     /// Category -> per model (successes, requests).
     pub categories: Vec<(String, CategoryCounts)>,
     pub updates: u64,
+}
+
+impl PredictorState {
+    /// Refuses a state of another format version or feature space.
+    fn check(&self) -> Result<(), ZetaError> {
+        if self.version != STATE_VERSION || self.feature_dim as usize != FEATURE_DIM {
+            return Err(ZetaError::InvalidConfig {
+                field: "learned state",
+                expected: "a state of this version and feature space",
+                value: format!(
+                    "version {} with {} features",
+                    self.version, self.feature_dim
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

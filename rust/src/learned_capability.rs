@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::errors::ZetaError;
-use crate::learned::{OutcomePredictor, SparseFeatures};
+use crate::learned::{check_settings, OutcomePredictor, SparseFeatures};
 use crate::scoring::MAX_CAPABILITY;
 
 /// Complexity bands of the learned categories.
@@ -118,27 +118,14 @@ pub struct CostKnob {
 
 impl CostKnob {
     pub fn validate(&self) -> Result<(), ZetaError> {
-        let checks = [
+        check_settings(&[
             ("willingness_to_pay", self.willingness_to_pay, false),
             (
                 "expected_completion_tokens",
                 self.expected_completion_tokens,
                 true,
             ),
-        ];
-        for (field, value, zero_ok) in checks {
-            if !(value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0))) {
-                return Err(ZetaError::InvalidConfig {
-                    field,
-                    expected: if zero_ok {
-                        "finite and >= 0"
-                    } else {
-                        "finite and > 0"
-                    },
-                    value: crate::errors::float_repr(value),
-                });
-            }
-        }
+        ])?;
         if let Some(bad) = self
             .cost_per_1k_tokens
             .iter()

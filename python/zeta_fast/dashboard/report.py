@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from zeta_fast.config import RouterConfig
+from zeta_fast.dashboard.views import learned_view
 
 __all__ = ["build_view", "write_report"]
 
@@ -249,34 +250,9 @@ def _learned(
         rows = []
     if not rows:
         return {"enabled": False, "models": [], "categories": []}
-    params = {}
-    if config is not None:
-        spec = config.learning
-        params = {
-            "learning_rate": spec.learning_rate,
-            "l2": spec.l2,
-            "prior_weight": spec.prior_weight,
-            "prior_strength": spec.prior_strength,
-        }
+    params = config.learning.predictor_params() if config is not None else {}
     predictor, _ = train_from_log(db_path, list(model_ids), params, holdout=0.0)
-    categories = []
-    for category, counts in sorted(predictor.categories()):
-        prior = [float(p) for p in predictor.prior(category)]
-        best = max(range(len(prior)), key=prior.__getitem__)
-        categories.append(
-            {
-                "category": category,
-                "success": dict(zip(predictor.models, prior, strict=True)),
-                "requests": {m: counts[m][1] for m in predictor.models},
-                "winner": predictor.models[best],
-            }
-        )
-    return {
-        "enabled": True,
-        "models": predictor.models,
-        "updates": predictor.updates,
-        "categories": categories,
-    }
+    return learned_view(predictor)
 
 
 def write_plots(view: dict[str, Any], out: Path) -> list[Path]:
@@ -312,11 +288,7 @@ def write_plots(view: dict[str, Any], out: Path) -> list[Path]:
     for axis in axes:
         axis.legend(loc="upper right", fontsize="small")
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = out / "timeline.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    written.append(path)
+    written.append(_save(plt, figure, out / "timeline.png"))
 
     labels, capability, score = [], [], []
     for model in view["models"]:
@@ -333,11 +305,7 @@ def write_plots(view: dict[str, Any], out: Path) -> list[Path]:
         axis.set_ylim(0, 105)
         axis.legend(loc="lower right")
         axis.set_title("capability vs score per model and task")
-        figure.tight_layout()
-        path = out / "scores.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out / "scores.png"))
 
     learned = view["learned"]
     if learned["enabled"] and learned["categories"]:
@@ -354,12 +322,15 @@ def write_plots(view: dict[str, Any], out: Path) -> list[Path]:
                 axis.text(j, i, f"{matrix[i, j]:.0%}", ha="center", va="center", fontsize="small")
         figure.colorbar(image, ax=axis, label="smoothed success rate")
         axis.set_title("what the learned router learned")
-        figure.tight_layout()
-        path = out / "learned.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out / "learned.png"))
     return written
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
 
 
 def _script_json(data: Any) -> str:

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zeta_fast.dispatch import RecentOutcome
+    from zeta_fast.learning.predictor import OutcomePredictor
     from zeta_fast.router import Router
 
-__all__ = ["History", "live_view", "penalty_reasons"]
+__all__ = ["History", "learned_view", "live_view", "penalty_reasons"]
 
 
 def penalty_reasons(
@@ -222,7 +223,12 @@ def _alerts(router: Router) -> dict[str, Any]:
 
 
 def _learned(router: Router) -> dict[str, Any]:
-    predictor = router.predictor
+    return learned_view(router.predictor)
+
+
+def learned_view(predictor: OutcomePredictor | None) -> dict[str, Any]:
+    """The learned router's table: per category each model's smoothed
+    success rate, its learned outcomes, and the winner."""
     if predictor is None:
         return {"enabled": False, "models": [], "categories": []}
     rows = []
