@@ -304,3 +304,40 @@ def test_live_learned_router_with_the_cost_knob_on_mmlu() -> None:
     assert 0.2 < middle["spend_share"] < 0.8, middle
     assert middle["pgr"] > middle["spend_share"] + 0.1, middle
     assert rows[-1]["strong_share"] > 0.9
+
+
+def test_predictions_of_success_latency_and_cost_per_request() -> None:
+    """`Router.predict` gives each model's expected success, latency
+    (learned from answer times, whatever the verdict) and cost for a request."""
+    raw = config(explore=0.0)
+    raw["models"][0]["cost_per_1k_tokens"] = 0.002
+    raw["cost"] = {"expected_completion_tokens": 50}
+    router = Router(parse_router_config(raw), tracker=tracker(), spread_margin=0.0)
+    long_question = AUTHORS[0] + " Explain the context of the whole period in detail. " * 15
+    for i in range(400):
+        for model in ("geo", "lit"):
+            prompt = (CAPITALS[i % 40], long_question)[i % 2]
+            decision = router.route(prompt, model=model)
+            # geo answers in 20 ms, or 20 ms + 2 ms a token; lit always in 300 ms.
+            tokens = profile(prompt).features["token_estimate"]
+            latency = 20.0 + 2.0 * tokens if model == "geo" else 300.0
+            router.record(decision, True, latency)
+            router.feedback(decision, truth(model, prompt))
+    short = {p["model_id"]: p for p in router.predict(CAPITALS[5])}
+    long = {
+        p["model_id"]: p
+        for p in router.predict({"messages": [{"role": "user", "content": long_question}]})
+    }
+    assert short["geo"]["success"] > 0.9 > 0.1 > short["lit"]["success"]
+    assert long["lit"]["success"] > 0.9
+    tokens = profile(long_question).features["token_estimate"]
+    assert long["geo"]["expected_latency_ms"] == pytest.approx(20.0 + 2.0 * tokens, rel=0.15)
+    assert short["geo"]["expected_latency_ms"] < 0.5 * long["geo"]["expected_latency_ms"]
+    assert long["lit"]["expected_latency_ms"] == pytest.approx(300.0, rel=0.1)
+    assert long["geo"]["expected_cost"] == pytest.approx(0.002 * (tokens + 50) / 1000)
+    assert long["lit"]["expected_cost"] == 0.0
+    assert short["geo"]["category"].startswith(profile(CAPITALS[5]).task_type)
+    off = config()
+    off["learning"] = {"enabled": False}
+    with pytest.raises(InvalidInputError, match=r"learning\.enabled"):
+        Router(parse_router_config(off), tracker=tracker()).predict("hi")

@@ -791,6 +791,8 @@ class RouterCore:
     ) -> RouterCore: ...
     def feedback(self, decision: Decision, good: bool) -> bool:
         """Learns a quality verdict on a decision's answer (once per decision)."""
+    def predict(self, request: Any) -> dict[str, Any]:
+        """Per model: success probability, prior, learned capability, expected latency."""
     @property
     def predictor(self) -> OutcomePredictor | None:
         """The learned router's predictor (None when learning is off)."""

@@ -192,6 +192,31 @@ class Router:
         if self.alerts is not None:
             self.alerts.observe(decision.model_id, success, latency_ms, decision.task_type)
 
+    def predict(self, request: Any) -> list[dict[str, Any]]:
+        """What the learned router expects of each model for ``request`` (a
+        prompt, a messages list or a body): ``success`` (probability of a
+        good answer from the text), ``prior`` (the category's smoothed
+        rate), ``learned_capability`` and ``ramp`` (how far it replaces the
+        configured capability), ``expected_latency_ms`` (learned from the
+        model's answer times; None until 5 are known) and
+        ``expected_cost`` (``cost_per_1k_tokens`` x (estimated prompt tokens
+        + ``cost.expected_completion_tokens``) / 1000).
+
+        Raises:
+            InvalidInputError: learning is off.
+        """
+        found = self._core.predict(request)
+        prices = {m.id: m.cost_per_1k_tokens for m in self.config.models}
+        tokens = found["prompt_tokens"] + self.config.cost.expected_completion_tokens
+        return [
+            {
+                **entry,
+                "category": found["category"],
+                "expected_cost": prices[entry["model_id"]] * tokens / 1000.0,
+            }
+            for entry in found["models"]
+        ]
+
     def feedback(self, decision: Decision, good: bool) -> bool:
         """A quality verdict on a decision's answer, after its outcome was
         recorded (by ``record`` or by dispatch): the learned router learns

@@ -244,10 +244,21 @@ pub struct OutcomePredictor {
     /// `FEATURE_DIM x models` weights as f64 bits, feature-major: a
     /// request's prediction for every model reads one line per feature.
     weights: Box<[AtomicU64]>,
+    /// The same layout for the latency model: ln(1 + latency ms) as a
+    /// linear function of the features (least squares by SGD).
+    latency_weights: Box<[AtomicU64]>,
+    /// Latencies learned per model.
+    latency_seen: Box<[AtomicU64]>,
     overall: Box<[Counts]>,
     by_category: CategoryMap,
     updates: AtomicU64,
 }
+
+/// The SGD step of the latency model (features have norm about 2, so
+/// steps stay well inside the stable range).
+const LATENCY_STEP: f64 = 0.1;
+/// Latencies a model needs before its latency predictions are given.
+pub const MIN_LATENCY_SAMPLES: u64 = 5;
 
 fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
@@ -273,11 +284,17 @@ impl OutcomePredictor {
         let weights = (0..models.len() * FEATURE_DIM)
             .map(|_| AtomicU64::new(0))
             .collect();
+        let latency_weights = (0..models.len() * FEATURE_DIM)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let latency_seen = (0..models.len()).map(|_| AtomicU64::new(0)).collect();
         let overall = (0..models.len()).map(|_| Counts::default()).collect();
         Ok(Self {
             models,
             params,
             weights,
+            latency_weights,
+            latency_seen,
             overall,
             by_category: CategoryMap::with_hasher(foldhash::fast::RandomState::default()),
             updates: AtomicU64::new(0),
@@ -310,6 +327,81 @@ impl OutcomePredictor {
             models: self.models.len(),
             model,
         }
+    }
+
+    fn latency_row(&self, model: usize) -> Row<'_> {
+        Row {
+            weights: &self.latency_weights,
+            models: self.models.len(),
+            model,
+        }
+    }
+
+    /// Learns one measured latency of `model` on a request (an answer's
+    /// time: the objective part, learned whatever the verdict).
+    pub fn update_latency(
+        &self,
+        features: &SparseFeatures,
+        model: usize,
+        latency_ms: f64,
+    ) -> Result<(), ZetaError> {
+        self.check(features)?;
+        if !(latency_ms.is_finite() && latency_ms >= 0.0) {
+            return Err(ZetaError::InvalidInput {
+                field: "latency_ms",
+                position: crate::errors::Position::Scalar,
+                expected: "finite and >= 0",
+                value: crate::errors::float_repr(latency_ms),
+            });
+        }
+        let Some(seen) = self.latency_seen.get(model) else {
+            return Err(ZetaError::InvalidName {
+                field: "model",
+                problem: "is out of range",
+                value: model.to_string(),
+            });
+        };
+        let row = self.latency_row(model);
+        let old: Vec<f64> = features
+            .indices
+            .iter()
+            .map(|&i| {
+                row.get(i as usize)
+                    .map_or(0.0, |w| f64::from_bits(w.load(Ordering::Relaxed)))
+            })
+            .collect();
+        let predicted: f64 = old.iter().zip(&features.values).map(|(w, v)| w * v).sum();
+        let error = predicted - latency_ms.ln_1p();
+        let l2 = self.params.l2;
+        for ((&i, &v), &w) in features.indices.iter().zip(&features.values).zip(&old) {
+            if let Some(cell) = row.get(i as usize) {
+                let stepped = w - LATENCY_STEP * (error * v + l2 * w);
+                cell.store(stepped.to_bits(), Ordering::Relaxed);
+            }
+        }
+        seen.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Expected latency (ms) of every model on a request; `None` for a
+    /// model with fewer than [`MIN_LATENCY_SAMPLES`] latencies learned.
+    pub fn predict_latency_all(&self, features: &SparseFeatures) -> Vec<Option<f64>> {
+        let models = self.models.len();
+        let mut sums = vec![0.0; models];
+        for (&i, &v) in features.indices.iter().zip(&features.values) {
+            let start = i as usize * models;
+            if let Some(cells) = self.latency_weights.get(start..start + models) {
+                for (z, w) in sums.iter_mut().zip(cells) {
+                    *z += f64::from_bits(w.load(Ordering::Relaxed)) * v;
+                }
+            }
+        }
+        sums.iter()
+            .zip(self.latency_seen.iter())
+            .map(|(z, seen)| {
+                (seen.load(Ordering::Relaxed) >= MIN_LATENCY_SAMPLES).then(|| z.exp_m1().max(0.0))
+            })
+            .collect()
     }
 
     /// P(success) of every model from the text alone, in one pass: the
@@ -489,10 +581,22 @@ impl OutcomePredictor {
                     (w != 0.0).then_some((i as u32, w))
                 })
                 .collect();
+            let latency_row = self.latency_row(model);
+            let latency: Vec<(u32, f64)> = (0..FEATURE_DIM)
+                .filter_map(|i| {
+                    let w = f64::from_bits(latency_row.get(i)?.load(Ordering::Relaxed));
+                    (w != 0.0).then_some((i as u32, w))
+                })
+                .collect();
             weights.push(ModelState {
                 model: name.clone(),
                 weights: row,
                 overall: self.overall.get(model).map_or((0, 0), counts_pair),
+                latency_weights: latency,
+                latency_seen: self
+                    .latency_seen
+                    .get(model)
+                    .map_or(0, |s| s.load(Ordering::Relaxed)),
             });
         }
         let map = self.by_category.pin();
@@ -535,6 +639,18 @@ impl OutcomePredictor {
             if let Some(counts) = self.overall.get(model) {
                 store_pair(counts, saved.overall);
             }
+            let latency_row = self.latency_row(model);
+            for &(index, weight) in &saved.latency_weights {
+                if let Some(cell) = latency_row
+                    .get(index as usize)
+                    .filter(|_| weight.is_finite())
+                {
+                    cell.store(weight.to_bits(), Ordering::Relaxed);
+                }
+            }
+            if let Some(seen) = self.latency_seen.get(model) {
+                seen.store(saved.latency_seen, Ordering::Relaxed);
+            }
         }
         let map = self.by_category.pin();
         for (name, per_model) in &state.categories {
@@ -565,31 +681,24 @@ impl OutcomePredictor {
         for state in others {
             state.check()?;
         }
-        let divisor = (others.len() + 1) as f64;
         for (model, name) in self.models.iter().enumerate() {
-            let mut sums = vec![0.0_f64; FEATURE_DIM];
-            for state in others {
-                // An instance without this model contributes zeros, like a fresh one.
-                if let Some(saved) = state.models.iter().find(|m| m.model == *name) {
-                    for &(index, weight) in &saved.weights {
-                        if let Some(sum) = sums.get_mut(index as usize) {
-                            if weight.is_finite() {
-                                *sum += weight;
-                            }
-                        }
-                    }
-                }
-            }
-            let row = self.row(model);
-            for (index, sum) in sums.iter().enumerate() {
-                if let Some(cell) = row.get(index) {
-                    let own = f64::from_bits(cell.load(Ordering::Relaxed));
-                    let mean = (own + sum) / divisor;
-                    if mean != own {
-                        cell.store(mean.to_bits(), Ordering::Relaxed);
-                    }
-                }
-            }
+            // An instance without this model contributes zeros, like a fresh one.
+            let saved: Vec<Option<&ModelState>> = others
+                .iter()
+                .map(|state| state.models.iter().find(|m| m.model == *name))
+                .collect();
+            average_row(
+                &self.row(model),
+                saved.iter().map(|m| m.map_or(&[][..], |m| &m.weights[..])),
+                others.len(),
+            );
+            average_row(
+                &self.latency_row(model),
+                saved
+                    .iter()
+                    .map(|m| m.map_or(&[][..], |m| &m.latency_weights[..])),
+                others.len(),
+            );
         }
         Ok(others.len())
     }
@@ -618,6 +727,29 @@ impl OutcomePredictor {
     }
 }
 
+/// Sets each weight of `row` to the mean of its own and `others`' values
+/// (sparse: an absent index is a zero).
+fn average_row<'a>(row: &Row<'_>, others: impl Iterator<Item = &'a [(u32, f64)]>, count: usize) {
+    let mut sums = vec![0.0_f64; FEATURE_DIM];
+    for weights in others {
+        for &(index, weight) in weights {
+            if let Some(sum) = sums.get_mut(index as usize).filter(|_| weight.is_finite()) {
+                *sum += weight;
+            }
+        }
+    }
+    let divisor = (count + 1) as f64;
+    for (index, sum) in sums.iter().enumerate() {
+        if let Some(cell) = row.get(index) {
+            let own = f64::from_bits(cell.load(Ordering::Relaxed));
+            let mean = (own + sum) / divisor;
+            if mean != own {
+                cell.store(mean.to_bits(), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 fn counts_pair(c: &Counts) -> (u64, u64) {
     (
         c.successes.load(Ordering::Relaxed),
@@ -638,6 +770,9 @@ pub struct ModelState {
     pub model: String,
     pub weights: Vec<(u32, f64)>,
     pub overall: (u64, u64),
+    /// The latency model's non-zero weights and how many latencies it learned.
+    pub latency_weights: Vec<(u32, f64)>,
+    pub latency_seen: u64,
 }
 
 /// One category's (model id, (successes, requests)) pairs.
@@ -775,6 +910,41 @@ mod tests {
             ..a.state()
         };
         assert!(b.average_with(&[broken]).is_err());
+    }
+
+    #[test]
+    fn learns_each_model_latency_from_the_text() {
+        let p = two();
+        let short = features("hi", &[]);
+        let long = features(
+            &"explain the whole history of the roman empire ".repeat(20),
+            &[],
+        );
+        assert_eq!(p.predict_latency_all(&short), vec![None, None]);
+        for _ in 0..300 {
+            // Model 0's time grows with the prompt; model 1 takes 200 ms always.
+            p.update_latency(&short, 0, 20.0)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            p.update_latency(&long, 0, 900.0)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            p.update_latency(&short, 1, 200.0)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            p.update_latency(&long, 1, 200.0)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let near = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < want * 0.1);
+        let fast = p.predict_latency_all(&short);
+        let slow = p.predict_latency_all(&long);
+        assert!(near(fast.first().copied().flatten(), 20.0), "{fast:?}");
+        assert!(near(slow.first().copied().flatten(), 900.0), "{slow:?}");
+        assert!(near(slow.get(1).copied().flatten(), 200.0), "{slow:?}");
+        assert!(p.update_latency(&short, 0, f64::NAN).is_err());
+        assert!(p.update_latency(&short, 2, 1.0).is_err());
+        // Saved and restored with the rest.
+        let q = two();
+        q.restore(&p.state())
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(q.predict_latency_all(&long), slow);
     }
 
     #[test]

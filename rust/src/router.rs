@@ -1017,6 +1017,14 @@ impl RouterCore {
         if let Some(outcome) = learned {
             self.learn(decision, outcome)?;
         }
+        // An answer's time is a measurement, not a verdict: always learned.
+        if let (true, Some(learning), Some(request)) =
+            (success, &self.learning, &decision.request.learned)
+        {
+            learning
+                .predictor
+                .update_latency(&request.features, decision.model, latency_ms)?;
+        }
         if !success && !kind.is_replica_fault() {
             if kind != OutcomeKind::Cancelled {
                 // It answered: as far as the breaker knows, the replica is up.

@@ -703,6 +703,56 @@ impl PyRouterCore {
         Ok(self.inner.learn(&decision.inner, good)?)
     }
 
+    /// What the learned router expects of each model for `request` (a
+    /// prompt, messages or a body): success probability, category prior,
+    /// learned capability and how far it replaces the configured one,
+    /// expected latency (None until enough are learned).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let Some(learning) = self.inner.learning() else {
+            return Err(InvalidInputError::new_err(
+                "predict() needs learning.enabled in the configuration",
+            ));
+        };
+        let (found, turns, embedding): (String, usize, bool) = match request.cast::<PyString>() {
+            Ok(text) => (text.to_str()?.to_owned(), 1, false),
+            Err(_) => python_request_text(py)?
+                .bind(py)
+                .call1((request,))?
+                .extract()?,
+        };
+        let (profile, learned) = profile_for_learning(&found, turns, embedding)?;
+        let mut success = Vec::new();
+        learning
+            .predictor
+            .predict_all(&learned.features, &mut success);
+        let latency = learning.predictor.predict_latency_all(&learned.features);
+        let capabilities = learning.capabilities(&learned);
+        let models = PyList::empty(py);
+        for (m, name) in self.model_names.iter().enumerate() {
+            let entry = PyDict::new(py);
+            entry.set_item("model_id", name.bind(py))?;
+            entry.set_item("success", success.get(m).copied())?;
+            entry.set_item(
+                "prior",
+                learning.predictor.prior_one(Some(&learned.category), m),
+            )?;
+            let (capability, ramp) = capabilities.get(m).copied().unwrap_or((0.0, 0.0));
+            entry.set_item("learned_capability", capability)?;
+            entry.set_item("ramp", ramp)?;
+            entry.set_item("expected_latency_ms", latency.get(m).copied().flatten())?;
+            models.append(entry)?;
+        }
+        let out = PyDict::new(py);
+        out.set_item("category", &learned.category)?;
+        out.set_item("prompt_tokens", profile.inner.features.token_estimate)?;
+        out.set_item("models", models)?;
+        Ok(out)
+    }
+
     /// The learned router's predictor (None when learning is off).
     #[getter]
     fn predictor(&self) -> Option<PyOutcomePredictor> {
