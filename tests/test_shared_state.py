@@ -554,3 +554,26 @@ def test_dashboard_data_shows_the_shared_state(redis_server: RedisServer) -> Non
     finally:
         a.close()
         b.close()
+
+
+def test_a_failing_cycle_callback_does_not_stop_sharing(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ns = uuid.uuid4().hex
+    a, b = instance(redis_server.url, ns), instance(redis_server.url, ns)
+    try:
+        assert a.shared is not None
+
+        def broken(_: object) -> None:
+            raise ValueError("a peer's learned state of another version")
+
+        a.shared.on_cycle.append(broken)
+        with caplog.at_level(logging.ERROR, logger="zeta_fast.shared"):
+            assert a.shared.cycle()
+        assert "callback failed" in caplog.text
+        record(b, [(True, 10.0)] * 4)
+        sync(a, b)
+        assert a.tracker.stats("m").requests == 4
+    finally:
+        a.close()
+        b.close()

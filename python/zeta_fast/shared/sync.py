@@ -118,7 +118,8 @@ class SharedState:
         self.stale_after_s = stale_after_s
         self.stats = SharedStateStats()
         self.up = False
-        #: Called after each merge with the number of remote instances seen.
+        #: Called with this object after each successful cycle (in the sync
+        #: thread); an exception is logged and does not stop the loop.
         self.on_cycle: list[Callable[[SharedState], None]] = []
         self._published: dict[tuple[str, str], bytes] = {}
         self._cache: dict[str, dict[bytes, bytes]] = {}
@@ -220,7 +221,11 @@ class SharedState:
                 log.warning("shared state is back: state published again")
             self.up = True
             for callback in self.on_cycle:
-                callback(self)
+                try:
+                    callback(self)
+                except Exception:  # e.g. a peer's learned state of another version
+                    self.stats.errors += 1
+                    log.exception("shared state: a cycle callback failed")
             return True
 
     # -- publishing ---------------------------------------------------------------
