@@ -147,11 +147,12 @@ def test_recorded_outcomes_teach_only_when_asked() -> None:
         core = router._core
         for kind in ("success", "timeout", "context_length", "server_error"):
             decision = router.route(CAPITALS[0])
-            core.record_outcome(decision, kind, 5.0)
+            taught = core.record_outcome(decision, kind, 5.0)
+            assert taught is (learn_outcomes and kind in ("success", "context_length"))
         # success and context_length speak about the model; faults do not.
         assert router.predictor.updates == (2 if learn_outcomes else 0)
         for verdict in (True, False):
-            router.record(router.route(CAPITALS[0]), verdict, 5.0)
+            assert router.record(router.route(CAPITALS[0]), verdict, 5.0) is learn_outcomes
         assert router.predictor.updates == (4 if learn_outcomes else 0)
 
 

@@ -805,8 +805,9 @@ class RouterCore:
         model: str | None = None,
     ) -> Decision:
         """Routes a request (or a known profile) and takes a replica slot."""
-    def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
-        """Records a decision's outcome and frees its replica slot (once)."""
+    def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
+        """Records a decision's outcome and frees its replica slot (once);
+        true when the learned router learned it."""
     def complexity_range(self, model: str, context: str | None = None) -> tuple[float, float]: ...
     def tune_ranges(
         self, min_requests: int = 20, target_success_rate: float = 0.95, step: float = 0.05
@@ -833,8 +834,9 @@ class RouterCore:
         ttft_ms: float | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
-    ) -> None:
-        """Records how a dispatched request ended and frees its replica slot."""
+    ) -> bool:
+        """Records how a dispatched request ended and frees its replica slot;
+        true when the learned router learned it."""
     def record_overhead(self, ms: float) -> None:
         """Counts ``ms`` of the caller's own time on one request (a gateway's
         overhead) in a lifetime histogram.

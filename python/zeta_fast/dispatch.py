@@ -140,8 +140,6 @@ class Dispatcher:
         self.alerts = alerts
         #: The latest attempts (for dashboards), newest last; bounded.
         self.recent = recent
-        # The core learns these outcomes itself; the log marks them learned.
-        self._learns_outcomes = config.learning.enabled and config.learning.learn_from_outcomes
         self.session = new_session()
         spec = config.dispatch
         self.clients: dict[tuple[str, str], BackendClient] = {}
@@ -185,7 +183,7 @@ class Dispatcher:
         """The one place an attempt's outcome goes: the core (windows,
         breaker, counters, the slot freed), the outcome log, and the alert
         detectors (which, like the windows, see replica faults and successes)."""
-        self.core.record_outcome(
+        taught = self.core.record_outcome(
             decision,
             kind,
             latency_ms,
@@ -194,13 +192,9 @@ class Dispatcher:
             completion_tokens=usage[1],
         )
         if self.outcome_log is not None:
-            learned = None
-            if (
-                self._learns_outcomes
-                and kind in ("success", "context_length")
-                and decision.learned_category is not None
-            ):
-                learned = kind == "success"
+            # The core says whether it learned this outcome (and it learns
+            # a success as good, anything else as bad).
+            learned = (kind == "success") if taught else None
             self.outcome_log.append(
                 decision,
                 kind,

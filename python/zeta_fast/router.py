@@ -94,7 +94,6 @@ class Router:
         ]
         learning = self.config.learning
         cost = self.config.cost
-        self._learns_outcomes = learning.enabled and learning.learn_from_outcomes
         self._core = RouterCore(
             self.tracker,
             models,
@@ -176,21 +175,23 @@ class Router:
         """
         return self._core.route(request, context=context, profile=profile, model=model)
 
-    def record(self, decision: Decision, success: bool, latency_ms: float) -> None:
+    def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
         """Records the outcome of a routed request and frees its replica slot
         (and appends it to the outcome log when there is one). ``success``
         is the caller's verdict: with ``learning.learn_from_outcomes`` the
-        learned router learns it (a quality verdict goes to ``feedback``)."""
-        self._core.record(decision, success, latency_ms)
+        learned router learns it (a quality verdict goes to ``feedback``);
+        returns whether it did."""
+        taught = self._core.record(decision, success, latency_ms)
         if self.outcome_log is not None:
-            learned = (
-                success if self._learns_outcomes and decision.learned_category is not None else None
-            )
             self.outcome_log.append(
-                decision, "success" if success else "other", latency_ms, learned=learned
+                decision,
+                "success" if success else "other",
+                latency_ms,
+                learned=success if taught else None,
             )
         if self.alerts is not None:
             self.alerts.observe(decision.model_id, success, latency_ms, decision.task_type)
+        return taught
 
     def predict(self, request: Any) -> list[dict[str, Any]]:
         """What the learned router expects of each model for ``request`` (a

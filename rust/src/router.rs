@@ -932,13 +932,14 @@ impl RouterCore {
         }
     }
 
-    /// Records a decision's outcome and gives its replica slot back.
+    /// Records a decision's outcome and gives its replica slot back; true
+    /// when the learned router learned it (`learn_from_outcomes`).
     pub fn record(
         &self,
         decision: &Decision,
         success: bool,
         latency_ms: f64,
-    ) -> Result<(), ZetaError> {
+    ) -> Result<bool, ZetaError> {
         let kind = if success {
             OutcomeKind::Success
         } else {
@@ -955,7 +956,9 @@ impl RouterCore {
     /// Records how a dispatched request ended: the tracker's window (for
     /// scoring) and the replica's breaker see replica faults and successes;
     /// client errors, context-length refusals and cancelled hedges only
-    /// count in the replica's counters. Gives the replica slot back.
+    /// count in the replica's counters. Gives the replica slot back. True
+    /// when the learned router learned it (`learn_from_outcomes`: a success
+    /// as good, a context-length refusal as bad).
     pub fn record_outcome(
         &self,
         decision: &Decision,
@@ -964,7 +967,7 @@ impl RouterCore {
         ttft_ms: Option<f64>,
         prompt_tokens: u64,
         completion_tokens: u64,
-    ) -> Result<(), ZetaError> {
+    ) -> Result<bool, ZetaError> {
         let learned = (self
             .learning
             .as_ref()
@@ -982,7 +985,8 @@ impl RouterCore {
         )
     }
 
-    /// [`Self::record_outcome`], learning `learned` (success or not) when given.
+    /// [`Self::record_outcome`], learning `learned` (success or not) when
+    /// given; true when it was learned.
     #[allow(clippy::too_many_arguments)]
     fn record_inner(
         &self,
@@ -993,7 +997,7 @@ impl RouterCore {
         prompt_tokens: u64,
         completion_tokens: u64,
         learned: Option<bool>,
-    ) -> Result<(), ZetaError> {
+    ) -> Result<bool, ZetaError> {
         crate::tracker::check_latency(latency_ms)?;
         if let Some(ttft) = ttft_ms.filter(|t| !(t.is_finite() && *t >= 0.0)) {
             return Err(ZetaError::InvalidInput {
@@ -1014,9 +1018,10 @@ impl RouterCore {
             counters.count(kind, latency_ms, ttft_ms, prompt_tokens, completion_tokens);
         }
         let success = kind == OutcomeKind::Success;
-        if let Some(outcome) = learned {
-            self.learn(decision, outcome)?;
-        }
+        let taught = match learned {
+            Some(outcome) => self.learn(decision, outcome)?,
+            None => false,
+        };
         // An answer's time is a measurement, not a verdict: always learned.
         if let (true, Some(learning), Some(request)) =
             (success, &self.learning, &decision.request.learned)
@@ -1030,7 +1035,7 @@ impl RouterCore {
                 // It answered: as far as the breaker knows, the replica is up.
                 model.replicas.on_outcome(decision.replica, true, now);
             }
-            return Ok(());
+            return Ok(taught);
         }
         // A replica that answers, but badly (5xx, cut streams), and is already
         // passed over for its record: its failed probes must not open the
@@ -1076,7 +1081,7 @@ impl RouterCore {
         {
             key.window.record(now, success, latency_ms);
         }
-        Ok(())
+        Ok(taught)
     }
 }
 

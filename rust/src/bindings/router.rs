@@ -218,19 +218,18 @@ impl PyRouterCore {
     fn record_once(
         &self,
         decision: &Bound<'_, PyAny>,
-        record: impl FnOnce(&RouterCore, &Decision) -> Result<(), crate::errors::ZetaError>,
-    ) -> PyResult<()> {
+        record: impl FnOnce(&RouterCore, &Decision) -> Result<bool, crate::errors::ZetaError>,
+    ) -> PyResult<bool> {
         let decision = self.own_decision(decision)?;
         if decision.recorded.swap(true, Ordering::AcqRel) {
             return Err(InvalidInputError::new_err(
                 "decision was already recorded (its replica slot is free again)",
             ));
         }
-        if let Err(err) = record(&self.inner, &decision.inner) {
+        record(&self.inner, &decision.inner).map_err(|err| {
             decision.recorded.store(false, Ordering::Release);
-            return Err(err.into());
-        }
-        Ok(())
+            err.into()
+        })
     }
 
     fn wrap(
@@ -493,7 +492,8 @@ impl PyRouterCore {
     /// Records how a dispatched request ended (`kind`: "success", "timeout",
     /// "connect", "rate_limited", "server_error", "stream_cut",
     /// "context_length", "client_error", "cancelled" or "other"), with its
-    /// time to first token and token counts; frees the replica slot.
+    /// time to first token and token counts; frees the replica slot. True
+    /// when the learned router learned it.
     #[pyo3(signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = 0, completion_tokens = 0))]
     fn record_outcome(
         &self,
@@ -503,7 +503,7 @@ impl PyRouterCore {
         ttft_ms: Option<f64>,
         prompt_tokens: u64,
         completion_tokens: u64,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         let Some(kind) = OutcomeKind::parse(kind) else {
             let names: Vec<&str> = OUTCOME_KINDS.iter().map(|(_, n)| *n).collect();
             return Err(InvalidInputError::new_err(format!(
@@ -685,8 +685,14 @@ impl PyRouterCore {
     }
 
     /// Records a decision's outcome in the tracker and frees its replica
-    /// slot; a decision can be recorded once.
-    fn record(&self, decision: &Bound<'_, PyAny>, success: bool, latency_ms: f64) -> PyResult<()> {
+    /// slot; a decision can be recorded once. True when the learned router
+    /// learned it.
+    fn record(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        success: bool,
+        latency_ms: f64,
+    ) -> PyResult<bool> {
         self.record_once(decision, |inner, d| inner.record(d, success, latency_ms))
     }
 
