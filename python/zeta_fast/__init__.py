@@ -36,6 +36,7 @@ from zeta_fast.exceptions import (
     NoCandidatesError,
     SnapshotError,
     SnapshotWarning,
+    UnsupportedRequestError,
     ZetaError,
 )
 from zeta_fast.profiling import TASK_TYPES, profile
@@ -66,6 +67,7 @@ __all__ = [
     "SnapshotWarning",
     "TrackerKey",
     "TrackerStats",
+    "UnsupportedRequestError",
     "WindowConfig",
     "ZetaError",
     "__version__",

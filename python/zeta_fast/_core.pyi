@@ -15,6 +15,7 @@ __all__ = [
     "FEATURE_DIM",
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
+    "REQUEST_FEATURES",
     "SNAPSHOT_FORMAT_VERSION",
     "AdaptiveConfig",
     "AdaptiveScorer",
@@ -626,6 +627,9 @@ def _profile_text(text: str, turns: int = 1, embedding: bool = False) -> Request
 FEATURE_DIM: int
 """Length of the learned router's feature vectors."""
 
+REQUEST_FEATURES: tuple[str, ...]
+"""Request features a model may be unable to serve, in bit order."""
+
 @final
 class Features:
     """A sparse feature vector of a request (``FEATURE_DIM`` long)."""
@@ -741,6 +745,12 @@ class Decision:
     def explored(self) -> bool:
         """Sent to a random other candidate by the learned router's exploration."""
     @property
+    def pinned(self) -> bool:
+        """The caller named the model: retries stay on it and its fallbacks."""
+    @property
+    def needs(self) -> int:
+        """The request features it needs (a bit mask of ``REQUEST_FEATURES``)."""
+    @property
     def learned_category(self) -> str | None:
         """The learned router's category of the request (None: not learned)."""
     @property
@@ -803,8 +813,25 @@ class RouterCore:
         context: str | None = None,
         profile: RequestProfile | None = None,
         model: str | None = None,
+        needs: int = 0,
+        replica: str | None = None,
     ) -> Decision:
-        """Routes a request (or a known profile) and takes a replica slot."""
+        """Routes a request (or a known profile) and takes a replica slot;
+        with ``model`` and ``replica``, that replica when it can take it.
+
+        Raises:
+            UnsupportedRequestError: no model (or not ``model``) serves a
+                feature in ``needs``.
+        """
+    def release(self, decision: Decision) -> bool:
+        """Gives a decision's slot back without recording an outcome; False
+        when it was already recorded or released."""
+    def set_unserved(self, model: str, features: list[str]) -> None:
+        """Declares the request features a model cannot serve."""
+    def learn_unserved(self, model: str, feature: str, ttl_s: float) -> None:
+        """Skips a model for requests with ``feature`` for ``ttl_s`` (it refused one)."""
+    def unserved(self, model: str) -> list[str]:
+        """The features a model cannot serve now, declared and learned."""
     def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
         """Records a decision's outcome and frees its replica slot (once);
         true when the learned router learned it."""

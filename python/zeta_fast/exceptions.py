@@ -14,6 +14,7 @@ __all__ = [
     "NoCandidatesError",
     "SnapshotError",
     "SnapshotWarning",
+    "UnsupportedRequestError",
     "ZetaError",
 ]
 
@@ -32,6 +33,13 @@ class InvalidInputError(ZetaError, ValueError):
 
 class NoCandidatesError(ZetaError, ValueError):
     """A decision was asked for over no candidates."""
+
+
+class UnsupportedRequestError(ZetaError, ValueError):
+    """No model here (or not the model named) serves a kind of request this
+    one is: images or audio to text-only models, tools, a JSON schema, or a
+    route such as the Responses or Messages API, declared in the
+    configuration (``models[].unsupported``) or learned from refusals."""
 
 
 class SnapshotError(ZetaError, ValueError):

@@ -199,6 +199,13 @@ impl ReplicaSet {
     }
 
     /// A replica's breaker state.
+    /// How long until the replica's breaker admits a request again (0: now).
+    pub fn breaker_admits_in_ms(&self, index: usize, now_ms: u64) -> u64 {
+        self.replicas
+            .get(index)
+            .map_or(0, |r| r.breaker.admits_in_ms(&self.breaker_config, now_ms))
+    }
+
     pub fn breaker_state(&self, index: usize) -> Option<BreakerState> {
         self.replicas.get(index).map(|r| r.breaker.state())
     }

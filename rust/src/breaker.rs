@@ -293,6 +293,18 @@ impl CircuitBreaker {
             });
     }
 
+    /// How long until it admits a request again (0 when it does now): the
+    /// rest of an open breaker's cool-down, for a `Retry-After`.
+    pub fn admits_in_ms(&self, config: &BreakerConfig, now_ms: u64) -> u64 {
+        let word = Word(self.word.load(Ordering::Acquire));
+        match self.admission(word, config, self.relative(now_ms)) {
+            Admission::Refused => config
+                .cooldown_ms
+                .saturating_sub(self.relative(now_ms).saturating_sub(word.since())),
+            _ => 0,
+        }
+    }
+
     /// Closes the breaker (an operator's or a health check's word).
     pub fn reset(&self) {
         self.word.store(CLOSED, Ordering::Release);

@@ -57,6 +57,9 @@ pub enum ZetaError {
     /// A decision was asked for over no candidates at all.
     #[error("{operation} needs at least one candidate, got none")]
     NoCandidates { operation: &'static str },
+    /// No model (or not the named one) serves a kind of request this one is.
+    #[error("{who} requests with {features}")]
+    Unsupported { who: String, features: String },
 }
 
 /// Where in the input a bad value sits, written after the field name.

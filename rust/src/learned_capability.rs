@@ -39,6 +39,9 @@ pub struct RequestView {
     pub learned: Option<Arc<LearnedRequest>>,
     /// Estimated prompt tokens (for the cost term).
     pub prompt_tokens: f64,
+    /// Features the request needs (bits of [`crate::request_kinds::FEATURES`]):
+    /// models that cannot serve one of them are no candidates.
+    pub needs: u32,
 }
 
 /// The learned capability term's settings.

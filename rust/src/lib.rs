@@ -17,6 +17,7 @@ pub mod persistence;
 pub mod pool;
 pub mod profile;
 pub mod replica_health;
+pub mod request_kinds;
 pub mod retry;
 pub mod router;
 pub mod scoring;

@@ -18,12 +18,19 @@ pub enum OutcomeKind {
     StreamCut,
     ContextLength,
     ClientError,
+    /// The model cannot serve this kind of request (images to a text-only
+    /// model, embeddings to a chat server, a route its server lacks): the
+    /// request goes to a model that can, and this one is not to blame.
+    Unsupported,
     Cancelled,
+    /// The caller's own failure around the attempt (a body it could not
+    /// encode, a bug): nothing the replica did.
+    Internal,
     Other,
 }
 
 /// Every kind, in counter order; names as Python and metrics spell them.
-pub const OUTCOME_KINDS: [(OutcomeKind, &str); 10] = [
+pub const OUTCOME_KINDS: [(OutcomeKind, &str); 12] = [
     (OutcomeKind::Success, "success"),
     (OutcomeKind::Timeout, "timeout"),
     (OutcomeKind::Connect, "connect"),
@@ -32,7 +39,9 @@ pub const OUTCOME_KINDS: [(OutcomeKind, &str); 10] = [
     (OutcomeKind::StreamCut, "stream_cut"),
     (OutcomeKind::ContextLength, "context_length"),
     (OutcomeKind::ClientError, "client_error"),
+    (OutcomeKind::Unsupported, "unsupported"),
     (OutcomeKind::Cancelled, "cancelled"),
+    (OutcomeKind::Internal, "internal"),
     (OutcomeKind::Other, "other"),
 ];
 
@@ -54,14 +63,17 @@ impl OutcomeKind {
 
     /// Whether the replica is to blame (its breaker and success rate see a
     /// failure). Client errors and the context-length refusals are the
-    /// request's doing; a cancelled hedge says nothing either way.
+    /// request's doing, and so is a kind of request the model cannot serve;
+    /// a cancelled hedge or the caller's own failure says nothing either way.
     pub fn is_replica_fault(self) -> bool {
         !matches!(
             self,
             OutcomeKind::Success
                 | OutcomeKind::ClientError
                 | OutcomeKind::ContextLength
+                | OutcomeKind::Unsupported
                 | OutcomeKind::Cancelled
+                | OutcomeKind::Internal
         )
     }
 }

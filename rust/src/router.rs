@@ -20,6 +20,7 @@ use crate::penalties::Penalties;
 use crate::pool::{live_totals_with_fallback, LiveMetrics};
 use crate::profile::TEXT_TASKS;
 use crate::replica_health::{degraded, ReplicaAdapt, ReplicaHealth};
+use crate::request_kinds::{feature_names, Unserved};
 use crate::retry::{Backoff, BudgetConfig, RetryBudget};
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
 use crate::tracker::{PerformanceTracker, TrackedKey};
@@ -54,6 +55,8 @@ pub struct RoutedModel {
     pub context_window: u32,
     /// Models to fall back to, in order, when this one fails.
     pub fallbacks: Vec<usize>,
+    /// Kinds of request it cannot serve (declared or learned from refusals).
+    pub unserved: Unserved,
     /// `[task][replica]`: the tracker windows this model's outcomes go to.
     leaves: Vec<Vec<Arc<TrackedKey>>>,
     /// Every window of the model, the fallback view.
@@ -180,6 +183,8 @@ pub struct Decision {
     pub request: RequestView,
     /// Sent to a random other candidate by the learned router's exploration.
     pub explored: bool,
+    /// The caller named the model: attempts stay on it and its fallbacks.
+    pub pinned: bool,
 }
 
 /// The router's core: models, their replica slots, the tracker and scorer.
@@ -288,6 +293,7 @@ impl RouterCore {
                     .collect(),
                 context_window: model.context_window,
                 fallbacks: Vec::new(),
+                unserved: Unserved::default(),
                 leaves,
                 all_leaves,
             });
@@ -448,7 +454,12 @@ impl RouterCore {
                 .models
                 .iter()
                 .all(|model| capability(model, task).is_none());
+        let mut unserved = false;
         for (m, model) in self.models.iter().enumerate() {
+            if model.unserved.blocks(view.needs, now) {
+                unserved = true;
+                continue;
+            }
             let served = if unclaimed {
                 best_text_task(model)
             } else {
@@ -475,6 +486,12 @@ impl RouterCore {
             }
         }
         self.relative_latency(&mut suited, &mut others);
+        if suited.is_empty() && others.is_empty() && unserved {
+            return Err(ZetaError::Unsupported {
+                who: "no model here serves".to_owned(),
+                features: feature_names(view.needs),
+            });
+        }
         if suited.is_empty() && others.is_empty() {
             return Err(ZetaError::InvalidName {
                 field: "task",
@@ -545,7 +562,10 @@ impl RouterCore {
 
     /// Routes a request to one named model (a caller's explicit choice),
     /// taking a replica slot; scored as a candidate when it serves the task,
-    /// with capability 0 when it does not.
+    /// with capability 0 when it does not. `prefer`: the replica to take when
+    /// it can take the request (one holding the conversation's state), else
+    /// the replica policy chooses.
+    #[allow(clippy::too_many_arguments)]
     pub fn route_to(
         &self,
         model: usize,
@@ -553,6 +573,7 @@ impl RouterCore {
         complexity: f64,
         context: usize,
         view: RequestView,
+        prefer: Option<usize>,
     ) -> Result<Decision, ZetaError> {
         let now = self.tracker.clock().now_ms();
         let Some(routed) = self.models.get(model) else {
@@ -560,35 +581,75 @@ impl RouterCore {
                 operation: "route() to an unknown model",
             });
         };
+        if routed.unserved.blocks(view.needs, now) {
+            return Err(ZetaError::Unsupported {
+                who: format!("model {:?} cannot serve", &*routed.id),
+                features: feature_names(routed.unserved.mask(now) & view.needs),
+            });
+        }
         let scored = self
             .candidates(task, complexity, context, now, &view)
             .unwrap_or_default();
-        let (position, breakdown) = match scored.iter().position(|(m, _)| *m == model) {
-            Some(position) => (position, scored.get(position).map(|s| s.1)),
-            None => (usize::MAX, None),
-        };
-        let breakdown = match breakdown {
-            Some(b) => b,
-            None => {
-                let served = served_task(routed, task);
-                let live = LiveMetrics::from_totals(&self.totals(routed, served, now));
-                self.scorer
-                    .score(0.0, live.success_rate, live.avg_latency_ms, live.requests)?
-            }
-        };
         self.retry_budget.deposit();
         self.hedge_budget.deposit();
-        let replica = self
-            .pick(routed, now, &[], true)
-            .ok_or(ZetaError::NoCandidates {
-                operation: "route() (the named model's replicas are down or at capacity)",
-            })?;
+        let preferred = prefer
+            .filter(|&r| routed.replicas.is_healthy(r) && routed.replicas.try_acquire_at(r, now));
+        let mut chosen = preferred
+            .or_else(|| self.pick(routed, now, &[], true))
+            .map(|replica| (model, replica));
+        // Its own replicas cannot take it: its configured fallbacks, in order
+        // (never any other model: the caller chose this one).
+        for &fallback in &routed.fallbacks {
+            if chosen.is_some() {
+                break;
+            }
+            let Some(other) = self.models.get(fallback) else {
+                continue;
+            };
+            if !other.unserved.blocks(view.needs, now) {
+                chosen = self
+                    .pick(other, now, &[], true)
+                    .map(|replica| (fallback, replica));
+            }
+        }
+        let (m, replica) = chosen.ok_or(ZetaError::NoCandidates {
+            operation: "route() (the named model's replicas are down or at capacity)",
+        })?;
+        let position = scored.iter().position(|(c, _)| *c == m);
+        let breakdown = match position.and_then(|p| scored.get(p)) {
+            Some((_, b)) => *b,
+            None => {
+                // Not a candidate for the task: scored at capability 0.
+                let named = self.models.get(m).unwrap_or(routed);
+                let served = served_task(named, task);
+                let live = LiveMetrics::from_totals(&self.totals(named, served, now));
+                match self
+                    .scorer
+                    .score(0.0, live.success_rate, live.avg_latency_ms, live.requests)
+                {
+                    Ok(b) => b,
+                    Err(err) => {
+                        self.release_slot(m, replica);
+                        return Err(err);
+                    }
+                }
+            }
+        };
         let target = Target {
             task,
             complexity,
             context,
         };
-        Ok(self.decision(&scored, position, model, replica, breakdown, target, view))
+        let position = position.unwrap_or(usize::MAX);
+        let mut decision = self.decision(&scored, position, m, replica, breakdown, target, view);
+        decision.pinned = true;
+        Ok(decision)
+    }
+
+    fn release_slot(&self, model: usize, replica: usize) {
+        if let Some(routed) = self.models.get(model) {
+            routed.replicas.release(replica);
+        }
     }
 
     /// Takes a slot on one of `model`'s replicas (none in `excluded`):
@@ -689,6 +750,7 @@ impl RouterCore {
             runners_up,
             request,
             explored: false,
+            pinned: false,
         }
     }
 
@@ -704,13 +766,18 @@ impl RouterCore {
         needs_longer_context: bool,
     ) -> Result<Decision, ZetaError> {
         let now = self.tracker.clock().now_ms();
-        let scored = self.candidates(
+        let scored = match self.candidates(
             failed.task,
             failed.complexity,
             failed.context,
             now,
             &failed.request,
-        )?;
+        ) {
+            Ok(scored) => scored,
+            // A named model's own chain needs no candidates to be tried.
+            Err(_) if failed.pinned => Vec::new(),
+            Err(err) => return Err(err),
+        };
         let failed_window = self
             .models
             .get(failed.model)
@@ -720,7 +787,12 @@ impl RouterCore {
         if let Some(model) = self.models.get(failed.model) {
             order.extend(model.fallbacks.iter().copied());
         }
-        order.extend(scored.iter().map(|(m, _)| *m));
+        // A named model is served by its own replicas and its configured
+        // fallbacks only: the caller chose it, and nothing else answers in
+        // its name.
+        if !failed.pinned {
+            order.extend(scored.iter().map(|(m, _)| *m));
+        }
         let mut seen = Vec::with_capacity(order.len());
         for m in order {
             if seen.contains(&m) {
@@ -733,10 +805,16 @@ impl RouterCore {
             if needs_longer_context && model.context_window <= failed_window {
                 continue;
             }
-            // Models that do not serve the task are not candidates at all.
-            let Some(position) = scored.iter().position(|(c, _)| *c == m) else {
+            if model.unserved.blocks(failed.request.needs, now) {
                 continue;
-            };
+            }
+            // Models that do not serve the task are not candidates at all,
+            // except a named model and its own chain, which the caller chose.
+            let position = scored.iter().position(|(c, _)| *c == m);
+            if position.is_none() && !failed.pinned {
+                continue;
+            }
+            let position = position.unwrap_or(usize::MAX);
             let excluded: Vec<usize> = tried
                 .iter()
                 .filter(|(tm, _)| *tm == m)
@@ -749,7 +827,7 @@ impl RouterCore {
                     complexity: failed.complexity,
                     context: failed.context,
                 };
-                return Ok(self.decision(
+                let mut decision = self.decision(
                     &scored,
                     position,
                     m,
@@ -757,7 +835,9 @@ impl RouterCore {
                     breakdown,
                     target,
                     failed.request.clone(),
-                ));
+                );
+                decision.pinned = failed.pinned;
+                return Ok(decision);
             }
         }
         Err(ZetaError::NoCandidates {
@@ -939,6 +1019,7 @@ impl RouterCore {
         decision: &Decision,
         success: bool,
         latency_ms: f64,
+        free_slot: bool,
     ) -> Result<bool, ZetaError> {
         let kind = if success {
             OutcomeKind::Success
@@ -950,7 +1031,24 @@ impl RouterCore {
             .as_ref()
             .is_some_and(|l| l.learn_from_outcomes)
             .then_some(success);
-        self.record_inner(decision, kind, latency_ms, None, 0, 0, learned)
+        self.record_inner(decision, kind, latency_ms, None, 0, 0, learned, free_slot)
+    }
+
+    /// Gives a decision's replica slot back without recording anything: for
+    /// a request abandoned before it was sent, or one whose outcome is
+    /// recorded later with `free_slot` off (once its cause is known).
+    pub fn release(&self, decision: &Decision) {
+        self.release_slot(decision.model, decision.replica);
+    }
+
+    /// Remembers that `model` refused requests with `feature` (one bit of
+    /// [`crate::request_kinds::FEATURES`]) for `ttl_ms`: it is skipped for
+    /// them meanwhile.
+    pub fn learn_unserved(&self, model: usize, bit: u32, ttl_ms: u64) {
+        if let Some(routed) = self.models.get(model) {
+            let now = self.tracker.clock().now_ms();
+            routed.unserved.learn(bit, now.saturating_add(ttl_ms));
+        }
     }
 
     /// Records how a dispatched request ended: the tracker's window (for
@@ -959,6 +1057,7 @@ impl RouterCore {
     /// count in the replica's counters. Gives the replica slot back. True
     /// when the learned router learned it (`learn_from_outcomes`: a success
     /// as good, a context-length refusal as bad).
+    #[allow(clippy::too_many_arguments)]
     pub fn record_outcome(
         &self,
         decision: &Decision,
@@ -967,6 +1066,7 @@ impl RouterCore {
         ttft_ms: Option<f64>,
         prompt_tokens: u64,
         completion_tokens: u64,
+        free_slot: bool,
     ) -> Result<bool, ZetaError> {
         let learned = (self
             .learning
@@ -982,6 +1082,7 @@ impl RouterCore {
             prompt_tokens,
             completion_tokens,
             learned,
+            free_slot,
         )
     }
 
@@ -997,6 +1098,7 @@ impl RouterCore {
         prompt_tokens: u64,
         completion_tokens: u64,
         learned: Option<bool>,
+        free_slot: bool,
     ) -> Result<bool, ZetaError> {
         crate::tracker::check_latency(latency_ms)?;
         if let Some(ttft) = ttft_ms.filter(|t| !(t.is_finite() && *t >= 0.0)) {
@@ -1013,7 +1115,9 @@ impl RouterCore {
             });
         };
         let now = self.tracker.clock().now_ms();
-        model.replicas.release(decision.replica);
+        if free_slot {
+            model.replicas.release(decision.replica);
+        }
         if let Some(counters) = model.counters.get(decision.replica) {
             counters.count(kind, latency_ms, ttft_ms, prompt_tokens, completion_tokens);
         }
@@ -1031,7 +1135,7 @@ impl RouterCore {
                 .update_latency(&request.features, decision.model, latency_ms)?;
         }
         if !success && !kind.is_replica_fault() {
-            if kind != OutcomeKind::Cancelled {
+            if !matches!(kind, OutcomeKind::Cancelled | OutcomeKind::Internal) {
                 // It answered: as far as the breaker knows, the replica is up.
                 model.replicas.on_outcome(decision.replica, true, now);
             }

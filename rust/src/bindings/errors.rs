@@ -10,6 +10,7 @@ pyo3::import_exception!(zeta_fast.exceptions, ConfigError);
 pyo3::import_exception!(zeta_fast.exceptions, InvalidInputError);
 pyo3::import_exception!(zeta_fast.exceptions, NoCandidatesError);
 pyo3::import_exception!(zeta_fast.exceptions, SnapshotError);
+pyo3::import_exception!(zeta_fast.exceptions, UnsupportedRequestError);
 
 /// Lets `?` turn a core error into the matching Python exception.
 impl From<ZetaError> for PyErr {
@@ -25,6 +26,7 @@ impl From<ZetaError> for PyErr {
             ZetaError::NoCandidates { .. } => NoCandidatesError::new_err(message),
             ZetaError::Snapshot { .. } => SnapshotError::new_err(message),
             ZetaError::InvalidName { .. } => InvalidInputError::new_err(message),
+            ZetaError::Unsupported { .. } => UnsupportedRequestError::new_err(message),
         }
     }
 }

@@ -35,6 +35,10 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<learned::PyFeatures>()?;
     module.add_class::<learned::PyOutcomePredictor>()?;
     module.add_function(pyo3::wrap_pyfunction!(learned::_text_features, module)?)?;
+    module.add(
+        "REQUEST_FEATURES",
+        pyo3::types::PyTuple::new(module.py(), crate::request_kinds::FEATURES)?,
+    )?;
     module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
     module.add(
         "GIL_RELEASE_MIN_CANDIDATES",

@@ -21,6 +21,7 @@ use crate::learned::{features_with_words, OutcomePredictor};
 use crate::learned_capability::{CostKnob, LearnedRequest, Learning, RequestView};
 use crate::outcome::{HistogramSnapshot, OutcomeKind, OUTCOME_KINDS};
 use crate::replica_health::{degraded, ReplicaAdapt};
+use crate::request_kinds::{feature_bit, FEATURES};
 use crate::retry::{Backoff, BudgetConfig};
 use crate::router::{Decision, ModelInput, Resilience, RouterCore, TASKS};
 use crate::scoring::AdaptiveScorer;
@@ -174,6 +175,8 @@ pub struct PyDecision {
     profile: Option<Py<PyAny>>,
     runners_up: Vec<(Py<PyString>, f64)>,
     recorded: AtomicBool,
+    /// Its slot was given back by `release` before its outcome was recorded.
+    released: AtomicBool,
     /// Set once a quality verdict (`feedback`) was learned.
     judged: AtomicBool,
 }
@@ -218,7 +221,7 @@ impl PyRouterCore {
     fn record_once(
         &self,
         decision: &Bound<'_, PyAny>,
-        record: impl FnOnce(&RouterCore, &Decision) -> Result<bool, crate::errors::ZetaError>,
+        record: impl FnOnce(&RouterCore, &Decision, bool) -> Result<bool, crate::errors::ZetaError>,
     ) -> PyResult<bool> {
         let decision = self.own_decision(decision)?;
         if decision.recorded.swap(true, Ordering::AcqRel) {
@@ -226,7 +229,9 @@ impl PyRouterCore {
                 "decision was already recorded (its replica slot is free again)",
             ));
         }
-        record(&self.inner, &decision.inner).map_err(|err| {
+        // A released decision's slot is free already: its outcome only counts.
+        let free_slot = !decision.released.load(Ordering::Acquire);
+        record(&self.inner, &decision.inner, free_slot).map_err(|err| {
             decision.recorded.store(false, Ordering::Release);
             err.into()
         })
@@ -270,6 +275,7 @@ impl PyRouterCore {
             profile,
             runners_up,
             recorded: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             judged: AtomicBool::new(false),
         })
     }
@@ -369,7 +375,12 @@ impl PyRouterCore {
     /// profile, in an optional named context, and takes a replica slot that
     /// `record` gives back. Prompt strings are profiled without leaving Rust.
     /// With `model`, the request goes to that model (a caller's choice).
-    #[pyo3(signature = (request = None, *, context = None, profile = None, model = None))]
+    /// `needs`: the request features it needs, as a bit mask (see
+    /// ``zeta_fast.request_features``); models that cannot serve them are skipped.
+    /// `replica` (with `model`): take that replica when it can take the
+    /// request (it holds the conversation's state), else the policy chooses.
+    #[pyo3(signature = (request = None, *, context = None, profile = None, model = None, needs = 0, replica = None))]
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &self,
         py: Python<'_>,
@@ -377,6 +388,8 @@ impl PyRouterCore {
         context: Option<&str>,
         profile: Option<&Bound<'_, PyAny>>,
         model: Option<&str>,
+        needs: u32,
+        replica: Option<&str>,
     ) -> PyResult<PyDecision> {
         let context_index = match context {
             None => 0,
@@ -440,13 +453,20 @@ impl PyRouterCore {
         let view = RequestView {
             learned,
             prompt_tokens,
+            needs,
         };
         let decision = match model {
             None => self.inner.route(task, complexity, context_index, view)?,
             Some(name) => {
-                let index = self.model_index(name)?;
+                let (index, prefer) = match replica {
+                    Some(replica) => {
+                        let (m, r) = self.locate(name, replica)?;
+                        (m, Some(r))
+                    }
+                    None => (self.model_index(name)?, None),
+                };
                 self.inner
-                    .route_to(index, task, complexity, context_index, view)?
+                    .route_to(index, task, complexity, context_index, view, prefer)?
             }
         };
         self.wrap(
@@ -511,7 +531,7 @@ impl PyRouterCore {
                 names.join(", ")
             )));
         };
-        self.record_once(decision, |inner, d| {
+        self.record_once(decision, |inner, d, free_slot| {
             inner.record_outcome(
                 d,
                 kind,
@@ -519,6 +539,7 @@ impl PyRouterCore {
                 ttft_ms,
                 prompt_tokens,
                 completion_tokens,
+                free_slot,
             )
         })
     }
@@ -659,6 +680,10 @@ impl PyRouterCore {
                 routed.replicas.breaker_state(r).map(|b| b.name()),
             )?;
             let (waiting, kv) = routed.replicas.engine_load(r, now);
+            dict.set_item(
+                "breaker_admits_in_ms",
+                routed.replicas.breaker_admits_in_ms(r, now),
+            )?;
             dict.set_item("engine_waiting", waiting)?;
             dict.set_item("engine_kv_usage", kv)?;
             if let Some(counters) = routed.counters.get(r) {
@@ -693,7 +718,9 @@ impl PyRouterCore {
         success: bool,
         latency_ms: f64,
     ) -> PyResult<bool> {
-        self.record_once(decision, |inner, d| inner.record(d, success, latency_ms))
+        self.record_once(decision, |inner, d, free_slot| {
+            inner.record(d, success, latency_ms, free_slot)
+        })
     }
 
     /// Learns a quality verdict on a decision's answer (once per decision;
@@ -871,6 +898,68 @@ impl PyRouterCore {
             .unwrap_or_default())
     }
 
+    /// Gives a decision's replica slot back without recording an outcome
+    /// (a request abandoned before it was sent, or one whose outcome is
+    /// recorded later, once its cause is known). False when it was already
+    /// recorded or released.
+    fn release(&self, decision: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let decision = self.own_decision(decision)?;
+        if decision.recorded.load(Ordering::Acquire)
+            || decision.released.swap(true, Ordering::AcqRel)
+        {
+            return Ok(false);
+        }
+        self.inner.release(&decision.inner);
+        Ok(true)
+    }
+
+    /// Declares the request features (``images``, ``audio``, ``tools``,
+    /// ``json_schema``, ``embeddings``, ``responses``, ``messages``) a model
+    /// cannot serve: it is never a candidate for requests needing them.
+    fn set_unserved(&self, model: &str, features: Vec<String>) -> PyResult<()> {
+        let m = self.model_index(model)?;
+        let mut mask = 0;
+        for name in &features {
+            mask |= feature_bit(name)?;
+        }
+        if let Some(routed) = self.inner.models().get(m) {
+            routed.unserved.declare(mask);
+        }
+        Ok(())
+    }
+
+    /// Remembers for `ttl_s` that a model refused requests with `feature`
+    /// (its server said it cannot serve them): it is skipped for them meanwhile.
+    fn learn_unserved(&self, model: &str, feature: &str, ttl_s: f64) -> PyResult<()> {
+        let m = self.model_index(model)?;
+        let bit = feature_bit(feature)?;
+        if !(ttl_s.is_finite() && ttl_s >= 0.0) {
+            return Err(InvalidInputError::new_err(format!(
+                "ttl_s must be finite and >= 0, got {}",
+                crate::errors::float_repr(ttl_s)
+            )));
+        }
+        self.inner.learn_unserved(m, bit, (ttl_s * 1e3) as u64);
+        Ok(())
+    }
+
+    /// The features a model cannot serve now (declared and learned).
+    fn unserved(&self, model: &str) -> PyResult<Vec<&'static str>> {
+        let m = self.model_index(model)?;
+        let now = self.inner.tracker().clock().now_ms();
+        let mask = self
+            .inner
+            .models()
+            .get(m)
+            .map_or(0, |routed| routed.unserved.mask(now));
+        Ok(FEATURES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, name)| *name)
+            .collect())
+    }
+
     /// Requests in flight on each replica of a model.
     fn in_flight(&self, model: &str) -> PyResult<Vec<u32>> {
         self.inner
@@ -930,6 +1019,19 @@ impl PyDecision {
         self.inner.breakdown.capability_score
     }
     /// Sent to a random other candidate by the learned router's exploration.
+    /// The caller named the model: retries stay on its replicas and its
+    /// configured fallbacks.
+    #[getter]
+    fn pinned(&self) -> bool {
+        self.inner.pinned
+    }
+
+    /// The request features it needs, as a bit mask of ``zeta_fast.request_features``.
+    #[getter]
+    fn needs(&self) -> u32 {
+        self.inner.request.needs
+    }
+
     #[getter]
     fn explored(&self) -> bool {
         self.inner.explored
