@@ -34,6 +34,9 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
       host: 127.0.0.1
       port: 8080
       max_body_bytes: 4194304
+      header_timeout_s: 10        # a request's head must arrive within it (slowloris)
+      body_timeout_s: 30          # and its body within this after the head
+      cors_origins: [https://app.example.com]   # browser apps; none: no CORS
       api_keys:                   # none: no authentication
         - name: team-a            # shown in metrics, never the key
           sha256: 9f86d0...       # `zeta-fast hash-key` prints it
@@ -46,10 +49,13 @@ complexity are the candidates, and all capable models when none does.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AnyUrl,
     BaseModel,
     ConfigDict,
     Field,
@@ -58,9 +64,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
-from zeta_fast._core import AdaptiveConfig, WindowConfig
+from zeta_fast._core import REQUEST_FEATURES, AdaptiveConfig, WindowConfig
 from zeta_fast.exceptions import ConfigError
+from zeta_fast.redact import (
+    basic_authorization,
+    is_secret_name,
+    redact_text,
+    redact_url,
+    split_userinfo,
+    url_secrets,
+)
 from zeta_fast.scoring_file import load_document
 
 __all__ = [
@@ -99,10 +114,34 @@ Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9.
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    # hide_input: a ValidationError's text would quote the values it got,
+    # secrets too (parse_router_config words its own, without them).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False, hide_input_in_errors=True)
+
+
+def _credentials_apart(data: Any) -> Any:
+    """Moves the ``user:password@`` of ``data["url"]`` into ``username``
+    and ``password`` before validation: the URL the rest of the router
+    sees, names in errors and logs, and hands to its HTTP client, has none."""
+    if not isinstance(data, dict):
+        return data
+    raw = data.get("url")
+    if not isinstance(raw, str | AnyUrl):
+        return data
+    try:
+        bare, user, password = split_userinfo(str(raw))
+    except ValueError:
+        return data  # not a URL: its own validation says so
+    if user is None:
+        return data
+    if data.get("username") is not None or data.get("password") is not None:
+        raise ValueError("credentials both in url and in username/password: give them once")
+    return {**data, "url": bare, "username": user or None, "password": password}
 
 
 Seconds = Annotated[float, Field(gt=0.0, le=86_400.0, allow_inf_nan=False)]
+
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]+")
 
 
 class TimeoutSpec(_Frozen):
@@ -135,6 +174,29 @@ class ReplicaSpec(_Frozen):
     max_concurrency: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     timeouts: ReplicaTimeoutSpec = Field(default_factory=ReplicaTimeoutSpec)
     api_key: str | None = Field(default=None, repr=False)
+    #: HTTP Basic credentials of its requests (health checks too): given
+    #: here, or as ``user:password@`` in ``url``, which then keeps none.
+    username: str | None = Field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False)
+    #: The model name this replica's server expects in request bodies (vLLM
+    #: checks it against ``--served-model-name``); the model's id when unset.
+    #: Answers always name the router's model id.
+    served_model_name: Name | None = None
+
+    _userinfo = model_validator(mode="before")(_credentials_apart)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> ReplicaSpec:
+        if self.api_key and (self.username is not None or self.password is not None):
+            raise ValueError("set api_key (Bearer) or a user and password (Basic), not both")
+        return self
+
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header of its requests: ``Bearer`` with
+        ``api_key``, ``Basic`` with ``username`` and ``password``, or None."""
+        if self.api_key:
+            return f"Bearer {self.api_key}"
+        return basic_authorization(self.username, self.password)
 
 
 class BreakerSpec(_Frozen):
@@ -212,6 +274,10 @@ class DispatchSpec(_Frozen):
     hedge: HedgeSpec = Field(default_factory=HedgeSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
     replicas: ReplicaAdaptSpec = Field(default_factory=ReplicaAdaptSpec)
+    #: How long a model that refused a kind of request (images, embeddings,
+    #: a route its server lacks) is skipped for such requests before it is
+    #: tried again (a server may be redeployed with the feature).
+    unsupported_ttl_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 600.0
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> DispatchSpec:
@@ -282,6 +348,33 @@ class GatewaySpec(_Frozen):
     #: With learning on: answers carry ``x-zeta-request-id`` and this many of
     #: the latest can still be judged with ``POST /v1/feedback``.
     feedback_window: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    #: Seconds a client has to send a request's head (request line and
+    #: headers), from the connection's opening, or on a kept-alive
+    #: connection from the head's first byte (idle time between requests
+    #: is not counted). A slower one (slowloris) is closed, with a 408 when
+    #: it sent part of a head.
+    header_timeout_s: Annotated[float, Field(ge=0.01, le=3600.0, allow_inf_nan=False)] = 10.0
+    #: Seconds a request's body has to arrive, from the end of its head; a
+    #: slower one gets a 408 and its connection is closed. The default
+    #: takes the largest body (``max_body_bytes``) at ~140 KB/s.
+    body_timeout_s: Annotated[float, Field(ge=0.01, le=3600.0, allow_inf_nan=False)] = 30.0
+    #: Origins browser apps may call the gateway from
+    #: (``https://app.example.com``, a port when not the scheme's; ``"*"``:
+    #: any). Empty: no CORS headers at all, and preflights get a 405.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            # A browser's Origin never has a path: one configured with a
+            # trailing slash would never match.
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: expected scheme://host[:port]"
+                    ' without a path, or "*"'
+                )
+        return value
 
     @model_validator(mode="after")
     def _unique_keys(self) -> GatewaySpec:
@@ -370,7 +463,10 @@ class SharedStateSpec(_Frozen):
     enabled: bool = False
     #: ``redis://``, ``rediss://`` (TLS) or ``unix://`` address of the Redis
     #: server; with ``sentinels``, only its database number and password count.
+    #: Its ``user:password@`` is kept apart, in ``username`` and ``password``.
     url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = Field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False)
     #: Redis Sentinel instead of a fixed server: ``host:port`` of each
     #: sentinel, and the name of the monitored master (failover is followed).
     sentinels: list[str] = Field(default_factory=list)
@@ -383,6 +479,23 @@ class SharedStateSpec(_Frozen):
         if self.cluster and self.sentinels:
             raise ValueError("choose sentinels or cluster, not both")
         return self
+
+    _userinfo = model_validator(mode="before")(_credentials_apart)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            # Never quoted back: a password may have been put here.
+            if not host or not port.isdigit() or "@" in entry:
+                raise ValueError("each must be host:port (a password goes in url, not here)")
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The URL without a secret query value (redis-py reads password= there).
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" else value)
 
     #: Instances with the same namespace (and window) route as one.
     namespace: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x1f\s]+$")] = "zeta"
@@ -453,10 +566,33 @@ def _default_rules() -> list[AlertRuleSpec]:
 class WebhookSpec(_Frozen):
     """Alerts POSTed as JSON, retried with backoff."""
 
+    #: Used as given but shown as its origin only (a receiver's token is
+    #: often its path, or in its query); ``user:password@`` in it is kept
+    #: apart, in ``username`` and ``password``, and sent as HTTP Basic auth.
     url: HttpUrl
     retries: Annotated[int, Field(ge=0, le=20)] = 3
     timeout_s: Seconds = 5.0
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    username: str | None = Field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False)
+
+    _userinfo = model_validator(mode="before")(_credentials_apart)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> WebhookSpec:
+        basic = self.username is not None or self.password is not None
+        if basic and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("set an Authorization header or a user and password, not both")
+        return self
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of each POST: ``headers``, and the Basic credentials."""
+        basic = basic_authorization(self.username, self.password)
+        return {**self.headers, "Authorization": basic} if basic else dict(self.headers)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(str(value), keep_path=False) if name == "url" else value)
 
 
 class AlertsSpec(_Frozen):
@@ -483,6 +619,21 @@ class ModelSpec(_Frozen):
     context_window: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
     fallbacks: list[Name] = Field(default_factory=list)
     replicas: list[ReplicaSpec] = Field(min_length=1)
+    #: Request features its servers cannot serve: it is never a candidate for
+    #: such requests (refusals found at run time are learned too, see
+    #: ``dispatch.unsupported_ttl_s``).
+    unsupported: list[str] = Field(default_factory=list)
+
+    @field_validator("unsupported")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(REQUEST_FEATURES))
+        if unknown:
+            raise ValueError(
+                f"unknown request feature(s) {', '.join(unknown)}; "
+                f"expected {', '.join(REQUEST_FEATURES)}"
+            )
+        return value
 
     @field_validator("capabilities")
     @classmethod
@@ -597,6 +748,52 @@ class RouterConfig(_Frozen):
         return spec.complexity_range
 
 
+def _secrets_in(value: Any) -> set[str]:
+    """Every secret in raw configuration data: the values of secret fields
+    (``api_key``, ``password``, ``sha256``, a ``headers`` mapping's) and
+    the passwords and secret query values of URLs."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            secret = isinstance(key, str) and is_secret_name(key)
+            if secret and isinstance(item, str):
+                found.add(item)
+            elif secret and isinstance(item, dict):
+                found |= {v for v in item.values() if isinstance(v, str)}
+            else:
+                found |= _secrets_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found |= _secrets_in(item)
+    elif isinstance(value, str) and ("@" in value or "?" in value):
+        found.update(url_secrets(value))
+    return found
+
+
+def _problems(errors: list[ErrorDetails], data: Any) -> str:
+    """A ConfigError's text, ``path: message (got value)`` per problem,
+    with no secret: a value under a secret field is never shown, URLs lose
+    their userinfo and secret query values, and the secrets of ``data``
+    are masked wherever a message quotes them."""
+    problems = []
+    for error in errors:
+        location = tuple(error["loc"])
+        got = error.get("input")
+        # A value with "@" may be a URL whose userinfo is too malformed to
+        # be recognised (and masked) as such: not quoted either.
+        hidden = (
+            isinstance(got, dict | list)
+            or (isinstance(got, str) and "@" in got)
+            or any(isinstance(part, str) and is_secret_name(part) for part in location)
+        )
+        shown = "" if hidden else f" (got {got!r})"
+        problems.append(f"{_path(location)}: {error['msg']}{shown}")
+    text = "invalid router configuration:\n  " + "\n  ".join(problems)
+    # Masking a very short one would garble the text; it is never shown as
+    # a value anyway (the rule above), only possibly inside another's.
+    return redact_text(text, {s for s in _secrets_in(data) if len(s) >= 4})
+
+
 def _path(location: tuple[int | str, ...]) -> str:
     text = ""
     for part in location:
@@ -610,16 +807,15 @@ def parse_router_config(data: dict[str, Any]) -> RouterConfig:
     Raises:
         ConfigError: listing every problem as ``path: message (got value)``.
     """
+    errors: list[ErrorDetails] = []
     try:
         config = RouterConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False):
-            where = _path(tuple(error["loc"]))
-            got = error.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            problems.append(f"{where}: {error['msg']}{shown}")
-        raise ConfigError("invalid router configuration:\n  " + "\n  ".join(problems)) from None
+        errors = exc.errors(include_url=False)
+    if errors:
+        # Raised outside the except block: the ConfigError keeps no link
+        # (__context__) to pydantic's error, whose entries hold raw input.
+        raise ConfigError(_problems(errors, data))
     # The native sections validate themselves: surface their errors now.
     config.adaptive_config()
     config.window_config()

@@ -12,6 +12,14 @@ reroutes); this module only does the I/O between those decisions:
 - attempts are bounded by ``max_attempts``, the retry budget and
   ``max_total_s``, so there are no retry loops;
 - a stream is never retried once an event reached the caller;
+- a failure is classified by who caused it before it touches anything: a
+  request a model cannot serve (``unsupported``) moves to a model that can
+  and marks the model, not the replica; a request the server refused
+  (``client_error``) is never retried; a 500 that names no cause is held
+  back until another replica answers the same request: the same 500 again
+  from replicas that serve other requests well means the request is the
+  cause (answered as a 400, nobody blamed), anything else blames the
+  first replica;
 - hedging (non-streamed requests, opt-in): when the answer has not come
   within the replica's recent p95, a copy goes to another replica, within
   the hedge budget; the first good answer wins and the other is cancelled.
@@ -21,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,20 +49,30 @@ from zeta_fast.backends.client import (
     Timeouts,
     new_session,
     split_events,
+    stream_ends,
 )
 from zeta_fast.backends.errors import (
     BackendError,
     BackendStatusError,
+    RequestRejected,
     StreamInterrupted,
+    UnsupportedRequest,
 )
 from zeta_fast.config import RouterConfig
-from zeta_fast.exceptions import NoCandidatesError
-from zeta_fast.outcome_log import OutcomeLog
+from zeta_fast.exceptions import InvalidInputError, NoCandidatesError, UnsupportedRequestError
+from zeta_fast.outcome_log import OutcomeLog, current_request_id
+from zeta_fast.request_features import feature_names
 
 _log = logging.getLogger("zeta_fast.dispatch")
 
 #: Outcomes that say nothing about the replica (as the core's windows see it).
-_NOT_THE_REPLICAS = frozenset({"client_error", "context_length", "cancelled"})
+_NOT_THE_REPLICAS = frozenset(
+    {"client_error", "context_length", "unsupported", "cancelled", "internal"}
+)
+
+#: A ``"model": "..."`` member of a JSON object (not text inside a string:
+#: there its quotes are escaped), in an answer body or stream events.
+_MODEL_FIELD = re.compile(rb'([{,]\s*)("model"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 #: (unix time, decision, outcome kind, latency ms) of one attempt.
 RecentOutcome = tuple[float, Decision, str, float]
@@ -116,6 +136,23 @@ def backend_time_ms(attempts: list[Attempt]) -> float:
     return sum(a.latency_ms for a in attempts if not a.hedge)
 
 
+@dataclass(slots=True)
+class _Suspect:
+    """A replica's 500 that named no cause, not yet blamed on anyone: its
+    slot is free, its outcome waits for the next replica's answer."""
+
+    decision: Decision
+    latency_ms: float
+    signature: tuple[int, str]
+    settled: bool = False
+
+
+def _signature(exc: BackendStatusError) -> tuple[int, str]:
+    # Two replicas of one model failing one request identically say the
+    # same thing: the status and the message, ids and numbers aside.
+    return exc.status, "".join(c for c in exc.message[:200] if not c.isdigit())
+
+
 def _retry_after_ms(exc: BackendError) -> float | None:
     if isinstance(exc, BackendStatusError) and exc.retry_after_s is not None:
         return exc.retry_after_s * 1e3
@@ -142,7 +179,11 @@ class Dispatcher:
         self.recent = recent
         self.session = new_session()
         spec = config.dispatch
+        self.unsupported_ttl_s = spec.unsupported_ttl_s
         self.clients: dict[tuple[str, str], BackendClient] = {}
+        #: The model name each replica's server expects in the body.
+        self._served: dict[tuple[str, str], str] = {}
+        self._renamers: dict[str, Callable[[bytes], bytes]] = {}
         for model in config.models:
             for replica in model.replicas:
                 own = replica.timeouts
@@ -151,12 +192,13 @@ class Dispatcher:
                     first_byte_s=own.first_byte_s or spec.timeouts.first_byte_s,
                     total_s=own.total_s or spec.timeouts.total_s,
                 )
+                self._served[model.id, replica.id] = replica.served_model_name or model.id
                 self.clients[model.id, replica.id] = BackendClient(
                     self.session,
                     str(replica.url),
                     flavor=replica.backend,
                     timeouts=timeouts,
-                    api_key=replica.api_key,
+                    authorization=replica.authorization(),
                 )
 
     async def close(self) -> None:
@@ -166,11 +208,29 @@ class Dispatcher:
     def _client(self, decision: Decision) -> BackendClient:
         return self.clients[decision.model_id, decision.replica_id]
 
-    @staticmethod
-    def _body(payload: dict[str, Any], decision: Decision) -> bytes:
+    def _renamer(self, decision: Decision) -> Callable[[bytes], bytes]:
+        """What puts the router's model id in an answer's ``model`` fields
+        (servers answer with their own alias, which clients then show)."""
+        renamer = self._renamers.get(decision.model_id)
+        if renamer is None:
+            replacement = rb"\1\2" + orjson.dumps(decision.model_id)
+            renamer = self._renamers[decision.model_id] = functools.partial(
+                _MODEL_FIELD.sub, replacement
+            )
+        return renamer
+
+    def _body(self, payload: dict[str, Any], decision: Decision) -> bytes:
+        """The body for the decision's replica. A body that cannot be
+        encoded (nested past orjson's 254 levels) is the request's fault:
+        its slot is given back, nothing is recorded, and the caller gets
+        ``InvalidInputError`` (a 400 through the gateway)."""
         # vLLM checks `model` against the name it serves; llama.cpp ignores it.
-        payload["model"] = decision.model_id
-        return orjson.dumps(payload)
+        payload["model"] = self._served[decision.model_id, decision.replica_id]
+        try:
+            return orjson.dumps(payload)
+        except orjson.JSONEncodeError as exc:
+            self.core.release(decision)
+            raise InvalidInputError(f"request body cannot be forwarded: {exc}") from None
 
     def _record(
         self,
@@ -212,32 +272,119 @@ class Dispatcher:
             )
 
     def _record_failure(
-        self, decision: Decision, exc: BaseException, started: float, attempts: list[Attempt]
+        self,
+        decision: Decision,
+        exc: BaseException,
+        started: float,
+        attempts: list[Attempt],
+        suspects: list[_Suspect] | None = None,
     ) -> str:
+        """Records a failed attempt by who caused it. With ``suspects``, a
+        500 that names no cause is held back there instead (see ``_settle``)."""
         latency = (time.perf_counter() - started) * 1e3
         if isinstance(exc, BackendError):
             kind = exc.kind
         elif isinstance(exc, asyncio.CancelledError):
             kind = "cancelled"
         else:
-            kind = "other"
-        self._record(decision, kind, latency)
+            # Our own failure around the attempt, not the replica's.
+            kind = "internal"
+        if (
+            suspects is not None
+            and type(exc) is BackendStatusError
+            and exc.status == 500
+            and self.core.release(decision)
+        ):
+            suspects.append(_Suspect(decision, latency, _signature(exc)))
+        else:
+            self._record(decision, kind, latency)
+        if isinstance(exc, UnsupportedRequest):
+            self._learn_unsupported(decision, exc)
         attempts.append(Attempt(decision.model_id, decision.replica_id, kind, latency))
         if kind != "cancelled":
             _log.info(
-                "attempt at %s/%s failed after %.1f ms (%s): %s",
+                "attempt at %s/%s failed after %.1f ms (%s, request %s): %s",
                 decision.model_id,
                 decision.replica_id,
                 latency,
                 kind,
+                current_request_id.get(),
                 exc,
             )
         if isinstance(exc, BackendError):
             retry_after = _retry_after_ms(exc)
-            if retry_after is not None:
+            if retry_after:  # "Retry-After: 0" asks for no pause
                 # The replica asked for a pause: nobody routes to it until then.
                 self.core.hold_replica(decision, retry_after)
         return kind
+
+    def _learn_unsupported(self, decision: Decision, exc: UnsupportedRequest) -> None:
+        """Marks the model as unable to serve what it refused, for a while.
+        A refusal naming no feature the request needs is pinned on the
+        request's only one."""
+        needed = feature_names(decision.needs)
+        # What the request needs decides between a vague message's guesses.
+        if (exc.feature is None or exc.feature not in needed) and len(needed) == 1:
+            exc.feature = needed[0]
+        if exc.feature is not None:
+            self.core.learn_unserved(decision.model_id, exc.feature, self.unsupported_ttl_s)
+            _log.warning(
+                "model %s cannot serve requests with %s: skipped for them for %.0f s",
+                decision.model_id,
+                exc.feature,
+                self.unsupported_ttl_s,
+            )
+
+    def _blame(self, suspect: _Suspect, kind: str) -> None:
+        if not suspect.settled:
+            suspect.settled = True
+            self._record(suspect.decision, kind, suspect.latency_ms)
+
+    def _settle(self, suspects: list[_Suspect], failed: Decision, exc: BaseException) -> None:
+        """Decides held-back 500s once another attempt failed with ``exc``.
+        When this attempt's 500 was held back too and an earlier replica
+        gave the same one, the request is the cause: all of them are
+        recorded as client errors and ``RequestRejected`` is raised. Else
+        the earlier ones are their replicas' faults; this one waits."""
+        current = suspects[-1] if suspects and suspects[-1].decision is failed else None
+        earlier = [s for s in suspects if s is not current and not s.settled]
+        same = [s for s in earlier if current is not None and s.signature == current.signature]
+        # Only replicas that serve other requests well clear themselves: a
+        # model failing everything the same way is broken, not poisoned.
+        if (
+            current is not None
+            and same
+            and all(self._answers_well(s.decision) for s in (*same, current))
+        ):
+            for suspect in (*same, current):
+                self._blame(suspect, "client_error")
+            assert isinstance(exc, BackendStatusError)
+            rejected = RequestRejected(
+                f"{exc.message} (the same answer from {len(same) + 1} replicas: "
+                "the request is the cause)",
+                url=exc.url,
+                status=exc.status,
+                error_type=exc.error_type,
+                body=exc.body,
+            )
+            rejected.attempts, rejected.backend_ms = exc.attempts, exc.backend_ms
+            raise rejected from exc
+        for suspect in earlier:
+            self._blame(suspect, "server_error")
+
+    def _answers_well(self, decision: Decision) -> bool:
+        """Whether the decision's replica has a good recent record (rare
+        path: the status read builds every replica's figures)."""
+        for status in self.core.replica_status(decision.model_id):
+            if status["replica_id"] == decision.replica_id:
+                share = status.get("recent_failure_share")
+                return share is not None and share < 0.5
+        return False
+
+    def _flush(self, suspects: list[_Suspect]) -> None:
+        """No attempt can tell any more: what is held back is the replica's."""
+        for suspect in suspects:
+            self._blame(suspect, "server_error")
 
     async def _next(
         self,
@@ -246,11 +393,27 @@ class Dispatcher:
         tried: list[Decision],
         attempts: list[Attempt],
         deadline: float,
+        suspects: list[_Suspect] | None = None,
     ) -> Decision:
         """The decision for the next attempt, after the backoff; raises
         ``exc`` (with the attempts) when no further attempt is allowed."""
         exc.attempts = [(a.model_id, a.replica_id, a.kind) for a in attempts]
         exc.backend_ms = backend_time_ms(attempts)
+        if suspects:
+            self._settle(suspects, failed, exc)
+        if isinstance(exc, UnsupportedRequest):
+            # Another model may serve it, unless the caller chose this one
+            # or the refusal names nothing to skip the model for.
+            if failed.pinned or exc.feature is None:
+                raise exc
+            if len(attempts) >= self.config.dispatch.max_attempts:
+                raise exc
+            try:
+                decision = self.core.reroute(failed, tried)
+            except (NoCandidatesError, UnsupportedRequestError):
+                raise exc from None
+            tried.append(failed)
+            return decision
         if not exc.retryable or len(attempts) >= self.config.dispatch.max_attempts:
             raise exc
         # Retry-After is honoured where it was said: that replica is held
@@ -262,7 +425,7 @@ class Dispatcher:
             decision = self.core.reroute(
                 failed, tried, needs_longer_context=exc.kind == "context_length"
             )
-        except NoCandidatesError:
+        except (NoCandidatesError, UnsupportedRequestError):
             raise exc from None
         tried.append(failed)
         if delay_s > 0:
@@ -289,18 +452,29 @@ class Dispatcher:
         deadline = time.monotonic() + self.config.dispatch.max_total_s
         attempts: list[Attempt] = []
         tried: list[Decision] = []
-        while True:
-            try:
-                if self.config.dispatch.hedge.enabled:
-                    response, decision = await self._hedged(
-                        path, payload, decision, attempts, deadline
-                    )
-                else:
-                    response = await self._plain(path, payload, decision, attempts, deadline)
-            except BackendError as exc:
-                decision = await self._next(decision, exc, tried, attempts, deadline)
-                continue
-            return RoutedResponse(response, decision, attempts, (time.perf_counter() - begin) * 1e3)
+        suspects: list[_Suspect] = []
+        try:
+            while True:
+                try:
+                    if self.config.dispatch.hedge.enabled:
+                        response, decision = await self._hedged(
+                            path, payload, decision, attempts, deadline
+                        )
+                    else:
+                        response = await self._plain(
+                            path, payload, decision, attempts, deadline, suspects
+                        )
+                except BackendError as exc:
+                    decision = await self._next(decision, exc, tried, attempts, deadline, suspects)
+                    continue
+                response.body = self._renamer(decision)(response.body)
+                response._data = None
+                return RoutedResponse(
+                    response, decision, attempts, (time.perf_counter() - begin) * 1e3
+                )
+        finally:
+            if suspects:
+                self._flush(suspects)
 
     def _record_success(
         self,
@@ -323,17 +497,17 @@ class Dispatcher:
         decision: Decision,
         attempts: list[Attempt],
         deadline: float,
+        suspects: list[_Suspect] | None = None,
     ) -> BackendResponse:
         """One attempt; records its outcome, whatever it is."""
+        body = self._body(payload, decision)
         started = time.perf_counter()
         try:
             response = await self._client(decision).post(
-                path,
-                self._body(payload, decision),
-                total_cap_s=max(deadline - time.monotonic(), 0.001),
+                path, body, total_cap_s=max(deadline - time.monotonic(), 0.001)
             )
         except BaseException as exc:
-            self._record_failure(decision, exc, started, attempts)
+            self._record_failure(decision, exc, started, attempts, suspects)
             raise
         self._record_success(
             decision, response.latency_ms, response.ttft_ms, response.usage(), attempts
@@ -363,7 +537,7 @@ class Dispatcher:
         if p95 is not None:
             done, _ = await asyncio.wait(runs, timeout=max(p95, hedge.min_delay_ms) / 1e3)
             if not done and self.core.try_hedge():
-                with contextlib.suppress(NoCandidatesError):
+                with contextlib.suppress(NoCandidatesError, UnsupportedRequestError):
                     launch(self.core.reroute(decision), True)
         last_error: BaseException | None = None
         try:
@@ -406,41 +580,53 @@ class Dispatcher:
         spec = self.config.dispatch
         deadline = time.monotonic() + spec.max_total_s
         tried: list[Decision] = []
-        while True:
-            started = time.perf_counter()
-            result.decision = decision
-            client = self._client(decision)
-            delivered = False
-            usage = StreamUsage()
-            ttft: float | None = None
-            try:
-                response = await client.open_stream(
-                    path,
-                    self._body(payload, decision),
-                    total_cap_s=max(deadline - time.monotonic(), 0.001),
-                )
-                async for events in client.events(response, usage):
-                    if ttft is None:
-                        ttft = (time.perf_counter() - started) * 1e3
-                        result.ttft_ms = ttft
-                    delivered = True
-                    yield events
-            except BackendError as exc:
-                if delivered and isinstance(exc, StreamInterrupted):
-                    exc.delivered, exc.retryable = True, False
-                self._record_failure(decision, exc, started, result.attempts)
-                decision = await self._next(decision, exc, tried, result.attempts, deadline)
-                continue
-            except BaseException as exc:
-                # The caller stopped reading (or was cancelled): not the replica's fault.
-                self._record_failure(decision, asyncio.CancelledError(), started, result.attempts)
-                if isinstance(exc, GeneratorExit):
-                    return
-                raise
-            latency = (time.perf_counter() - started) * 1e3
-            tokens = (usage.prompt_tokens, usage.completion_tokens)
-            self._record_success(decision, latency, ttft, tokens, result.attempts)
-            return
+        suspects: list[_Suspect] = []
+        ends = stream_ends(path)
+        try:
+            while True:
+                body = self._body(payload, decision)
+                started = time.perf_counter()
+                result.decision = decision
+                client = self._client(decision)
+                rename = self._renamer(decision)
+                delivered = False
+                usage = StreamUsage()
+                ttft: float | None = None
+                try:
+                    response = await client.open_stream(
+                        path, body, total_cap_s=max(deadline - time.monotonic(), 0.001)
+                    )
+                    async for events in client.events(response, usage, ends):
+                        if ttft is None:
+                            ttft = (time.perf_counter() - started) * 1e3
+                            result.ttft_ms = ttft
+                        delivered = True
+                        yield rename(events)
+                except BackendError as exc:
+                    if delivered and isinstance(exc, StreamInterrupted):
+                        exc.delivered, exc.retryable = True, False
+                    self._record_failure(
+                        decision, exc, started, result.attempts, None if delivered else suspects
+                    )
+                    decision = await self._next(
+                        decision, exc, tried, result.attempts, deadline, suspects
+                    )
+                    continue
+                except BaseException as exc:
+                    # The caller stopped reading (or was cancelled): not the replica's fault.
+                    self._record_failure(
+                        decision, asyncio.CancelledError(), started, result.attempts
+                    )
+                    if isinstance(exc, GeneratorExit):
+                        return
+                    raise
+                latency = (time.perf_counter() - started) * 1e3
+                tokens = (usage.prompt_tokens, usage.completion_tokens)
+                self._record_success(decision, latency, ttft, tokens, result.attempts)
+                return
+        finally:
+            if suspects:
+                self._flush(suspects)
 
 
 @dataclass(slots=True)

@@ -52,8 +52,12 @@ class HealthMonitor:
         self.replicas = {
             (m.id, r.id): ReplicaHealth(m.id, r.id) for m in config.models for r in m.replicas
         }
+        # With the replica's credentials: a check passes the same auth as a
+        # request (a replica behind an authenticating proxy answers 401 else).
         self._urls = {
-            (m.id, r.id): (str(r.url), r.backend) for m in config.models for r in m.replicas
+            (m.id, r.id): (str(r.url), r.backend, r.authorization())
+            for m in config.models
+            for r in m.replicas
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,8 +85,10 @@ class HealthMonitor:
         session = new_session()
         timeouts = Timeouts(connect_s=self.spec.timeout_s, total_s=self.spec.timeout_s)
         clients = {
-            key: BackendClient(session, url, flavor=backend, timeouts=timeouts)
-            for key, (url, backend) in self._urls.items()
+            key: BackendClient(
+                session, url, flavor=backend, timeouts=timeouts, authorization=authorization
+            )
+            for key, (url, backend, authorization) in self._urls.items()
         }
         next_check = next_scrape = 0.0
         try:

@@ -22,6 +22,7 @@ rows that were learned: ``zeta-fast learn`` retrains from them). A
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import json
 import sqlite3
@@ -59,10 +60,24 @@ COLUMNS = (
     "learned",
     "category",
     "features",
+    "request_id",
 )
 
 # Columns added after the first release: added to older files on open.
-_ADDED_COLUMNS = (("learned", "INTEGER"), ("category", "TEXT"), ("features", "BLOB"))
+_ADDED_COLUMNS = (
+    ("learned", "INTEGER"),
+    ("category", "TEXT"),
+    ("features", "BLOB"),
+    ("request_id", "TEXT"),
+)
+
+#: The id of the request being served (a gateway's ``x-request-id``), set
+#: by whoever serves it; every attempt of that request is logged with it.
+#: A context variable: each request is its own asyncio task, and the hedged
+#: copies a request launches inherit it.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "zeta_fast_request_id", default=None
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -90,8 +105,9 @@ CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
 CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes (model, ts_ms);
 """
 
-# (ms, decision, outcome kind, latency, ttft, prompt tokens, completion tokens, learned)
-_Pending = tuple[int, Decision, str, float, float | None, int, int, bool | None]
+# (ms, decision, outcome kind, latency, ttft, prompt tokens, completion tokens,
+# learned, request id)
+_Pending = tuple[int, Decision, str, float, float | None, int, int, bool | None, str | None]
 
 
 class OutcomeLog:
@@ -191,6 +207,7 @@ class OutcomeLog:
                 prompt_tokens,
                 completion_tokens,
                 learned,
+                current_request_id.get(),
             )
         )
         if len(pending) >= 4096:
@@ -243,7 +260,7 @@ class OutcomeLog:
         self.written += len(rows)
 
     def _row(self, item: _Pending) -> tuple[Any, ...]:
-        ts, decision, outcome, latency, ttft, prompt, completion, learned = item
+        ts, decision, outcome, latency, ttft, prompt, completion, learned, request_id = item
         price = self.costs.get(decision.model_id, 0.0)
         profile = decision.profile
         return (
@@ -271,6 +288,7 @@ class OutcomeLog:
             features.to_bytes()
             if learned is not None and (features := decision.learned_features) is not None
             else None,
+            request_id,
         )
 
     def _prune(self, db: sqlite3.Connection | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from zeta_fast._core import RequestProfile, _profile_text
 
-__all__ = ["TASK_TYPES", "RequestProfile", "profile"]
+__all__ = ["TASK_TYPES", "RequestProfile", "profile", "profiled_shape"]
 
 TASK_TYPES = ("code", "reasoning", "chat", "knowledge", "embedding")
 
@@ -66,6 +66,18 @@ def _request_text(
     raise TypeError(
         f"request must be a str, a messages list or a request dict, got {type(request).__name__}"
     )
+
+
+def profiled_shape(path: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What ``profile`` should read of a body sent to ``path``: the
+    Responses API's ``input`` is a conversation (or a prompt), not the
+    embeddings API's ``input``, which a bare body would be taken for."""
+    if path != "/v1/responses":
+        return payload
+    items = payload.get("input")
+    if isinstance(items, list):
+        return {"messages": items}
+    return {"prompt": items if isinstance(items, str) else ""}
 
 
 def profile(

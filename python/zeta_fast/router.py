@@ -24,6 +24,7 @@ from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
 from zeta_fast.learning.predictor import OutcomePredictor
 from zeta_fast.outcome_log import OutcomeLog
+from zeta_fast.request_features import needs_of
 
 if TYPE_CHECKING:
     # Dispatch pulls in aiohttp: imported on first use, so scoring-only users
@@ -114,6 +115,9 @@ class Router:
                 "expected_completion_tokens": cost.expected_completion_tokens,
             },
         )
+        for spec in self.config.models:
+            if spec.unsupported:
+                self._core.set_unserved(spec.id, list(spec.unsupported))
         native = self._core.predictor
         #: The learned router's predictor, shared with the core (None when
         #: ``learning.enabled`` is off).
@@ -161,19 +165,28 @@ class Router:
         context: str | None = None,
         profile: RequestProfile | None = None,
         model: str | None = None,
+        needs: int = 0,
+        replica: str | None = None,
     ) -> Decision:
         """Chooses a model and a replica for a request and takes a slot on it.
 
         ``request`` is anything ``zeta_fast.profile`` takes; pass ``profile``
         instead when it is already known; ``model`` names the model to use
-        instead of choosing one. Record the outcome with ``record``, which
-        frees the slot.
+        instead of choosing one (retries then stay on its replicas and its
+        ``fallbacks``). ``needs`` is what the request needs beyond text
+        (``zeta_fast.request_features.needs_of(path, body)``): models that
+        cannot serve it are skipped. ``replica`` (with ``model``) is taken
+        when it can take the request (it holds the conversation's state).
+        Record the outcome with ``record``, which frees the slot.
 
         Raises:
             NoCandidatesError: every capable model's replicas are down or full.
+            UnsupportedRequestError: no model (or not ``model``) serves ``needs``.
             InvalidInputError: no model serves the task, or the context is unknown.
         """
-        return self._core.route(request, context=context, profile=profile, model=model)
+        return self._core.route(
+            request, context=context, profile=profile, model=model, needs=needs, replica=replica
+        )
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
         """Records the outcome of a routed request and frees its replica slot
@@ -321,13 +334,20 @@ class Router:
     ) -> list[Decision | None]:
         """Routes a batch at once: each request holds its slot until recorded,
         so the batch spreads over replicas and near-equal models. Requests
-        that find every replica full get ``None``."""
+        that find every replica full get ``None``. All or nothing: when one
+        request is bad the error is raised and no slot stays taken."""
         decisions: list[Decision | None] = []
-        for request in requests:
-            try:
-                decisions.append(self.route(request, context=context))
-            except NoCandidatesError:
-                decisions.append(None)
+        try:
+            for request in requests:
+                try:
+                    decisions.append(self._core.route(request, context=context))
+                except NoCandidatesError:
+                    decisions.append(None)
+        except BaseException:
+            for taken in decisions:
+                if taken is not None:
+                    self._core.release(taken)
+            raise
         return decisions
 
     @property
@@ -392,7 +412,9 @@ class Router:
         model: str | None,
     ) -> RoutedResponse:
         dispatcher = self._dispatcher()
-        decision = self._core.route(payload, context=context, model=model)
+        decision = self._core.route(
+            payload, context=context, model=model, needs=needs_of(path, payload)
+        )
         return await dispatcher.request(path, payload, decision)
 
     async def forward(
@@ -475,8 +497,11 @@ class Router:
         """
         payload = {**params, "messages": list(messages), "stream": True}
         payload.setdefault("stream_options", {"include_usage": True})
-        decision = self._core.route(payload, context=context, model=model)
-        return self.forward_stream("/v1/chat/completions", payload, decision)
+        path = "/v1/chat/completions"
+        decision = self._core.route(
+            payload, context=context, model=model, needs=needs_of(path, payload)
+        )
+        return self.forward_stream(path, payload, decision)
 
     async def cascade(
         self,

@@ -54,6 +54,21 @@ class ScoringFile:
     candidates: tuple[Candidate, ...]
 
 
+def _parse_problem(exc: Exception) -> str:
+    """What a parser says is wrong, and where, never quoting the file:
+    PyYAML's text shows the offending line (JSON's and TOML's show none)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [
+            f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text
+            for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark))
+            if text
+        ]
+        return "; ".join(parts) or "invalid YAML"
+    if isinstance(exc, yaml.YAMLError):
+        return "invalid YAML"
+    return str(exc)
+
+
 def load_document(path: str | Path) -> dict[str, Any]:
     """Reads a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file into a dict.
 
@@ -64,6 +79,7 @@ def load_document(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    problem = None
     try:
         if suffix == ".toml":
             document: object = tomllib.loads(text)
@@ -74,7 +90,11 @@ def load_document(path: str | Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"{path}: unknown file type {suffix!r}; use .toml, .yaml or .json")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+        problem = _parse_problem(exc)
+    if problem is not None:
+        # Raised outside the except block, with nothing chained: PyYAML's
+        # own error quotes the offending line, which may hold a secret.
+        raise ConfigError(f"{path}: cannot parse: {problem}")
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(document).__name__}")
     return document

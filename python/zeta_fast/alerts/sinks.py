@@ -88,7 +88,7 @@ class WebhookSink:
 
     def _deliver(self, alert: Alert) -> None:
         body = json.dumps(alert.to_dict()).encode()
-        headers = {"Content-Type": "application/json", **self.spec.headers}
+        headers = {"Content-Type": "application/json", **self.spec.request_headers()}
         delay = self.backoff_s
         for attempt in range(self.spec.retries + 1):
             self.attempts += 1

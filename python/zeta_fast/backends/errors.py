@@ -12,7 +12,15 @@ underlying exception is kept as ``__cause__``::
     └── BackendStatusError      (an HTTP error with the server's error body)
         ├── RateLimited         (429; retryable, honours Retry-After)
         ├── ContextLengthExceeded (the prompt does not fit; goes to a longer context)
+        ├── UnsupportedRequest  (the model cannot serve this kind of request:
+        │                        another model may; never the replica's fault)
+        ├── RequestRejected     (the server refused what the request asks, even
+        │                        in a 500: the request's fault, never retried)
         └── ...                 (5xx and 408 retryable, other 4xx not)
+
+Who caused a failure decides what it touches: only replica faults (timeouts,
+refused or dropped connections, 5xx that are not about the request, cut
+streams) count against a replica's breaker, health and record.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ __all__ = [
     "BackendUnavailable",
     "ContextLengthExceeded",
     "RateLimited",
+    "RequestRejected",
     "StreamInterrupted",
+    "UnsupportedRequest",
 ]
 
 
@@ -118,3 +128,28 @@ class ContextLengthExceeded(BackendStatusError):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.kind = "context_length"
         self.retryable = True
+
+
+class UnsupportedRequest(BackendStatusError):
+    """The model's server cannot serve this kind of request (501, a route it
+    lacks, "image input is not supported"): not the replica's fault. The
+    router skips the model for such requests (``feature``, when known) and
+    tries one that can, unless the caller named this model."""
+
+    def __init__(self, message: str, *, feature: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.kind = "unsupported"
+        #: The request feature it refused (a name of ``REQUEST_FEATURES``), if known.
+        self.feature = feature
+        self.retryable = True
+
+
+class RequestRejected(BackendStatusError):
+    """The server refused what the request asks (a malformed message, an
+    invalid parameter), whatever its status says: the request's fault,
+    answered as a 400 and never retried on another replica."""
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.kind = "client_error"
+        self.retryable = False

@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from zeta_fast.backends.errors import BackendStatusError, ContextLengthExceeded, RateLimited
+from zeta_fast.backends.errors import (
+    BackendStatusError,
+    ContextLengthExceeded,
+    RateLimited,
+    RequestRejected,
+    UnsupportedRequest,
+)
 
 __all__ = ["FLAVORS", "EngineLoad", "LlamaCppFlavor", "OpenAIFlavor", "VLLMFlavor"]
 
@@ -38,6 +44,83 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         return None  # an HTTP date: rare from inference servers; back off as usual
     return seconds if seconds >= 0 else None
+
+
+#: Phrases of a server saying it cannot serve a kind of request at all.
+_UNSUPPORTED_PHRASES = (
+    "not supported",
+    "unsupported",
+    "does not support",
+    "not implemented",
+    "not enabled",
+    "start it with",
+)
+
+#: Phrases of a server refusing what a request asks, in whatever status it
+#: chose (llama.cpp answers a malformed message with a 500).
+_REJECTION_PHRASES = (
+    "failed to parse",
+    "parse error",
+    "invalid request",
+    "invalid json",
+    "invalid value",
+    "invalid type",
+    "invalid role",
+    "invalid message",
+    "invalid content",
+    "invalid parameter",
+    "invalid input",
+    "missing '",
+    'missing "',
+    "missing required",
+    "must be a",
+    "must be one of",
+    "must have",
+    "is required",
+    "not allowed",
+    "malformed",
+    "unknown parameter",
+    "unrecognized",
+)
+# Words like "invalid" or "expected" alone also fill genuine server faults
+# ("unexpected error", "invalid device"): a 500 that matches none of these
+# is judged by whether another replica fails it the same way (dispatch).
+
+#: Words of a refusal message, and the request feature each names.
+_FEATURE_WORDS = (
+    ("image", "images"),
+    ("vision", "images"),
+    ("audio", "audio"),
+    ("embedding", "embeddings"),
+    ("tool", "tools"),
+    ("function call", "tools"),
+    ("json_schema", "json_schema"),
+    ("response_format", "json_schema"),
+    ("grammar", "json_schema"),
+    # llama.cpp's hint for both images and audio: the last resort.
+    ("mmproj", "images"),
+)
+
+#: Routes whose absence on a server is a feature it lacks.
+_ROUTE_FEATURES = (
+    ("/v1/responses", "responses"),
+    ("/v1/messages", "messages"),
+    ("/v1/embeddings", "embeddings"),
+)
+
+
+def _feature_named(text: str) -> str | None:
+    for word, feature in _FEATURE_WORDS:
+        if word in text:
+            return feature
+    return None
+
+
+def _route_feature(url: str) -> str | None:
+    for route, feature in _ROUTE_FEATURES:
+        if route in url:
+            return feature
+    return None
 
 
 def _sum_samples(text: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -108,6 +191,33 @@ class OpenAIFlavor:
             return RateLimited(message, **kwargs)
         if self.is_context_error(status, message, error_type):
             return ContextLengthExceeded(message, **kwargs)
+        return self.classify(status, message, error_type, url, kwargs)
+
+    def classify(
+        self,
+        status: int,
+        message: str,
+        error_type: str | None,
+        url: str,
+        kwargs: dict[str, Any],
+    ) -> BackendStatusError:
+        """Who caused an error answer, by what it says: the request's kind
+        (unsupported), the request itself (rejected), or the replica."""
+        text = message.lower()
+        kind = (error_type or "").lower()
+        if status == 501 or (
+            status in (400, 404, 405, 422, 500)
+            and (kind == "not_supported_error" or any(p in text for p in _UNSUPPORTED_PHRASES))
+        ):
+            feature = _feature_named(text) or _route_feature(url)
+            return UnsupportedRequest(message, feature=feature, **kwargs)
+        if status in (404, 405) and "model" not in text and _route_feature(url) is not None:
+            # The server has no such route (an older release): it lacks the API.
+            return UnsupportedRequest(message, feature=_route_feature(url), **kwargs)
+        if status == 500 and (
+            kind == "invalid_request_error" or any(p in text for p in _REJECTION_PHRASES)
+        ):
+            return RequestRejected(message, **kwargs)
         return BackendStatusError(message, **kwargs)
 
 

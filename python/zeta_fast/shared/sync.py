@@ -431,15 +431,20 @@ def shared_client(spec: SharedStateSpec) -> redis.Redis:
     from redis.sentinel import Sentinel
 
     timeouts = {"socket_timeout": spec.timeout_s, "socket_connect_timeout": spec.timeout_s}
+    # The configuration keeps the URL's user:password apart (see
+    # SharedStateSpec); redis-py takes them as arguments the URL lacks.
+    auth = {"username": spec.username, "password": spec.password}
     if spec.cluster:
         # Keys of one window span hash slots: the cluster pipeline splits
         # each batch per node (still one round trip per node).
         from redis.cluster import RedisCluster
 
-        cluster: redis.Redis = RedisCluster.from_url(spec.url, **timeouts)  # type: ignore[assignment]
+        cluster: redis.Redis = RedisCluster.from_url(  # type: ignore[assignment]
+            spec.url, **auth, **timeouts
+        )
         return cluster
     if not spec.sentinels:
-        return redis.Redis.from_url(spec.url, **timeouts)
+        return redis.Redis.from_url(spec.url, **auth, **timeouts)
     hosts = []
     for entry in spec.sentinels:
         host, _, port = entry.rpartition(":")
@@ -450,6 +455,10 @@ def shared_client(spec: SharedStateSpec) -> redis.Redis:
     options = redis.connection.parse_url(spec.url)  # type: ignore[no-untyped-call]
     sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
     master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        spec.sentinel_master, db=options.get("db", 0), password=options.get("password"), **timeouts
+        spec.sentinel_master,
+        db=options.get("db", 0),
+        username=spec.username or options.get("username"),
+        password=spec.password or options.get("password"),
+        **timeouts,
     )
     return master
