@@ -34,9 +34,10 @@ loom:
 py-test:
 	$(BIN)/pytest -q tests benches
 
-# The bench extra (LiteLLM, measured side by side) is installed only here.
+# The bench extra (LiteLLM, measured side by side) is installed only here, with
+# the client SDKs the gateway is tested through (clients) and redis (scale-out tests).
 bench-setup:
-	EXTRAS="test dev local plots parquet bench" ./scripts/setup.sh
+	EXTRAS="test dev local plots parquet redis clients bench" ./scripts/setup.sh
 
 bench: bench-setup
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only \

@@ -167,11 +167,20 @@ def test_openai_api_with_decision_headers_records_and_metrics(
             assert "not valid JSON" in (await response.json())["error"]["message"]
         async with session.post(url + "/v1/chat/completions", data=b"[1, 2]") as response:
             assert response.status == 400
-        # A bad parameter is the request's fault: the backend's 400 as it was.
+        # A body of the wrong shape never reaches a replica: the gateway says why.
         async with session.post(
             url + "/v1/chat/completions", json={"messages": "not a list"}
         ) as response:
             assert response.status == 400
+            assert (
+                "messages must be a non-empty list" in (await response.json())["error"]["message"]
+            )
+        # A bad parameter value is the request's fault: the backend's 400 as it was.
+        async with session.post(
+            url + "/v1/chat/completions", json={"messages": HELLO, "n": 0}
+        ) as response:
+            assert response.status == 400
+            assert "'n'" in (await response.json())["error"]["message"]
 
         samples = await metrics_of(running, session)
         chats = total(samples, "zeta_backend_requests_total", model="coder", outcome="success")
@@ -223,8 +232,8 @@ def test_openai_api_with_decision_headers_records_and_metrics(
             value(samples, "zeta_gateway_responses_total", route="chat/completions", status="404")
             == 1
         )
-        assert value(samples, "zeta_gateway_refused_total", reason="bad_request") == 2
-        # One overhead observation per routed request (the 404 and bad JSON were not routed).
+        assert value(samples, "zeta_gateway_refused_total", reason="bad_request") == 3
+        # One overhead observation per routed request (the 404, bad JSON, bad shapes: none).
         assert value(samples, "zeta_router_overhead_seconds_count") == 5
         assert value(samples, "zeta_gateway_in_flight") == 0
         tokens = total(samples, "zeta_backend_tokens_total", model="coder", type="completion")

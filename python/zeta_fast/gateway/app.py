@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -37,17 +38,29 @@ import orjson
 from aiohttp import web
 
 from zeta_fast._core import Decision
+from zeta_fast.backends.client import split_events
 from zeta_fast.backends.errors import (
     BackendError,
     BackendStatusError,
     BackendTimeout,
     RateLimited,
+    RequestRejected,
+    UnsupportedRequest,
 )
 from zeta_fast.dashboard import STATIC_FILES, History, live_view, static_file
 from zeta_fast.dispatch import Attempt, RoutedStream, backend_time_ms
-from zeta_fast.exceptions import InvalidInputError, NoCandidatesError
+from zeta_fast.exceptions import InvalidInputError, NoCandidatesError, UnsupportedRequestError
+from zeta_fast.gateway import paths
 from zeta_fast.gateway.auth import ApiKeys, Caller
+from zeta_fast.gateway.edge import Edge
+from zeta_fast.gateway.errors import anthropic_path, error_response
 from zeta_fast.gateway.metrics import GatewayCounters, MetricsPage
+from zeta_fast.gateway.ratelimit_headers import BUCKET_KEY
+from zeta_fast.gateway.request_id import request_id
+from zeta_fast.gateway.validation import RequestShapeError, check_request
+from zeta_fast.outcome_log import current_request_id
+from zeta_fast.profiling import profiled_shape
+from zeta_fast.request_features import needs_of
 from zeta_fast.router import Router
 
 __all__ = ["AUTO", "Gateway"]
@@ -61,29 +74,124 @@ _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str, kind: str, code: str | None = None) -> web.Response:
-    """An error in OpenAI's shape."""
-    body = orjson.dumps({"error": {"message": message, "type": kind, "code": code}})
-    return web.Response(status=status, body=body, content_type=_JSON)
+def _error(
+    status: int, message: str, kind: str, code: str | None = None, *, anthropic: bool = False
+) -> web.Response:
+    """An error in OpenAI's shape (Anthropic's with ``anthropic``)."""
+    return error_response(status, message, kind, code, anthropic=anthropic)
 
 
-def _backend_error(exc: BackendError) -> web.Response:
+#: What a failure of each kind is, in words a client may see (no address).
+_FAILURES = {
+    "connect": "the replica could not be reached or closed the connection without an answer",
+    "timeout": "the replica did not answer in time",
+    "stream_cut": "the replica's stream ended before its last event",
+    "other": "the replica failed",
+}
+
+
+def _reason(exc: BackendError) -> str:
+    """The backend's reason, safe to show a client: its own error message
+    for an HTTP error (at most 300 characters, printable), else what kind
+    of failure it was; never the replica's address."""
+    if isinstance(exc, BackendStatusError):
+        text = "".join(c if c.isprintable() else " " for c in exc.message[:300])
+        return f"HTTP {exc.status}: {text}"
+    reason = _FAILURES.get(exc.kind, _FAILURES["other"])
+    cause = exc.__cause__
+    return f"{reason} ({type(cause).__name__})" if cause is not None else reason
+
+
+def _event_json(event: bytes) -> dict[str, Any]:
+    start = event.find(b"data:")
+    try:
+        data = orjson.loads(event[start + 5 :]) if start >= 0 else None
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stream_error_event(path: str, reason: str) -> bytes:
+    """The event that tells a client its stream is incomplete, in the
+    route's own shape (no ``[DONE]`` or final event follows it)."""
+    message = f"the model's stream failed: {reason}"
+    data: dict[str, Any]
+    if path.startswith("/v1/messages"):
+        data = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
+    if path == "/v1/responses":
+        data = {
+            "type": "error",
+            "code": "upstream_error",
+            "message": message,
+            "param": None,
+        }
+        return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
+        + b"\n\n"
+    )
+
+
+def _backend_error(exc: BackendError, anthropic: bool = False) -> web.Response:
     """The client's view of a request every allowed attempt of which failed."""
     if isinstance(exc, RateLimited):
-        response = _error(429, "every replica is rate limited", "rate_limit_error", "rate_limited")
+        response = _error(
+            429,
+            "every replica is rate limited",
+            "rate_limit_error",
+            "rate_limited",
+            anthropic=anthropic,
+        )
         if exc.retry_after_s is not None:
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return response
+    if isinstance(exc, UnsupportedRequest):
+        what = exc.feature or "what it asks"
+        return _error(
+            400,
+            f"the model cannot serve requests with {what}: {_reason(exc)}",
+            "invalid_request_error",
+            "unsupported_request",
+            anthropic=anthropic,
+        )
+    if isinstance(exc, RequestRejected):
+        return _error(
+            400,
+            f"the model's server rejected the request: {_reason(exc)}",
+            "invalid_request_error",
+            "rejected_by_backend",
+            anthropic=anthropic,
+        )
     if isinstance(exc, BackendStatusError) and not exc.retryable:
         # The request's own fault (a bad parameter): the backend's answer as it was.
         return web.Response(status=exc.status, body=exc.body or b"{}", content_type=_JSON)
     if isinstance(exc, BackendStatusError) and exc.kind == "context_length":
-        return _error(400, exc.message, "invalid_request_error", "context_length_exceeded")
+        return _error(
+            400,
+            exc.message,
+            "invalid_request_error",
+            "context_length_exceeded",
+            anthropic=anthropic,
+        )
     tried = ", ".join(f"{model}/{replica} {kind}" for model, replica, kind in exc.attempts)
     detail = f" (attempts: {tried})" if tried else ""
     if isinstance(exc, BackendTimeout):
-        return _error(504, f"the model did not answer in time{detail}", "timeout_error", exc.phase)
-    return _error(502, f"the model's replicas failed{detail}", "upstream_error", exc.kind)
+        return _error(
+            504,
+            f"the model did not answer in time{detail}: {_reason(exc)}",
+            "timeout_error",
+            exc.phase,
+            anthropic=anthropic,
+        )
+    return _error(
+        502,
+        f"the model's replicas failed{detail}: {_reason(exc)}",
+        "upstream_error",
+        exc.kind,
+        anthropic=anthropic,
+    )
 
 
 class Gateway:
@@ -98,33 +206,35 @@ class Gateway:
         self.spec = router.config.gateway
         self.keys = ApiKeys(self.spec.api_keys, self.spec.rate_limit)
         self.counters = GatewayCounters()
+        #: Request ids, JSON errors, CORS, rate-limit headers (see edge.py):
+        #: ``serve.start`` runs it around this application.
+        self.edge = Edge(self.spec, self.counters)
         self.metrics = MetricsPage(router, self.counters)
         # This loop's dispatcher, held: asking the router each time costs an
         # asyncio.get_running_loop(), which on CPython 3.11 is a getpid()
         # system call (measured: ~3 % of the gateway's CPU).
         self._dispatcher = router._dispatcher()
         self._model_ids = frozenset(m.id for m in router.config.models)
-        self._models_body = orjson.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": AUTO, "object": "model", "created": 0, "owned_by": "zeta_fast"},
-                    *(
-                        {
-                            "id": model.id,
-                            "object": "model",
-                            "created": 0,
-                            "owned_by": "zeta_fast",
-                            "capabilities": model.capabilities,
-                            "replicas": [r.id for r in model.replicas],
-                        }
-                        for model in router.config.models
-                    ),
-                ],
-            }
-        )
+        cards: list[dict[str, Any]] = [
+            {"id": AUTO, "object": "model", "created": 0, "owned_by": "zeta_fast"},
+            *(
+                {
+                    "id": model.id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "zeta_fast",
+                    "capabilities": model.capabilities,
+                    "replicas": [r.id for r in model.replicas],
+                }
+                for model in router.config.models
+            ),
+        ]
+        self._models_body = orjson.dumps({"object": "list", "data": cards})
+        self._model_cards = {str(card["id"]): orjson.dumps(card) for card in cards}
         self._ready = True
         # Answers that can still be judged, oldest first (learning on only).
+        #: Responses API answer id -> (model, replica) that holds its state.
+        self._responses: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._judgeable: OrderedDict[str, Decision] | None = (
             OrderedDict() if router.predictor is not None else None
         )
@@ -141,13 +251,19 @@ class Gateway:
         app.router.add_post("/v1/chat/completions", self._proxy("/v1/chat/completions"))
         app.router.add_post("/v1/completions", self._proxy("/v1/completions"))
         app.router.add_post("/v1/embeddings", self._proxy("/v1/embeddings"))
+        app.router.add_post("/v1/responses", self._proxy("/v1/responses"))
+        app.router.add_post("/v1/messages", self._proxy("/v1/messages"))
+        app.router.add_post("/v1/messages/count_tokens", self._proxy("/v1/messages/count_tokens"))
         app.router.add_get("/v1/models", self._guarded(self._list_models))
+        app.router.add_get("/v1/models/{model}", self._guarded(self._get_model))
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._guarded(self._metrics))
         app.router.add_post("/v1/feedback", self._guarded(self._feedback))
         app.router.add_get("/dashboard", self._dashboard_page)
         app.router.add_get("/dashboard/static/{name}", self._dashboard_static)
         app.router.add_get("/dashboard/data", self._guarded(self._dashboard_data))
+        # At startup: the aliases cover routes added after this returns too.
+        app.on_startup.append(paths.on_startup)
         app.on_startup.append(self._start_sampler)
         app.on_cleanup.append(self._stop_sampler)
         return app
@@ -192,18 +308,32 @@ class Gateway:
     # -- access ---------------------------------------------------------------
 
     def _admit(self, request: web.Request) -> tuple[Caller | None, web.Response | None]:
-        caller = self.keys.caller(request.headers.get("Authorization"))
+        authorization = request.headers.get("Authorization")
+        if authorization is None and "x-api-key" in request.headers:
+            # Anthropic's clients send the key in x-api-key.
+            authorization = "Bearer " + request.headers["x-api-key"]
+        caller = self.keys.caller(authorization)
         if caller is None:
             self.counters.refused["auth"] += 1
-            response = _error(401, "invalid or missing API key", "authentication_error")
+            response = _error(
+                401,
+                "invalid or missing API key",
+                "authentication_error",
+                anthropic=anthropic_path(request.path),
+            )
             response.headers["WWW-Authenticate"] = "Bearer"
             return None, response
         if caller.bucket is not None:
+            # The answer's x-ratelimit-* headers are read from it (edge.py).
+            request[BUCKET_KEY] = caller.bucket
             wait_s = caller.bucket.take()
             if wait_s > 0.0:
                 self.counters.refused["rate_limit"] += 1
                 response = _error(
-                    429, f"rate limit of key {caller.name!r} exceeded", "rate_limit_error"
+                    429,
+                    f"rate limit of key {caller.name!r} exceeded",
+                    "rate_limit_error",
+                    anthropic=anthropic_path(request.path),
                 )
                 response.headers["Retry-After"] = str(max(1, int(wait_s + 0.999)))
                 return None, response
@@ -234,6 +364,9 @@ class Gateway:
         return handle
 
     async def _serve(self, request: web.Request, path: str, arrived: float) -> web.StreamResponse:
+        anthropic = path.startswith("/v1/messages")
+        # Every attempt of this request is logged under its id.
+        current_request_id.set(request_id(request))
         _, refusal = self._admit(request)
         if refusal is not None:
             return refusal
@@ -246,16 +379,27 @@ class Gateway:
                 f"request body over the limit of {self.spec.max_body_bytes} bytes",
                 "invalid_request_error",
                 "body_too_large",
+                anthropic=anthropic,
             )
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             self.counters.refused["bad_request"] += 1
-            return _error(400, f"body is not valid JSON: {exc}", "invalid_request_error")
+            return _error(
+                400, f"body is not valid JSON: {exc}", "invalid_request_error", anthropic=anthropic
+            )
         if not isinstance(payload, dict):
             self.counters.refused["bad_request"] += 1
-            return _error(400, "body must be a JSON object", "invalid_request_error")
+            return _error(
+                400, "body must be a JSON object", "invalid_request_error", anthropic=anthropic
+            )
+        try:
+            check_request(path, payload, body)
+        except RequestShapeError as exc:
+            self.counters.refused["bad_request"] += 1
+            return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
         name = payload.get("model")
+        replica: str | None = None
         if name is None or name == AUTO:
             model = None
         elif isinstance(name, str) and name in self._model_ids:
@@ -265,16 +409,42 @@ class Gateway:
             return _error(
                 404,
                 f"model {name!r} is not served here",
-                "invalid_request_error",
+                "not_found_error" if anthropic else "invalid_request_error",
                 "model_not_found",
+                anthropic=anthropic,
             )
+        previous = payload.get("previous_response_id")
+        if isinstance(previous, str):
+            # The replica that answered it holds that response's state.
+            held = self._responses.get(previous)
+            if held is not None:
+                model, replica = held
         try:
-            decision = self.router.route(payload, model=model)
+            decision = self.router.route(
+                profiled_shape(path, payload),
+                model=model,
+                needs=needs_of(path, payload),
+                replica=replica,
+            )
         except NoCandidatesError:
-            return _error(503, "no replica can take the request now", "overloaded_error")
+            self.counters.refused["no_replica"] += 1
+            response = _error(
+                503,
+                "no replica can take the request now",
+                "overloaded_error",
+                "no_replica",
+                anthropic=anthropic,
+            )
+            response.headers["Retry-After"] = str(self._retry_after_s(model))
+            return response
+        except UnsupportedRequestError as exc:
+            self.counters.refused["unsupported"] += 1
+            return _error(
+                400, str(exc), "invalid_request_error", "unsupported_request", anthropic=anthropic
+            )
         except (InvalidInputError, TypeError) as exc:
             self.counters.refused["bad_request"] += 1
-            return _error(400, str(exc), "invalid_request_error")
+            return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
         record = self.spec.decision_record or request.headers.get("x-zeta-decision") == "1"
         if payload.get("stream") is True:
             return await self._stream(request, path, payload, decision, arrived, record)
@@ -284,8 +454,13 @@ class Gateway:
             self.router.core.record_overhead(
                 max((time.perf_counter() - arrived) * 1e3 - exc.backend_ms, 0.0)
             )
-            return _backend_error(exc)
+            return _backend_error(exc, anthropic)
+        except InvalidInputError as exc:
+            self.counters.refused["bad_request"] += 1
+            return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
         body = answer.body
+        if path == "/v1/responses":
+            self._remember_response(answer.json(), answer.decision)
         overhead_ms = max(
             (time.perf_counter() - arrived) * 1e3 - backend_time_ms(answer.attempts), 0.0
         )
@@ -298,6 +473,31 @@ class Gateway:
         self.router.core.record_overhead(overhead_ms)
         return response
 
+    def _remember_response(self, document: Any, decision: Decision) -> None:
+        """Keeps which replica made a Responses API answer, so a follow-up
+        naming it (``previous_response_id``) goes back there."""
+        response_id = document.get("id") if isinstance(document, dict) else None
+        if isinstance(response_id, str):
+            self._responses[response_id] = (decision.model_id, decision.replica_id)
+            if len(self._responses) > self.spec.feedback_window:
+                self._responses.popitem(last=False)
+
+    def _retry_after_s(self, model: str | None) -> int:
+        """When to try again after a 503: the soonest a breaker of the
+        request's models admits again, else the next health check, at
+        least 1 s (``Retry-After`` counts whole seconds)."""
+        soonest_ms: float | None = None
+        models = [model] if model is not None else [m.id for m in self.router.config.models]
+        for model_id in models:
+            for status in self.router.core.replica_status(model_id):
+                wait = status["breaker_admits_in_ms"]
+                if status["healthy"] and wait > 0:
+                    soonest_ms = wait if soonest_ms is None else min(soonest_ms, wait)
+        if soonest_ms is None:
+            health = self.router.config.dispatch.health
+            soonest_ms = health.interval_s * 1e3 if health.enabled else 1000.0
+        return max(1, math.ceil(soonest_ms / 1e3))
+
     async def _stream(
         self,
         request: web.Request,
@@ -307,6 +507,7 @@ class Gateway:
         arrived: float,
         record: bool,
     ) -> web.StreamResponse:
+        anthropic = path.startswith("/v1/messages")
         stream = RoutedStream(decision)
         stream._events = self._dispatcher.stream(path, payload, decision, stream)
         events = aiter(stream)
@@ -315,12 +516,23 @@ class Gateway:
             # client can still get a proper error status.
             first = await anext(events)
         except StopAsyncIteration:
-            return _error(502, "the model's replica sent an empty stream", "upstream_error")
+            return _error(
+                502,
+                "the model's replica sent an empty stream",
+                "upstream_error",
+                anthropic=anthropic,
+            )
         except BackendError as exc:
             self.router.core.record_overhead(
                 max((time.perf_counter() - arrived) * 1e3 - exc.backend_ms, 0.0)
             )
-            return _backend_error(exc)
+            return _backend_error(exc, anthropic)
+        except InvalidInputError as exc:
+            self.counters.refused["bad_request"] += 1
+            return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
+        if path == "/v1/responses":
+            for event in split_events(first):
+                self._remember_response(_event_json(event).get("response"), stream.decision)
         waited = (stream.ttft_ms or 0.0) + backend_time_ms(stream.attempts)
         overhead_ms = max((time.perf_counter() - arrived) * 1e3 - waited, 0.0)
         response = web.StreamResponse(
@@ -331,6 +543,8 @@ class Gateway:
             response.headers["x-zeta-decision"] = orjson.dumps(
                 self._record(stream.decision, stream.attempts, overhead_ms)
             ).decode()
+        # Its headers leave with prepare(), before the edge sees the answer.
+        self.edge.decorate(request, response)
         try:
             await response.prepare(request)
             await response.write(first)
@@ -340,8 +554,8 @@ class Gateway:
         except BackendError as exc:
             # Cut after events reached the client: nothing to retry; end the
             # stream with an error event so the client knows it is incomplete.
-            error = orjson.dumps({"error": {"message": str(exc), "type": "upstream_error"}})
-            await response.write(b"data: " + error + b"\n\n")
+            self.counters.streams_cut += 1
+            await response.write(_stream_error_event(path, _reason(exc)))
         finally:
             # Also when the client went away: upstream reading stops, recorded as cancelled.
             await events.aclose()  # type: ignore[attr-defined]
@@ -413,6 +627,17 @@ class Gateway:
 
     async def _list_models(self, request: web.Request) -> web.Response:
         return web.Response(body=self._models_body, content_type=_JSON)
+
+    async def _get_model(self, request: web.Request) -> web.Response:
+        card = self._model_cards.get(request.match_info["model"])
+        if card is None:
+            return _error(
+                404,
+                f"model {request.match_info['model']!r} is not served here",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        return web.Response(body=card, content_type=_JSON)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # Rendering reads every replica's counters: off the loop's hot path

@@ -49,6 +49,11 @@ class TokenBucket:
         self.tokens = tokens
         return (1.0 - tokens) / self.rate
 
+    def level(self) -> float:
+        """The tokens there now; a read, nothing is spent (for the
+        ``x-ratelimit-*`` headers)."""
+        return min(self.capacity, self.tokens + (time.monotonic() - self.updated) * self.rate)
+
 
 @dataclass(slots=True)
 class Caller:

@@ -34,12 +34,15 @@ BREAKER_STATES = ("closed", "open", "half_open")
 class GatewayCounters:
     """What only the gateway sees: responses by route and status, refusals."""
 
-    __slots__ = ("in_flight", "refused", "responses")
+    __slots__ = ("in_flight", "refused", "responses", "streams_cut")
 
     def __init__(self) -> None:
         self.responses: Counter[tuple[str, int]] = Counter()
         self.refused: Counter[str] = Counter()
         self.in_flight = 0
+        #: Streams that failed after their headers were sent (the client got
+        #: a 200 and an error event instead of the stream's last event).
+        self.streams_cut = 0
 
 
 def _seconds_buckets(histogram: dict[str, Any]) -> list[tuple[str, float]]:
@@ -227,13 +230,18 @@ class _RouterCollector(Collector):
             "zeta_gateway_in_flight", "Requests the gateway is serving now."
         )
         in_flight.add_metric([], self.counters.in_flight)
+        cut = CounterMetricFamily(
+            "zeta_gateway_streams_cut",
+            "Streams that failed after their 200 was sent (ended with an error event).",
+        )
+        cut.add_metric([], self.counters.streams_cut)
         retry_tokens, hedge_tokens = self.router.core.budget_tokens()
         budget = GaugeMetricFamily(
             "zeta_budget_tokens", "Retry and hedge tokens left.", labels=["budget"]
         )
         budget.add_metric(["retry"], retry_tokens)
         budget.add_metric(["hedge"], hedge_tokens)
-        return [duration, responses, refused, in_flight, budget]
+        return [duration, responses, refused, in_flight, cut, budget]
 
 
 class MetricsPage:

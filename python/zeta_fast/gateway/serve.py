@@ -19,6 +19,7 @@ from aiohttp import web
 
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.gateway.app import Gateway
+from zeta_fast.gateway.connection import EdgeLimits, EdgeRunner
 from zeta_fast.router import Router
 
 __all__ = ["RunningGateway", "run", "start"]
@@ -27,6 +28,9 @@ log = logging.getLogger("zeta_fast.gateway")
 
 #: Allocations between two young-generation collections (Python's default: 700).
 GC_GEN0_THRESHOLD = 20_000
+#: aiohttp's access-log line with the request's id last (the x-request-id
+#: answered), to find a request's line from what its client was told.
+ACCESS_LOG_FORMAT = '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i" %{x-request-id}o'
 
 
 @dataclass
@@ -66,10 +70,13 @@ async def start(
     """Starts serving ``router`` in the running loop; port 0 picks a free one."""
     spec = router.config.gateway
     gateway = Gateway(router)
-    runner = web.AppRunner(
+    runner = EdgeRunner(
         gateway.app(),
+        EdgeLimits(spec.header_timeout_s, spec.body_timeout_s, gateway.counters),
+        gateway.edge,
         handle_signals=False,
         access_log=logging.getLogger("aiohttp.access") if spec.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=spec.shutdown_timeout_s,
     )
     await runner.setup()
