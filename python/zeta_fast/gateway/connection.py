@@ -20,7 +20,9 @@ gateway serves with a ``RequestHandler`` of its own:
 
 Both timeouts are checked by one sweep over the connections a few times
 per timeout, not by a timer per request: a request pays two attribute reads
-per received chunk, nothing else.
+per received chunk, nothing else. The server also runs the application
+inside :class:`~zeta_fast.gateway.edge.Edge` (request ids, JSON errors,
+CORS), as its request handler.
 """
 
 from __future__ import annotations
@@ -209,6 +211,8 @@ class EdgeServer(web.Server):
             plain.request_handler if edge is None else edge.serving(plain.request_handler),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
+            # The connections' settings (the runner's access log, the app's
+            # debug and handler_args) are kept only there.
             **plain._kwargs,
         )
         self._limits = limits
