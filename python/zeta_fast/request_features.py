@@ -79,15 +79,19 @@ def _parts_need(content: object) -> int:
     return needs
 
 
-def needs_of(path: str, payload: Mapping[str, Any]) -> int:
+def needs_of(path: str, payload: Mapping[str, Any], raw: bytes | None = None) -> int:
     """The features a request to ``path`` with body ``payload`` needs.
 
     Reads only what decides it: the route, ``tools``, the response format,
-    and the types of content parts (string contents cost one type check).
+    and the types of content parts. ``raw``, the body's bytes, lets a body
+    without any ``"type"`` key (plain text chat) skip the walk.
     """
     needs = _ROUTE_NEEDS.get(path, 0)
     if payload.get("tools") or payload.get("functions"):
         needs |= TOOLS
+    if raw is not None and b'"type"' not in raw:
+        # Parts, response formats and Responses items all say their type.
+        return needs
     response_format = payload.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type") in (
         "json_schema",

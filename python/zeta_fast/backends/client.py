@@ -89,39 +89,7 @@ def new_session(limit_per_host: int = 0) -> aiohttp.ClientSession:
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         json_serialize=lambda value: orjson.dumps(value).decode(),
-        trace_configs=[_REUSE_TRACE],
     )
-
-
-class _ConnectionUse:
-    """Whether a request went out on a pooled connection (set by a trace)."""
-
-    __slots__ = ("reused",)
-
-    def __init__(self) -> None:
-        self.reused = False
-
-
-async def _on_reuse(
-    session: aiohttp.ClientSession,
-    context: Any,
-    params: aiohttp.TraceConnectionReuseconnParams,
-) -> None:
-    use = context.trace_request_ctx
-    if isinstance(use, _ConnectionUse):
-        use.reused = True
-
-
-def _reuse_trace() -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_reuseconn.append(_on_reuse)
-    trace.freeze()
-    return trace
-
-
-#: Tells a pooled connection from a fresh one: only a pooled connection can
-#: lose the keep-alive race, so only there is a silent close forgiven.
-_REUSE_TRACE = _reuse_trace()
 
 
 @dataclass(slots=True)
@@ -272,31 +240,38 @@ class BackendClient:
         (as Go's HTTP client does): servers close idle keep-alive
         connections (llama.cpp after 5 s, or after 100 requests, through a
         proxy without saying so), and a request racing that close never
-        reached them. Measured in the soak test: ~1 request in 4,000."""
+        reached them. Measured in the soak test: ~1 request in 4,000. Only
+        while such closes stay rare (under 5 % of the replica's recent
+        requests): a replica closing connections often is at fault."""
         timeout = self._timeout_for(total_cap_s)
         target = self._urls.get(url)
         if target is None:
             # Parsed once: aiohttp would parse a str URL on every request.
             target = self._urls[url] = URL(url)
-        use = _ConnectionUse()
         share = self._closed_share * _CLOSED_DECAY
         try:
             response = await self.session.post(
-                target, data=body, headers=self._auth, timeout=timeout, trace_request_ctx=use
+                target, data=body, headers=self._auth, timeout=timeout
             )
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
             share += 1.0 - _CLOSED_DECAY
             self._closed_share = share
-            # The race is rare (1 in ~4,000 measured); a replica closing a
-            # fresh connection, or pooled ones often, without an answer is
-            # dying or shedding load: no silent second try then, so the drop
-            # counts against it and the retry goes to another replica.
-            if not (use.reused and share < _RACE_SHARE and _closed_before_answer(exc)):
+            # The race is rare (1 in ~4,000 measured); a replica that closes
+            # connections without an answer often is dying or shedding load:
+            # no silent second try then, so the drop counts against it and
+            # the retry goes to another replica. (Telling a pooled connection
+            # from a fresh one takes an aiohttp trace: ~20 us a request.)
+            if not (share < _RACE_SHARE and _closed_before_answer(exc)):
                 raise
         else:
             self._closed_share = share
             return response
-        return await self.session.post(target, data=body, headers=self._auth, timeout=timeout)
+        try:
+            return await self.session.post(target, data=body, headers=self._auth, timeout=timeout)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            # Closed again: that counts too.
+            self._closed_share = self._closed_share * _CLOSED_DECAY + (1.0 - _CLOSED_DECAY)
+            raise
 
     async def open_stream(
         self, path: str, body: bytes, *, total_cap_s: float | None = None
@@ -363,8 +338,10 @@ class BackendClient:
                             prompt, completion = found
                             usage.prompt_tokens = prompt or usage.prompt_tokens
                             usage.completion_tokens = completion or usage.completion_tokens
-                if not done and any(end in batch for end in ends):
-                    done = True
+                if not done:
+                    for marker in ends:
+                        if marker in batch:
+                            done = True
                 yield batch
         except BackendError:
             raise

@@ -423,7 +423,7 @@ class Gateway:
             decision = self.router.route(
                 profiled_shape(path, payload),
                 model=model,
-                needs=needs_of(path, payload),
+                needs=needs_of(path, payload, body),
                 replica=replica,
             )
         except NoCandidatesError:
