@@ -437,7 +437,12 @@ mod tests {
             Duration::from_millis(20),
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(120));
+        // Waits on the state, not a fixed sleep: a loaded machine (tests in
+        // parallel on 2 cores) may run the saver late.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while saver.status().saves < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(saver.status().saves >= 2);
         tracker.record("m", "r", "t", true, 1.0).unwrap();
         saver.stop();
