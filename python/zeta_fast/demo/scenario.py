@@ -320,7 +320,9 @@ def summarise(state: DemoState) -> dict[str, Any]:
             ),
         }
     kill_t = next((t for t, text in state.events if "killed" in text), None)
-    after_kill = [o for o in ok if kill_t is not None and o.t > kill_t]
+    # Requests sent after the kill: one the replica answered just before it
+    # died may finish reading a few ms after the kill's timestamp.
+    after_kill = [o for o in ok if kill_t is not None and o.t - o.latency_ms / 1e3 > kill_t]
     avoided = next(
         (
             s.t
