@@ -51,6 +51,7 @@ from zeta_fast.backends.client import (
     stream_ends,
 )
 from zeta_fast.backends.errors import (
+    NOT_THE_REPLICAS,
     BackendError,
     BackendStatusError,
     RequestRejected,
@@ -63,11 +64,6 @@ from zeta_fast.outcome_log import OutcomeLog, current_request_id
 from zeta_fast.request_features import feature_names
 
 _log = logging.getLogger("zeta_fast.dispatch")
-
-#: Outcomes that say nothing about the replica (as the core's windows see it).
-_NOT_THE_REPLICAS = frozenset(
-    {"client_error", "context_length", "unsupported", "cancelled", "internal"}
-)
 
 #: A ``"model": "..."`` member of a JSON object (not text inside a string:
 #: there its quotes are escaped), in an answer body or stream events.
@@ -290,7 +286,7 @@ class Dispatcher:
             )
         if self.recent is not None:
             self.recent.append((time.time(), decision, kind, latency_ms))
-        if self.alerts is not None and kind not in _NOT_THE_REPLICAS:
+        if self.alerts is not None and kind not in NOT_THE_REPLICAS:
             self.alerts.observe(
                 decision.model_id, kind == "success", latency_ms, decision.task_type
             )

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from zeta_fast.backends.errors import NOT_THE_REPLICAS
 from zeta_fast.config import RouterConfig
 from zeta_fast.dashboard.views import learned_view
 
@@ -42,7 +43,7 @@ _COLUMNS = (
     "runners_up",
 )
 # Outcomes that say nothing of the replica (as the windows count them).
-_NOT_THE_REPLICAS = {"client_error", "context_length", "cancelled", "feedback"}
+_NOT_THE_REPLICAS = NOT_THE_REPLICAS | {"feedback"}
 
 
 def _read(db_path: Path, since_ms: int) -> list[dict[str, Any]]:
