@@ -22,6 +22,7 @@ lint:
 	$(BIN)/ruff format --check python tests benches scripts
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest zeta_fast._core --allowlist tests/stubtest_allowlist.txt
+	$(BIN)/mkdocs build --strict --site-dir target/site
 
 rust-test:
 	if command -v cargo-nextest >/dev/null; then cargo nextest run --no-fail-fast; else cargo test; fi

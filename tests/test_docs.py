@@ -1,4 +1,4 @@
-"""The examples in the docstrings (of the stubs too) and in the README run as written."""
+"""The examples in the docstrings (of the stubs too), the README and docs/ run as written."""
 
 from __future__ import annotations
 
@@ -52,12 +52,67 @@ def test_every_public_native_name_is_documented_in_the_stubs() -> None:
         assert re.search(rf"\b{name}\b", stub_text), name
 
 
-def test_readme_python_example_runs() -> None:
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks, "the README has a Python example"
-    for block in blocks:
+#: The README and every page of the docs site: their examples run, their links resolve.
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_LINES = 250
+
+FENCE = re.compile(r"^```.*?^```[ \t]*$", flags=re.S | re.M)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]\n]+\]:\s*<?(\S+?)>?(?:\s|$)", flags=re.M)
+SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", flags=re.I)
+
+
+def _page_id(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+def _python_blocks(page: Path) -> list[tuple[int, str]]:
+    """Each ```python block of ``page``: the line its code starts on, and the code."""
+    text = page.read_text()
+    return [
+        (text.count("\n", 0, found.start(1)) + 1, found.group(1))
+        for found in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    ]
+
+
+def _relative_links(page: Path) -> list[str]:
+    """The link targets in ``page`` with no scheme (http:, mailto:) that are not bare anchors."""
+    prose = INLINE_CODE.sub("", FENCE.sub("", page.read_text()))
+    targets = LINK.findall(prose) + LINK_DEFINITION.findall(prose)
+    return [t for t in targets if not SCHEME.match(t) and not t.startswith("#")]
+
+
+def test_the_readme_and_the_docs_have_python_examples() -> None:
+    assert _python_blocks(README), "the README has a Python example"
+    assert len(PAGES) > 1, "docs/ has pages"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_python_examples_run(page: Path) -> None:
+    for line, block in _python_blocks(page):
         result = subprocess.run(
-            [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, "-c", block],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, f"{_page_id(page)}:{line}: {result.stderr}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_relative_links_point_to_files_that_exist(page: Path) -> None:
+    broken = [
+        target
+        for target in _relative_links(page)
+        if not (page.parent / target.split("#", 1)[0]).exists()
+    ]
+    assert not broken, f"{_page_id(page)} links to missing files: {broken}"
+
+
+def test_the_readme_stays_short() -> None:
+    lines = len(README.read_text().splitlines())
+    assert lines < README_MAX_LINES, f"README.md has {lines} lines: move detail into docs/"
