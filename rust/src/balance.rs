@@ -1,5 +1,6 @@
-//! Replica load balancing: lock-free in-flight counters with capacity limits,
-//! and the choice of a replica (least loaded, or power of two choices).
+//! Replica load balancing: lock-free in-flight counters with capacity limits;
+//! the choice among the replicas that can take a request is the replica
+//! policy's ([`crate::policies::ReplicaPolicy`]).
 //!
 //! A replica is taken by a compare-and-swap that only succeeds below its
 //! capacity, so no interleaving of threads can ever run more requests on a
@@ -7,6 +8,7 @@
 //! can pass the request to its next-best model instead of queueing it.
 
 use crate::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+use crate::policies::{ReplicaPolicy, Replicas};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Capacity assumed for an unlimited replica when its engine-reported queue
@@ -16,16 +18,6 @@ const NOMINAL_CAPACITY: f64 = 64.0;
 /// How long an engine load scrape counts: an older one is ignored, so a
 /// stale scrape can never pin a replica as busy.
 pub const DEFAULT_ENGINE_LOAD_TTL_MS: u64 = 5_000;
-
-/// How a replica is chosen among the healthy ones with room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// The lowest in-flight / capacity ratio; ties to the lowest index.
-    LeastLoaded,
-    /// Two replicas at random, the less loaded of them: near least-loaded
-    /// spreading without every router herding onto the same minimum.
-    PowerOfTwo,
-}
 
 struct Replica {
     in_flight: AtomicU32,
@@ -49,16 +41,14 @@ struct Replica {
 /// The replicas of one model.
 pub struct ReplicaSet {
     replicas: Box<[Replica]>,
-    policy: Policy,
+    policy: Box<dyn ReplicaPolicy>,
     breaker_config: BreakerConfig,
     engine_ttl_ms: u64,
-    /// xorshift state for power-of-two choices; races only make it more random.
-    seed: AtomicU64,
 }
 
 impl ReplicaSet {
     /// One replica per capacity (0 = unlimited), all healthy.
-    pub fn new(capacities: &[u32], policy: Policy) -> Self {
+    pub fn new(capacities: &[u32], policy: Box<dyn ReplicaPolicy>) -> Self {
         Self::with_breakers(capacities, policy, BreakerConfig::default(), 0)
     }
 
@@ -66,7 +56,7 @@ impl ReplicaSet {
     /// the breakers' clocks.
     pub fn with_breakers(
         capacities: &[u32],
-        policy: Policy,
+        policy: Box<dyn ReplicaPolicy>,
         breaker_config: BreakerConfig,
         now_ms: u64,
     ) -> Self {
@@ -87,7 +77,6 @@ impl ReplicaSet {
             policy,
             breaker_config,
             engine_ttl_ms: DEFAULT_ENGINE_LOAD_TTL_MS,
-            seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
     }
 
@@ -190,15 +179,18 @@ impl ReplicaSet {
         }
     }
 
-    /// Counts a request's outcome in the replica's breaker; returns the state
-    /// it leaves the breaker in.
+    /// Counts a request's outcome in the replica's breaker (and tells the
+    /// replica policy); returns the state it leaves the breaker in.
     pub fn on_outcome(&self, index: usize, success: bool, now_ms: u64) -> Option<BreakerState> {
-        self.replicas
-            .get(index)
-            .map(|r| r.breaker.on_outcome(&self.breaker_config, success, now_ms))
+        let replica = self.replicas.get(index)?;
+        self.policy.on_outcome(index, success);
+        Some(
+            replica
+                .breaker
+                .on_outcome(&self.breaker_config, success, now_ms),
+        )
     }
 
-    /// A replica's breaker state.
     /// How long until the replica's breaker admits a request again (0: now).
     pub fn breaker_admits_in_ms(&self, index: usize, now_ms: u64) -> u64 {
         self.replicas
@@ -304,54 +296,23 @@ impl ReplicaSet {
         Some((f64::from(running) + f64::from(waiting)) / denominator + kv)
     }
 
-    fn random(&self) -> u64 {
-        let mut x = self.seed.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.seed.store(x, Ordering::Relaxed);
-        x
-    }
-
-    fn least_loaded(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
-        let mut best: Option<(usize, f64)> = None;
-        for index in 0..self.replicas.len() {
-            if excluded.contains(&index) {
-                continue;
-            }
-            if let Some(load) = self.load(index, now_ms) {
-                if best.is_none_or(|(_, b)| load < b) {
-                    best = Some((index, load));
-                }
-            }
-        }
-        best.map(|(index, _)| index)
-    }
-
+    /// The replica policy's choice among those that can take a request now
+    /// and are not in `excluded`.
     fn candidate(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
-        let n = self.replicas.len();
-        match self.policy {
-            Policy::PowerOfTwo if n >= 2 => {
-                let r = self.random();
-                let a = (r % n as u64) as usize;
-                let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-                let load = |i: usize| {
-                    if excluded.contains(&i) {
-                        None
-                    } else {
-                        self.load(i, now_ms)
-                    }
-                };
-                match (load(a), load(b)) {
-                    (Some(la), Some(lb)) => Some(if lb < la { b } else { a }),
-                    (Some(_), None) => Some(a),
-                    (None, Some(_)) => Some(b),
-                    // Both full, down or excluded: look at all of them.
-                    (None, None) => self.least_loaded(now_ms, excluded),
-                }
+        let load = |i: usize| {
+            if excluded.contains(&i) {
+                None
+            } else {
+                self.load(i, now_ms)
             }
-            _ => self.least_loaded(now_ms, excluded),
-        }
+        };
+        self.policy
+            .choose(&Replicas::new(self.replicas.len(), &load))
+    }
+
+    /// The replica policy's name.
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
     }
 
     /// Chooses a replica and takes a slot on it, or `None` when every
@@ -380,10 +341,11 @@ impl ReplicaSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policies::{LeastLoaded, PowerOfTwo};
 
     #[test]
     fn least_loaded_spreads_and_respects_capacity() {
-        let set = ReplicaSet::new(&[2, 2, 2], Policy::LeastLoaded);
+        let set = ReplicaSet::new(&[2, 2, 2], Box::new(LeastLoaded));
         let picks: Vec<_> = (0..6).map(|_| set.acquire().unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
         assert_eq!(set.acquire(), None, "all at capacity");
@@ -393,7 +355,7 @@ mod tests {
 
     #[test]
     fn unhealthy_replicas_are_skipped() {
-        let set = ReplicaSet::new(&[0, 0], Policy::PowerOfTwo);
+        let set = ReplicaSet::new(&[0, 0], Box::<PowerOfTwo>::default());
         set.set_healthy(0, false);
         for _ in 0..20 {
             assert_eq!(set.acquire(), Some(1));
@@ -405,7 +367,7 @@ mod tests {
 
     #[test]
     fn power_of_two_uses_every_replica() {
-        let set = ReplicaSet::new(&[0; 8], Policy::PowerOfTwo);
+        let set = ReplicaSet::new(&[0; 8], Box::<PowerOfTwo>::default());
         for _ in 0..800 {
             set.acquire().unwrap();
         }
@@ -416,7 +378,7 @@ mod tests {
 
     #[test]
     fn release_never_wraps() {
-        let set = ReplicaSet::new(&[1], Policy::LeastLoaded);
+        let set = ReplicaSet::new(&[1], Box::new(LeastLoaded));
         set.release(0);
         assert_eq!(set.in_flight(), vec![0]);
     }

@@ -60,6 +60,42 @@ pub enum ZetaError {
     /// No model (or not the named one) serves a kind of request this one is.
     #[error("{who} requests with {features}")]
     Unsupported { who: String, features: String },
+    /// A name (model, replica, context, policy) that is not one of the known ones.
+    #[error("unknown {field} {value:?}; known: {known}")]
+    UnknownName {
+        field: &'static str,
+        value: String,
+        known: String,
+    },
+    /// A configuration value naming something (a policy) not among the known ones.
+    #[error("unknown {field} {value:?}; known: {known}")]
+    UnknownSetting {
+        field: &'static str,
+        value: String,
+        known: String,
+    },
+    /// A settings mapping holds a key that is none of its fields.
+    #[error("{owner} has no field {key:?}; fields: {known}")]
+    UnknownField {
+        owner: &'static str,
+        key: String,
+        known: String,
+    },
+    /// A decision's outcome (or verdict) was given twice.
+    #[error("decision {what}")]
+    AlreadyRecorded { what: &'static str },
+    /// A decision passed to a router that did not make it.
+    #[error("decision was made by another router")]
+    ForeignDecision,
+    /// Candidates exist, but every one's replicas are down or at capacity.
+    #[error("{operation}: every candidate's replicas are down or at capacity")]
+    Saturated { operation: &'static str },
+    /// An operation that needs a feature the configuration leaves off.
+    #[error("{operation} needs {setting} in the configuration")]
+    NotEnabled {
+        operation: &'static str,
+        setting: &'static str,
+    },
 }
 
 /// Where in the input a bad value sits, written after the field name.

@@ -97,14 +97,9 @@ impl Learning {
         self.capabilities(request)
             .get(m)
             .map_or(configured, |&(learned, ramp)| {
-                blend(configured, learned, ramp)
+                crate::scoring::blend_learned(configured, learned, ramp)
             })
     }
-}
-
-/// The configured capability moved `ramp` of the way to the learned one.
-pub fn blend(configured: f64, learned: f64, ramp: f64) -> f64 {
-    (1.0 - ramp) * configured + ramp * learned
 }
 
 /// The cost/quality knob: a model's expected cost for a request, in

@@ -5,6 +5,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod candidates;
 pub mod clock;
 pub mod config;
 pub mod errors;
@@ -14,12 +15,14 @@ pub mod learned_capability;
 pub mod outcome;
 pub mod penalties;
 pub mod persistence;
+pub mod policies;
 pub mod pool;
 pub mod profile;
 pub mod replica_health;
 pub mod request_kinds;
 pub mod retry;
-pub mod router;
+pub mod rng;
+pub mod routing;
 pub mod scoring;
 pub mod shared;
 pub mod sync;

@@ -83,6 +83,40 @@ pub fn penalty_factor(config: &AdaptiveConfig, success_rate: f64, latency_ms: f6
     reliability * latency
 }
 
+/// The least a candidate must be slower than the others, in milliseconds,
+/// before the relative rule (and replica adaptation) calls it slow: on a
+/// 2 ms baseline, 6 ms is noise, not a slow model.
+pub const LATENCY_FLOOR_MS: f64 = 10.0;
+
+/// The relative latency rule: which candidates are slow beside the others.
+/// `latencies[i]` is candidate `i`'s mean latency, `None` without enough
+/// data. A candidate is slow when it takes more than `factor` times the
+/// median of the others' latencies and [`LATENCY_FLOOR_MS`] more (the median
+/// of one other is that one). The absolute threshold misses +400 ms on a
+/// 25 ms baseline; this does not. `factor <= 0` (off) or fewer than two
+/// candidates with data: nobody is.
+pub fn relatively_slow(latencies: &[Option<f64>], factor: f64) -> Vec<bool> {
+    let known: Vec<f64> = latencies.iter().flatten().copied().collect();
+    if factor <= 0.0 || known.len() < 2 {
+        return vec![false; latencies.len()];
+    }
+    latencies
+        .iter()
+        .map(|own| {
+            let Some(own) = *own else {
+                return false;
+            };
+            let mut rest = known.clone();
+            if let Some(at) = rest.iter().position(|l| *l == own) {
+                rest.swap_remove(at);
+            }
+            rest.sort_by(f64::total_cmp);
+            rest.get(rest.len().saturating_sub(1) / 2)
+                .is_some_and(|&median| own > factor * median && own > median + LATENCY_FLOOR_MS)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +161,30 @@ mod tests {
         let both = Penalties(Penalties::LOW_SUCCESS_RATE.0 | Penalties::HIGH_LATENCY.0);
         assert_eq!(both.names(), vec!["low_success_rate", "high_latency"]);
         assert!(Penalties::NONE.names().is_empty());
+    }
+
+    #[test]
+    fn relative_rule_flags_the_outlier_against_the_median_of_the_others() {
+        let latencies = [Some(25.0), Some(30.0), Some(425.0), None];
+        assert_eq!(
+            relatively_slow(&latencies, 3.0),
+            vec![false, false, true, false]
+        );
+        // Off, or too few with data: nobody.
+        assert_eq!(relatively_slow(&latencies, 0.0), vec![false; 4]);
+        assert_eq!(relatively_slow(&[Some(1.0), None], 3.0), vec![false; 2]);
+    }
+
+    #[test]
+    fn relative_rule_needs_the_floor_too() {
+        // 9 ms is four times 2 ms, but not 10 ms more: noise.
+        assert_eq!(
+            relatively_slow(&[Some(2.0), Some(9.0)], 3.0),
+            vec![false, false]
+        );
+        assert_eq!(
+            relatively_slow(&[Some(2.0), Some(13.0)], 3.0),
+            vec![false, true]
+        );
     }
 }

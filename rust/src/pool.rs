@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::candidates::{
+    live_totals_with_fallback, score_candidates, sort_by_score, CandidateInput, LiveMetrics,
+};
 use crate::errors::ZetaError;
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
 use crate::tracker::{PerformanceTracker, TrackedKey};
@@ -37,26 +40,8 @@ pub struct CandidatePool {
     /// `[task][model]`: capability, or `None` when the model does not serve the task.
     capability: Vec<Vec<Option<f64>>>,
     resolution: ArcSwap<Resolution>,
-}
-
-/// The live metrics a candidate is scored with.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LiveMetrics {
-    pub requests: u64,
-    pub success_rate: f64,
-    pub avg_latency_ms: f64,
-}
-
-impl LiveMetrics {
-    pub fn from_totals(totals: &Totals) -> Self {
-        // Without requests the score is the capability alone; these values
-        // only need to be valid inputs.
-        Self {
-            requests: totals.requests,
-            success_rate: totals.success_rate().unwrap_or(1.0),
-            avg_latency_ms: totals.mean_latency_ms().unwrap_or(0.0),
-        }
-    }
+    /// The relative latency rule's factor (0: off), as the router's.
+    relative_latency_factor: f64,
 }
 
 impl CandidatePool {
@@ -120,9 +105,25 @@ impl CandidatePool {
                 generation: u64::MAX,
                 by_task: Vec::new(),
             }),
+            relative_latency_factor: 0.0,
         };
         pool.refresh();
         Ok(pool)
+    }
+
+    /// Applies the relative latency rule (see
+    /// [`crate::penalties::relatively_slow`]) with `factor` (0: off), as a
+    /// router with the same setting does.
+    pub fn with_relative_latency(mut self, factor: f64) -> Result<Self, ZetaError> {
+        if !(factor == 0.0 || (factor.is_finite() && factor > 1.0)) {
+            return Err(ZetaError::InvalidConfig {
+                field: "relative_latency_factor",
+                expected: "0 (off) or > 1",
+                value: crate::errors::float_repr(factor),
+            });
+        }
+        self.relative_latency_factor = factor;
+        Ok(self)
     }
 
     /// Model ids, in pool order.
@@ -237,6 +238,17 @@ impl CandidatePool {
             })?;
         let now = self.tracker.clock().now_ms();
         let minimum = self.scorer.config().min_requests_for_performance;
+        if self.relative_latency_factor > 0.0 {
+            // A rule over the whole set: the explained pass, then the top.
+            let mut scored = self.score_entries(entries, now, minimum)?;
+            sort_by_score(&mut scored);
+            return scored
+                .first()
+                .map(|(m, _)| *m)
+                .ok_or(ZetaError::NoCandidates {
+                    operation: "best()",
+                });
+        }
         // Stack buffers sized to the pool: zeroing 64-wide buffers for an
         // 8-model pool cost more than the decision's arithmetic.
         match entries.len() {
@@ -322,19 +334,25 @@ impl CandidatePool {
         };
         let now = self.tracker.clock().now_ms();
         let minimum = self.scorer.config().min_requests_for_performance;
-        entries
+        self.score_entries(entries, now, minimum)
+    }
+
+    /// The scoring pass the router runs too, over these entries.
+    fn score_entries(
+        &self,
+        entries: &[Entry],
+        now: u64,
+        minimum: u64,
+    ) -> Result<Vec<(usize, ScoreBreakdown)>, ZetaError> {
+        let inputs: Vec<CandidateInput> = entries
             .iter()
-            .map(|entry| {
-                let m = LiveMetrics::from_totals(&Self::totals_of(entry, now, minimum));
-                let breakdown = self.scorer.score(
-                    entry.capability,
-                    m.success_rate,
-                    m.avg_latency_ms,
-                    m.requests,
-                )?;
-                Ok((entry.model, breakdown))
+            .map(|entry| CandidateInput {
+                index: entry.model,
+                capability: entry.capability,
+                live: LiveMetrics::from_totals(&Self::totals_of(entry, now, minimum)),
             })
-            .collect()
+            .collect();
+        score_candidates(&self.scorer, self.relative_latency_factor, &inputs)
     }
 }
 
@@ -407,38 +425,6 @@ fn rates_and_means<const N: usize>(
         *rate = (*rate / req).min(1.0);
         *mean = *mean * LATENCY_UNIT_MS / lat_req.max(1.0);
     }
-}
-
-/// The live totals of `leaves` (a model's windows for one task), or of
-/// `fallback` (all its windows) when the task has fewer than `minimum`
-/// requests and the whole model has enough: the rule both the pool and the
-/// router score by. An empty `fallback` means "same as `leaves`".
-#[inline(always)]
-pub fn live_totals_with_fallback(
-    leaves: &[Arc<TrackedKey>],
-    fallback: &[Arc<TrackedKey>],
-    now_ms: u64,
-    minimum: u64,
-) -> Totals {
-    let totals = sum_live(leaves, now_ms);
-    if totals.requests < minimum && !fallback.is_empty() {
-        let whole = sum_live(fallback, now_ms);
-        if whole.requests >= minimum {
-            return whole;
-        }
-    }
-    totals
-}
-
-#[inline(always)]
-pub fn sum_live(leaves: &[Arc<TrackedKey>], now_ms: u64) -> Totals {
-    let mut totals = Totals::default();
-    for leaf in leaves {
-        totals.merge(&leaf.window.live_totals(now_ms));
-        // Other instances' share (zeros unless shared state is on).
-        totals.merge(&leaf.remote.totals());
-    }
-    totals
 }
 
 #[cfg(test)]

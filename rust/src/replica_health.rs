@@ -12,9 +12,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Below this many milliseconds of difference latency never degrades a
-/// replica: sub-millisecond noise between fast replicas is not a fault.
-pub const LATENCY_FLOOR_MS: f64 = 10.0;
+pub use crate::penalties::LATENCY_FLOOR_MS;
+
 /// Outcomes a replica needs before it can be judged.
 pub const MIN_SAMPLES: u64 = 3;
 

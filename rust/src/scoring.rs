@@ -114,6 +114,37 @@ impl ScoreBreakdown {
     pub fn performance_adjustment(&self) -> f64 {
         self.performance_score - self.capability_score
     }
+
+    /// Applies one more penalty (the candidate-set rules, such as
+    /// [`Penalties::RELATIVE_LATENCY`]) with its factor.
+    pub fn add_penalty(&mut self, penalty: Penalties, factor: f64) {
+        self.performance_score *= factor;
+        self.penalty_factor *= factor;
+        self.penalties = self.penalties.with(penalty);
+    }
+}
+
+/// A learned capability blended into the configured one: `ramp` (0..1) is
+/// how far the learned value has earned its place.
+#[inline]
+pub fn blend_learned(configured: f64, learned: f64, ramp: f64) -> f64 {
+    (1.0 - ramp) * configured + ramp * learned
+}
+
+/// The capability term of one candidate for one request: the configured
+/// capability, blended with the learned one when learning is on (`learned`:
+/// its capability and ramp), less the request's expected cost in
+/// capability points (the cost/quality knob), never below 0.
+#[inline]
+pub fn capability_term(configured: f64, learned: Option<(f64, f64)>, cost_points: f64) -> f64 {
+    let capability = learned.map_or(configured, |(cap, ramp)| {
+        blend_learned(configured, cap, ramp)
+    });
+    if cost_points > 0.0 {
+        (capability - cost_points).max(0.0)
+    } else {
+        capability
+    }
 }
 
 /// Scores candidates under one validated [`AdaptiveConfig`].

@@ -5,7 +5,8 @@
 use loom::model::Builder;
 use loom::sync::Arc;
 use loom::thread;
-use zeta_fast::balance::{Policy, ReplicaSet};
+use zeta_fast::balance::ReplicaSet;
+use zeta_fast::policies::replica_policy;
 
 fn model(body: impl Fn() + Sync + Send + 'static) {
     let mut builder = Builder::new();
@@ -16,7 +17,10 @@ fn model(body: impl Fn() + Sync + Send + 'static) {
 #[test]
 fn racing_acquires_never_exceed_capacity() {
     model(|| {
-        let set = Arc::new(ReplicaSet::new(&[1], Policy::LeastLoaded));
+        let set = Arc::new(ReplicaSet::new(
+            &[1],
+            replica_policy("least_loaded").unwrap(),
+        ));
         let other = set.clone();
         let racer = thread::spawn(move || other.acquire());
         let mine = set.acquire();
@@ -30,7 +34,10 @@ fn racing_acquires_never_exceed_capacity() {
 #[test]
 fn acquire_and_release_racing_leave_the_count_exact() {
     model(|| {
-        let set = Arc::new(ReplicaSet::new(&[2, 2], Policy::PowerOfTwo));
+        let set = Arc::new(ReplicaSet::new(
+            &[2, 2],
+            replica_policy("power_of_two").unwrap(),
+        ));
         let first = set.acquire().unwrap();
         let other = set.clone();
         let releaser = thread::spawn(move || other.release(first));

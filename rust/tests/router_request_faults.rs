@@ -6,17 +6,32 @@
 
 use std::sync::Arc;
 
-use zeta_fast::balance::Policy;
 use zeta_fast::clock::Clock;
 use zeta_fast::learned_capability::RequestView;
 use zeta_fast::outcome::OutcomeKind;
+use zeta_fast::policies::model_ordering;
 use zeta_fast::request_kinds::feature_bit;
-use zeta_fast::router::{ModelInput, Resilience, RouterCore};
+use zeta_fast::routing::{ModelInput, Outcome, Resilience, RouterCore, Target};
 use zeta_fast::tracker::PerformanceTracker;
 use zeta_fast::window::WindowConfig;
 use zeta_fast::{AdaptiveConfig, AdaptiveScorer, ZetaError};
 
 const CHAT: usize = 2;
+const CHAT_TARGET: Target = Target {
+    task: CHAT,
+    complexity: 0.5,
+    context: 0,
+};
+
+fn outcome(kind: OutcomeKind, latency_ms: f64) -> Outcome {
+    Outcome {
+        kind,
+        latency_ms,
+        ttft_ms: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    }
+}
 
 fn model(id: &str, replicas: usize, fallbacks: &[&str]) -> ModelInput {
     ModelInput {
@@ -42,8 +57,8 @@ fn router(models: Vec<ModelInput>) -> Result<(RouterCore, Clock), ZetaError> {
         tracker,
         AdaptiveScorer::new(AdaptiveConfig::default())?,
         models,
-        Policy::LeastLoaded,
-        10.0,
+        "least_loaded",
+        model_ordering("spread", 10.0)?,
         resilience,
     )?;
     Ok((core, clock))
@@ -91,7 +106,7 @@ fn models_that_cannot_serve_a_feature_are_no_candidates() -> Result<(), ZetaErro
         Err(ZetaError::Unsupported { ref features, .. }) if features == "images"
     ));
     assert!(matches!(
-        core.route_to(0, CHAT, 0.5, 0, needing(images), None),
+        core.route_to(0, CHAT_TARGET, needing(images), None),
         Err(ZetaError::Unsupported { ref who, .. }) if who.contains("\"a\"")
     ));
     Ok(())
@@ -115,7 +130,7 @@ fn a_named_model_is_retried_on_itself_and_its_fallbacks_only() -> Result<(), Zet
         model("backup", 1, &[]),
         model("stranger", 1, &[]),
     ])?;
-    let first = core.route_to(0, CHAT, 0.5, 0, needing(0), None)?;
+    let first = core.route_to(0, CHAT_TARGET, needing(0), None)?;
     assert!(first.pinned);
     let tried = [(first.model, first.replica)];
     let second = core.reroute(&first, &tried, false)?;
@@ -142,12 +157,12 @@ fn a_named_model_with_no_usable_replica_goes_to_its_fallback_at_once() -> Result
         model("backup", 1, &[]),
     ])?;
     for _ in 0..2 {
-        let decision = core.route_to(0, CHAT, 0.5, 0, needing(0), None)?;
+        let decision = core.route_to(0, CHAT_TARGET, needing(0), None)?;
         assert_eq!(decision.model, 0);
-        core.record_outcome(&decision, OutcomeKind::Connect, 1.0, None, 0, 0, true)?;
+        core.record_outcome(&decision, outcome(OutcomeKind::Connect, 1.0), true)?;
     }
     // Its breaker is open: the fallback serves, pinned.
-    let decision = core.route_to(0, CHAT, 0.5, 0, needing(0), None)?;
+    let decision = core.route_to(0, CHAT_TARGET, needing(0), None)?;
     assert_eq!(decision.model, 1);
     assert!(decision.pinned);
     Ok(())
@@ -162,9 +177,9 @@ fn a_released_slot_is_not_freed_again_by_its_late_outcome() -> Result<(), ZetaEr
     core.release(&held);
     assert_eq!(in_flight(&core, 0), vec![1]);
     // Its outcome arrives later, without freeing a slot: `other` still holds one.
-    core.record_outcome(&held, OutcomeKind::ServerError, 5.0, None, 0, 0, false)?;
+    core.record_outcome(&held, outcome(OutcomeKind::ServerError, 5.0), false)?;
     assert_eq!(in_flight(&core, 0), vec![1]);
-    core.record_outcome(&other, OutcomeKind::Success, 5.0, None, 0, 0, true)?;
+    core.record_outcome(&other, outcome(OutcomeKind::Success, 5.0), true)?;
     assert_eq!(in_flight(&core, 0), vec![0]);
     Ok(())
 }
@@ -180,7 +195,7 @@ fn request_faults_never_open_a_breaker_and_replica_faults_do() -> Result<(), Zet
     ] {
         for _ in 0..5 {
             let decision = core.route(CHAT, 0.5, 0, needing(0))?;
-            core.record_outcome(&decision, kind, 1.0, None, 0, 0, true)?;
+            core.record_outcome(&decision, outcome(kind, 1.0), true)?;
         }
     }
     let admits_in = |core: &RouterCore| {
@@ -191,7 +206,7 @@ fn request_faults_never_open_a_breaker_and_replica_faults_do() -> Result<(), Zet
     assert_eq!(admits_in(&core), Some(0));
     for _ in 0..2 {
         let decision = core.route(CHAT, 0.5, 0, needing(0))?;
-        core.record_outcome(&decision, OutcomeKind::Timeout, 1.0, None, 0, 0, true)?;
+        core.record_outcome(&decision, outcome(OutcomeKind::Timeout, 1.0), true)?;
     }
     assert_eq!(admits_in(&core), Some(30_000));
     advance(&clock, 12_000);

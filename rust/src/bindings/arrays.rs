@@ -12,19 +12,6 @@ use super::extract::{repr, type_error};
 use crate::errors::ZetaError;
 use crate::scoring::RequestCount;
 
-/// Batches of at least this many candidates release the GIL while scored.
-///
-/// Releasing itself is cheap (~40 ns uncontended: `python -m benches.compare
-/// --only "GIL release"` shows held and released within 2 % from 1k to 64k
-/// candidates). The cost is getting the GIL back: when another Python thread
-/// is busy, the caller waits for it to yield, up to the interpreter's 5 ms
-/// switch interval (`--only busy`: 65k candidates took 108 us held but
-/// 5.2 ms released). So we hold the GIL while the work is under ~1 ms
-/// (2^19 candidates at ~600 M scores/s), shorter than the slice other
-/// threads wait for anyway, and release it above, where letting them run
-/// in parallel outweighs the wait. `release_gil=` overrides it per call.
-pub const GIL_RELEASE_MIN_CANDIDATES: usize = 524_288;
-
 /// One input, readable as a contiguous slice: a NumPy array borrowed in
 /// place, or values copied out of a Python list or tuple.
 pub enum Column<'py, T: Element> {

@@ -5,25 +5,14 @@ use pyo3::prelude::*;
 
 use super::errors::ConfigError;
 use super::extract::{count, type_error};
-use crate::balance::{Policy, ReplicaSet};
-
-/// A `policy=` argument: `"least_loaded"` or `"power_of_two"`.
-pub fn parse_policy(policy: &str) -> PyResult<(Policy, &'static str)> {
-    match policy {
-        "least_loaded" => Ok((Policy::LeastLoaded, "least_loaded")),
-        "power_of_two" => Ok((Policy::PowerOfTwo, "power_of_two")),
-        other => Err(ConfigError::new_err(format!(
-            "policy must be 'least_loaded' or 'power_of_two', got {other:?}"
-        ))),
-    }
-}
+use crate::balance::ReplicaSet;
+use crate::policies::replica_policy;
 
 /// The replicas of one model: in-flight counters with capacity limits, and
-/// the choice of a replica (least loaded, or power of two choices).
+/// the choice of a replica by a named policy (`REPLICA_POLICIES`).
 #[pyclass(name = "ReplicaSet", module = "zeta_fast._core", frozen)]
 pub struct PyReplicaSet {
     inner: ReplicaSet,
-    policy: &'static str,
 }
 
 impl PyReplicaSet {
@@ -66,10 +55,8 @@ impl PyReplicaSet {
                 "capacities must list at least one replica",
             ));
         }
-        let (policy, name) = parse_policy(policy)?;
         Ok(Self {
-            inner: ReplicaSet::new(&values, policy),
-            policy: name,
+            inner: ReplicaSet::new(&values, replica_policy(policy)?),
         })
     }
 
@@ -112,7 +99,7 @@ impl PyReplicaSet {
 
     #[getter]
     fn policy(&self) -> &'static str {
-        self.policy
+        self.inner.policy_name()
     }
 
     fn __len__(&self) -> usize {

@@ -18,15 +18,23 @@ impl From<ZetaError> for PyErr {
         let message = err.to_string();
         // No `_ =>` arm: a new variant must be mapped on purpose.
         match err {
-            ZetaError::InvalidConfig { .. } => ConfigError::new_err(message),
+            ZetaError::InvalidConfig { .. }
+            | ZetaError::UnknownSetting { .. }
+            | ZetaError::UnknownField { .. } => ConfigError::new_err(message),
             ZetaError::InvalidInput { .. }
             | ZetaError::LengthMismatch { .. }
             | ZetaError::ShapeMismatch { .. }
             | ZetaError::InvalidShape { .. } => InvalidInputError::new_err(message),
-            ZetaError::NoCandidates { .. } => NoCandidatesError::new_err(message),
+            ZetaError::NoCandidates { .. } | ZetaError::Saturated { .. } => {
+                NoCandidatesError::new_err(message)
+            }
             ZetaError::Snapshot { .. } => SnapshotError::new_err(message),
             ZetaError::InvalidName { .. } => InvalidInputError::new_err(message),
             ZetaError::Unsupported { .. } => UnsupportedRequestError::new_err(message),
+            ZetaError::UnknownName { .. }
+            | ZetaError::AlreadyRecorded { .. }
+            | ZetaError::ForeignDecision
+            | ZetaError::NotEnabled { .. } => InvalidInputError::new_err(message),
         }
     }
 }

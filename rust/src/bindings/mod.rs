@@ -5,9 +5,11 @@ mod balance;
 mod config;
 mod errors;
 mod extract;
+mod gil;
 mod learned;
 mod pool;
 mod profile;
+mod request_text;
 mod router;
 mod scorer;
 mod tracker;
@@ -32,6 +34,11 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<router::PyDecision>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_features, module)?)?;
+    module.add_function(pyo3::wrap_pyfunction!(request_text::profile, module)?)?;
+    module.add_function(pyo3::wrap_pyfunction!(
+        request_text::py_request_text,
+        module
+    )?)?;
     module.add_class::<learned::PyFeatures>()?;
     module.add_class::<learned::PyOutcomePredictor>()?;
     module.add_function(pyo3::wrap_pyfunction!(learned::_text_features, module)?)?;
@@ -41,10 +48,18 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
     module.add(
-        "GIL_RELEASE_MIN_CANDIDATES",
-        arrays::GIL_RELEASE_MIN_CANDIDATES,
+        "REPLICA_POLICIES",
+        pyo3::types::PyTuple::new(module.py(), crate::policies::replica_policy_names())?,
     )?;
-    module.add("GIL_RELEASE_MIN_RECORDS", tracker::GIL_RELEASE_MIN_RECORDS)?;
+    module.add(
+        "MODEL_ORDERINGS",
+        pyo3::types::PyTuple::new(module.py(), crate::policies::model_ordering_names())?,
+    )?;
+    module.add(
+        "GIL_RELEASE_MIN_CANDIDATES",
+        gil::GIL_RELEASE_MIN_CANDIDATES,
+    )?;
+    module.add("GIL_RELEASE_MIN_RECORDS", gil::GIL_RELEASE_MIN_RECORDS)?;
     module.add(
         "SNAPSHOT_FORMAT_VERSION",
         crate::persistence::FORMAT_VERSION,

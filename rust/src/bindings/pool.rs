@@ -43,12 +43,13 @@ impl PyCandidatePool {
 #[pymethods]
 impl PyCandidatePool {
     #[new]
-    #[pyo3(signature = (tracker, candidates, config = None))]
+    #[pyo3(signature = (tracker, candidates, config = None, *, relative_latency_factor = 0.0))]
     fn new(
         py: Python<'_>,
         tracker: &Bound<'_, PyAny>,
         candidates: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
+        relative_latency_factor: f64,
     ) -> PyResult<Self> {
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
@@ -87,7 +88,8 @@ impl PyCandidatePool {
             Arc::clone(&tracker.get().inner),
             AdaptiveScorer::new(config)?,
             models,
-        )?;
+        )?
+        .with_relative_latency(relative_latency_factor)?;
         let model_names = inner
             .models()
             .iter()

@@ -6,10 +6,10 @@ use pyo3::types::{PyDict, PyTuple};
 
 use super::arrays::{
     check_shapes, count_column, float_column, shape_repr, Column, CountColumn, RawColumns, RawOut,
-    GIL_RELEASE_MIN_CANDIDATES,
 };
 use super::config::{adaptive_config_arg, PyAdaptiveConfig};
 use super::extract::{count, number};
+use super::gil::{self, Cost};
 use crate::errors::ZetaError;
 use crate::scoring::{AdaptiveScorer, RequestCount, ScoreBreakdown};
 
@@ -164,11 +164,9 @@ impl PyAdaptiveScorer {
             len: raw.len,
         };
         let scorer = self.inner;
-        let result = if release_gil.unwrap_or(raw.len >= GIL_RELEASE_MIN_CANDIDATES) {
-            py.detach(move || score_all(&scorer, &raw, &mut raw_out))
-        } else {
+        let result = gil::run(py, Cost::Candidates(raw.len), release_gil, move || {
             score_all(&scorer, &raw, &mut raw_out)
-        };
+        });
         result.map_err(|err| batch.locate(err))?;
         Ok(out)
     }
@@ -182,11 +180,9 @@ impl PyAdaptiveScorer {
         let raw = batch.raw(requests);
         let scorer = self.inner;
         let mut index = [0_i64];
-        let result = if raw.len >= GIL_RELEASE_MIN_CANDIDATES {
-            py.detach(|| best_per_row(&scorer, &raw, raw.len, &mut index))
-        } else {
+        let result = gil::run(py, Cost::Candidates(raw.len), None, || {
             best_per_row(&scorer, &raw, raw.len, &mut index)
-        };
+        });
         result?;
         Ok(index[0] as usize)
     }
@@ -211,17 +207,11 @@ impl PyAdaptiveScorer {
             len: rows,
         };
         let scorer = self.inner;
-        let result = if raw.len >= GIL_RELEASE_MIN_CANDIDATES {
-            py.detach(move || {
-                // SAFETY: the only handle on a fresh array of `rows` ints.
-                let slots = unsafe { raw_out.as_mut_slice() };
-                best_per_row(&scorer, &raw, columns, slots)
-            })
-        } else {
-            // SAFETY: as above.
+        let result = gil::run(py, Cost::Candidates(raw.len), None, move || {
+            // SAFETY: the only handle on a fresh array of `rows` ints.
             let slots = unsafe { raw_out.as_mut_slice() };
             best_per_row(&scorer, &raw, columns, slots)
-        };
+        });
         result.map_err(|err| err.in_grid(columns))?;
         Ok(out)
     }

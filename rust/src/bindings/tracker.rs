@@ -15,16 +15,11 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
 use super::arrays::float_column;
 use super::errors::{ConfigError, InvalidInputError, SnapshotError};
 use super::extract::{count, number, type_error};
+use super::gil::{self, Cost};
 use crate::clock::Clock;
 use crate::persistence::{self, FileLock, Saver};
 use crate::tracker::{check_latency, PerformanceTracker, Stats, TrackedKey};
 use crate::window::WindowConfig;
-
-/// Batches of at least this many outcomes are recorded with the GIL released:
-/// ~30 ns each, so ~1 ms of work, the same trade-off as
-/// `GIL_RELEASE_MIN_CANDIDATES` (a released caller may wait up to the 5 ms
-/// switch interval to get the GIL back from a busy thread).
-pub const GIL_RELEASE_MIN_RECORDS: usize = 32_768;
 
 const WINDOW_FIELDS: [&str; 6] = [
     "bucket_ms",
@@ -268,7 +263,7 @@ pub fn _shutdown(py: Python<'_>) {
             alive
         })
         .unwrap_or_default();
-    py.detach(|| {
+    gil::run(py, Cost::Blocking, None, || {
         for persistence in savers {
             if let Ok(mut guard) = persistence.lock() {
                 if let Some(mut p) = guard.take() {
@@ -497,7 +492,8 @@ impl PyPerformanceTracker {
             }
             let lock = FileLock::acquire(path)?;
             if restore {
-                if let Some(found) = py.detach(|| persistence::load(path))? {
+                if let Some(found) = gil::run(py, Cost::Blocking, None, || persistence::load(path))?
+                {
                     tracker.restore(&found.state)?;
                     restored_from = Some(found.path.clone());
                     restored_taken_at_ms = Some(found.state.taken_at_ms);
@@ -637,11 +633,7 @@ impl PyPerformanceTracker {
                 }
             }
         };
-        if n >= GIL_RELEASE_MIN_RECORDS {
-            py.detach(work);
-        } else {
-            work();
-        }
+        gil::run(py, Cost::Records(n), None, work);
         Ok(n)
     }
 
@@ -655,7 +647,9 @@ impl PyPerformanceTracker {
         replica: Option<&str>,
         task: Option<&str>,
     ) -> PyTrackerStats {
-        let stats = py.detach(|| self.inner.stats(model, replica, task));
+        let stats = gil::run(py, Cost::Blocking, None, || {
+            self.inner.stats(model, replica, task)
+        });
         PyTrackerStats { inner: stats }
     }
 
@@ -690,7 +684,7 @@ impl PyPerformanceTracker {
         Vec<(u64, Vec<(u32, u32)>)>,
     )> {
         let inner = Arc::clone(&self.inner);
-        py.detach(move || {
+        gil::run(py, Cost::Blocking, None, move || {
             let now = inner.clock().now_ms();
             inner
                 .keys()
@@ -847,7 +841,7 @@ impl PyPerformanceTracker {
             .lock()
             .map_err(|_| PyValueError::new_err("saver lock poisoned"))?;
         match guard.as_ref() {
-            Some(p) => Ok(py.detach(|| p.saver.save_now())?),
+            Some(p) => Ok(gil::run(py, Cost::Blocking, None, || p.saver.save_now())?),
             None => Err(SnapshotError::new_err(
                 "this tracker has no snapshot_path (persistence is off), or it is closed",
             )),
@@ -880,7 +874,7 @@ impl PyPerformanceTracker {
             .map_err(|_| PyValueError::new_err("saver lock poisoned"))?
             .take();
         if let Some(mut p) = taken {
-            py.detach(|| p.saver.stop());
+            gil::run(py, Cost::Blocking, None, || p.saver.stop());
             let status = p.saver.status();
             if let Some(error) = status.last_error.filter(|_| status.failures > 0) {
                 return Err(SnapshotError::new_err(format!(

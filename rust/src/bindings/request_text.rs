@@ -1,0 +1,133 @@
+//! The text of a request, found in its shape: a prompt string, an OpenAI
+//! `messages` list (the user turns; content parts' `text`), or a body with
+//! `messages`, `prompt` or `input` (embeddings). Done here, on the native
+//! side, so that routing never calls back into Python for it.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyMapping, PySequence, PyString};
+
+/// A request's text, its message count and whether it is an embedding
+/// request (`endpoint` ending in `/embeddings`, or a body with `input`).
+pub fn request_text(
+    request: &Bound<'_, PyAny>,
+    endpoint: Option<&str>,
+) -> PyResult<(String, usize, bool)> {
+    let embedding = endpoint.is_some_and(|e| e.trim_end_matches('/').ends_with("embeddings"));
+    if let Ok(text) = request.cast::<PyString>() {
+        return Ok((text.to_str()?.to_owned(), 1, embedding));
+    }
+    if let Ok(body) = request.cast::<PyMapping>() {
+        if body.contains("messages")? {
+            return request_text(&body.get_item("messages")?, endpoint);
+        }
+        if body.contains("prompt")? {
+            return Ok((input_text(&body.get_item("prompt")?)?, 1, embedding));
+        }
+        if body.contains("input")? {
+            return Ok((input_text(&body.get_item("input")?)?, 1, true));
+        }
+        let mut keys = Vec::new();
+        for key in body.keys()?.iter() {
+            keys.push(key.str()?.to_str()?.to_owned());
+        }
+        return Err(PyTypeError::new_err(format!(
+            "request must have messages, prompt or input, got keys: {}",
+            keys.join(", ")
+        )));
+    }
+    if let Ok(messages) = request.cast::<PySequence>() {
+        let mut user = Vec::new();
+        let count = messages.len()?;
+        for message in messages.try_iter()? {
+            let message = message?;
+            let Ok(message) = message.cast::<PyMapping>() else {
+                continue;
+            };
+            let role = if message.contains("role")? {
+                message.get_item("role")?
+            } else {
+                PyString::new(message.py(), "user").into_any()
+            };
+            if role
+                .cast::<PyString>()
+                .is_ok_and(|r| r.to_str().is_ok_and(|r| r == "user"))
+            {
+                let content = if message.contains("content")? {
+                    Some(message.get_item("content")?)
+                } else {
+                    None
+                };
+                user.push(content.map_or(Ok(String::new()), |c| content_text(&c))?);
+            }
+        }
+        return Ok((user.join("\n"), count.max(1), embedding));
+    }
+    let type_name = request.get_type().name()?.to_string();
+    Err(PyTypeError::new_err(format!(
+        "request must be a str, a messages list or a request dict, got {type_name}"
+    )))
+}
+
+/// A message's content: a string, or the `text` of its content parts
+/// (`[{"type": "text", "text": ...}, {"type": "image_url", ...}]`).
+fn content_text(content: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(text) = content.cast::<PyString>() {
+        return Ok(text.to_str()?.to_owned());
+    }
+    let Ok(parts) = content.cast::<PySequence>() else {
+        return Ok(String::new());
+    };
+    let mut texts = Vec::new();
+    for part in parts.try_iter()? {
+        let part = part?;
+        let Ok(part) = part.cast::<PyMapping>() else {
+            continue;
+        };
+        if part.contains("text")? {
+            if let Ok(text) = part.get_item("text")?.cast::<PyString>() {
+                texts.push(text.to_str()?.to_owned());
+            }
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+/// A `prompt` or `input`: a string, or the strings of a list.
+fn input_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(text.to_str()?.to_owned());
+    }
+    let Ok(items) = value.cast::<PySequence>() else {
+        return Ok(String::new());
+    };
+    let mut texts = Vec::new();
+    for item in items.try_iter()? {
+        if let Ok(text) = item?.cast::<PyString>() {
+            texts.push(text.to_str()?.to_owned());
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+/// `zeta_fast.profile(request, *, endpoint=None)`: profiles a request of
+/// any shape `request_text` reads.
+#[pyfunction]
+#[pyo3(signature = (request, *, endpoint = None))]
+pub fn profile(
+    request: &Bound<'_, PyAny>,
+    endpoint: Option<&str>,
+) -> PyResult<super::profile::PyRequestProfile> {
+    let (text, turns, embedding) = request_text(request, endpoint)?;
+    super::profile::_profile_text(&text, turns, embedding)
+}
+
+/// The text, message count and embedding flag `profile` reads in a request.
+#[pyfunction]
+#[pyo3(name = "request_text", signature = (request, *, endpoint = None))]
+pub fn py_request_text(
+    request: &Bound<'_, PyAny>,
+    endpoint: Option<&str>,
+) -> PyResult<(String, usize, bool)> {
+    request_text(request, endpoint)
+}

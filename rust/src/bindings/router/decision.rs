@@ -1,0 +1,221 @@
+//! `Decision`: one routing decision as Python sees it, with the names of
+//! its model, replica and task interned once per router.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::super::learned::PyFeatures;
+use super::PyRouterCore;
+use crate::errors::ZetaError;
+use crate::routing::{Decision, RouterCore};
+
+/// One routing decision: which model and replica, and why.
+#[pyclass(name = "Decision", module = "zeta_fast._core", frozen)]
+pub struct PyDecision {
+    pub(super) inner: Decision,
+    pub(super) router: Arc<RouterCore>,
+    model_id: Py<PyString>,
+    replica_id: Py<PyString>,
+    task_type: Py<PyString>,
+    complexity: f64,
+    pub(super) context: Option<String>,
+    pub(super) profile: Option<Py<PyAny>>,
+    runners_up: Vec<(Py<PyString>, f64)>,
+    pub(super) recorded: AtomicBool,
+    /// Its slot was given back by `release` before its outcome was recorded.
+    pub(super) released: AtomicBool,
+    /// Set once a quality verdict (`feedback`) was learned.
+    pub(super) judged: AtomicBool,
+}
+
+impl PyRouterCore {
+    /// The Python decision for a core decision of this router.
+    pub(super) fn wrap(
+        &self,
+        py: Python<'_>,
+        decision: Decision,
+        context: Option<String>,
+        profile: Option<Py<PyAny>>,
+    ) -> PyResult<PyDecision> {
+        let name = |m: usize| self.model_names.get(m).map(|n| n.clone_ref(py));
+        // The core only returns indices of its own models, replicas and tasks.
+        let model_id = name(decision.model).ok_or(ZetaError::ForeignDecision)?;
+        let replica_id = self
+            .replica_names
+            .get(decision.model)
+            .and_then(|r| r.get(decision.replica))
+            .map(|n| n.clone_ref(py))
+            .ok_or(ZetaError::ForeignDecision)?;
+        let task_type = self
+            .task_names
+            .get(decision.task)
+            .map(|t| t.clone_ref(py))
+            .ok_or(ZetaError::ForeignDecision)?;
+        let runners_up = decision
+            .runners_up
+            .iter()
+            .filter_map(|(m, score)| name(*m).map(|n| (n, *score)))
+            .collect();
+        let complexity = decision.complexity;
+        Ok(PyDecision {
+            inner: decision,
+            router: Arc::clone(&self.inner),
+            model_id,
+            replica_id,
+            task_type,
+            complexity,
+            context,
+            profile,
+            runners_up,
+            recorded: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            judged: AtomicBool::new(false),
+        })
+    }
+}
+
+#[pymethods]
+impl PyDecision {
+    #[getter]
+    fn model_id(&self, py: Python<'_>) -> Py<PyString> {
+        self.model_id.clone_ref(py)
+    }
+    #[getter]
+    fn replica_id(&self, py: Python<'_>) -> Py<PyString> {
+        self.replica_id.clone_ref(py)
+    }
+    #[getter]
+    fn task_type(&self, py: Python<'_>) -> Py<PyString> {
+        self.task_type.clone_ref(py)
+    }
+    #[getter]
+    fn complexity(&self) -> f64 {
+        self.complexity
+    }
+    #[getter]
+    fn context(&self) -> Option<String> {
+        self.context.clone()
+    }
+    #[getter]
+    fn profile(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.profile.as_ref().map(|p| p.clone_ref(py))
+    }
+    #[getter]
+    fn capability_score(&self) -> f64 {
+        self.inner.breakdown.capability_score
+    }
+    /// Sent to a random other candidate by the learned router's exploration.
+    /// The caller named the model: retries stay on its replicas and its
+    /// configured fallbacks.
+    #[getter]
+    fn pinned(&self) -> bool {
+        self.inner.pinned
+    }
+
+    /// The request features it needs, as a bit mask of ``zeta_fast.request_features``.
+    #[getter]
+    fn needs(&self) -> u32 {
+        self.inner.request.needs
+    }
+
+    #[getter]
+    fn explored(&self) -> bool {
+        self.inner.explored
+    }
+    /// The category the learned router counts this request in (None when
+    /// learning is off or the text was not known).
+    #[getter]
+    fn learned_category(&self) -> Option<String> {
+        self.inner
+            .request
+            .learned
+            .as_ref()
+            .map(|r| r.category.clone())
+    }
+    /// The request's learned features (None when learning is off or the
+    /// text was not known), e.g. for the outcome log.
+    #[getter]
+    fn learned_features(&self) -> Option<PyFeatures> {
+        self.inner.request.learned.as_ref().map(|r| PyFeatures {
+            inner: Arc::new(r.features.clone()),
+        })
+    }
+    #[getter]
+    fn performance_score(&self) -> f64 {
+        self.inner.breakdown.performance_score
+    }
+    #[getter]
+    fn performance_adjustment(&self) -> f64 {
+        self.inner.breakdown.performance_adjustment()
+    }
+    #[getter]
+    fn has_performance_data(&self) -> bool {
+        self.inner.breakdown.has_performance_data
+    }
+    #[getter]
+    fn success_rate(&self) -> f64 {
+        self.inner.breakdown.success_rate
+    }
+    #[getter]
+    fn avg_latency_ms(&self) -> f64 {
+        self.inner.breakdown.avg_latency_ms
+    }
+    #[getter]
+    fn penalties(&self) -> Vec<&'static str> {
+        self.inner.breakdown.penalties.names()
+    }
+    /// The other candidates in the order they were considered, with scores.
+    #[getter]
+    fn runners_up(&self, py: Python<'_>) -> Vec<(Py<PyString>, f64)> {
+        self.runners_up
+            .iter()
+            .map(|(m, s)| (m.clone_ref(py), *s))
+            .collect()
+    }
+
+    /// The decision record as a JSON-serialisable dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let b = &self.inner.breakdown;
+        let dict = PyDict::new(py);
+        dict.set_item("model_id", self.model_id.bind(py))?;
+        dict.set_item("replica_id", self.replica_id.bind(py))?;
+        dict.set_item("task_type", self.task_type.bind(py))?;
+        dict.set_item("complexity", self.complexity)?;
+        dict.set_item("context", self.context.clone())?;
+        dict.set_item("capability_score", b.capability_score)?;
+        dict.set_item("performance_score", b.performance_score)?;
+        dict.set_item("performance_adjustment", b.performance_adjustment())?;
+        dict.set_item("has_performance_data", b.has_performance_data)?;
+        dict.set_item("success_rate", b.success_rate)?;
+        dict.set_item("avg_latency_ms", b.avg_latency_ms)?;
+        dict.set_item("penalties", b.penalties.names())?;
+        dict.set_item("explored", self.inner.explored)?;
+        dict.set_item("learned_category", self.learned_category())?;
+        let runners: Vec<(Py<PyString>, f64)> = self.runners_up(py);
+        let runners_list = PyList::empty(py);
+        for (model, score) in runners {
+            let entry = PyDict::new(py);
+            entry.set_item("model_id", model)?;
+            entry.set_item("performance_score", score)?;
+            runners_list.append(entry)?;
+        }
+        dict.set_item("runners_up", runners_list)?;
+        if let Some(profile) = &self.profile {
+            dict.set_item("profile", profile.bind(py).call_method0("to_dict")?)?;
+        }
+        Ok(dict)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Decision(model_id='{}', replica_id='{}', task_type='{}', performance_score={})",
+            self.model_id.bind(py),
+            self.replica_id.bind(py),
+            self.task_type.bind(py),
+            crate::errors::float_repr(self.inner.breakdown.performance_score)
+        )
+    }
+}

@@ -1,0 +1,542 @@
+//! Assignment: from a profiled request to a model and a replica slot, and
+//! from the outcome back into the windows that feed the next decision.
+//!
+//! The request path, in the order it runs:
+//! 1. [`RouterCore::route`] scores the candidates in one pass
+//!    ([`candidates`]: the capable models that can serve the request, each
+//!    scored from its live windows by [`crate::candidates::score_candidates`]);
+//!    those whose complexity range ([`ranges`]) holds the request come first.
+//! 2. The model ordering ([`crate::policies::ModelOrdering`], `spread` by
+//!    default) puts each group in the order it is tried; the learned
+//!    router's [`exploration`] sends a bounded share elsewhere.
+//! 3. The first model with a free slot gets the request: its replica policy
+//!    ([`crate::policies::ReplicaPolicy`]) chooses, passing over replicas
+//!    that are slow or failing beside their twins ([`replicas`]).
+//! 4. A failed attempt goes to [`RouterCore::reroute`] (within the retry
+//!    [`budgets`]); the outcome goes to [`RouterCore::record_outcome`]
+//!    ([`outcomes`]), which frees the slot and feeds windows, breakers,
+//!    replica health, ranges and the learned router.
+
+mod budgets;
+mod candidates;
+mod exploration;
+mod models;
+mod outcomes;
+mod ranges;
+mod replicas;
+mod settings;
+
+use std::sync::Arc;
+
+pub use models::{ModelInput, RoutedModel, TASKS};
+pub use outcomes::Outcome;
+pub use ranges::{RangeChange, Tuning};
+pub use settings::Resilience;
+
+use self::budgets::Budgets;
+pub use self::candidates::Target;
+use crate::errors::ZetaError;
+use crate::learned_capability::{category_of, CostKnob, Learning, RequestView};
+use crate::outcome::{HistogramSnapshot, LatencyHistogram, OVERHEAD_BOUNDS_MS};
+use crate::policies::ModelOrdering;
+use crate::request_kinds::feature_names;
+use crate::rng::SharedRng;
+use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
+use crate::tracker::PerformanceTracker;
+
+/// One routing decision: which model and replica, and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub model: usize,
+    pub replica: usize,
+    pub task: usize,
+    pub complexity: f64,
+    pub context: usize,
+    pub breakdown: ScoreBreakdown,
+    /// The other candidates in the order they were considered, with scores.
+    pub runners_up: Vec<(usize, f64)>,
+    /// The request's learned features and token estimate, for learning
+    /// from its outcome and for attempts after this one.
+    pub request: RequestView,
+    /// Sent to a random other candidate by the learned router's exploration.
+    pub explored: bool,
+    /// The caller named the model: attempts stay on it and its fallbacks.
+    pub pinned: bool,
+}
+
+/// The router's core: models, their replica slots, the tracker and scorer.
+pub struct RouterCore {
+    tracker: Arc<PerformanceTracker>,
+    scorer: AdaptiveScorer,
+    models: Vec<RoutedModel>,
+    ordering: Box<dyn ModelOrdering>,
+    resilience: Resilience,
+    budgets: Budgets,
+    /// Draws for exploration, replica probes and backoff jitter.
+    rng: SharedRng,
+    /// Time the caller spent deciding and relaying, as it reports it
+    /// (a gateway's own share of each request), for metrics pages.
+    overhead: LatencyHistogram,
+    /// The learned capability term, when learning is on.
+    learning: Option<Learning>,
+    /// The cost/quality knob, when a willingness to pay is set.
+    cost: Option<CostKnob>,
+}
+
+impl RouterCore {
+    /// Builds the router and registers every (model, replica, task) window.
+    /// `replica_policy` names a [`crate::policies::ReplicaPolicy`].
+    pub fn new(
+        tracker: Arc<PerformanceTracker>,
+        scorer: AdaptiveScorer,
+        models: Vec<ModelInput>,
+        replica_policy: &str,
+        ordering: Box<dyn ModelOrdering>,
+        resilience: Resilience,
+    ) -> Result<Self, ZetaError> {
+        let models = models::build(&tracker, models, replica_policy, &resilience)?;
+        let now = tracker.clock().now_ms();
+        Ok(Self {
+            budgets: Budgets::new(&resilience, now),
+            rng: SharedRng::new(now | 1),
+            overhead: LatencyHistogram::new(&OVERHEAD_BOUNDS_MS),
+            resilience,
+            tracker,
+            scorer,
+            models,
+            ordering,
+            learning: None,
+            cost: None,
+        })
+    }
+
+    /// Turns the learned capability term on (its predictor's rows must be
+    /// this router's models, in order).
+    pub fn set_learning(&mut self, learning: Learning) -> Result<(), ZetaError> {
+        learning.validate()?;
+        let ids: Vec<&str> = self.models.iter().map(|m| &*m.id).collect();
+        if learning
+            .predictor
+            .models()
+            .iter()
+            .map(String::as_str)
+            .ne(ids)
+        {
+            return Err(ZetaError::InvalidName {
+                field: "learning",
+                problem: "has a predictor whose models differ from the router's",
+                value: learning.predictor.models().join(", "),
+            });
+        }
+        self.learning = Some(learning);
+        Ok(())
+    }
+
+    /// Sets the cost/quality knob (one price per model, in order).
+    pub fn set_cost_knob(&mut self, knob: CostKnob) -> Result<(), ZetaError> {
+        knob.validate()?;
+        if knob.cost_per_1k_tokens.len() != self.models.len() {
+            return Err(ZetaError::InvalidName {
+                field: "cost_per_1k_tokens",
+                problem: "needs one price per model",
+                value: knob.cost_per_1k_tokens.len().to_string(),
+            });
+        }
+        self.cost = Some(knob);
+        Ok(())
+    }
+
+    /// The learned capability term's settings, when learning is on.
+    pub fn learning(&self) -> Option<&Learning> {
+        self.learning.as_ref()
+    }
+
+    /// The category a request of `task` and `complexity` is learned under.
+    pub fn learned_category(task: usize, complexity: f64) -> String {
+        category_of(TASKS.get(task).copied().unwrap_or("chat"), complexity)
+    }
+
+    /// The models, in configuration order.
+    pub fn models(&self) -> &[RoutedModel] {
+        &self.models
+    }
+
+    /// The index of the model `id`.
+    pub fn model_index(&self, id: &str) -> Result<usize, ZetaError> {
+        self.models
+            .iter()
+            .position(|m| &*m.id == id)
+            .ok_or_else(|| ZetaError::UnknownName {
+                field: "model",
+                value: id.to_owned(),
+                known: self.model_ids().join(", "),
+            })
+    }
+
+    /// The model and replica indices of `replica` of model `id`.
+    pub fn replica_index(&self, id: &str, replica: &str) -> Result<(usize, usize), ZetaError> {
+        let m = self.model_index(id)?;
+        let routed = self.models.get(m).ok_or(ZetaError::ForeignDecision)?;
+        let r = routed
+            .replica_ids
+            .iter()
+            .position(|r| &**r == replica)
+            .ok_or_else(|| ZetaError::UnknownName {
+                field: "replica",
+                value: format!("{replica} of {id}"),
+                known: routed
+                    .replica_ids
+                    .iter()
+                    .map(|r| &**r)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok((m, r))
+    }
+
+    fn model_ids(&self) -> Vec<&str> {
+        self.models.iter().map(|m| &*m.id).collect()
+    }
+
+    /// The tracker outcomes are recorded in.
+    pub fn tracker(&self) -> &Arc<PerformanceTracker> {
+        &self.tracker
+    }
+
+    /// The model ordering in use.
+    pub fn ordering(&self) -> &dyn ModelOrdering {
+        self.ordering.as_ref()
+    }
+
+    /// Routes a request of `task` (index into [`TASKS`]) and `complexity` in
+    /// `context` (0 = none; else 1 + the context's index), taking a replica slot.
+    pub fn route(
+        &self,
+        task: usize,
+        complexity: f64,
+        context: usize,
+        view: RequestView,
+    ) -> Result<Decision, ZetaError> {
+        let now = self.tracker.clock().now_ms();
+        let target = Target {
+            task,
+            complexity,
+            context,
+        };
+        let scored = self.candidates(target, now, &view)?;
+        self.budgets.first_attempt();
+        if let Some(position) = self.exploration_pick(&scored, &view) {
+            if let Some(&(m, breakdown)) = scored.get(position) {
+                if let Some(replica) = self
+                    .models
+                    .get(m)
+                    .and_then(|model| self.pick(model, now, &[], true))
+                {
+                    let mut decision =
+                        self.decision(&scored, position, m, replica, breakdown, target, view);
+                    decision.explored = true;
+                    return Ok(decision);
+                }
+            }
+        }
+        for (position, &(m, breakdown)) in scored.iter().enumerate() {
+            let Some(model) = self.models.get(m) else {
+                continue;
+            };
+            if let Some(replica) = self.pick(model, now, &[], true) {
+                return Ok(self.decision(&scored, position, m, replica, breakdown, target, view));
+            }
+        }
+        Err(ZetaError::Saturated {
+            operation: "route()",
+        })
+    }
+
+    /// Routes a request to one named model (a caller's explicit choice),
+    /// taking a replica slot; scored as a candidate when it serves the task,
+    /// with capability 0 when it does not. `prefer`: the replica to take when
+    /// it can take the request (one holding the conversation's state), else
+    /// the replica policy chooses.
+    pub fn route_to(
+        &self,
+        model: usize,
+        target: Target,
+        view: RequestView,
+        prefer: Option<usize>,
+    ) -> Result<Decision, ZetaError> {
+        let now = self.tracker.clock().now_ms();
+        let Some(routed) = self.models.get(model) else {
+            return Err(ZetaError::UnknownName {
+                field: "model",
+                value: model.to_string(),
+                known: self.model_ids().join(", "),
+            });
+        };
+        if routed.unserved.blocks(view.needs, now) {
+            return Err(ZetaError::Unsupported {
+                who: format!("model {:?} cannot serve", &*routed.id),
+                features: feature_names(routed.unserved.mask(now) & view.needs),
+            });
+        }
+        let scored = self.candidates(target, now, &view).unwrap_or_default();
+        self.budgets.first_attempt();
+        let preferred = prefer
+            .filter(|&r| routed.replicas.is_healthy(r) && routed.replicas.try_acquire_at(r, now));
+        let mut chosen = preferred
+            .or_else(|| self.pick(routed, now, &[], true))
+            .map(|replica| (model, replica));
+        // Its own replicas cannot take it: its configured fallbacks, in order
+        // (never any other model: the caller chose this one).
+        for &fallback in &routed.fallbacks {
+            if chosen.is_some() {
+                break;
+            }
+            let Some(other) = self.models.get(fallback) else {
+                continue;
+            };
+            if !other.unserved.blocks(view.needs, now) {
+                chosen = self
+                    .pick(other, now, &[], true)
+                    .map(|replica| (fallback, replica));
+            }
+        }
+        let (m, replica) = chosen.ok_or(ZetaError::Saturated {
+            operation: "route() to the named model",
+        })?;
+        let position = scored.iter().position(|(c, _)| *c == m);
+        let breakdown = match position.and_then(|p| scored.get(p)) {
+            Some((_, b)) => *b,
+            None => match self.score_uncapable(m, target.task, now) {
+                Ok(b) => b,
+                Err(err) => {
+                    self.release_slot(m, replica);
+                    return Err(err);
+                }
+            },
+        };
+        let position = position.unwrap_or(usize::MAX);
+        let mut decision = self.decision(&scored, position, m, replica, breakdown, target, view);
+        decision.pinned = true;
+        Ok(decision)
+    }
+
+    /// Where to send a request again after `failed`: another replica of the
+    /// same model first (none in `tried`, the (model, replica) pairs already
+    /// used), then the model's fallback chain, then the other candidates by
+    /// score. With `needs_longer_context` (the prompt did not fit) only
+    /// models with a longer stated context window qualify.
+    pub fn reroute(
+        &self,
+        failed: &Decision,
+        tried: &[(usize, usize)],
+        needs_longer_context: bool,
+    ) -> Result<Decision, ZetaError> {
+        let now = self.tracker.clock().now_ms();
+        let target = Target {
+            task: failed.task,
+            complexity: failed.complexity,
+            context: failed.context,
+        };
+        let scored = match self.candidates(target, now, &failed.request) {
+            Ok(scored) => scored,
+            // A named model's own chain needs no candidates to be tried.
+            Err(_) if failed.pinned => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        let failed_window = self
+            .models
+            .get(failed.model)
+            .map_or(0, |m| m.context_window);
+        let mut order: Vec<usize> = Vec::with_capacity(scored.len() + 4);
+        order.push(failed.model);
+        if let Some(model) = self.models.get(failed.model) {
+            order.extend(model.fallbacks.iter().copied());
+        }
+        // A named model is served by its own replicas and its configured
+        // fallbacks only: the caller chose it, and nothing else answers in
+        // its name.
+        if !failed.pinned {
+            order.extend(scored.iter().map(|(m, _)| *m));
+        }
+        let mut seen = Vec::with_capacity(order.len());
+        for m in order {
+            if seen.contains(&m) {
+                continue;
+            }
+            seen.push(m);
+            let Some(model) = self.models.get(m) else {
+                continue;
+            };
+            if needs_longer_context && model.context_window <= failed_window {
+                continue;
+            }
+            if model.unserved.blocks(failed.request.needs, now) {
+                continue;
+            }
+            // Models that do not serve the task are not candidates at all,
+            // except a named model and its own chain, which the caller chose.
+            let position = scored.iter().position(|(c, _)| *c == m);
+            if position.is_none() && !failed.pinned {
+                continue;
+            }
+            let position = position.unwrap_or(usize::MAX);
+            let excluded: Vec<usize> = tried
+                .iter()
+                .filter(|(tm, _)| *tm == m)
+                .map(|(_, r)| *r)
+                .collect();
+            if let Some(replica) = self.pick(model, now, &excluded, false) {
+                let breakdown = scored.get(position).map_or(failed.breakdown, |s| s.1);
+                let mut decision = self.decision(
+                    &scored,
+                    position,
+                    m,
+                    replica,
+                    breakdown,
+                    target,
+                    failed.request.clone(),
+                );
+                decision.pinned = failed.pinned;
+                return Ok(decision);
+            }
+        }
+        Err(ZetaError::Saturated {
+            operation: "reroute() (no untried replica of any candidate can take it)",
+        })
+    }
+
+    fn release_slot(&self, model: usize, replica: usize) {
+        if let Some(routed) = self.models.get(model) {
+            routed.replicas.release(replica);
+        }
+    }
+
+    /// Keeps a replica out of selection for `hold_ms` (a server's
+    /// `Retry-After`): its breaker opens so that it probes when the time is up.
+    pub fn hold_replica(&self, model: usize, replica: usize, hold_ms: u64) {
+        if let Some(routed) = self.models.get(model) {
+            routed
+                .replicas
+                .hold(replica, hold_ms, self.tracker.clock().now_ms());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decision(
+        &self,
+        scored: &[(usize, ScoreBreakdown)],
+        position: usize,
+        model: usize,
+        replica: usize,
+        breakdown: ScoreBreakdown,
+        target: Target,
+        request: RequestView,
+    ) -> Decision {
+        let runners_up = scored
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != position)
+            .map(|(_, (other, b))| (*other, b.performance_score))
+            .collect();
+        Decision {
+            model,
+            replica,
+            task: self
+                .models
+                .get(model)
+                .map_or(target.task, |m| m.served_task(target.task)),
+            complexity: target.complexity,
+            context: target.context,
+            breakdown,
+            runners_up,
+            request,
+            explored: false,
+            pinned: false,
+        }
+    }
+
+    /// Counts `ms` of a caller's own time on a request (a gateway's overhead).
+    pub fn record_overhead(&self, ms: f64) -> Result<(), ZetaError> {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(ZetaError::InvalidInput {
+                field: "ms",
+                position: crate::errors::Position::Scalar,
+                expected: "finite and >= 0",
+                value: crate::errors::float_repr(ms),
+            });
+        }
+        self.overhead.observe(ms);
+        Ok(())
+    }
+
+    /// The overhead histogram so far.
+    pub fn overhead(&self) -> HistogramSnapshot {
+        self.overhead.snapshot()
+    }
+
+    /// Spends a retry token; false when retries are over budget.
+    pub fn try_retry(&self) -> bool {
+        self.budgets.try_retry(self.tracker.clock().now_ms())
+    }
+
+    /// Spends a hedge token; false when hedges are over budget.
+    pub fn try_hedge(&self) -> bool {
+        self.budgets.try_hedge(self.tracker.clock().now_ms())
+    }
+
+    /// Retry and hedge tokens left.
+    pub fn budget_tokens(&self) -> (f64, f64) {
+        self.budgets.tokens()
+    }
+
+    /// The jittered wait before retry number `retry` (1 = first), at least
+    /// the server's `Retry-After` when given.
+    pub fn backoff_ms(&self, retry: u32, retry_after_ms: Option<f64>) -> f64 {
+        self.budgets.backoff_ms(retry, retry_after_ms, &self.rng)
+    }
+
+    /// The dispatch policy the router was built with.
+    pub fn resilience(&self) -> &Resilience {
+        &self.resilience
+    }
+
+    /// The recent p95 latency of one replica over all its tasks, the delay
+    /// after which a request to it is hedged; `None` without data.
+    pub fn replica_p95_ms(&self, model: usize, replica: usize) -> Option<f64> {
+        let keys = self.models.get(model)?.replica_leaves(replica);
+        let stats = self.tracker.aggregate(&keys);
+        (stats.window.requests >= self.scorer.config().min_requests_for_performance)
+            .then_some(stats.p95_ms)
+            .flatten()
+    }
+
+    /// The complexity range a model suits in a context (0: its own).
+    pub fn range(&self, model: usize, context: usize) -> Option<(f64, f64)> {
+        self.models.get(model)?.ranges.get(context)
+    }
+
+    /// Tunes every model's ranges from recorded outcomes (see
+    /// [`ranges::ComplexityRanges::tune`]).
+    pub fn tune_ranges(&self, tuning: Tuning) -> Result<Vec<RangeChange>, ZetaError> {
+        if !(tuning.target_success_rate > 0.0 && tuning.target_success_rate <= 1.0) {
+            return Err(ZetaError::InvalidConfig {
+                field: "target_success_rate",
+                expected: "in (0, 1]",
+                value: crate::errors::float_repr(tuning.target_success_rate),
+            });
+        }
+        if !(tuning.step > 0.0 && tuning.step <= 1.0) {
+            return Err(ZetaError::InvalidConfig {
+                field: "step",
+                expected: "in (0, 1]",
+                value: crate::errors::float_repr(tuning.step),
+            });
+        }
+        Ok(self
+            .models
+            .iter()
+            .enumerate()
+            .flat_map(|(m, model)| model.ranges.tune(m, tuning))
+            .collect())
+    }
+}

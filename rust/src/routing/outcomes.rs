@@ -1,0 +1,253 @@
+//! Outcomes: how a dispatched request ended, fed back where each part of
+//! the router learns from it. The tracker's window (scoring) and the
+//! replica's breaker see replica faults and successes; client errors,
+//! context-length refusals and cancelled hedges only count in the replica's
+//! counters ("a request's fault is not the replica's"). Replica health and
+//! the complexity ranges learn from the same outcomes as the window; the
+//! learned router from successes and context-length refusals.
+
+use super::{Decision, RouterCore};
+use crate::errors::{float_repr, Position, ZetaError};
+use crate::outcome::OutcomeKind;
+use crate::replica_health::degraded;
+
+/// One outcome to record, as the dispatcher reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Outcome {
+    /// A caller's verdict alone: success or not, and the time it took.
+    pub fn verdict(success: bool, latency_ms: f64) -> Self {
+        Self {
+            kind: if success {
+                OutcomeKind::Success
+            } else {
+                OutcomeKind::Other
+            },
+            latency_ms,
+            ttft_ms: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    }
+
+    fn check(&self) -> Result<(), ZetaError> {
+        crate::tracker::check_latency(self.latency_ms)?;
+        if let Some(ttft) = self.ttft_ms.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(ZetaError::InvalidInput {
+                field: "ttft_ms",
+                position: Position::Scalar,
+                expected: "finite and >= 0",
+                value: float_repr(ttft),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether an outcome reached a verdict on the model's answer: what the
+/// learned router learns (`Some(good)`), with `learn_from_outcomes` on.
+fn verdict_of(kind: OutcomeKind, caller_verdict: bool) -> Option<bool> {
+    match kind {
+        OutcomeKind::Success => Some(true),
+        OutcomeKind::ContextLength => Some(false),
+        // `record()`'s caller said it failed, without saying how.
+        OutcomeKind::Other if caller_verdict => Some(false),
+        _ => None,
+    }
+}
+
+impl RouterCore {
+    /// Records a caller's verdict on a decision and gives its replica slot
+    /// back (unless `free_slot` is off); true when the learned router
+    /// learned it (`learn_from_outcomes`).
+    pub fn record(
+        &self,
+        decision: &Decision,
+        success: bool,
+        latency_ms: f64,
+        free_slot: bool,
+    ) -> Result<bool, ZetaError> {
+        self.record_inner(
+            decision,
+            Outcome::verdict(success, latency_ms),
+            true,
+            free_slot,
+        )
+    }
+
+    /// Records how a dispatched request ended (see the module's rules) and
+    /// gives the replica slot back (unless `free_slot` is off). True when
+    /// the learned router learned it (`learn_from_outcomes`: a success as
+    /// good, a context-length refusal as bad).
+    pub fn record_outcome(
+        &self,
+        decision: &Decision,
+        outcome: Outcome,
+        free_slot: bool,
+    ) -> Result<bool, ZetaError> {
+        self.record_inner(decision, outcome, false, free_slot)
+    }
+
+    /// Gives a decision's replica slot back without recording anything: for
+    /// a request abandoned before it was sent, or one whose outcome is
+    /// recorded later with `free_slot` off (once its cause is known).
+    pub fn release(&self, decision: &Decision) {
+        self.release_slot(decision.model, decision.replica);
+    }
+
+    /// Remembers that `model` refused requests with `feature` (one bit of
+    /// [`crate::request_kinds::FEATURES`]) for `ttl_ms`: it is skipped for
+    /// them meanwhile.
+    pub fn learn_unserved(&self, model: usize, bit: u32, ttl_ms: u64) {
+        if let Some(routed) = self.models.get(model) {
+            let now = self.tracker.clock().now_ms();
+            routed.unserved.learn(bit, now.saturating_add(ttl_ms));
+        }
+    }
+
+    /// Learns one verdict on a decision's request (when learning is on and
+    /// its text was known); true when learned.
+    pub fn learn(&self, decision: &Decision, success: bool) -> Result<bool, ZetaError> {
+        let (Some(learning), Some(request)) = (&self.learning, &decision.request.learned) else {
+            return Ok(false);
+        };
+        learning.predictor.update(
+            &request.features,
+            &[(decision.model, success)],
+            Some(&request.category),
+            None,
+        )?;
+        Ok(true)
+    }
+
+    fn record_inner(
+        &self,
+        decision: &Decision,
+        outcome: Outcome,
+        caller_verdict: bool,
+        free_slot: bool,
+    ) -> Result<bool, ZetaError> {
+        outcome.check()?;
+        let model = self
+            .models
+            .get(decision.model)
+            .ok_or(ZetaError::ForeignDecision)?;
+        let now = self.tracker.clock().now_ms();
+        let Outcome {
+            kind, latency_ms, ..
+        } = outcome;
+        if free_slot {
+            model.replicas.release(decision.replica);
+        }
+        if let Some(counters) = model.counters.get(decision.replica) {
+            counters.count(
+                kind,
+                latency_ms,
+                outcome.ttft_ms,
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+            );
+        }
+        let success = kind == OutcomeKind::Success;
+        let learns = self
+            .learning
+            .as_ref()
+            .is_some_and(|l| l.learn_from_outcomes);
+        let taught = match verdict_of(kind, caller_verdict).filter(|_| learns) {
+            Some(good) => self.learn(decision, good)?,
+            None => false,
+        };
+        // An answer's time is a measurement, not a verdict: always learned.
+        if let (true, Some(learning), Some(request)) =
+            (success, &self.learning, &decision.request.learned)
+        {
+            learning
+                .predictor
+                .update_latency(&request.features, decision.model, latency_ms)?;
+        }
+        if !success && !kind.is_replica_fault() {
+            if !matches!(kind, OutcomeKind::Cancelled | OutcomeKind::Internal) {
+                // It answered: as far as the breaker knows, the replica is up.
+                model.replicas.on_outcome(decision.replica, true, now);
+            }
+            return Ok(taught);
+        }
+        // A replica that answers, but badly (5xx, cut streams), and is already
+        // passed over for its record: its failed probes must not open the
+        // breaker, whose cool-down would keep it out long after it could be
+        // seen healed. Refused connections and timeouts (down, hung) still
+        // do: the breaker is the better tool for a replica that is gone.
+        let answers_badly = matches!(
+            kind,
+            OutcomeKind::ServerError
+                | OutcomeKind::RateLimited
+                | OutcomeKind::StreamCut
+                | OutcomeKind::Other
+        );
+        let policy = &self.resilience.replica_adapt;
+        let probe_of_degraded =
+            answers_badly && degraded(&model.health, policy).contains(&decision.replica);
+        if !probe_of_degraded {
+            model.replicas.on_outcome(decision.replica, success, now);
+        }
+        if let Some(health) = model.health.get(decision.replica) {
+            // A success of a replica with a bad record (a probe, mostly)
+            // counts double, so a healed replica is back after two.
+            let alpha = if success && health.read().0 > policy.fail_margin {
+                policy.alpha.max(0.5)
+            } else {
+                policy.alpha
+            };
+            health.observe(success, latency_ms, alpha);
+        }
+        model
+            .ranges
+            .count(decision.context, decision.complexity, success);
+        if let Some(key) = model
+            .leaves
+            .get(decision.task)
+            .and_then(|l| l.get(decision.replica))
+        {
+            key.window.record(now, success, latency_ms);
+        }
+        Ok(taught)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_and_context_refusals_are_verdicts() {
+        assert_eq!(verdict_of(OutcomeKind::Success, false), Some(true));
+        assert_eq!(verdict_of(OutcomeKind::ContextLength, false), Some(false));
+        assert_eq!(verdict_of(OutcomeKind::Other, true), Some(false));
+        for kind in [
+            OutcomeKind::Other,
+            OutcomeKind::ServerError,
+            OutcomeKind::Timeout,
+            OutcomeKind::ClientError,
+            OutcomeKind::Cancelled,
+        ] {
+            assert_eq!(verdict_of(kind, false), None, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn bad_latencies_are_errors() {
+        assert!(Outcome::verdict(true, f64::NAN).check().is_err());
+        let mut outcome = Outcome::verdict(true, 1.0);
+        outcome.ttft_ms = Some(-1.0);
+        assert!(outcome.check().is_err());
+        outcome.ttft_ms = Some(0.5);
+        assert!(outcome.check().is_ok());
+    }
+}
