@@ -8,6 +8,7 @@
 mod by_score;
 mod least_loaded;
 mod power_of_two;
+mod round_robin;
 mod spread;
 
 pub use by_score::ByScore;
@@ -85,9 +86,10 @@ type ReplicaFactory = fn() -> Box<dyn ReplicaPolicy>;
 type OrderingFactory = fn(f64) -> Box<dyn ModelOrdering>;
 
 /// Every replica policy, by configuration name.
-const REPLICA_POLICY_TABLE: [(&str, ReplicaFactory); 2] = [
+const REPLICA_POLICY_TABLE: [(&str, ReplicaFactory); 3] = [
     ("least_loaded", || Box::new(LeastLoaded)),
     ("power_of_two", || Box::new(PowerOfTwo::default())),
+    ("round_robin", || Box::new(round_robin::RoundRobin::default())),
 ];
 
 /// Every model ordering, by configuration name; the argument is the spread
