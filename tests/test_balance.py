@@ -42,7 +42,10 @@ def test_unhealthy_replicas_are_never_chosen() -> None:
 def test_errors() -> None:
     with pytest.raises(ConfigError, match="at least one replica"):
         ReplicaSet([])
-    with pytest.raises(ConfigError, match="policy must be 'least_loaded' or 'power_of_two'"):
+    with pytest.raises(
+        ConfigError,
+        match='unknown replica_policy "random"; known: least_loaded, power_of_two, round_robin',
+    ):
         ReplicaSet([1], policy="random")
     with pytest.raises(ValueError, match=r"capacities\[1\] must be an integer >= 0, got -1"):
         ReplicaSet([1, -1])

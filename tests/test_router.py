@@ -84,7 +84,7 @@ def test_contexts_override_ranges(router: Router) -> None:
     assert interactive.context == "interactive"
     # Nobody suits it there: every capable model is a fallback, best score first.
     assert interactive.model_id == "coder-7b"
-    with pytest.raises(InvalidInputError, match="context 'batch' is not configured"):
+    with pytest.raises(InvalidInputError, match='unknown context "batch"; known: interactive'):
         router.route(SIMPLE_CODE, context="batch")
 
 

@@ -106,10 +106,11 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
             "scoring.capability_weight + success_rate_weight + latency_weight",
         ),
         ("window", {"histogram_slices": 7}, "window.histogram_slices must be an integer >= 1"),
+        ("model_ordering", "fastest", "model_ordering: Input should be 'spread' or 'by_score'"),
         (
             "replica_policy",
             "random",
-            "replica_policy: Input should be 'least_loaded' or 'power_of_two'",
+            "replica_policy: Input should be 'least_loaded', 'power_of_two' or 'round_robin'",
         ),
     ],
 )

@@ -15,6 +15,8 @@ __all__ = [
     "FEATURE_DIM",
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
+    "MODEL_ORDERINGS",
+    "REPLICA_POLICIES",
     "REQUEST_FEATURES",
     "SNAPSHOT_FORMAT_VERSION",
     "AdaptiveConfig",
@@ -37,6 +39,8 @@ __all__ = [
     "_profile_text",
     "_shutdown",
     "_text_features",
+    "profile",
+    "request_text",
 ]
 
 __version__: str
@@ -46,6 +50,14 @@ GIL_RELEASE_MIN_CANDIDATES: int
 
 GIL_RELEASE_MIN_RECORDS: int
 """``record_many`` batches of at least this many outcomes run with the GIL released."""
+
+REPLICA_POLICIES: tuple[str, ...]
+"""Names of the replica policies (``replica_policy``), one file each in
+``rust/src/policies/``."""
+
+MODEL_ORDERINGS: tuple[str, ...]
+"""Names of the model orderings (``model_ordering``): ``spread`` tries
+near-best models least busy first, ``by_score`` strictly best first."""
 
 SNAPSHOT_FORMAT_VERSION: int
 """The snapshot file format this build writes and reads."""
@@ -578,7 +590,12 @@ class CandidatePool:
         tracker: PerformanceTracker,
         candidates: dict[str, dict[str, float]],
         config: AdaptiveConfig | None = None,
-    ) -> CandidatePool: ...
+        *,
+        relative_latency_factor: float = 0.0,
+    ) -> CandidatePool:
+        """``relative_latency_factor`` (0: off, else > 1): a candidate slower
+        than that many times the median of the others (and 10 ms more) gets
+        the high-latency penalty, as in a router with the same setting."""
     def best(self, task: str) -> str:
         """The best model id for ``task``; ties go to the model listed first."""
     def score(self, task: str) -> list[tuple[str, ScoreBreakdown]]:
@@ -622,7 +639,20 @@ class RequestProfile:
         """The profile as a JSON-serialisable dict."""
 
 def _profile_text(text: str, turns: int = 1, embedding: bool = False) -> RequestProfile:
-    """Profiles a request text (the native half of ``zeta_fast.profile``)."""
+    """Profiles a request text."""
+
+def profile(request: Any, *, endpoint: str | None = None) -> RequestProfile:
+    """Profiles a request of any shape ``request_text`` reads (``zeta_fast.profile``)."""
+
+def request_text(request: Any, *, endpoint: str | None = None) -> tuple[str, int, bool]:
+    """The text ``profile`` reads in a request (a prompt; the user turns of a
+    messages list, content parts' ``text`` included; a body's ``messages``,
+    ``prompt`` or ``input``), its message count and whether it is an
+    embedding request.
+
+    Raises:
+        TypeError: the request is none of those shapes.
+    """
 
 FEATURE_DIM: int
 """Length of the learned router's feature vectors."""
@@ -798,7 +828,11 @@ class RouterCore:
         resilience: dict[str, float] | None = None,
         learning: dict[str, float | int | bool] | None = None,
         cost: dict[str, Any] | None = None,
+        model_ordering_name: str = "spread",
     ) -> RouterCore: ...
+    @property
+    def model_ordering(self) -> str:
+        """The model ordering's name (one of ``MODEL_ORDERINGS``)."""
     def feedback(self, decision: Decision, good: bool) -> bool:
         """Learns a quality verdict on a decision's answer (once per decision)."""
     def predict(self, request: Any) -> dict[str, Any]:

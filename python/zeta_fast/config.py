@@ -7,7 +7,8 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
       max_acceptable_latency_ms: 800
     window:                       # WindowConfig fields, optional
       buckets: 60
-    replica_policy: power_of_two  # or least_loaded
+    replica_policy: power_of_two  # or least_loaded, round_robin (zeta_fast._core.REPLICA_POLICIES)
+    model_ordering: spread        # or by_score: near-best models least busy first, or strictly best first
     state_path: /var/lib/zeta/tracker.snapshot  # learned state; a per-user default when unset
     contexts:                     # named request contexts, optional
       interactive:
@@ -64,9 +65,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from zeta_fast._core import REQUEST_FEATURES, AdaptiveConfig, WindowConfig
+from zeta_fast._core import (
+    MODEL_ORDERINGS,
+    REPLICA_POLICIES,
+    REQUEST_FEATURES,
+    AdaptiveConfig,
+    WindowConfig,
+)
 from zeta_fast.exceptions import ConfigError
 from zeta_fast.redact import (
     basic_authorization,
@@ -667,12 +674,27 @@ class ContextSpec(_Frozen):
     complexity_ranges: dict[str, tuple[Complexity, Complexity]] = Field(default_factory=dict)
 
 
+def _one_of(value: str, names: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``names`` (the core's policy tables)."""
+    if value not in names:
+        quoted = [repr(name) for name in names]
+        expected = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        # The same error type and wording as a Literal field's.
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+    return value
+
+
 class RouterConfig(_Frozen):
     """The whole configuration, validated; build with ``load_router_config``."""
 
     models: list[ModelSpec] = Field(min_length=1)
     contexts: dict[str, ContextSpec] = Field(default_factory=dict)
-    replica_policy: Literal["least_loaded", "power_of_two"] = "power_of_two"
+    #: How a model's replica is chosen: one of ``zeta_fast._core.REPLICA_POLICIES``.
+    replica_policy: str = "power_of_two"
+    #: The order scored models are tried in: one of ``zeta_fast._core.MODEL_ORDERINGS``.
+    model_ordering: str = "spread"
     scoring: dict[str, Any] = Field(default_factory=dict)
     window: dict[str, Any] = Field(default_factory=dict)
     dispatch: DispatchSpec = Field(default_factory=DispatchSpec)
@@ -689,6 +711,16 @@ class RouterConfig(_Frozen):
     #: Else a model whose mean latency is this many times the median of the
     #: other candidates' (and 10 ms more) gets the high-latency penalty too.
     relative_latency_factor: Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)] = 0.0
+
+    @field_validator("replica_policy")
+    @classmethod
+    def _known_replica_policy(cls, value: str) -> str:
+        return _one_of(value, REPLICA_POLICIES)
+
+    @field_validator("model_ordering")
+    @classmethod
+    def _known_model_ordering(cls, value: str) -> str:
+        return _one_of(value, MODEL_ORDERINGS)
 
     @field_validator("relative_latency_factor")
     @classmethod
