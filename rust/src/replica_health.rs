@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::penalties::relatively_slow;
 pub use crate::penalties::LATENCY_FLOOR_MS;
 
 /// Outcomes a replica needs before it can be judged.
@@ -202,20 +203,15 @@ pub fn degraded(health: &[ReplicaHealth], policy: &ReplicaAdapt) -> Vec<usize> {
         .iter()
         .map(|k| k.1)
         .fold(if untried { 0.0 } else { f64::INFINITY }, f64::min);
-    let mut latencies: Vec<f64> = known.iter().map(|k| k.2).filter(|l| *l > 0.0).collect();
-    latencies.sort_by(f64::total_cmp);
-    let median = latencies.get(latencies.len() / 2).copied();
+    // Slow beside its twins: the candidates' relative rule, over replicas
+    // (the median of the *others*, so one of two twins can be the slow one).
+    let latencies: Vec<Option<f64>> = known.iter().map(|k| (k.2 > 0.0).then_some(k.2)).collect();
+    let slow = relatively_slow(&latencies, policy.latency_factor);
     known
         .iter()
-        .filter(|(_, fail, latency)| {
-            let failing = *fail > best_fail + policy.fail_margin;
-            let slow = policy.latency_factor > 0.0
-                && median.is_some_and(|m| {
-                    *latency > policy.latency_factor * m && *latency > m + LATENCY_FLOOR_MS
-                });
-            failing || slow
-        })
-        .map(|k| k.0)
+        .zip(slow)
+        .filter(|((_, fail, _), slow)| *fail > best_fail + policy.fail_margin || *slow)
+        .map(|(k, _)| k.0)
         .collect()
 }
 

@@ -89,7 +89,9 @@ type OrderingFactory = fn(f64) -> Box<dyn ModelOrdering>;
 const REPLICA_POLICY_TABLE: [(&str, ReplicaFactory); 3] = [
     ("least_loaded", || Box::new(LeastLoaded)),
     ("power_of_two", || Box::new(PowerOfTwo::default())),
-    ("round_robin", || Box::new(round_robin::RoundRobin::default())),
+    ("round_robin", || {
+        Box::new(round_robin::RoundRobin::default())
+    }),
 ];
 
 /// Every model ordering, by configuration name; the argument is the spread

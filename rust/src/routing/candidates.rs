@@ -153,3 +153,254 @@ impl RouterCore {
         Ok(out)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::super::test_support::{model, Build, Harness, CHAT, CODE};
+    use super::super::Resilience;
+    use crate::candidates::LiveMetrics;
+    use crate::errors::ZetaError;
+    use crate::learned_capability::RequestView;
+    use crate::penalties::Penalties;
+    use crate::pool::CandidatePool;
+    use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
+
+    use super::Target;
+
+    const CHAT_TARGET: Target = Target {
+        task: CHAT,
+        complexity: 0.5,
+        context: 0,
+    };
+
+    fn close(a: &ScoreBreakdown, b: &ScoreBreakdown) -> bool {
+        let near = |x: f64, y: f64| (x - y).abs() < 1e-9;
+        near(a.performance_score, b.performance_score)
+            && near(a.blended_score, b.blended_score)
+            && near(a.success_rate, b.success_rate)
+            && near(a.avg_latency_ms, b.avg_latency_ms)
+            && near(a.requests, b.requests)
+            && a.penalties == b.penalties
+            && a.has_performance_data == b.has_performance_data
+    }
+
+    fn score_of(
+        scores: &[(usize, usize, ScoreBreakdown)],
+        m: usize,
+        task: usize,
+    ) -> Result<ScoreBreakdown, ZetaError> {
+        scores
+            .iter()
+            .find(|(sm, st, _)| (*sm, *st) == (m, task))
+            .map(|s| s.2)
+            .ok_or(ZetaError::ForeignDecision)
+    }
+
+    #[test]
+    fn scores_are_the_scorers_own_on_each_models_live_metrics() -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            model("a", &[("code", 90.0), ("chat", 70.0)], &[0, 0]),
+            model("b", &[("chat", 80.0)], &[0]),
+        ])
+        .build()?;
+        // a/code: 12 outcomes over both replicas, 9 good, 100 ms each.
+        h.record_n(0, 0, CODE, 8, true, 100.0)?;
+        h.record_n(0, 1, CODE, 1, true, 100.0)?;
+        h.record_n(0, 1, CODE, 3, false, 100.0)?;
+        // a/chat: 3 outcomes, too few: the whole model's 15 stand in
+        // (12 good, (12 x 100 + 3 x 40) / 15 = 88 ms).
+        h.record_n(0, 0, CHAT, 3, true, 40.0)?;
+        // b/chat: 20 outcomes, 19 good, 200 ms.
+        h.record_n(1, 0, CHAT, 19, true, 200.0)?;
+        h.record_n(1, 0, CHAT, 1, false, 200.0)?;
+        let scorer = AdaptiveScorer::new(crate::config::AdaptiveConfig::default())?;
+        let expected = [
+            (0, CODE, scorer.score(90.0, 0.75, 100.0, 12)?),
+            (0, CHAT, scorer.score(70.0, 0.8, 88.0, 15)?),
+            (1, CHAT, scorer.score(80.0, 0.95, 200.0, 20)?),
+        ];
+        let scores = h.core.scores()?;
+        let pairs: Vec<(usize, usize)> = scores.iter().map(|(m, t, _)| (*m, *t)).collect();
+        assert_eq!(
+            pairs,
+            vec![(0, CODE), (0, CHAT), (1, CHAT)],
+            "served pairs only"
+        );
+        for (m, task, want) in expected {
+            let got = score_of(&scores, m, task)?;
+            assert!(close(&got, &want), "({m}, {task}): {got:?} != {want:?}");
+        }
+        // The same as each model's totals through LiveMetrics, exactly.
+        for (m, task, got) in &scores {
+            let routed = h.core.models().get(*m).ok_or(ZetaError::ForeignDecision)?;
+            let live = LiveMetrics::from_totals(&routed.totals(*task, h.clock.now_ms(), 10));
+            let capability = routed.capability(*task).unwrap_or(f64::NAN);
+            let own = scorer.score(
+                capability,
+                live.success_rate,
+                live.avg_latency_ms,
+                live.requests,
+            )?;
+            assert_eq!(*got, own, "({m}, {task})");
+        }
+        assert!(score_of(&scores, 0, CODE)?
+            .penalties
+            .contains(Penalties::LOW_SUCCESS_RATE));
+        Ok(())
+    }
+
+    /// a (95) answers in 500 ms, b (80) and c (70) in 50 ms: 20 good outcomes each.
+    fn slow_best(h: &Harness) -> Result<(), ZetaError> {
+        h.record_n(0, 0, CHAT, 20, true, 500.0)?;
+        h.record_n(1, 0, CHAT, 20, true, 50.0)?;
+        h.record_n(2, 0, CHAT, 20, true, 50.0)?;
+        Ok(())
+    }
+
+    fn three_chat_models() -> Vec<super::super::ModelInput> {
+        vec![
+            model("a", &[("chat", 95.0)], &[0]),
+            model("b", &[("chat", 80.0)], &[0]),
+            model("c", &[("chat", 70.0)], &[0]),
+        ]
+    }
+
+    fn relative(factor: f64) -> Resilience {
+        Resilience {
+            relative_latency_factor: factor,
+            ..Resilience::default()
+        }
+    }
+
+    #[test]
+    fn a_model_ten_times_slower_than_the_others_gets_the_relative_latency_penalty(
+    ) -> Result<(), ZetaError> {
+        let h = Build::new(three_chat_models())
+            .resilience(relative(3.0))
+            .build()?;
+        slow_best(&h)?;
+        let scores = h.core.scores()?;
+        let slow = score_of(&scores, 0, CHAT)?;
+        // 500 ms is not above the absolute threshold (500): only the
+        // relative rule (> 3 x 50 ms and 10 ms more) flags it.
+        assert!(slow.penalties.contains(Penalties::RELATIVE_LATENCY));
+        assert!(!slow.penalties.contains(Penalties::HIGH_LATENCY));
+        assert!((slow.penalty_factor - 0.8).abs() < 1e-12);
+        for m in [1, 2] {
+            assert!(score_of(&scores, m, CHAT)?.penalties.is_empty(), "{m}");
+        }
+        // Penalised (89.5 x 0.8 = 71.6) a falls behind b (87.25).
+        let d = h.route(CHAT, 0.5)?;
+        assert_eq!(d.model, 1);
+        assert_eq!(d.breakdown, score_of(&scores, 1, CHAT)?);
+        assert!(d
+            .runners_up
+            .iter()
+            .any(|&(m, s)| m == 0 && (s - slow.performance_score).abs() < 1e-9));
+        // Named, a carries the penalty in its own breakdown.
+        let named = h
+            .core
+            .route_to(0, CHAT_TARGET, RequestView::default(), None)?;
+        assert_eq!(named.breakdown, slow);
+        // Without the rule a (89.5) stays the best.
+        let off = Build::new(three_chat_models())
+            .on_tracker(h.core.tracker().clone(), h.clock.clone())
+            .build()?;
+        let unpenalised = score_of(&off.core.scores()?, 0, CHAT)?;
+        assert!(unpenalised.penalties.is_empty());
+        assert_eq!(off.route(CHAT, 0.5)?.model, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_pool_and_the_router_cannot_disagree() -> Result<(), ZetaError> {
+        let inputs = vec![
+            model("a", &[("code", 90.0), ("chat", 95.0)], &[0, 0]),
+            model("b", &[("chat", 80.0)], &[0]),
+            model("c", &[("chat", 70.0), ("code", 85.0)], &[0, 0]),
+        ];
+        for factor in [0.0, 3.0] {
+            let h = Build::new(inputs.clone())
+                .resilience(relative(factor))
+                .build()?;
+            let pool = CandidatePool::new(
+                h.core.tracker().clone(),
+                AdaptiveScorer::new(crate::config::AdaptiveConfig::default())?,
+                inputs
+                    .iter()
+                    .map(|m| (m.id.clone(), m.capabilities.clone()))
+                    .collect(),
+            )?
+            .with_relative_latency(factor)?;
+            let compare = |stage: &str| -> Result<(), ZetaError> {
+                let scores = h.core.scores()?;
+                for (task, name) in [(CODE, "code"), (CHAT, "chat")] {
+                    let d = h.route(task, 0.5)?;
+                    h.core.release(&d);
+                    let t = pool.task_index(name)?;
+                    assert_eq!(pool.best(t)?, d.model, "{stage}, {name}, factor {factor}");
+                    let from_pool = pool.score(t)?;
+                    let from_router: Vec<(usize, ScoreBreakdown)> = scores
+                        .iter()
+                        .filter(|(_, st, _)| *st == task)
+                        .map(|(m, _, b)| (*m, *b))
+                        .collect();
+                    assert_eq!(from_pool, from_router, "{stage}, {name}, factor {factor}");
+                    let chosen = from_pool
+                        .iter()
+                        .find(|(m, _)| *m == d.model)
+                        .map(|(_, b)| *b);
+                    assert_eq!(chosen, Some(d.breakdown), "{stage}, {name}");
+                }
+                Ok(())
+            };
+            compare("no data")?;
+            // a is the slow best at chat; c's code has too few outcomes of
+            // its own, so its chat outcomes stand in.
+            slow_best(&h)?;
+            h.record_n(2, 1, CODE, 4, false, 50.0)?;
+            h.record_n(0, 1, CODE, 12, true, 60.0)?;
+            compare("slow a")?;
+            // a fails at code: penalised, c takes code.
+            h.record_n(0, 0, CODE, 8, false, 60.0)?;
+            compare("failing a")?;
+            // Everything expires: capability alone again.
+            h.advance(301_000);
+            compare("expired")?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_model_whose_range_holds_the_complexity_comes_before_a_more_capable_one(
+    ) -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            super::super::ModelInput {
+                ranges: vec![(0.0, 0.4), (0.0, 0.2)],
+                ..model("strong", &[("chat", 90.0)], &[0])
+            },
+            super::super::ModelInput {
+                ranges: vec![(0.3, 1.0)],
+                ..model("suited", &[("chat", 70.0)], &[1])
+            },
+        ])
+        .build()?;
+        let route = |complexity: f64, context: usize| {
+            h.core
+                .route(CHAT, complexity, context, RequestView::default())
+        };
+        let d = route(0.8, 0)?;
+        assert_eq!(d.model, 1, "0.8 is outside strong's range");
+        assert_eq!(d.runners_up, vec![(0, 90.0)]);
+        // Both hold 0.35: score decides; only strong holds 0.1.
+        let both = route(0.35, 0)?;
+        let low = route(0.1, 0)?;
+        assert_eq!((both.model, low.model), (0, 0));
+        // suited is full (capacity 1, held by d): strong still serves 0.8.
+        assert_eq!(route(0.8, 0)?.model, 0);
+        h.core.release(&d);
+        // Strong's range in context 1 ends at 0.2: 0.3 goes to suited there.
+        assert_eq!(route(0.3, 1)?.model, 1);
+        Ok(())
+    }
+}

@@ -25,6 +25,8 @@ mod outcomes;
 mod ranges;
 mod replicas;
 mod settings;
+#[cfg(all(test, not(loom)))]
+mod test_support;
 
 use std::sync::Arc;
 
@@ -538,5 +540,276 @@ impl RouterCore {
             .enumerate()
             .flat_map(|(m, model)| model.ranges.tune(m, tuning))
             .collect())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::test_support::{model, Build, Harness, CHAT, CODE, EMBEDDING, REASONING};
+    use super::*;
+    use crate::retry::BudgetConfig;
+
+    /// Routes `n` chat requests without giving their slots back: the
+    /// models they went to, in order.
+    fn hold(h: &Harness, n: usize) -> Result<Vec<usize>, ZetaError> {
+        (0..n)
+            .map(|_| h.route(CHAT, 0.5).map(|d| d.model))
+            .collect()
+    }
+
+    #[test]
+    fn the_most_capable_model_wins_until_it_has_enough_outcomes_to_be_judged(
+    ) -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            model("a", &[("code", 90.0)], &[0]),
+            model("b", &[("code", 80.0)], &[0]),
+            model("c", &[("code", 70.0)], &[0]),
+        ])
+        .build()?;
+        // Nine failures: one short of min_requests_for_performance (10).
+        h.record_n(0, 0, CODE, 9, false, 100.0)?;
+        let d = h.route(CODE, 0.5)?;
+        assert_eq!(d.model, 0, "capability alone: 90 beats 80 and 70");
+        assert!(!d.breakdown.has_performance_data);
+        assert_eq!(d.breakdown.performance_score, 90.0);
+        assert_eq!(d.runners_up, vec![(1, 80.0), (2, 70.0)]);
+        h.core.release(&d);
+        // The tenth: a is judged on 0 % success and loses to b.
+        h.record_n(0, 0, CODE, 1, false, 100.0)?;
+        let d = h.route(CODE, 0.5)?;
+        assert_eq!(d.model, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_model_that_does_not_serve_the_task_is_never_chosen() -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            model("chatty", &[("chat", 99.0)], &[0]),
+            model("coder", &[("code", 40.0)], &[0]),
+        ])
+        .build()?;
+        for _ in 0..20 {
+            let d = h.route(CODE, 0.5)?;
+            assert_eq!(d.model, 1, "only coder serves code, however weak");
+            assert!(d.runners_up.is_empty(), "{:?}", d.runners_up);
+            h.core.release(&d);
+        }
+        assert_eq!(h.route(CHAT, 0.5)?.model, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_model_passes_the_request_on_and_a_full_router_is_saturated() -> Result<(), ZetaError>
+    {
+        let h = Build::new(vec![
+            model("a", &[("chat", 90.0)], &[1, 1]),
+            model("b", &[("chat", 80.0)], &[1]),
+        ])
+        .build()?;
+        let first = h.route(CHAT, 0.5)?;
+        let second = h.route(CHAT, 0.5)?;
+        assert_eq!((first.model, second.model), (0, 0));
+        assert_ne!(first.replica, second.replica, "one slot per replica");
+        let third = h.route(CHAT, 0.5)?;
+        assert_eq!(third.model, 1, "a is full: the next candidate serves");
+        assert_eq!(third.runners_up, vec![(0, 90.0)]);
+        assert!(matches!(
+            h.route(CHAT, 0.5),
+            Err(ZetaError::Saturated { .. })
+        ));
+        assert_eq!((h.in_flight(0), h.in_flight(1)), (vec![1, 1], vec![1]));
+        // A freed slot is taken again, by the best model that has one.
+        h.core.release(&second);
+        assert_eq!(h.route(CHAT, 0.5)?.model, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_task_no_model_can_serve_is_an_invalid_task() -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            model("a", &[("code", 90.0)], &[0]),
+            model("b", &[("chat", 80.0)], &[0]),
+        ])
+        .build()?;
+        for task in [EMBEDDING, 99] {
+            let result = h.route(task, 0.5);
+            assert!(
+                matches!(result, Err(ZetaError::InvalidName { field: "task", .. })),
+                "task {task}: {result:?}"
+            );
+        }
+        assert_eq!(h.in_flight(0), vec![0], "no slot taken on an error");
+        // A text task nobody declares is no error: every text model serves
+        // it at its best text capability.
+        let d = h.route(REASONING, 0.5)?;
+        assert_eq!((d.model, d.breakdown.capability_score), (0, 90.0));
+        Ok(())
+    }
+
+    #[test]
+    fn spread_alternates_near_equal_models_and_by_score_fills_the_best_first(
+    ) -> Result<(), ZetaError> {
+        let models = || {
+            vec![
+                model("a", &[("chat", 80.0)], &[2, 2]),
+                model("b", &[("chat", 78.0)], &[2, 2]),
+                model("c", &[("chat", 60.0)], &[0]),
+            ]
+        };
+        // 80 and 78 are within the margin of 5: least busy first (in-flight
+        // per replica), ties in score order; c (60) is too far behind.
+        let spread = Build::new(models()).ordering("spread", 5.0).build()?;
+        assert_eq!(hold(&spread, 9)?, vec![0, 1, 0, 1, 0, 1, 0, 1, 2]);
+        let by_score = Build::new(models()).ordering("by_score", 5.0).build()?;
+        assert_eq!(by_score.core.ordering().name(), "by_score");
+        assert_eq!(hold(&by_score, 9)?, vec![0, 0, 0, 0, 1, 1, 1, 1, 2]);
+        // A margin too small for 2 points: spread sends to the best first too.
+        let narrow = Build::new(models()).ordering("spread", 1.0).build()?;
+        assert_eq!(hold(&narrow, 5)?, vec![0, 0, 0, 0, 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn reroute_tries_the_same_model_then_its_fallback_then_the_rest() -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            ModelInput {
+                fallbacks: vec!["c".into()],
+                ..model("a", &[("chat", 90.0)], &[0, 0])
+            },
+            model("b", &[("chat", 85.0)], &[0]),
+            model("c", &[("chat", 50.0)], &[0]),
+        ])
+        .build()?;
+        let failed = h.route(CHAT, 0.5)?;
+        assert_eq!(failed.model, 0);
+        // a is judged badly now (b would win a new request), yet the retry
+        // stays on a, on the replica not tried yet.
+        h.record_n(0, failed.replica, CHAT, 10, false, 100.0)?;
+        let probe = h.route(CHAT, 0.5)?;
+        assert_eq!(probe.model, 1, "b is the best now");
+        h.core.release(&probe);
+        let mut tried = vec![(failed.model, failed.replica)];
+        let second = h.core.reroute(&failed, &tried, false)?;
+        assert_eq!(second.model, 0);
+        assert_ne!(second.replica, failed.replica);
+        assert!(!second.pinned);
+        tried.push((second.model, second.replica));
+        let third = h.core.reroute(&second, &tried, false)?;
+        assert_eq!(third.model, 2, "a's fallback c comes before b");
+        tried.push((third.model, third.replica));
+        let fourth = h.core.reroute(&third, &tried, false)?;
+        assert_eq!(fourth.model, 1, "then the other candidates");
+        tried.push((fourth.model, fourth.replica));
+        assert!(matches!(
+            h.core.reroute(&fourth, &tried, false),
+            Err(ZetaError::Saturated { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_pinned_decision_never_leaves_its_model_and_fallbacks() -> Result<(), ZetaError> {
+        let h = Build::new(vec![
+            ModelInput {
+                fallbacks: vec!["c".into()],
+                ..model("a", &[("chat", 60.0)], &[0, 0])
+            },
+            model("b", &[("chat", 95.0)], &[0]),
+            model("c", &[("chat", 50.0)], &[0]),
+        ])
+        .build()?;
+        let target = Target {
+            task: CHAT,
+            complexity: 0.5,
+            context: 0,
+        };
+        let first = h
+            .core
+            .route_to(0, target, RequestView::default(), Some(1))?;
+        assert_eq!((first.model, first.replica, first.pinned), (0, 1, true));
+        let mut tried = vec![(0, 1)];
+        let second = h.core.reroute(&first, &tried, false)?;
+        assert_eq!((second.model, second.replica, second.pinned), (0, 0, true));
+        tried.push((0, 0));
+        let third = h.core.reroute(&second, &tried, false)?;
+        assert_eq!((third.model, third.pinned), (2, true), "its fallback c");
+        tried.push((2, 0));
+        assert!(
+            matches!(
+                h.core.reroute(&third, &tried, false),
+                Err(ZetaError::Saturated { .. })
+            ),
+            "never b, the best model, which nobody named"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_prompt_too_long_goes_only_to_models_with_a_longer_context_window() -> Result<(), ZetaError>
+    {
+        let h = Build::new(vec![
+            ModelInput {
+                context_window: 8_192,
+                ..model("a", &[("chat", 90.0)], &[0, 0])
+            },
+            ModelInput {
+                context_window: 8_192,
+                ..model("b", &[("chat", 85.0)], &[0])
+            },
+            model("unstated", &[("chat", 80.0)], &[0]),
+            ModelInput {
+                context_window: 32_768,
+                ..model("long", &[("chat", 40.0)], &[0])
+            },
+        ])
+        .build()?;
+        let failed = h.route(CHAT, 0.5)?;
+        assert_eq!(failed.model, 0);
+        let tried = [(0, failed.replica)];
+        let longer = h.core.reroute(&failed, &tried, true)?;
+        assert_eq!(
+            longer.model, 3,
+            "not a's twin replica, not b (same window), not an unstated window"
+        );
+        // Without the flag the same retry stays on a.
+        assert_eq!(h.core.reroute(&failed, &tried, false)?.model, 0);
+        let tried = [(0, failed.replica), (3, 0)];
+        assert!(matches!(
+            h.core.reroute(&longer, &tried, true),
+            Err(ZetaError::Saturated { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn retries_are_refused_once_the_budget_is_spent_and_first_attempts_earn_them_back(
+    ) -> Result<(), ZetaError> {
+        let h = Build::new(vec![model("a", &[("chat", 80.0)], &[0, 0])])
+            .resilience(Resilience {
+                retry_budget: BudgetConfig {
+                    ratio: 0.5,
+                    min_per_second: 0.0,
+                    max_tokens: 1.0,
+                },
+                ..Resilience::default()
+            })
+            .build()?;
+        assert!(h.core.try_retry(), "the budget starts full: one token");
+        assert!(!h.core.try_retry());
+        let d = h.route(CHAT, 0.5)?;
+        h.core.release(&d);
+        assert_eq!(h.core.budget_tokens().0, 0.5);
+        assert!(!h.core.try_retry(), "half a token is not a retry");
+        // A retry earns nothing, and neither does time (no floor per second).
+        let again = h.core.reroute(&d, &[(d.model, d.replica)], false)?;
+        h.core.release(&again);
+        h.advance(60_000);
+        assert!(!h.core.try_retry());
+        let d = h.route(CHAT, 0.5)?;
+        h.core.release(&d);
+        assert!(h.core.try_retry(), "two first attempts at 0.5 earn one");
+        assert!(!h.core.try_retry());
+        assert_eq!(h.in_flight(0), vec![0, 0]);
+        Ok(())
     }
 }
