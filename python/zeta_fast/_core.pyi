@@ -1,6 +1,9 @@
 """Type stubs and documentation for the native module ``zeta_fast._core``.
 
 Import the names from ``zeta_fast``; this module is private.
+
+Size: the stubs of the whole native module in one file, as stubtest and
+type checkers read it; each class is documented where it is declared.
 """
 
 import os

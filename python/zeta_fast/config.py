@@ -46,6 +46,9 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
 A model serves the task types it has a capability for; among those, the ones
 whose complexity range (in the request's context) contains the request's
 complexity are the candidates, and all capable models when none does.
+
+Size: one file because the pydantic models form one tree validated as a whole
+(cross-field rules need the whole document), and its error wording lives once.
 """
 
 from __future__ import annotations

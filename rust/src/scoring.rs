@@ -1,5 +1,8 @@
 //! The adaptive score: capability blended with live performance, penalised when
 //! a candidate is unreliable or slow. The formula lives here and nowhere else.
+//!
+//! Size: ~520 lines of code (the scalar, batch and AVX2 paths must stay side by side to stay bit-
+//! identical) and ~150 of tests.
 
 use crate::config::AdaptiveConfig;
 use crate::errors::{float_repr, Position, ZetaError};

@@ -10,6 +10,9 @@
 //! Each slot packs what must agree into single words, so no reader can see
 //! half a record: `counts` = successes << 32 | requests, `latency` =
 //! (requests mod 2^24) << 40 | latency sum in 10 us units.
+//!
+//! Size: ~700 lines of code that must be read together (the slot protocol, its readers and its
+//! snapshot) and ~160 of tests; loom checks it as one unit.
 
 use strength_reduce::StrengthReducedU64;
 

@@ -17,6 +17,9 @@ connection into a plain byte relay, where no further faults apply; one that
 the proxy answers itself (``status``) without reading its body (chunked, or
 ``Expect: 100-continue``) gets ``Connection: close``. Requests are expected
 one at a time per connection (no pipelining), as common HTTP clients send them.
+
+Size: one file because every fault shares the relay loop and its timing; a test
+fixture, not a product path.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@
 //!    [`budgets`]); the outcome goes to [`RouterCore::record_outcome`]
 //!    ([`outcomes`]), which frees the slot and feeds windows, breakers,
 //!    replica health, ranges and the learned router.
+//!
+//! Size: ~540 lines of code (the three entry points and their accessors)
+//! and ~270 of tests, which exercise the modules below through them.
 
 mod budgets;
 mod candidates;

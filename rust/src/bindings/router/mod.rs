@@ -2,6 +2,9 @@
 //! `zeta_fast.Router`). Every method is a thin translation: names to
 //! indices, Python values to the core's types, the core's errors through
 //! `ZetaError`; the logic is in `crate::routing`.
+//!
+//! Size: over 600 lines because PyO3 takes one `#[pymethods]` block per class; the bodies only
+//! translate, and the helpers live in decision.rs, settings.rs and status.rs.
 
 mod decision;
 mod settings;
