@@ -181,7 +181,8 @@ def test_outcome_counters_and_bad_input() -> None:
     router, _ = make()
     core = router._core
     decision = core.route(CODE)
-    with pytest.raises(InvalidInputError, match='unknown outcome kind "meh"; known: success, timeout'):
+    unknown_kind = 'unknown outcome kind "meh"; known: success, timeout'
+    with pytest.raises(InvalidInputError, match=unknown_kind):
         core.record_outcome(decision, "meh", 1.0)
     with pytest.raises(InvalidInputError, match="ttft_ms must be finite"):
         core.record_outcome(decision, "success", 1.0, ttft_ms=float("nan"))

@@ -435,7 +435,7 @@ async def _exercise(router: Router, proxies: dict[str, FaultProxy], surfaces: Su
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-                if router._health is not None and router._health.checks >= 4:
+                if router.health is not None and router.health.checks >= 4:
                     break
             for fault in FAULTS:
                 for proxy in proxies.values():

@@ -19,6 +19,7 @@ __all__ = [
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
     "MODEL_ORDERINGS",
+    "NOT_REPLICA_FAULTS",
     "REPLICA_POLICIES",
     "REQUEST_FEATURES",
     "SNAPSHOT_FORMAT_VERSION",
@@ -53,6 +54,10 @@ GIL_RELEASE_MIN_CANDIDATES: int
 
 GIL_RELEASE_MIN_RECORDS: int
 """``record_many`` batches of at least this many outcomes run with the GIL released."""
+
+NOT_REPLICA_FAULTS: tuple[str, ...]
+"""Failure kinds that say nothing against a replica (``OutcomeKind::is_replica_fault``
+is false): the request's fault, its kind, a cancelled hedge, the caller's own failure."""
 
 REPLICA_POLICIES: tuple[str, ...]
 """Names of the replica policies (``replica_policy``), one file each in

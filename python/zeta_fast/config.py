@@ -7,8 +7,8 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
       max_acceptable_latency_ms: 800
     window:                       # WindowConfig fields, optional
       buckets: 60
-    replica_policy: power_of_two  # or least_loaded, round_robin (zeta_fast._core.REPLICA_POLICIES)
-    model_ordering: spread        # or by_score: near-best models least busy first, or strictly best first
+    replica_policy: power_of_two  # or least_loaded, round_robin
+    model_ordering: spread        # or by_score (strictly best score first)
     state_path: /var/lib/zeta/tracker.snapshot  # learned state; a per-user default when unset
     contexts:                     # named request contexts, optional
       interactive:

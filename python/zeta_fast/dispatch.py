@@ -32,26 +32,22 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from zeta_fast._core import Decision, RouterCore
-from zeta_fast.alerts.engine import AlertEngine
 from zeta_fast.backends.client import (
     BackendClient,
     BackendResponse,
     StreamUsage,
     Timeouts,
     new_session,
-    split_events,
     stream_ends,
 )
 from zeta_fast.backends.errors import (
-    NOT_THE_REPLICAS,
     BackendError,
     BackendStatusError,
     RequestRejected,
@@ -60,8 +56,13 @@ from zeta_fast.backends.errors import (
 )
 from zeta_fast.config import RouterConfig
 from zeta_fast.exceptions import InvalidInputError, NoCandidatesError, UnsupportedRequestError
-from zeta_fast.outcome_log import OutcomeLog, current_request_id
+from zeta_fast.outcome_log import current_request_id
+from zeta_fast.outcomes import NOT_THE_REPLICAS
 from zeta_fast.request_features import feature_names
+from zeta_fast.routed import Attempt, RoutedResponse, RoutedStream, backend_time_ms
+
+if TYPE_CHECKING:
+    from zeta_fast.outcomes import OutcomeFeed
 
 _log = logging.getLogger("zeta_fast.dispatch")
 
@@ -96,66 +97,7 @@ class _Renamer:
         return _MODEL_FIELD.sub(self._replacement, data)
 
 
-#: (unix time, decision, outcome kind, latency ms) of one attempt.
-RecentOutcome = tuple[float, Decision, str, float]
-
 __all__ = ["Attempt", "Dispatcher", "RoutedResponse", "RoutedStream", "backend_time_ms"]
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt of a request: where it went and how it ended."""
-
-    model_id: str
-    replica_id: str
-    kind: str
-    latency_ms: float
-    hedge: bool = False
-
-
-@dataclass(slots=True)
-class RoutedResponse:
-    """A backend's answer with the decision that served it."""
-
-    response: BackendResponse
-    decision: Decision
-    attempts: list[Attempt]
-    latency_ms: float
-    #: In a cascade, (model, reason) for every model whose answer was passed over.
-    escalations: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def body(self) -> bytes:
-        """The answer's bytes, exactly as the backend sent them."""
-        return self.response.body
-
-    def json(self) -> Any:
-        """The answer parsed."""
-        return self.response.json()
-
-    @property
-    def text(self) -> str:
-        """The first choice's text (chat or completion), '' when none."""
-        choices = self.json().get("choices") or []
-        if not choices:
-            return ""
-        first = choices[0]
-        message = first.get("message")
-        if isinstance(message, dict):
-            return str(message.get("content") or "")
-        return str(first.get("text") or "")
-
-    @property
-    def finish_reason(self) -> str | None:
-        """The first choice's finish reason."""
-        choices = self.json().get("choices") or []
-        return choices[0].get("finish_reason") if choices else None
-
-
-def backend_time_ms(attempts: list[Attempt]) -> float:
-    """Time spent waiting on backends over some attempts; a hedged copy
-    overlaps the attempt it shadows, so it is not counted again."""
-    return sum(a.latency_ms for a in attempts if not a.hedge)
 
 
 @dataclass(slots=True)
@@ -183,22 +125,22 @@ def _retry_after_ms(exc: BackendError) -> float | None:
 
 class Dispatcher:
     """Sends requests for one router on one event loop (aiohttp sessions
-    belong to a loop): one shared session, one client per replica."""
+    belong to a loop): one shared session, one client per replica. Every
+    attempt's outcome is recorded in the core and published to ``feed``
+    (the router's: its outcome log, alerts and recent list).
+
+    ``Router.dispatcher()`` gives the running loop's; a server holds it
+    (asking the router per request costs a loop lookup)."""
 
     def __init__(
         self,
         core: RouterCore,
         config: RouterConfig,
-        outcome_log: OutcomeLog | None = None,
-        alerts: AlertEngine | None = None,
-        recent: deque[RecentOutcome] | None = None,
+        feed: OutcomeFeed | None = None,
     ) -> None:
         self.core = core
         self.config = config
-        self.outcome_log = outcome_log
-        self.alerts = alerts
-        #: The latest attempts (for dashboards), newest last; bounded.
-        self.recent = recent
+        self.feed = feed
         self.session = new_session()
         spec = config.dispatch
         self.unsupported_ttl_s = spec.unsupported_ttl_s
@@ -261,8 +203,7 @@ class Dispatcher:
         usage: tuple[int, int] = (0, 0),
     ) -> None:
         """The one place an attempt's outcome goes: the core (windows,
-        breaker, counters, the slot freed), the outcome log, and the alert
-        detectors (which, like the windows, see replica faults and successes)."""
+        breaker, counters, the slot freed), then the feed."""
         taught = self.core.record_outcome(
             decision,
             kind,
@@ -271,24 +212,21 @@ class Dispatcher:
             prompt_tokens=usage[0],
             completion_tokens=usage[1],
         )
-        if self.outcome_log is not None:
-            # The core says whether it learned this outcome (and it learns
-            # a success as good, anything else as bad).
-            learned = (kind == "success") if taught else None
-            self.outcome_log.append(
+        feed = self.feed
+        if feed is not None:
+            feed.publish(
                 decision,
                 kind,
                 latency_ms,
+                # The core says whether it learned this outcome (and it
+                # learns a success as good, anything else as bad).
+                learned=(kind == "success") if taught else None,
                 ttft_ms=ttft_ms,
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
-                learned=learned,
-            )
-        if self.recent is not None:
-            self.recent.append((time.time(), decision, kind, latency_ms))
-        if self.alerts is not None and kind not in NOT_THE_REPLICAS:
-            self.alerts.observe(
-                decision.model_id, kind == "success", latency_ms, decision.task_type
+                dispatched=True,
+                # Successes and replica faults, as the core's windows see them.
+                about_replica=kind not in NOT_THE_REPLICAS,
             )
 
     def _record_failure(
@@ -592,7 +530,16 @@ class Dispatcher:
         assert last_error is not None
         raise last_error
 
-    async def stream(
+    def open_stream(self, path: str, payload: dict[str, Any], decision: Decision) -> RoutedStream:
+        """A streamed request for a decision already taken (nothing is sent
+        until the result is iterated): its events, retried and falling back
+        as the policies allow until the first one reached the caller, and
+        its ``decision``, ``attempts`` and ``ttft_ms`` as they happen."""
+        return RoutedStream.open(
+            decision, lambda stream: self._stream(path, payload, decision, stream)
+        )
+
+    async def _stream(
         self, path: str, payload: dict[str, Any], decision: Decision, result: RoutedStream
     ) -> AsyncIterator[bytes]:
         """The events of a streamed request; attempts are retried only until
@@ -647,37 +594,3 @@ class Dispatcher:
         finally:
             if suspects:
                 self._flush(suspects)
-
-
-@dataclass(slots=True)
-class RoutedStream:
-    """A streamed answer: iterate it for the raw SSE bytes as they arrive
-    (each item one or more whole ``data: ...\\n\\n`` events, ``data:
-    [DONE]`` last), or ``chunks()`` for them parsed; ``decision`` is the
-    replica serving it."""
-
-    decision: Decision
-    attempts: list[Attempt] = field(default_factory=list)
-    ttft_ms: float | None = None
-    _events: AsyncIterator[bytes] | None = None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        assert self._events is not None
-        return self._events
-
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """The events parsed (``[DONE]`` left out)."""
-        async for events in self:
-            for event in split_events(events):
-                payload = event.removeprefix(b"data: ").strip()
-                if payload != b"[DONE]":
-                    yield orjson.loads(payload)
-
-    async def text(self) -> str:
-        """Reads the whole stream and joins the text deltas."""
-        parts: list[str] = []
-        async for chunk in self.chunks():
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                parts.append(str(delta.get("content") or choice.get("text") or ""))
-        return "".join(parts)

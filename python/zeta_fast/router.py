@@ -1,40 +1,39 @@
 """The router: profile a request, score the candidate models from live
 metrics, take a replica slot, and learn from the outcome.
 
-The work happens in the Rust core (``RouterCore``); this module turns a
-validated ``RouterConfig`` into it and profiles requests.
+``Router`` is a facade. The work happens in the Rust core (``RouterCore``),
+which this module builds from a validated ``RouterConfig``; every outcome
+the core records is published to one :class:`~zeta_fast.outcomes.OutcomeFeed`
+(the outcome log, the alerts and the dashboard's recent list subscribe to
+it); and what runs in the background (threads, event loops, dispatchers,
+health checks, shared state) is the :class:`~zeta_fast.runtime.Runtime`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import threading
-import time
-import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
-from zeta_fast.alerts.engine import AlertEngine
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
 from zeta_fast.learning.predictor import OutcomePredictor
-from zeta_fast.outcome_log import OutcomeLog
+from zeta_fast.outcomes import FEEDBACK, OutcomeFeed, RecentOutcome
 from zeta_fast.request_features import needs_of
+from zeta_fast.runtime import Runtime, connect_shared
 
 if TYPE_CHECKING:
     # Dispatch pulls in aiohttp: imported on first use, so scoring-only users
     # do not pay for it at import time.
-    from zeta_fast.dispatch import Dispatcher, RecentOutcome, RoutedResponse, RoutedStream
+    from zeta_fast.alerts.engine import AlertEngine
+    from zeta_fast.dispatch import Dispatcher, RoutedResponse, RoutedStream
     from zeta_fast.health import HealthMonitor
+    from zeta_fast.outcome_log import OutcomeLog
     from zeta_fast.shared import SharedState
 
 T = TypeVar("T")
-_log = logging.getLogger("zeta_fast.router")
 
 __all__ = ["Decision", "Router"]
 
@@ -42,6 +41,51 @@ __all__ = ["Decision", "Router"]
 ModelTuple = tuple[
     str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]], int, list[str]
 ]
+
+
+def build_core(
+    config: RouterConfig, tracker: PerformanceTracker, spread_margin: float
+) -> RouterCore:
+    """The native core for a configuration, recording into ``tracker``."""
+    models: list[ModelTuple] = [
+        (
+            model.id,
+            dict(model.capabilities),
+            [model.complexity_range]
+            + [config.complexity_range(model.id, name) for name in config.contexts],
+            [(replica.id, replica.max_concurrency) for replica in model.replicas],
+            model.context_window or 0,
+            list(model.fallbacks),
+        )
+        for model in config.models
+    ]
+    learning = config.learning
+    cost = config.cost
+    core = RouterCore(
+        tracker,
+        models,
+        list(config.contexts),
+        config.adaptive_config(),
+        config.replica_policy,
+        spread_margin,
+        {
+            **config.dispatch.resilience(),
+            "relative_latency_factor": config.relative_latency_factor,
+        },
+        learning.core_args() if learning.enabled else None,
+        None
+        if cost.willingness_to_pay is None
+        else {
+            "cost_per_1k_tokens": [m.cost_per_1k_tokens for m in config.models],
+            "willingness_to_pay": cost.willingness_to_pay,
+            "expected_completion_tokens": cost.expected_completion_tokens,
+        },
+        model_ordering_name=config.model_ordering,
+    )
+    for spec in config.models:
+        if spec.unsupported:
+            core.set_unserved(spec.id, list(spec.unsupported))
+    return core
 
 
 class Router:
@@ -62,7 +106,9 @@ class Router:
         >>> decision = router.route("def add(a, b):\\n    return a + b")
         >>> decision.model_id, decision.task_type
         ('coder-7b', 'code')
-        >>> router.record(decision, success=True, latency_ms=42.0)
+        >>> router.record(decision, success=True, latency_ms=42.0)  # learning is off
+        False
+        >>> router.close()
     """
 
     def __init__(
@@ -73,7 +119,7 @@ class Router:
         spread_margin: float = 10.0,
     ) -> None:
         self.config = config if isinstance(config, RouterConfig) else load_router_config(config)
-        shared_client, restore = self._shared_client()
+        shared_client, restore = connect_shared(self.config)
         self.tracker = (
             tracker
             if tracker is not None
@@ -81,82 +127,53 @@ class Router:
                 self.config.window_config(), snapshot_path=self.config.state_path, restore=restore
             )
         )
-        models: list[ModelTuple] = [
-            (
-                model.id,
-                dict(model.capabilities),
-                [model.complexity_range]
-                + [self.config.complexity_range(model.id, name) for name in self.config.contexts],
-                [(replica.id, replica.max_concurrency) for replica in model.replicas],
-                model.context_window or 0,
-                list(model.fallbacks),
-            )
-            for model in self.config.models
-        ]
-        learning = self.config.learning
-        cost = self.config.cost
-        self._core = RouterCore(
-            self.tracker,
-            models,
-            list(self.config.contexts),
-            self.config.adaptive_config(),
-            self.config.replica_policy,
-            spread_margin,
-            {
-                **self.config.dispatch.resilience(),
-                "relative_latency_factor": self.config.relative_latency_factor,
-            },
-            learning.core_args() if learning.enabled else None,
-            None
-            if cost.willingness_to_pay is None
-            else {
-                "cost_per_1k_tokens": [m.cost_per_1k_tokens for m in self.config.models],
-                "willingness_to_pay": cost.willingness_to_pay,
-                "expected_completion_tokens": cost.expected_completion_tokens,
-            },
-        )
-        for spec in self.config.models:
-            if spec.unsupported:
-                self._core.set_unserved(spec.id, list(spec.unsupported))
+        self._core = build_core(self.config, self.tracker, spread_margin)
         native = self._core.predictor
         #: The learned router's predictor, shared with the core (None when
         #: ``learning.enabled`` is off).
         self.predictor = OutcomePredictor._wrap(native) if native is not None else None
-        self._learned_saver = self._start_learned_state()
-        #: Every decision and its outcome, in SQLite (None when off).
-        self.outcome_log = self._open_outcome_log()
-        #: The latest dispatched attempts, newest last (a dashboard's
-        #: "recent decisions"): (unix time, decision, outcome kind, latency ms).
-        self.recent: deque[RecentOutcome] = deque(maxlen=200)
-        #: Trend detection and alert rules (None when off).
-        self.alerts: AlertEngine | None = None
-        if self.config.alerts.enabled:
-            self.alerts = AlertEngine(
-                self.config.alerts,
-                [m.id for m in self.config.models],
-                tracker=self.tracker,
-                history_path=self.outcome_log.path if self.outcome_log is not None else None,
-            )
-        #: The link to the other instances through Redis (None when
-        #: ``shared_state.enabled`` is off).
-        self.shared: SharedState | None = None
-        if shared_client is not None:
-            self.shared = self._start_shared(shared_client)
-        # The hot path goes straight to the native methods: no Python frame
-        # between the caller and Rust (the methods below document them).
-        self.route = self._core.route  # type: ignore[method-assign]
-        if self.outcome_log is None and self.alerts is None:
-            self.record = self._core.record  # type: ignore[method-assign]
-            self.feedback = self._core.feedback  # type: ignore[method-assign]
-        self._dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
-            weakref.WeakKeyDictionary()
+        #: Where every outcome goes once the core has it: the outcome log,
+        #: the alerts and the recent list subscribe to it; so can others.
+        self.outcomes = OutcomeFeed()
+        self._runtime = Runtime(
+            self.config, self.tracker, self._core, self.predictor, self.outcomes, shared_client
         )
-        self._last_dispatcher: tuple[weakref.ref[asyncio.AbstractEventLoop], Dispatcher] | None = (
-            None
-        )
-        self._health: HealthMonitor | None = None
-        self._sync: _LoopThread | None = None
-        self._lock = threading.Lock()
+        # The native methods the hot path calls, looked up once.
+        self._route = self._core.route
+        self._record = self._core.record
+        self._publish = self.outcomes.publish
+
+    # -- what runs beside routing (the runtime's) ------------------------------
+
+    @property
+    def outcome_log(self) -> OutcomeLog | None:
+        """Every decision and its outcome, in SQLite (None when off)."""
+        return self._runtime.outcome_log
+
+    @property
+    def recent(self) -> deque[RecentOutcome]:
+        """The latest dispatched attempts, newest last (a dashboard's
+        "recent decisions"): (unix time, decision, outcome kind, latency ms)."""
+        return self._runtime.recent
+
+    @property
+    def alerts(self) -> AlertEngine | None:
+        """Trend detection and alert rules (None when off)."""
+        return self._runtime.alerts
+
+    @property
+    def shared(self) -> SharedState | None:
+        """The link to the other instances through Redis (None when
+        ``shared_state.enabled`` is off)."""
+        return self._runtime.shared
+
+    @property
+    def health(self) -> HealthMonitor | None:
+        """The background health checks while they run (see
+        ``start_health``), else None."""
+        return self._runtime.health
+
+    # -- routing -----------------------------------------------------------------
 
     def route(
         self,
@@ -184,7 +201,10 @@ class Router:
             UnsupportedRequestError: no model (or not ``model``) serves ``needs``.
             InvalidInputError: no model serves the task, or the context is unknown.
         """
-        return self._core.route(
+        # The hot path: without options the native call parses no keywords.
+        if context is None and profile is None and model is None and needs == 0 and replica is None:
+            return self._route(request)
+        return self._route(
             request, context=context, profile=profile, model=model, needs=needs, replica=replica
         )
 
@@ -194,16 +214,10 @@ class Router:
         is the caller's verdict: with ``learning.learn_from_outcomes`` the
         learned router learns it (a quality verdict goes to ``feedback``);
         returns whether it did."""
-        taught = self._core.record(decision, success, latency_ms)
-        if self.outcome_log is not None:
-            self.outcome_log.append(
-                decision,
-                "success" if success else "other",
-                latency_ms,
-                learned=success if taught else None,
-            )
-        if self.alerts is not None:
-            self.alerts.observe(decision.model_id, success, latency_ms, decision.task_type)
+        taught = self._record(decision, success, latency_ms)
+        self._publish(
+            decision, "success" if success else "other", latency_ms, success if taught else None
+        )
         return taught
 
     def predict(self, request: Any) -> list[dict[str, Any]]:
@@ -237,97 +251,10 @@ class Router:
         it. Once per decision; True when learned (learning on and the
         request's text known)."""
         learned = self._core.feedback(decision, good)
-        if learned and self.outcome_log is not None:
-            self.outcome_log.append(decision, "feedback", 0.0, learned=good)
+        if learned:
+            # A verdict on the answer, not on how the replica served it.
+            self._publish(decision, FEEDBACK, 0.0, good, about_replica=False)
         return learned
-
-    def _shared_client(self) -> tuple[Any, bool]:
-        """The Redis client when shared state is on, and whether to restore
-        the local snapshot: not when Redis holds a window already (then this
-        instance starts warm from the others, not from its own past)."""
-        spec = self.config.shared_state
-        if not spec.enabled:
-            return None, True
-        try:
-            import redis
-        except ImportError as exc:
-            raise ImportError(
-                "shared_state needs the redis client: pip install 'zeta_fast[redis]'"
-            ) from exc
-        from zeta_fast.shared import shared_client, window_in_redis
-
-        client = shared_client(spec)
-        window = self.config.window_config()
-        try:
-            warm = window_in_redis(client, spec.namespace, window.bucket_ms, window.buckets)
-        except redis.RedisError as exc:
-            _log.warning("shared state unavailable at start (%s): starting from local state", exc)
-            warm = False
-        return client, not warm
-
-    def _start_shared(self, client: Any) -> SharedState:
-        from zeta_fast.shared import SharedState
-
-        spec = self.config.shared_state
-        shared = SharedState(
-            client,
-            self.tracker,
-            self._core,
-            {m.id: [r.id for r in m.replicas] for m in self.config.models},
-            namespace=spec.namespace,
-            instance_id=spec.instance_id,
-            interval_s=spec.interval_s,
-            stale_after_s=spec.stale_after_s,
-        )
-        if self.alerts is not None:
-            self.alerts.claim = shared.claim_alert
-        predictor = self.predictor
-        if predictor is not None:
-            next_share = [0.0]
-
-            def share_learned(state: SharedState) -> None:
-                # Federated averaging every learned_interval_s, in the sync thread.
-                now = time.monotonic()
-                if now < next_share[0]:
-                    return
-                next_share[0] = now + spec.learned_interval_s
-                others = state.share_learned(predictor.to_bytes())
-                if others:
-                    predictor.average_with(others)
-
-            shared.on_cycle.append(share_learned)
-        return shared.start()
-
-    def _start_learned_state(self) -> _LearnedStateSaver | None:
-        """Loads the learned state when its file exists and keeps saving it."""
-        if self.predictor is None:
-            return None
-        path = self.config.learning.state_path
-        if path is None:
-            snapshot = self.tracker.snapshot_path
-            if snapshot is None:
-                return None
-            path = str(Path(snapshot).with_name("learned.bin"))
-        saver = _LearnedStateSaver(self.predictor, Path(path), self.config.learning.save_interval_s)
-        saver.load()
-        return saver.start()
-
-    def _open_outcome_log(self) -> OutcomeLog | None:
-        spec = self.config.outcome_log
-        if not spec.enabled:
-            return None
-        path = spec.path
-        if path is None:
-            snapshot = self.tracker.snapshot_path
-            if snapshot is None:
-                return None
-            path = str(Path(snapshot).with_name("outcomes.sqlite"))
-        return OutcomeLog(
-            path,
-            costs={m.id: m.cost_per_1k_tokens for m in self.config.models},
-            max_pending=spec.max_pending,
-            retention_days=spec.retention_days,
-        )
 
     def assign(
         self, requests: Iterable[Any], *, context: str | None = None
@@ -385,24 +312,18 @@ class Router:
 
     # -- dispatch: profile -> route -> send -> record ------------------------
 
-    def _dispatcher(self) -> Dispatcher:
-        loop = asyncio.get_running_loop()
-        last = self._last_dispatcher
-        # The common case, one serving loop: no WeakKeyDictionary lookup (~1 us).
-        if last is not None and last[0]() is loop:
-            return last[1]
-        dispatcher = self._dispatchers.get(loop)
-        if dispatcher is None:
-            from zeta_fast.dispatch import Dispatcher
+    def dispatcher(self) -> Dispatcher:
+        """The running event loop's dispatcher (made on first use, which
+        starts the health checks when ``dispatch.health.enabled``): what
+        sends requests with their retries and fallbacks and records every
+        attempt. A server on one loop holds it: its ``request`` and
+        ``open_stream`` are ``forward`` and ``forward_stream`` without the
+        loop lookup.
 
-            dispatcher = Dispatcher(
-                self._core, self.config, self.outcome_log, self.alerts, self.recent
-            )
-            self._dispatchers[loop] = dispatcher
-            if self.config.dispatch.health.enabled:
-                self.start_health()
-        self._last_dispatcher = (weakref.ref(loop), dispatcher)
-        return dispatcher
+        Raises:
+            RuntimeError: called outside a running event loop.
+        """
+        return self._runtime.dispatcher()
 
     async def _send(
         self,
@@ -411,10 +332,8 @@ class Router:
         context: str | None,
         model: str | None,
     ) -> RoutedResponse:
-        dispatcher = self._dispatcher()
-        decision = self._core.route(
-            payload, context=context, model=model, needs=needs_of(path, payload)
-        )
+        dispatcher = self._runtime.dispatcher()
+        decision = self._route(payload, context=context, model=model, needs=needs_of(path, payload))
         return await dispatcher.request(path, payload, decision)
 
     async def forward(
@@ -424,18 +343,14 @@ class Router:
         ``/v1/completions``, ``/v1/embeddings``) for a decision already taken
         with ``route``, retrying and falling back as configured; every
         attempt is recorded. What a gateway does with a client's body."""
-        return await self._dispatcher().request(path, payload, decision)
+        return await self._runtime.dispatcher().request(path, payload, decision)
 
     def forward_stream(
         self, path: str, payload: dict[str, Any], decision: Decision
     ) -> RoutedStream:
         """``forward`` for a streamed body (``"stream": true``): iterate the
         result for the SSE events as they arrive."""
-        from zeta_fast.dispatch import RoutedStream
-
-        stream = RoutedStream(decision)
-        stream._events = self._dispatcher().stream(path, payload, decision, stream)
-        return stream
+        return self._runtime.dispatcher().open_stream(path, payload, decision)
 
     async def chat(
         self,
@@ -498,9 +413,7 @@ class Router:
         payload = {**params, "messages": list(messages), "stream": True}
         payload.setdefault("stream_options", {"include_usage": True})
         path = "/v1/chat/completions"
-        decision = self._core.route(
-            payload, context=context, model=model, needs=needs_of(path, payload)
-        )
+        decision = self._route(payload, context=context, model=model, needs=needs_of(path, payload))
         return self.forward_stream(path, payload, decision)
 
     async def cascade(
@@ -553,10 +466,7 @@ class Router:
     # -- synchronous wrappers ------------------------------------------------
 
     def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        with self._lock:
-            if self._sync is None:
-                self._sync = _LoopThread()
-        return self._sync.run(make())
+        return self._runtime.run(make)
 
     def chat_sync(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> RoutedResponse:
         """``chat`` for code without an event loop (runs on the router's own)."""
@@ -575,49 +485,17 @@ class Router:
     def start_health(self) -> HealthMonitor:
         """Starts background health checks and load scrapes (idempotent;
         dispatching starts them when ``dispatch.health.enabled``)."""
-        from zeta_fast.health import HealthMonitor
-
-        with self._lock:
-            if self._health is None:
-                self._health = HealthMonitor(self._core, self.config)
-            return self._health.start()
+        return self._runtime.start_health()
 
     async def aclose(self) -> None:
         """Closes this loop's connections and stops the health checks."""
-        self._last_dispatcher = None
-        dispatcher = self._dispatchers.pop(asyncio.get_running_loop(), None)
-        if dispatcher is not None:
-            await dispatcher.close()
-        self._stop_background()
-
-    def _stop_background(self) -> None:
-        if self._health is not None:
-            self._health.stop()
-            self._health = None
+        await self._runtime.aclose()
 
     def close(self) -> None:
         """Stops the health checks and the sync wrappers' loop, closing
         their connections (use ``aclose`` for an async caller's loop), and
         writes what the outcome log still holds."""
-        self._stop_background()
-        if self.shared is not None:
-            self.shared.stop()
-        if self._learned_saver is not None:
-            self._learned_saver.stop()
-        if self.alerts is not None:
-            self.alerts.close()
-        if self.outcome_log is not None:
-            self.outcome_log.close()
-        if self._sync is not None:
-            sync, self._sync = self._sync, None
-            sync.run(self._close_sync_dispatcher())
-            sync.stop()
-
-    async def _close_sync_dispatcher(self) -> None:
-        self._last_dispatcher = None
-        dispatcher = self._dispatchers.pop(asyncio.get_running_loop(), None)
-        if dispatcher is not None:
-            await dispatcher.close()
+        self._runtime.close()
 
     def __enter__(self) -> Router:
         return self
@@ -631,85 +509,3 @@ class Router:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
         self.close()
-
-
-class _LearnedStateSaver:
-    """Saves the learned state every ``interval_s`` when it changed, and on
-    ``stop``: written to a temporary file, synced, then renamed over the
-    old one, so a crash leaves the previous state whole."""
-
-    def __init__(self, predictor: OutcomePredictor, path: Path, interval_s: float) -> None:
-        self.predictor = predictor
-        self.path = path
-        self.interval_s = interval_s
-        self._saved_updates = -1
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def load(self) -> bool:
-        """Restores a saved state; False when there is none."""
-        if not self.path.exists():
-            return False
-        self.predictor.restore(self.path.read_bytes())
-        self._saved_updates = self.predictor.updates
-        return True
-
-    def save(self) -> bool:
-        """Writes the state if it changed since the last save."""
-        with self._lock:
-            updates = self.predictor.updates
-            if updates == self._saved_updates:
-                return False
-            data = self.predictor.to_bytes()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            self._saved_updates = updates
-            return True
-
-    def start(self) -> _LearnedStateSaver:
-        self._thread = threading.Thread(target=self._run, name="zeta-fast-learned", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.save()
-            except OSError as exc:  # a full disk must not kill the saver
-                _log.warning("could not save the learned state to %s: %s", self.path, exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self.save()
-
-
-class _LoopThread:
-    """An event loop in a daemon thread, for the synchronous wrappers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="zeta-fast-sync", daemon=True
-        )
-        self.thread.start()
-
-    def run(self, coroutine: Awaitable[T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self.loop)
-        return future.result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5.0)
-        self.loop.close()
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable

@@ -26,7 +26,6 @@ streams) count against a replica's breaker, health and record.
 from __future__ import annotations
 
 __all__ = [
-    "NOT_THE_REPLICAS",
     "BackendError",
     "BackendStatusError",
     "BackendTimeout",
@@ -37,14 +36,6 @@ __all__ = [
     "StreamInterrupted",
     "UnsupportedRequest",
 ]
-
-
-#: Outcome kinds that say nothing against a replica (the core's
-#: ``OutcomeKind::is_replica_fault`` is false for them): the request's
-#: fault, its kind, a cancelled hedge, our own failure.
-NOT_THE_REPLICAS = frozenset(
-    {"client_error", "context_length", "unsupported", "cancelled", "internal"}
-)
 
 
 class BackendError(Exception):

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from zeta_fast.backends.errors import NOT_THE_REPLICAS
 from zeta_fast.config import RouterConfig
 from zeta_fast.dashboard.views import learned_view
+from zeta_fast.outcomes import NOT_THE_REPLICAS
 
 __all__ = ["build_view", "write_report"]
 

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from zeta_fast.dispatch import RecentOutcome
     from zeta_fast.learning.predictor import OutcomePredictor
+    from zeta_fast.outcomes import RecentOutcome
     from zeta_fast.router import Router
 
 __all__ = ["History", "learned_view", "live_view", "penalty_reasons"]

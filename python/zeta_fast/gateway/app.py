@@ -39,21 +39,18 @@ from aiohttp import web
 
 from zeta_fast._core import Decision
 from zeta_fast.backends.client import split_events
-from zeta_fast.backends.errors import (
-    BackendError,
-    BackendStatusError,
-    BackendTimeout,
-    RateLimited,
-    RequestRejected,
-    UnsupportedRequest,
-)
+from zeta_fast.backends.errors import BackendError
 from zeta_fast.dashboard import STATIC_FILES, History, live_view, static_file
-from zeta_fast.dispatch import Attempt, RoutedStream, backend_time_ms
 from zeta_fast.exceptions import InvalidInputError, NoCandidatesError, UnsupportedRequestError
 from zeta_fast.gateway import paths
 from zeta_fast.gateway.auth import ApiKeys, Caller
 from zeta_fast.gateway.edge import Edge
 from zeta_fast.gateway.errors import anthropic_path, error_response
+from zeta_fast.gateway.failures import (
+    backend_error_response,
+    failure_reason,
+    stream_error_event,
+)
 from zeta_fast.gateway.metrics import GatewayCounters, MetricsPage
 from zeta_fast.gateway.ratelimit_headers import BUCKET_KEY
 from zeta_fast.gateway.request_id import request_id
@@ -61,6 +58,7 @@ from zeta_fast.gateway.validation import RequestShapeError, check_request
 from zeta_fast.outcome_log import current_request_id
 from zeta_fast.profiling import profiled_shape
 from zeta_fast.request_features import needs_of
+from zeta_fast.routed import Attempt, backend_time_ms
 from zeta_fast.router import Router
 
 __all__ = ["AUTO", "Gateway"]
@@ -81,27 +79,6 @@ def _error(
     return error_response(status, message, kind, code, anthropic=anthropic)
 
 
-#: What a failure of each kind is, in words a client may see (no address).
-_FAILURES = {
-    "connect": "the replica could not be reached or closed the connection without an answer",
-    "timeout": "the replica did not answer in time",
-    "stream_cut": "the replica's stream ended before its last event",
-    "other": "the replica failed",
-}
-
-
-def _reason(exc: BackendError) -> str:
-    """The backend's reason, safe to show a client: its own error message
-    for an HTTP error (at most 300 characters, printable), else what kind
-    of failure it was; never the replica's address."""
-    if isinstance(exc, BackendStatusError):
-        text = "".join(c if c.isprintable() else " " for c in exc.message[:300])
-        return f"HTTP {exc.status}: {text}"
-    reason = _FAILURES.get(exc.kind, _FAILURES["other"])
-    cause = exc.__cause__
-    return f"{reason} ({type(cause).__name__})" if cause is not None else reason
-
-
 def _event_json(event: bytes) -> dict[str, Any]:
     start = event.find(b"data:")
     try:
@@ -109,89 +86,6 @@ def _event_json(event: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _stream_error_event(path: str, reason: str) -> bytes:
-    """The event that tells a client its stream is incomplete, in the
-    route's own shape (no ``[DONE]`` or final event follows it)."""
-    message = f"the model's stream failed: {reason}"
-    data: dict[str, Any]
-    if path.startswith("/v1/messages"):
-        data = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
-    if path == "/v1/responses":
-        data = {
-            "type": "error",
-            "code": "upstream_error",
-            "message": message,
-            "param": None,
-        }
-        return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
-    return (
-        b"data: "
-        + orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
-        + b"\n\n"
-    )
-
-
-def _backend_error(exc: BackendError, anthropic: bool = False) -> web.Response:
-    """The client's view of a request every allowed attempt of which failed."""
-    if isinstance(exc, RateLimited):
-        response = _error(
-            429,
-            "every replica is rate limited",
-            "rate_limit_error",
-            "rate_limited",
-            anthropic=anthropic,
-        )
-        if exc.retry_after_s is not None:
-            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        return response
-    if isinstance(exc, UnsupportedRequest):
-        what = exc.feature or "what it asks"
-        return _error(
-            400,
-            f"the model cannot serve requests with {what}: {_reason(exc)}",
-            "invalid_request_error",
-            "unsupported_request",
-            anthropic=anthropic,
-        )
-    if isinstance(exc, RequestRejected):
-        return _error(
-            400,
-            f"the model's server rejected the request: {_reason(exc)}",
-            "invalid_request_error",
-            "rejected_by_backend",
-            anthropic=anthropic,
-        )
-    if isinstance(exc, BackendStatusError) and not exc.retryable:
-        # The request's own fault (a bad parameter): the backend's answer as it was.
-        return web.Response(status=exc.status, body=exc.body or b"{}", content_type=_JSON)
-    if isinstance(exc, BackendStatusError) and exc.kind == "context_length":
-        return _error(
-            400,
-            exc.message,
-            "invalid_request_error",
-            "context_length_exceeded",
-            anthropic=anthropic,
-        )
-    tried = ", ".join(f"{model}/{replica} {kind}" for model, replica, kind in exc.attempts)
-    detail = f" (attempts: {tried})" if tried else ""
-    if isinstance(exc, BackendTimeout):
-        return _error(
-            504,
-            f"the model did not answer in time{detail}: {_reason(exc)}",
-            "timeout_error",
-            exc.phase,
-            anthropic=anthropic,
-        )
-    return _error(
-        502,
-        f"the model's replicas failed{detail}: {_reason(exc)}",
-        "upstream_error",
-        exc.kind,
-        anthropic=anthropic,
-    )
 
 
 class Gateway:
@@ -213,7 +107,7 @@ class Gateway:
         # This loop's dispatcher, held: asking the router each time costs an
         # asyncio.get_running_loop(), which on CPython 3.11 is a getpid()
         # system call (measured: ~3 % of the gateway's CPU).
-        self._dispatcher = router._dispatcher()
+        self._dispatcher = router.dispatcher()
         self._model_ids = frozenset(m.id for m in router.config.models)
         cards: list[dict[str, Any]] = [
             {"id": AUTO, "object": "model", "created": 0, "owned_by": "zeta_fast"},
@@ -454,7 +348,7 @@ class Gateway:
             self.router.core.record_overhead(
                 max((time.perf_counter() - arrived) * 1e3 - exc.backend_ms, 0.0)
             )
-            return _backend_error(exc, anthropic)
+            return backend_error_response(exc, anthropic)
         except InvalidInputError as exc:
             self.counters.refused["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
@@ -508,8 +402,7 @@ class Gateway:
         record: bool,
     ) -> web.StreamResponse:
         anthropic = path.startswith("/v1/messages")
-        stream = RoutedStream(decision)
-        stream._events = self._dispatcher.stream(path, payload, decision, stream)
+        stream = self._dispatcher.open_stream(path, payload, decision)
         events = aiter(stream)
         try:
             # Until the first event the request can still fail over, and the
@@ -526,7 +419,7 @@ class Gateway:
             self.router.core.record_overhead(
                 max((time.perf_counter() - arrived) * 1e3 - exc.backend_ms, 0.0)
             )
-            return _backend_error(exc, anthropic)
+            return backend_error_response(exc, anthropic)
         except InvalidInputError as exc:
             self.counters.refused["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
@@ -555,7 +448,7 @@ class Gateway:
             # Cut after events reached the client: nothing to retry; end the
             # stream with an error event so the client knows it is incomplete.
             self.counters.streams_cut += 1
-            await response.write(_stream_error_event(path, _reason(exc)))
+            await response.write(stream_error_event(path, failure_reason(exc)))
         finally:
             # Also when the client went away: upstream reading stops, recorded as cancelled.
             await events.aclose()  # type: ignore[attr-defined]

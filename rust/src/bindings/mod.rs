@@ -48,6 +48,19 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
     module.add(
+        "NOT_REPLICA_FAULTS",
+        pyo3::types::PyTuple::new(
+            module.py(),
+            crate::outcome::OUTCOME_KINDS
+                .iter()
+                .filter(|(kind, _)| {
+                    *kind != crate::outcome::OutcomeKind::Success && !kind.is_replica_fault()
+                })
+                .map(|(_, name)| *name)
+                .collect::<Vec<_>>(),
+        )?,
+    )?;
+    module.add(
         "REPLICA_POLICIES",
         pyo3::types::PyTuple::new(module.py(), crate::policies::replica_policy_names())?,
     )?;

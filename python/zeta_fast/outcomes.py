@@ -1,0 +1,219 @@
+"""The outcome feed: where every outcome a router learns of goes, once.
+
+An outcome is published when the caller records one (``Router.record``),
+when a quality verdict is learned (``Router.feedback``) and for every
+attempt the dispatcher makes; the core has recorded it already. The feed
+hands it to its subscribers, in the order they subscribed: the outcome log,
+the dashboard's recent list and the alert detectors are subscribers (see
+``log_outcomes``, ``keep_recent``, ``alert_on_outcomes``); so can be
+anything else with :class:`OutcomeSubscriber`'s signature. Shared state is
+not one: it publishes the tracker's windows, which the core fills.
+
+An outcome is passed as arguments, not built into an object: on the
+request path building a record (a ``__slots__`` class, a named tuple)
+costs about three times what calling a subscriber does (measured on
+CPython 3.11). Subscribers run on the request path (and in the
+dispatcher's event loop): they must be quick, must not block and must not
+raise.
+
+Whether an outcome says anything about the replica is not derived here:
+the publisher says so (``about_replica``) by the one rule there is, the
+core's ``OutcomeKind::is_replica_fault``, which ``NOT_THE_REPLICAS`` reads
+from the native module.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from zeta_fast._core import NOT_REPLICA_FAULTS
+
+if TYPE_CHECKING:
+    from zeta_fast._core import Decision
+    from zeta_fast.alerts.engine import AlertEngine
+    from zeta_fast.outcome_log import OutcomeLog
+
+#: Outcome kinds that say nothing against a replica: the request's fault,
+#: its kind, a cancelled hedge, our own failure (the core's rule).
+NOT_THE_REPLICAS = frozenset(NOT_REPLICA_FAULTS)
+
+__all__ = [
+    "FEEDBACK",
+    "NOT_THE_REPLICAS",
+    "OutcomeFeed",
+    "OutcomeSubscriber",
+    "RecentOutcome",
+    "alert_on_outcomes",
+    "keep_recent",
+    "log_outcomes",
+]
+
+#: The kind of a quality verdict given after the outcome (``Router.feedback``).
+FEEDBACK = "feedback"
+
+#: (unix time, decision, outcome kind, latency ms) of one dispatched attempt:
+#: an item of the dashboard's recent list.
+RecentOutcome = tuple[float, "Decision", str, float]
+
+
+class OutcomeSubscriber(Protocol):
+    """What the feed calls with each outcome.
+
+    Args:
+        decision: the decision the outcome is of.
+        kind: how it ended (``success``, ``timeout``, ``client_error``, ...;
+            ``other`` for a failure a caller recorded, ``feedback`` for a
+            verdict given later).
+        latency_ms: the attempt's time (0 for feedback).
+        learned: what the learned router took from it (True good, False
+            bad), None when it learned nothing.
+        ttft_ms: the time to the first streamed event, when streamed.
+        prompt_tokens: tokens the replica reported for the prompt.
+        completion_tokens: tokens the replica reported for the answer.
+        dispatched: an attempt the dispatcher made (not a caller's record).
+        about_replica: it says something about the replica: a success or
+            the replica's fault (what the alert detectors watch).
+    """
+
+    def __call__(
+        self,
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        learned: bool | None,
+        ttft_ms: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        dispatched: bool,
+        about_replica: bool,
+    ) -> None: ...
+
+
+class OutcomeFeed:
+    """Fans each published outcome out to the subscribers."""
+
+    __slots__ = ("_lock", "_subscribers")
+
+    def __init__(self) -> None:
+        # A tuple replaced whole: publishing reads it without a lock.
+        self._subscribers: tuple[OutcomeSubscriber, ...] = ()
+        self._lock = threading.Lock()
+
+    @property
+    def subscribers(self) -> tuple[OutcomeSubscriber, ...]:
+        """The subscribers, in the order they are called."""
+        return self._subscribers
+
+    def subscribe(self, subscriber: OutcomeSubscriber) -> OutcomeSubscriber:
+        """Adds a subscriber (called after those already there); returns it."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: OutcomeSubscriber) -> None:
+        """Removes a subscriber (nothing when it is not one)."""
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+    def publish(
+        self,
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        learned: bool | None = None,
+        ttft_ms: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        dispatched: bool = False,
+        about_replica: bool = True,
+    ) -> None:
+        """Hands an outcome the core has recorded to every subscriber (see
+        :class:`OutcomeSubscriber` for the arguments). A caller's verdict
+        (``Router.record``) is about the replica, as the core counts it."""
+        for subscriber in self._subscribers:
+            subscriber(
+                decision,
+                kind,
+                latency_ms,
+                learned,
+                ttft_ms,
+                prompt_tokens,
+                completion_tokens,
+                dispatched,
+                about_replica,
+            )
+
+
+def log_outcomes(log: OutcomeLog) -> OutcomeSubscriber:
+    """The subscriber that appends every outcome to the outcome log."""
+    append = log.append
+
+    def subscriber(
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        learned: bool | None,
+        ttft_ms: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        dispatched: bool,
+        about_replica: bool,
+    ) -> None:
+        append(
+            decision,
+            kind,
+            latency_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            learned=learned,
+        )
+
+    return subscriber
+
+
+def keep_recent(recent: deque[RecentOutcome]) -> OutcomeSubscriber:
+    """The subscriber that keeps the dispatched attempts in ``recent`` (the
+    dashboard's recent decisions), newest last."""
+    append = recent.append
+
+    def subscriber(
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        learned: bool | None,
+        ttft_ms: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        dispatched: bool,
+        about_replica: bool,
+    ) -> None:
+        if dispatched:
+            append((time.time(), decision, kind, latency_ms))
+
+    return subscriber
+
+
+def alert_on_outcomes(engine: AlertEngine) -> OutcomeSubscriber:
+    """The subscriber that feeds the alert detectors what is about the
+    replica (successes and replica faults, as the windows see them)."""
+    observe = engine.observe
+
+    def subscriber(
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        learned: bool | None,
+        ttft_ms: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        dispatched: bool,
+        about_replica: bool,
+    ) -> None:
+        if about_replica:
+            observe(decision.model_id, kind == "success", latency_ms, decision.task_type)
+
+    return subscriber
