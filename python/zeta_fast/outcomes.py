@@ -95,28 +95,25 @@ class OutcomeSubscriber(Protocol):
 class OutcomeFeed:
     """Fans each published outcome out to the subscribers."""
 
-    __slots__ = ("_lock", "_subscribers")
+    __slots__ = ("_lock", "subscribers")
 
     def __init__(self) -> None:
-        # A tuple replaced whole: publishing reads it without a lock.
-        self._subscribers: tuple[OutcomeSubscriber, ...] = ()
+        #: The subscribers, in the order they are called: a tuple replaced
+        #: whole by ``subscribe``/``unsubscribe``, so a publisher reads it
+        #: without a lock (and a hot path may loop over it itself).
+        self.subscribers: tuple[OutcomeSubscriber, ...] = ()
         self._lock = threading.Lock()
-
-    @property
-    def subscribers(self) -> tuple[OutcomeSubscriber, ...]:
-        """The subscribers, in the order they are called."""
-        return self._subscribers
 
     def subscribe(self, subscriber: OutcomeSubscriber) -> OutcomeSubscriber:
         """Adds a subscriber (called after those already there); returns it."""
         with self._lock:
-            self._subscribers = (*self._subscribers, subscriber)
+            self.subscribers = (*self.subscribers, subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: OutcomeSubscriber) -> None:
         """Removes a subscriber (nothing when it is not one)."""
         with self._lock:
-            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+            self.subscribers = tuple(s for s in self.subscribers if s is not subscriber)
 
     def publish(
         self,
@@ -133,7 +130,7 @@ class OutcomeFeed:
         """Hands an outcome the core has recorded to every subscriber (see
         :class:`OutcomeSubscriber` for the arguments). A caller's verdict
         (``Router.record``) is about the replica, as the core counts it."""
-        for subscriber in self._subscribers:
+        for subscriber in self.subscribers:
             subscriber(
                 decision,
                 kind,
@@ -199,21 +196,6 @@ def keep_recent(recent: deque[RecentOutcome]) -> OutcomeSubscriber:
 
 def alert_on_outcomes(engine: AlertEngine) -> OutcomeSubscriber:
     """The subscriber that feeds the alert detectors what is about the
-    replica (successes and replica faults, as the windows see them)."""
-    observe = engine.observe
-
-    def subscriber(
-        decision: Decision,
-        kind: str,
-        latency_ms: float,
-        learned: bool | None,
-        ttft_ms: float | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        dispatched: bool,
-        about_replica: bool,
-    ) -> None:
-        if about_replica:
-            observe(decision.model_id, kind == "success", latency_ms, decision.task_type)
-
-    return subscriber
+    replica (successes and replica faults, as the windows see them): the
+    engine's own ``on_outcome``, so an outcome costs one call there."""
+    return engine.on_outcome

@@ -11,10 +11,11 @@ health checks, shared state) is the :class:`~zeta_fast.runtime.Runtime`'s.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
 from zeta_fast.config import RouterConfig, load_router_config
@@ -34,6 +35,22 @@ if TYPE_CHECKING:
     from zeta_fast.shared import SharedState
 
 T = TypeVar("T")
+
+
+class RouteCall(Protocol):
+    """The signature of ``Router.route`` (the core's native method)."""
+
+    def __call__(
+        self,
+        request: Any = None,
+        *,
+        context: str | None = None,
+        profile: RequestProfile | None = None,
+        model: str | None = None,
+        needs: int = 0,
+        replica: str | None = None,
+    ) -> Decision: ...
+
 
 __all__ = ["Decision", "Router"]
 
@@ -141,7 +158,6 @@ class Router:
         # The native methods the hot path calls, looked up once.
         self._route = self._core.route
         self._record = self._core.record
-        self._publish = self.outcomes.publish
 
     # -- what runs beside routing (the runtime's) ------------------------------
 
@@ -175,17 +191,15 @@ class Router:
 
     # -- routing -----------------------------------------------------------------
 
-    def route(
-        self,
-        request: Any = None,
-        *,
-        context: str | None = None,
-        profile: RequestProfile | None = None,
-        model: str | None = None,
-        needs: int = 0,
-        replica: str | None = None,
-    ) -> Decision:
-        """Chooses a model and a replica for a request and takes a slot on it.
+    @functools.cached_property
+    def route(self) -> RouteCall:
+        """``route(request=None, *, context=None, profile=None, model=None,
+        needs=0, replica=None) -> Decision``: chooses a model and a replica
+        for a request and takes a slot on it.
+
+        This is the native ``RouterCore.route`` of the router's core, bound
+        (looked up once per router): a call goes straight to Rust, with no
+        Python frame between the caller and the decision.
 
         ``request`` is anything ``zeta_fast.profile`` takes; pass ``profile``
         instead when it is already known; ``model`` names the model to use
@@ -201,12 +215,7 @@ class Router:
             UnsupportedRequestError: no model (or not ``model``) serves ``needs``.
             InvalidInputError: no model serves the task, or the context is unknown.
         """
-        # The hot path: without options the native call parses no keywords.
-        if context is None and profile is None and model is None and needs == 0 and replica is None:
-            return self._route(request)
-        return self._route(
-            request, context=context, profile=profile, model=model, needs=needs, replica=replica
-        )
+        return self._core.route
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
         """Records the outcome of a routed request and frees its replica slot
@@ -215,9 +224,11 @@ class Router:
         learned router learns it (a quality verdict goes to ``feedback``);
         returns whether it did."""
         taught = self._record(decision, success, latency_ms)
-        self._publish(
-            decision, "success" if success else "other", latency_ms, success if taught else None
-        )
+        # The feed's publish, inlined: one call fewer on the hot path.
+        kind = "success" if success else "other"
+        learned = success if taught else None
+        for subscriber in self.outcomes.subscribers:
+            subscriber(decision, kind, latency_ms, learned, None, 0, 0, False, True)
         return taught
 
     def predict(self, request: Any) -> list[dict[str, Any]]:
@@ -253,7 +264,8 @@ class Router:
         learned = self._core.feedback(decision, good)
         if learned:
             # A verdict on the answer, not on how the replica served it.
-            self._publish(decision, FEEDBACK, 0.0, good, about_replica=False)
+            for subscriber in self.outcomes.subscribers:
+                subscriber(decision, FEEDBACK, 0.0, good, None, 0, 0, False, False)
         return learned
 
     def assign(

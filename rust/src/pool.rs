@@ -344,15 +344,12 @@ impl CandidatePool {
         now: u64,
         minimum: u64,
     ) -> Result<Vec<(usize, ScoreBreakdown)>, ZetaError> {
-        let inputs: Vec<CandidateInput> = entries
-            .iter()
-            .map(|entry| CandidateInput {
-                index: entry.model,
-                capability: entry.capability,
-                live: LiveMetrics::from_totals(&Self::totals_of(entry, now, minimum)),
-            })
-            .collect();
-        score_candidates(&self.scorer, self.relative_latency_factor, &inputs)
+        let inputs = entries.iter().map(|entry| CandidateInput {
+            index: entry.model,
+            capability: entry.capability,
+            live: LiveMetrics::from_totals(&Self::totals_of(entry, now, minimum)),
+        });
+        score_candidates(&self.scorer, self.relative_latency_factor, inputs)
     }
 }
 

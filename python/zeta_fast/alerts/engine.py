@@ -22,7 +22,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zeta_fast._core import Decision
 
 from zeta_fast._core import PerformanceTracker
 from zeta_fast.alerts.detectors import Change, LatencyDetector, SuccessDetector
@@ -124,6 +127,25 @@ class AlertEngine:
         """Queues one outcome (replica faults and successes; not client
         errors) of a request of ``task`` type."""
         self._pending.append((model, success, latency_ms, task))
+
+    def on_outcome(
+        self,
+        decision: Decision,
+        kind: str,
+        latency_ms: float,
+        learned: bool | None = None,
+        ttft_ms: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        dispatched: bool = False,
+        about_replica: bool = True,
+    ) -> None:
+        """An outcome feed's subscriber (``zeta_fast.outcomes``): queues what
+        is about the replica, as ``observe`` does, in one call."""
+        if about_replica:
+            self._pending.append(
+                (decision.model_id, kind == "success", latency_ms, decision.task_type)
+            )
 
     # -- processing ------------------------------------------------------------
 

@@ -43,34 +43,36 @@ impl RouterCore {
                 .iter()
                 .all(|m| m.capability(target.task).is_none());
         let minimum = self.scorer.config().min_requests_for_performance;
-        let mut unserved = false;
-        let mut inputs = Vec::with_capacity(self.models.len());
-        for (m, model) in self.models.iter().enumerate() {
+        let inputs = self.models.iter().enumerate().filter_map(|(m, model)| {
             if model.unserved.blocks(view.needs, now) {
-                unserved = true;
-                continue;
+                return None;
             }
             let served = if unclaimed {
-                model.best_text_task()
+                model.best_text_task()?
             } else {
-                Some(target.task)
+                target.task
             };
-            let Some((served, configured)) =
-                served.and_then(|t| model.capability(t).map(|cap| (t, cap)))
-            else {
-                continue;
-            };
+            let configured = model.capability(served)?;
             let cost = self
                 .cost
                 .as_ref()
                 .map_or(0.0, |knob| knob.penalty(m, view.prompt_tokens));
-            inputs.push(CandidateInput {
+            Some(CandidateInput {
                 index: m,
                 capability: capability_term(configured, learned.get(m).copied(), cost),
                 live: LiveMetrics::from_totals(&model.totals(served, now, minimum)),
-            });
-        }
-        if inputs.is_empty() {
+            })
+        });
+        let mut scored = score_candidates(
+            &self.scorer,
+            self.resilience.relative_latency_factor,
+            inputs,
+        )?;
+        if scored.is_empty() {
+            let unserved = self
+                .models
+                .iter()
+                .any(|m| m.unserved.blocks(view.needs, now));
             return Err(if unserved {
                 ZetaError::Unsupported {
                     who: "no model here serves".to_owned(),
@@ -84,20 +86,24 @@ impl RouterCore {
                 }
             });
         }
-        let scored = score_candidates(
-            &self.scorer,
-            self.resilience.relative_latency_factor,
-            &inputs,
-        )?;
-        let (mut suited, mut others): (Vec<_>, Vec<_>) = scored.into_iter().partition(|(m, _)| {
-            self.models
-                .get(*m)
-                .is_some_and(|model| model.ranges.holds(target.context, target.complexity))
-        });
-        self.order(&mut suited);
-        self.order(&mut others);
-        suited.extend(others);
-        Ok(suited)
+        // Those whose range holds the request first, swapped to the front in
+        // place (each group is sorted by score next, so order within does
+        // not matter here).
+        let mut suited = 0;
+        for i in 0..scored.len() {
+            let holds = scored
+                .get(i)
+                .and_then(|(m, _)| self.models.get(*m))
+                .is_some_and(|model| model.ranges.holds(target.context, target.complexity));
+            if holds {
+                scored.swap(i, suited);
+                suited += 1;
+            }
+        }
+        let (head, tail) = scored.split_at_mut(suited);
+        self.order(head);
+        self.order(tail);
+        Ok(scored)
     }
 
     /// Score order, then the model ordering's.
@@ -130,22 +136,17 @@ impl RouterCore {
         let minimum = self.scorer.config().min_requests_for_performance;
         let mut out = Vec::new();
         for task in 0..TASKS.len() {
-            let inputs: Vec<CandidateInput> = self
-                .models
-                .iter()
-                .enumerate()
-                .filter_map(|(m, model)| {
-                    model.capability(task).map(|capability| CandidateInput {
-                        index: m,
-                        capability,
-                        live: LiveMetrics::from_totals(&model.totals(task, now, minimum)),
-                    })
+            let inputs = self.models.iter().enumerate().filter_map(|(m, model)| {
+                model.capability(task).map(|capability| CandidateInput {
+                    index: m,
+                    capability,
+                    live: LiveMetrics::from_totals(&model.totals(task, now, minimum)),
                 })
-                .collect();
+            });
             let scored = score_candidates(
                 &self.scorer,
                 self.resilience.relative_latency_factor,
-                &inputs,
+                inputs,
             )?;
             out.extend(scored.into_iter().map(|(m, b)| (m, task, b)));
         }

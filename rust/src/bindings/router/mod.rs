@@ -144,9 +144,14 @@ impl PyRouterCore {
             ));
         };
         let learning = self.inner.learning().is_some();
-        if let (Ok(text), false) = (request.cast::<PyString>(), learning) {
+        if let Ok(text) = request.cast::<PyString>() {
             // The common case: a prompt, profiled without copying it.
-            return Ok((Bound::new(py, profile_text(text.to_str()?)?)?, None));
+            let text = text.to_str()?;
+            if learning {
+                let (profile, learned) = profile_for_learning(text, 1, false)?;
+                return Ok((Bound::new(py, profile)?, Some(learned)));
+            }
+            return Ok((Bound::new(py, profile_text(text)?)?, None));
         }
         let (text, turns, embedding) = request_text(request, None)?;
         if learning {
