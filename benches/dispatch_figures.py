@@ -191,7 +191,7 @@ async def detect_and_recover(model: str) -> dict[str, float]:
         while breaker_open is None or health_down is None:
             await router.chat(HELLO, max_tokens=2)
             now = time.perf_counter()
-            if breaker_open is None and router._core.replica_status("m")[1]["breaker"] == "open":
+            if breaker_open is None and router._core.replica_status("m")[1].breaker == "open":
                 breaker_open = now - killed
             if health_down is None and not monitor.replicas["m", "r1"].healthy:
                 health_down = now - killed
@@ -244,7 +244,7 @@ async def hedging(model: str, n: int, rounds: int = 5) -> dict[str, Any]:
                 "p50_ms": pct(samples[name], 0.5),
                 "p99_ms": pct(samples[name], 0.99),
                 "hedges_sent": sum(
-                    r["outcomes"]["cancelled"] + r["outcomes"]["success"]
+                    r.outcomes["cancelled"] + r.outcomes["success"]
                     for r in router._core.replica_status("m")
                 )
                 - 50

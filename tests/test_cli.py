@@ -89,7 +89,7 @@ def test_yaml_and_json_files_read_the_same(tmp_path: Path, suffix: str) -> None:
         ),
         ('[[candidates]]\nname="a"\n', "candidates[0] is missing capability"),
         ("candidates = []\n", "candidates must be a non-empty list"),
-        ("[scoring]\nfoo = 1\n", "unknown AdaptiveConfig field 'foo'"),
+        ("[scoring]\nfoo = 1\n", 'AdaptiveConfig has no field "foo"'),
         ("oops = [\n", "cannot parse"),
     ],
 )

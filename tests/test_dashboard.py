@@ -135,10 +135,10 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
                     assert close(shown[f"model:{model}:p99"], stats.p99_ms)
                     assert shown[f"model:{model}:in_flight"] == "0"
                     for status in router.core.replica_status(model):
-                        key = f"replica:{model}:{status['replica_id']}"
-                        assert int(shown[f"{key}:requests"]) == sum(status["outcomes"].values())
+                        key = f"replica:{model}:{status.replica_id}"
+                        assert int(shown[f"{key}:requests"]) == sum(status.outcomes.values())
                         assert shown[f"{key}:state"] == "ok"
-                        replica = router.tracker.stats(model, replica=status["replica_id"])
+                        replica = router.tracker.stats(model, replica=status.replica_id)
                         for q in ("p50", "p95", "p99"):
                             assert close(shown[f"{key}:{q}"], getattr(replica, f"{q}_ms"))
                 for model_id, task, breakdown in router.core.scores():

@@ -56,7 +56,7 @@ def make(**dispatch: Any) -> tuple[Router, ManualClock]:
 
 
 def status(router: Router, model: str) -> dict[str, dict[str, Any]]:
-    return {r["replica_id"]: r for r in router._core.replica_status(model)}
+    return {r.replica_id: r for r in router._core.replica_status(model)}
 
 
 def test_breaker_opens_probes_after_cooldown_and_closes() -> None:
@@ -69,7 +69,7 @@ def test_breaker_opens_probes_after_cooldown_and_closes() -> None:
             core.record_outcome(decision, "success", 5.0)
             decision = core.route(CODE)
         core.record_outcome(decision, "connect", 1.0)
-    assert status(router, "small")["small-0"]["breaker"] == "open"
+    assert status(router, "small")["small-0"].breaker == "open"
     picks = set()
     for _ in range(20):
         decision = core.route(CODE)
@@ -80,7 +80,7 @@ def test_breaker_opens_probes_after_cooldown_and_closes() -> None:
     clock.advance(1_000)
     probe = core.route(CODE)
     assert probe.replica_id == "small-0"
-    assert status(router, "small")["small-0"]["breaker"] == "half_open"
+    assert status(router, "small")["small-0"].breaker == "half_open"
     other = core.route(CODE)
     assert other.replica_id == "small-1", "one probe at a time"
     core.record_outcome(other, "success", 5.0)
@@ -88,7 +88,7 @@ def test_breaker_opens_probes_after_cooldown_and_closes() -> None:
     second = core.route(CODE)
     assert second.replica_id == "small-0"
     core.record_outcome(second, "success", 5.0)
-    assert status(router, "small")["small-0"]["breaker"] == "closed"
+    assert status(router, "small")["small-0"].breaker == "closed"
 
 
 def test_client_errors_do_not_trip_the_breaker_nor_the_score() -> None:
@@ -98,8 +98,8 @@ def test_client_errors_do_not_trip_the_breaker_nor_the_score() -> None:
         decision = core.route(CODE)
         core.record_outcome(decision, "client_error", 3.0)
     rows = status(router, "small")
-    assert all(r["breaker"] == "closed" for r in rows.values())
-    assert sum(r["outcomes"]["client_error"] for r in rows.values()) == 10
+    assert all(r.breaker == "closed" for r in rows.values())
+    assert sum(r.outcomes["client_error"] for r in rows.values()) == 10
     assert router.tracker.stats("small").requests == 0
 
 
@@ -134,7 +134,7 @@ def test_a_prompt_too_long_goes_to_a_longer_context() -> None:
     core.record_outcome(first, "context_length", 1.0)
     longer = core.reroute(first, needs_longer_context=True)
     assert longer.model_id == "large"
-    assert status(router, "small")[first.replica_id]["breaker"] == "closed"
+    assert status(router, "small")[first.replica_id].breaker == "closed"
 
 
 def test_retry_budget_bounds_retries_and_backoff_honours_retry_after() -> None:
@@ -167,9 +167,9 @@ def test_engine_load_steers_replicas_and_goes_stale() -> None:
         decision = core.route(CODE)
         assert decision.replica_id == "small-1"
         core.record_outcome(decision, "success", 1.0)
-    assert status(router, "small")["small-0"]["engine_waiting"] == 12
+    assert status(router, "small")["small-0"].engine_waiting == 12
     clock.advance(5_001)
-    assert status(router, "small")["small-0"]["engine_waiting"] == 0, "stale after the TTL"
+    assert status(router, "small")["small-0"].engine_waiting == 0, "stale after the TTL"
     assert core.route(CODE).replica_id == "small-0"
     with pytest.raises(InvalidInputError, match="kv_usage must be in"):
         core.set_engine_load("small", "small-0", 0, 1.5)
@@ -190,8 +190,8 @@ def test_outcome_counters_and_bad_input() -> None:
         decision, "success", 12.0, ttft_ms=3.0, prompt_tokens=7, completion_tokens=16
     )
     row = status(router, "small")[decision.replica_id]
-    assert (row["prompt_tokens"], row["completion_tokens"], row["mean_ttft_ms"]) == (7, 16, 3.0)
-    assert row["in_flight"] == 0
+    assert (row.prompt_tokens, row.completion_tokens, row.mean_ttft_ms) == (7, 16, 3.0)
+    assert row.in_flight == 0
     with pytest.raises(InvalidInputError, match="already recorded"):
         core.record_outcome(decision, "success", 1.0)
 
@@ -261,7 +261,7 @@ def test_metrics_reads_overhead_latency_histograms_and_scores() -> None:
     core.record_outcome(decision, "success", 40.0)
     decision = router.route(CODE)
     core.record_outcome(decision, "cancelled", 40.0)
-    latency = {r["replica_id"]: r["latency"] for r in core.replica_status("small")}
+    latency = {r.replica_id: r.latency for r in core.replica_status("small")}
     assert sum(h["count"] for h in latency.values()) == 2  # the cancelled one has no latency
     assert sum(h["sum_ms"] for h in latency.values()) == pytest.approx(3_040.0)
 

@@ -93,9 +93,9 @@ def test_chat_complete_embed_and_stream_record_their_outcomes(
 
     asyncio.run(main())
     rows = router._core.replica_status("coder")
-    assert sum(r["outcomes"]["success"] for r in rows) == 3
-    assert sum(r["completion_tokens"] for r in rows) == 8 + 5 + 16
-    assert all(r["in_flight"] == 0 for r in rows)
+    assert sum(r.outcomes["success"] for r in rows) == 3
+    assert sum(r.completion_tokens for r in rows) == 8 + 5 + 16
+    assert all(r.in_flight == 0 for r in rows)
     assert router.tracker.stats("coder").requests == 3
     assert router.tracker.stats("embedder").requests == 1
 
@@ -121,7 +121,7 @@ def test_a_client_error_is_mapped_and_not_retried(llamacpp_replicas: StartReplic
     assert caught.value.status == 400
     assert caught.value.message
     assert caught.value.attempts == [("coder", "coder-0", "client_error")]
-    assert router._core.replica_status("coder")[0]["breaker"] == "closed"
+    assert router._core.replica_status("coder")[0].breaker == "closed"
     router.close()
 
 
@@ -208,9 +208,9 @@ def test_a_replica_killed_mid_load_costs_almost_nothing(
     assert ok / 2000 >= 0.999, ok
     after = Counter(used[600:])
     assert after["coder-1"] == 0, "the dead replica's breaker keeps traffic off it"
-    rows = {r["replica_id"]: r for r in router._core.replica_status("coder")}
-    assert rows["coder-1"]["breaker"] == "open"
-    assert all(r["in_flight"] == 0 for r in rows.values())
+    rows = {r.replica_id: r for r in router._core.replica_status("coder")}
+    assert rows["coder-1"].breaker == "open"
+    assert all(r.in_flight == 0 for r in rows.values())
 
 
 def test_a_replica_down_from_the_start(llamacpp_replicas: StartReplicas) -> None:
@@ -225,10 +225,10 @@ def test_a_replica_down_from_the_start(llamacpp_replicas: StartReplicas) -> None
     ok, used, _ = asyncio.run(main())
     assert ok == 200
     assert set(used) == {"coder-1"}
-    status = {r["replica_id"]: r for r in router._core.replica_status("coder")}
-    assert status["coder-0"]["breaker"] == "open"
+    status = {r.replica_id: r for r in router._core.replica_status("coder")}
+    assert status["coder-0"].breaker == "open"
     # Breaker threshold 5: no more than a few connect failures before it opened.
-    assert status["coder-0"]["outcomes"]["connect"] <= 5 + 4
+    assert status["coder-0"].outcomes["connect"] <= 5 + 4
 
 
 def test_health_checks_mark_a_dead_replica_down_and_up_again(
@@ -312,7 +312,7 @@ def test_a_busy_replica_is_seen_through_its_own_metrics(
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             status = router._core.replica_status("coder")[0]
-            if status["engine_waiting"] > 0:
+            if status.engine_waiting > 0:
                 break
             await asyncio.sleep(0.02)
         picks = set()
@@ -325,7 +325,7 @@ def test_a_busy_replica_is_seen_through_its_own_metrics(
         return {"status": status, "picks": picks, "scrapes": monitor.scrapes}
 
     seen = asyncio.run(main())
-    assert seen["status"]["engine_waiting"] > 0, seen
+    assert seen["status"].engine_waiting > 0, seen
     assert seen["picks"] == {"coder-1"}
     router.close()
 
@@ -456,7 +456,7 @@ def test_hedging_answers_from_the_fast_replica(
         assert answer.decision.replica_id == "coder-1"
         assert answer.latency_ms < 900
         assert {x.kind for x in answer.attempts} == {"success", "cancelled"}
-    assert all(r["in_flight"] == 0 for r in router._core.replica_status("coder"))
+    assert all(r.in_flight == 0 for r in router._core.replica_status("coder"))
 
 
 def test_a_cascade_escalates_on_a_cut_answer_or_a_failed_check(

@@ -435,7 +435,7 @@ def test_failover_and_client_disconnects(llamacpp_replicas: StartReplicas) -> No
                 break
             await asyncio.sleep(0.02)
         assert router.in_flight("coder") == [0, 0]
-        cancelled = sum(s["outcomes"]["cancelled"] for s in router.core.replica_status("coder"))
+        cancelled = sum(s.outcomes["cancelled"] for s in router.core.replica_status("coder"))
         assert cancelled == 1
 
     serve(router, body)

@@ -297,8 +297,8 @@ def test_a_backend_without_a_route_is_skipped_for_it_not_blamed(
                     for kind in ("server_error", "connect", "other"):
                         assert total(samples, "zeta_backend_requests_total", outcome=kind) == 0
                 status = router.core.replica_status("old")[0]
-                assert status["breaker"] == "closed"
-                assert not status["degraded"]
+                assert status.breaker == "closed"
+                assert not status.degraded
             finally:
                 await running.stop()
         finally:

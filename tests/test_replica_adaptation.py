@@ -54,13 +54,13 @@ def test_policy_passes_over_a_failing_replica_but_probes_it() -> None:
         served[decision.replica_id] += 1
         bad = decision.replica_id == "m-0" and i >= 30
         core.record_outcome(decision, "server_error" if bad else "success", 5.0)
-    status = {s["replica_id"]: s for s in core.replica_status("m")}
-    assert status["m-0"]["degraded"] is True
-    assert status["m-0"]["recent_failure_share"] > 0.5
-    assert status["m-0"]["breaker"] == "closed"  # probes' failures do not open it
+    status = {s.replica_id: s for s in core.replica_status("m")}
+    assert status["m-0"].degraded is True
+    assert status["m-0"].recent_failure_share > 0.5
+    assert status["m-0"].breaker == "closed"  # probes' failures do not open it
     # Probes only: about 5 % of the traffic (plus its first 30 requests' share).
     assert 0.02 < served["m-0"] / 3000 < 0.10
-    assert status["m-1"]["degraded"] is False
+    assert status["m-1"].degraded is False
 
 
 def test_replica_policy_is_validated() -> None:

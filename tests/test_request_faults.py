@@ -52,7 +52,7 @@ def _deep_body(depth: int) -> bytes:
 
 def _breakers_and_health(router: Router) -> list[tuple[str, str, str | None, bool, bool]]:
     return [
-        (model.id, s["replica_id"], s["breaker"], s["healthy"], s["degraded"])
+        (model.id, s.replica_id, s.breaker, s.healthy, s.degraded)
         for model in router.config.models
         for s in router.core.replica_status(model.id)
     ]
@@ -267,7 +267,7 @@ def test_a_model_broken_everywhere_is_blamed_not_excused(
             assert total(samples, "zeta_backend_requests_total", outcome="server_error") >= 6
 
         serve(router, body)
-        assert [s["breaker"] for s in router.core.replica_status("m")] == ["open", "open"]
+        assert [s.breaker for s in router.core.replica_status("m")] == ["open", "open"]
 
 
 def test_a_named_model_is_served_by_its_replicas_and_fallbacks_only(

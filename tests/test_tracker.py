@@ -147,7 +147,7 @@ def test_record_many_validates_everything_first(tracker: PerformanceTracker) -> 
     with pytest.raises(InvalidInputError, match=r"latency_ms\[7\] must be finite"):
         tracker.record_many(("m", "r", "t"), np.ones(10, dtype=bool), latency)
     assert tracker.stats("m").requests == 0
-    with pytest.raises(InvalidInputError, match="success has 3 entries and latency_ms 2"):
+    with pytest.raises(InvalidInputError, match="success has 3 entries, expected 2"):
         tracker.record_many(("m", "r", "t"), [True, True, False], [1.0, 2.0])
     with pytest.raises(TypeError, match="success must be an array of bools"):
         tracker.record_many(("m", "r", "t"), np.ones(2), [1.0, 2.0])

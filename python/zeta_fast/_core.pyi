@@ -19,7 +19,6 @@ __all__ = [
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
     "MODEL_ORDERINGS",
-    "NOT_REPLICA_FAULTS",
     "REPLICA_POLICIES",
     "REQUEST_FEATURES",
     "SNAPSHOT_FORMAT_VERSION",
@@ -29,12 +28,15 @@ __all__ = [
     "Decision",
     "Features",
     "ManualClock",
+    "OutcomeKind",
     "OutcomePredictor",
     "PerformanceTracker",
     "ReplicaSet",
+    "ReplicaStatus",
     "RequestProfile",
     "RouterCore",
     "ScoreBreakdown",
+    "Task",
     "TrackerKey",
     "TrackerStats",
     "WindowConfig",
@@ -54,10 +56,6 @@ GIL_RELEASE_MIN_CANDIDATES: int
 
 GIL_RELEASE_MIN_RECORDS: int
 """``record_many`` batches of at least this many outcomes run with the GIL released."""
-
-NOT_REPLICA_FAULTS: tuple[str, ...]
-"""Failure kinds that say nothing against a replica (``OutcomeKind::is_replica_fault``
-is false): the request's fault, its kind, a cancelled hedge, the caller's own failure."""
 
 REPLICA_POLICIES: tuple[str, ...]
 """Names of the replica policies (``replica_policy``), one file each in
@@ -897,7 +895,7 @@ class RouterCore:
     def record_outcome(
         self,
         decision: Decision,
-        kind: str,
+        kind: OutcomeKind | str,
         latency_ms: float,
         *,
         ttft_ms: float | None = None,
@@ -935,8 +933,136 @@ class RouterCore:
         """Keeps the decision's replica out of selection for ``hold_ms``."""
     def reset_breaker(self, model: str, replica: str) -> None:
         """Closes a replica's circuit breaker."""
-    def replica_status(self, model: str) -> list[dict[str, Any]]:
+    def replica_status(self, model: str) -> list[ReplicaStatus]:
         """Each replica of a model: health, breaker, load, outcome counters,
-        a lifetime latency histogram (``latency``, shaped as ``overhead()``),
-        its recent record (``recent_failure_share``, ``recent_latency_ms``)
-        and whether that record has it passed over (``degraded``)."""
+        a lifetime latency histogram, its recent record and whether that
+        record has it passed over (see ``ReplicaStatus``)."""
+
+@final
+class ReplicaStatus:
+    """One replica's state now (``RouterCore.replica_status``).
+
+    Example:
+        >>> from zeta_fast import ManualClock, PerformanceTracker, Router
+        >>> router = Router("examples/router.yaml",
+        ...                 tracker=PerformanceTracker(clock=ManualClock(0), persist=False))
+        >>> status = router.core.replica_status("coder-7b")[0]
+        >>> status.replica_id, status.healthy, status.breaker, status.outcomes["success"]
+        ('coder-7b-a', True, 'closed', 0)
+    """
+
+    @property
+    def replica_id(self) -> str: ...
+    @property
+    def healthy(self) -> bool:
+        """False when marked unhealthy (health checks): never chosen then."""
+    @property
+    def in_flight(self) -> int:
+        """Requests this router has running on it."""
+    @property
+    def breaker(self) -> str | None:
+        """The breaker's state: ``closed``, ``open`` or ``half_open``."""
+    @property
+    def breaker_admits_in_ms(self) -> int:
+        """How long until the breaker admits a request again (0: now)."""
+    @property
+    def engine_waiting(self) -> int:
+        """Requests the engine reports queued (its last scrape, while fresh)."""
+    @property
+    def engine_kv_usage(self) -> float:
+        """KV-cache use the engine reports, 0..1."""
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Outcomes by kind (every ``OutcomeKind`` value)."""
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def mean_ttft_ms(self) -> float | None:
+        """Mean time to the first streamed event (None before a stream)."""
+    @property
+    def latency(self) -> dict[str, Any]:
+        """The lifetime latency histogram, shaped as ``RouterCore.overhead()``."""
+    @property
+    def recent_failure_share(self) -> float | None:
+        """Its recent failure share (None before its first outcome)."""
+    @property
+    def recent_latency_ms(self) -> float | None:
+        """Its recent latency (None before its first answer)."""
+    @property
+    def degraded(self) -> bool:
+        """Passed over for being slow or failing beside its twins."""
+    def to_dict(self) -> dict[str, Any]:
+        """The status as a JSON-serialisable dict."""
+
+@final
+class Task:
+    """A task type a model can declare a capability for.
+
+    Example:
+        >>> from zeta_fast import Task
+        >>> Task.CODE.value, Task.parse("chat") == Task.CHAT
+        ('code', True)
+    """
+
+    CODE: Task
+    REASONING: Task
+    CHAT: Task
+    KNOWLEDGE: Task
+    EMBEDDING: Task
+    @property
+    def value(self) -> str:
+        """The name configurations and decisions use (``"code"``, ...)."""
+    @staticmethod
+    def members() -> list[Task]:
+        """Every task type, in the core's order."""
+    @staticmethod
+    def parse(value: str) -> Task:
+        """The task type named ``value``.
+
+        Raises:
+            InvalidInputError: no task type has that name.
+        """
+
+@final
+class OutcomeKind:
+    """How a dispatched request ended, and whether that counts against the
+    replica (``record_outcome`` takes it or its name).
+
+    Example:
+        >>> from zeta_fast import OutcomeKind
+        >>> OutcomeKind.CLIENT_ERROR.value, OutcomeKind.CLIENT_ERROR.is_replica_fault
+        ('client_error', False)
+        >>> OutcomeKind.TIMEOUT.is_replica_fault
+        True
+    """
+
+    SUCCESS: OutcomeKind
+    TIMEOUT: OutcomeKind
+    CONNECT: OutcomeKind
+    RATE_LIMITED: OutcomeKind
+    SERVER_ERROR: OutcomeKind
+    STREAM_CUT: OutcomeKind
+    CONTEXT_LENGTH: OutcomeKind
+    CLIENT_ERROR: OutcomeKind
+    UNSUPPORTED: OutcomeKind
+    CANCELLED: OutcomeKind
+    INTERNAL: OutcomeKind
+    OTHER: OutcomeKind
+    @property
+    def value(self) -> str:
+        """The name metrics, logs and ``record_outcome`` use."""
+    @property
+    def is_replica_fault(self) -> bool:
+        """Whether it counts against the replica (window, breaker, health)."""
+    @staticmethod
+    def members() -> list[OutcomeKind]:
+        """Every kind, in counter order."""
+    @staticmethod
+    def parse(value: str) -> OutcomeKind:
+        """The kind named ``value``.
+
+        Raises:
+            InvalidInputError: no kind has that name.
+        """

@@ -334,8 +334,8 @@ class Dispatcher:
         """Whether the decision's replica has a good recent record (rare
         path: the status read builds every replica's figures)."""
         for status in self.core.replica_status(decision.model_id):
-            if status["replica_id"] == decision.replica_id:
-                share = status.get("recent_failure_share")
+            if status.replica_id == decision.replica_id:
+                share = status.recent_failure_share
                 return share is not None and share < 0.5
         return False
 

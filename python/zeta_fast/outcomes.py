@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from zeta_fast._core import NOT_REPLICA_FAULTS
+from zeta_fast._core import OutcomeKind
 
 if TYPE_CHECKING:
     from zeta_fast._core import Decision
@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 
 #: Outcome kinds that say nothing against a replica: the request's fault,
 #: its kind, a cancelled hedge, our own failure (the core's rule).
-NOT_THE_REPLICAS = frozenset(NOT_REPLICA_FAULTS)
+NOT_THE_REPLICAS = frozenset(
+    kind.value
+    for kind in OutcomeKind.members()
+    if kind is not OutcomeKind.SUCCESS and not kind.is_replica_fault
+)
 
 __all__ = [
     "FEEDBACK",

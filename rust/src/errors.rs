@@ -96,6 +96,33 @@ pub enum ZetaError {
         operation: &'static str,
         setting: &'static str,
     },
+    /// One entry of a configuration list is out of range.
+    #[error("{field}{position} must be {expected}, got {value}")]
+    InvalidConfigEntry {
+        field: &'static str,
+        position: Position,
+        expected: &'static str,
+        value: String,
+    },
+    /// Inputs of a batch that go one per item (outcome) differ in length.
+    #[error("{field} has {got} entries, expected {expected} (one per {per})")]
+    EntryCountMismatch {
+        field: &'static str,
+        expected: usize,
+        got: usize,
+        per: &'static str,
+    },
+    /// An index past the end of a collection (replicas, models).
+    #[error("{what} index {index} out of range for {len} {what}s")]
+    IndexOutOfRange {
+        what: &'static str,
+        index: usize,
+        len: usize,
+    },
+    /// A broken invariant inside zeta_fast (a poisoned lock, unusable shipped
+    /// data): a bug, not a bad value from the caller.
+    #[error("internal error: {what}")]
+    Internal { what: String },
 }
 
 /// Where in the input a bad value sits, written after the field name.
@@ -296,6 +323,43 @@ mod tests {
             err.to_string(),
             "success_rate[3] must be in [0, 1], got 1.5"
         );
+    }
+
+    #[test]
+    fn binding_variants_read_as_before() {
+        let err = ZetaError::IndexOutOfRange {
+            what: "replica",
+            index: 5,
+            len: 1,
+        };
+        assert_eq!(
+            err.to_string(),
+            "replica index 5 out of range for 1 replicas"
+        );
+        let err = ZetaError::EntryCountMismatch {
+            field: "keys",
+            expected: 2,
+            got: 1,
+            per: "outcome",
+        };
+        assert_eq!(
+            err.to_string(),
+            "keys has 1 entries, expected 2 (one per outcome)"
+        );
+        let err = ZetaError::InvalidConfigEntry {
+            field: "capacities",
+            position: Position::Flat(1),
+            expected: "at most 4294967295",
+            value: "4294967296".to_owned(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "capacities[1] must be at most 4294967295, got 4294967296"
+        );
+        let err = ZetaError::Internal {
+            what: "saver lock poisoned".to_owned(),
+        };
+        assert_eq!(err.to_string(), "internal error: saver lock poisoned");
     }
 
     #[test]

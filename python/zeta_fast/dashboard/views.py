@@ -150,19 +150,20 @@ def live_view(
         )
     for model in router.config.models:
         stats = router.tracker.stats(model.id)
-        replicas = [
+        statuses = router.core.replica_status(model.id)
+        replicas: list[dict[str, Any]] = [
             {
-                **_replica_quantiles(router, model.id, status["replica_id"]),
-                "id": status["replica_id"],
-                "in_flight": status["in_flight"],
-                "healthy": status["healthy"],
-                "breaker": status["breaker"],
-                "degraded": status["degraded"],
-                "recent_failure_share": status["recent_failure_share"],
-                "recent_latency_ms": status["recent_latency_ms"],
-                "requests": sum(status["outcomes"].values()),
+                **_replica_quantiles(router, model.id, status.replica_id),
+                "id": status.replica_id,
+                "in_flight": status.in_flight,
+                "healthy": status.healthy,
+                "breaker": status.breaker,
+                "degraded": status.degraded,
+                "recent_failure_share": status.recent_failure_share,
+                "recent_latency_ms": status.recent_latency_ms,
+                "requests": sum(status.outcomes.values()),
             }
-            for status in router.core.replica_status(model.id)
+            for status in statuses
         ]
         models.append(
             {
@@ -172,7 +173,7 @@ def live_view(
                 "p50_ms": stats.p50_ms,
                 "p95_ms": stats.p95_ms,
                 "p99_ms": stats.p99_ms,
-                "in_flight": sum(r["in_flight"] for r in replicas),
+                "in_flight": sum(status.in_flight for status in statuses),
                 "tasks": scores.get(model.id, []),
                 "replicas": replicas,
             }

@@ -222,11 +222,11 @@ def _sample(router: Router, state: DemoState, since: int) -> Sample:
     breakers, healthy, in_flight, degraded = {}, {}, {}, {}
     for model_id, _, _ in MODELS:
         for status in router.core.replica_status(model_id):
-            replica = status["replica_id"]
-            breakers[replica] = status["breaker"]
-            healthy[replica] = status["healthy"]
-            in_flight[replica] = status["in_flight"]
-            degraded[replica] = status["degraded"]
+            replica = status.replica_id
+            breakers[replica] = status.breaker or "none"
+            healthy[replica] = status.healthy
+            in_flight[replica] = status.in_flight
+            degraded[replica] = status.degraded
     return Sample(
         t=round(state.now(), 2),
         served=dict(served),

@@ -384,8 +384,8 @@ class Gateway:
         models = [model] if model is not None else [m.id for m in self.router.config.models]
         for model_id in models:
             for status in self.router.core.replica_status(model_id):
-                wait = status["breaker_admits_in_ms"]
-                if status["healthy"] and wait > 0:
+                wait = status.breaker_admits_in_ms
+                if status.healthy and wait > 0:
                     soonest_ms = wait if soonest_ms is None else min(soonest_ms, wait)
         if soonest_ms is None:
             health = self.router.config.dispatch.health
@@ -546,7 +546,7 @@ class Gateway:
         models: dict[str, dict[str, Any]] = {}
         for model in self.router.config.models:
             statuses = self.router.core.replica_status(model.id)
-            usable = [s["replica_id"] for s in statuses if s["healthy"] and s["breaker"] != "open"]
+            usable = [s.replica_id for s in statuses if s.healthy and s.breaker != "open"]
             models[model.id] = {"replicas": len(statuses), "usable": usable}
         serving = sum(1 for m in models.values() if m["usable"])
         if not self._ready or serving == 0:

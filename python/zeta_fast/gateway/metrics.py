@@ -135,25 +135,25 @@ class _RouterCollector(Collector):
         )
         for model in self.router.config.models:
             for status in self.router.core.replica_status(model.id):
-                key = [model.id, status["replica_id"]]
-                for outcome, count in status["outcomes"].items():
+                key = [model.id, status.replica_id]
+                for outcome, count in status.outcomes.items():
                     requests.add_metric([*key, outcome], count)
-                histogram = status["latency"]
+                histogram = status.latency
                 latency.add_metric(
                     key, _seconds_buckets(histogram), sum_value=histogram["sum_ms"] / 1e3
                 )
-                tokens.add_metric([*key, "prompt"], status["prompt_tokens"])
-                tokens.add_metric([*key, "completion"], status["completion_tokens"])
-                in_flight.add_metric(key, status["in_flight"])
-                healthy.add_metric(key, 1.0 if status["healthy"] else 0.0)
+                tokens.add_metric([*key, "prompt"], status.prompt_tokens)
+                tokens.add_metric([*key, "completion"], status.completion_tokens)
+                in_flight.add_metric(key, status.in_flight)
+                healthy.add_metric(key, 1.0 if status.healthy else 0.0)
                 for state in BREAKER_STATES:
-                    breaker.add_metric([*key, state], 1.0 if status["breaker"] == state else 0.0)
-                if status["engine_waiting"] is not None:
-                    waiting.add_metric(key, status["engine_waiting"])
-                if status["engine_kv_usage"] is not None:
-                    kv_usage.add_metric(key, status["engine_kv_usage"])
-                if status["mean_ttft_ms"] is not None:
-                    ttft.add_metric(key, status["mean_ttft_ms"] / 1e3)
+                    breaker.add_metric([*key, state], 1.0 if status.breaker == state else 0.0)
+                if status.engine_waiting is not None:
+                    waiting.add_metric(key, status.engine_waiting)
+                if status.engine_kv_usage is not None:
+                    kv_usage.add_metric(key, status.engine_kv_usage)
+                if status.mean_ttft_ms is not None:
+                    ttft.add_metric(key, status.mean_ttft_ms / 1e3)
         return [requests, latency, tokens, in_flight, healthy, breaker, waiting, kv_usage, ttft]
 
     def _models(self) -> Iterable[Metric]:

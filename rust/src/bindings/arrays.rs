@@ -7,9 +7,8 @@ use numpy::{Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedA
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
-use super::errors::InvalidInputError;
 use super::extract::{repr, type_error};
-use crate::errors::ZetaError;
+use crate::errors::{Position, ZetaError};
 use crate::scoring::RequestCount;
 
 /// One input, readable as a contiguous slice: a NumPy array borrowed in
@@ -155,12 +154,14 @@ fn convert<'py>(value: &Bound<'py, PyAny>, field: &'static str) -> PyResult<Colu
     kwargs.set_item("dtype", numpy.getattr("float64")?)?;
     kwargs.set_item("order", "C")?;
     let converted = numpy.call_method("asarray", (array,), Some(&kwargs))?;
-    let array = converted.cast_into::<PyArrayDyn<f64>>().map_err(|_| {
-        InvalidInputError::new_err(format!(
-            "{field} could not be read as float64: {}",
-            repr(value)
-        ))
-    })?;
+    let array = converted
+        .cast_into::<PyArrayDyn<f64>>()
+        .map_err(|_| ZetaError::InvalidInput {
+            field,
+            position: Position::Scalar,
+            expected: "readable as float64",
+            value: repr(value),
+        })?;
     Ok(Column::Array(array))
 }
 

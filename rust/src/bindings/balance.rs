@@ -1,12 +1,14 @@
 //! `ReplicaSet`: lock-free replica slots from Python.
 
-use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 
-use super::errors::ConfigError;
-use super::extract::{count, type_error};
+use super::extract::{count, repr, type_error};
 use crate::balance::ReplicaSet;
+use crate::errors::{Position, ZetaError};
 use crate::policies::replica_policy;
+
+/// The bound on one replica's capacity, `u32::MAX`, as the message states it.
+const CAPACITY_LIMIT: &str = "at most 4294967295";
 
 /// The replicas of one model: in-flight counters with capacity limits, and
 /// the choice of a replica by a named policy (`REPLICA_POLICIES`).
@@ -20,10 +22,12 @@ impl PyReplicaSet {
         if index < self.inner.len() {
             Ok(())
         } else {
-            Err(PyIndexError::new_err(format!(
-                "replica index {index} out of range for {} replicas",
-                self.inner.len()
-            )))
+            Err(ZetaError::IndexOutOfRange {
+                what: "replica",
+                index,
+                len: self.inner.len(),
+            }
+            .into())
         }
     }
 }
@@ -43,17 +47,22 @@ impl PyReplicaSet {
         let mut values = Vec::new();
         for (index, item) in items.enumerate() {
             let value = count(&item?, &format!("capacities[{index}]"))?;
-            values.push(u32::try_from(value).map_err(|_| {
-                ConfigError::new_err(format!(
-                    "capacities[{index}] must be at most {}, got {value}",
-                    u32::MAX
-                ))
-            })?);
+            values.push(
+                u32::try_from(value).map_err(|_| ZetaError::InvalidConfigEntry {
+                    field: "capacities",
+                    position: Position::Flat(index),
+                    expected: CAPACITY_LIMIT,
+                    value: value.to_string(),
+                })?,
+            );
         }
         if values.is_empty() {
-            return Err(ConfigError::new_err(
-                "capacities must list at least one replica",
-            ));
+            return Err(ZetaError::InvalidConfig {
+                field: "capacities",
+                expected: "a non-empty sequence (at least one replica)",
+                value: repr(capacities),
+            }
+            .into());
         }
         Ok(Self {
             inner: ReplicaSet::new(&values, replica_policy(policy)?),

@@ -4,9 +4,9 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::errors::ConfigError;
 use super::extract::{count, number, repr};
 use crate::config::AdaptiveConfig;
+use crate::errors::ZetaError;
 
 /// Field names in declaration order: the keyword arguments, `to_dict()` keys
 /// and the keys `from_dict()` accepts.
@@ -20,6 +20,15 @@ const FIELDS: [&str; 8] = [
     "low_success_rate_penalty",
     "high_latency_penalty",
 ];
+
+/// The error for a key that is none of `FIELDS`.
+fn unknown_field(key: &str) -> ZetaError {
+    ZetaError::UnknownField {
+        owner: "AdaptiveConfig",
+        key: key.to_owned(),
+        known: FIELDS.join(", "),
+    }
+}
 
 /// Validated, immutable configuration of the adaptive score (see `_core.pyi`).
 #[pyclass(name = "AdaptiveConfig", module = "zeta_fast._core", frozen, eq)]
@@ -53,12 +62,7 @@ fn set_field(config: &mut AdaptiveConfig, name: &str, value: &Bound<'_, PyAny>) 
         }
         "low_success_rate_penalty" => config.low_success_rate_penalty = number(value, name)?,
         "high_latency_penalty" => config.high_latency_penalty = number(value, name)?,
-        unknown => {
-            return Err(ConfigError::new_err(format!(
-                "unknown AdaptiveConfig field '{unknown}'; expected one of: {}",
-                FIELDS.join(", ")
-            )))
-        }
+        unknown => return Err(unknown_field(unknown).into()),
     }
     Ok(())
 }
@@ -172,10 +176,7 @@ impl PyAdaptiveConfig {
             for (key, value) in changes.iter() {
                 let name = key.extract::<String>()?;
                 if !FIELDS.contains(&name.as_str()) {
-                    return Err(ConfigError::new_err(format!(
-                        "unknown AdaptiveConfig field '{name}'; expected one of: {}",
-                        FIELDS.join(", ")
-                    )));
+                    return Err(unknown_field(&name).into());
                 }
                 base.set_item(name, value)?;
             }

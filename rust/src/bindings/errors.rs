@@ -1,5 +1,6 @@
 //! One translation from core errors to Python exceptions.
 
+use pyo3::exceptions::{PyIndexError, PyRuntimeError};
 use pyo3::PyErr;
 
 use crate::errors::ZetaError;
@@ -19,10 +20,12 @@ impl From<ZetaError> for PyErr {
         // No `_ =>` arm: a new variant must be mapped on purpose.
         match err {
             ZetaError::InvalidConfig { .. }
+            | ZetaError::InvalidConfigEntry { .. }
             | ZetaError::UnknownSetting { .. }
             | ZetaError::UnknownField { .. } => ConfigError::new_err(message),
             ZetaError::InvalidInput { .. }
             | ZetaError::LengthMismatch { .. }
+            | ZetaError::EntryCountMismatch { .. }
             | ZetaError::ShapeMismatch { .. }
             | ZetaError::InvalidShape { .. } => InvalidInputError::new_err(message),
             ZetaError::NoCandidates { .. } | ZetaError::Saturated { .. } => {
@@ -35,6 +38,10 @@ impl From<ZetaError> for PyErr {
             | ZetaError::AlreadyRecorded { .. }
             | ZetaError::ForeignDecision
             | ZetaError::NotEnabled { .. } => InvalidInputError::new_err(message),
+            // Python's own classes: an index past the end is an IndexError,
+            // and a broken invariant (a poisoned lock) is no bad value.
+            ZetaError::IndexOutOfRange { .. } => PyIndexError::new_err(message),
+            ZetaError::Internal { .. } => PyRuntimeError::new_err(message),
         }
     }
 }

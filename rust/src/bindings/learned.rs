@@ -11,8 +11,8 @@ use crate::learned::{
     features, features_from_indices, OutcomePredictor, PredictorParams, SparseFeatures, FEATURE_DIM,
 };
 
-use super::errors::InvalidInputError;
 use super::extract::type_error;
+use crate::errors::{float_repr, Position, ZetaError};
 
 /// A sparse feature vector of a request (`FEATURE_DIM` long).
 #[pyclass(name = "Features", module = "zeta_fast._core", frozen)]
@@ -53,19 +53,30 @@ impl PyFeatures {
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
         if data.len() % 4 != 0 {
-            return Err(InvalidInputError::new_err(format!(
-                "features: expected a multiple of 4 bytes, got {}",
-                data.len()
-            )));
+            return Err(ZetaError::InvalidInput {
+                field: "features",
+                position: Position::Scalar,
+                expected: "a multiple of 4 bytes",
+                value: format!("{} bytes", data.len()),
+            }
+            .into());
         }
         let indices: Vec<u32> = data
             .chunks_exact(4)
             .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
             .collect();
-        if let Some(bad) = indices.iter().find(|&&i| i as usize >= FEATURE_DIM) {
-            return Err(InvalidInputError::new_err(format!(
-                "features: index {bad} is out of range (FEATURE_DIM = {FEATURE_DIM})"
-            )));
+        if let Some((position, bad)) = indices
+            .iter()
+            .enumerate()
+            .find(|(_, &i)| i as usize >= FEATURE_DIM)
+        {
+            return Err(ZetaError::InvalidInput {
+                field: "features",
+                position: Position::Flat(position),
+                expected: "a feature index below FEATURE_DIM",
+                value: format!("{bad} (FEATURE_DIM = {FEATURE_DIM})"),
+            }
+            .into());
         }
         Ok(Self {
             inner: Arc::new(features_from_indices(indices)),
@@ -116,10 +127,12 @@ pub(crate) fn params_arg(params: Option<&Bound<'_, PyDict>>) -> PyResult<Predict
             "prior_weight" => out.prior_weight = number,
             "prior_strength" => out.prior_strength = number,
             _ => {
-                return Err(InvalidInputError::new_err(format!(
-                    "unknown predictor parameter {key:?}; known: learning_rate, l2, \
-                     prior_weight, prior_strength"
-                )))
+                return Err(ZetaError::UnknownName {
+                    field: "predictor parameter",
+                    value: key,
+                    known: "learning_rate, l2, prior_weight, prior_strength".to_owned(),
+                }
+                .into())
             }
         }
     }
@@ -176,9 +189,13 @@ impl PyOutcomePredictor {
         learning_rate: Option<f64>,
     ) -> PyResult<()> {
         if let Some(eta) = learning_rate.filter(|e| !(e.is_finite() && *e > 0.0)) {
-            return Err(InvalidInputError::new_err(format!(
-                "learning_rate must be finite and > 0, got {eta}"
-            )));
+            return Err(ZetaError::InvalidInput {
+                field: "learning_rate",
+                position: Position::Scalar,
+                expected: "finite and > 0",
+                value: float_repr(eta),
+            }
+            .into());
         }
         let features = features_arg(features)?;
         Ok(self

@@ -6,6 +6,7 @@ mod config;
 mod errors;
 mod extract;
 mod gil;
+mod kinds;
 mod learned;
 mod pool;
 mod profile;
@@ -32,6 +33,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<balance::PyReplicaSet>()?;
     module.add_class::<router::PyRouterCore>()?;
     module.add_class::<router::PyDecision>()?;
+    module.add_class::<router::PyReplicaStatus>()?;
+    module.add_class::<kinds::PyTask>()?;
+    module.add_class::<kinds::PyOutcomeKind>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_features, module)?)?;
     module.add_function(pyo3::wrap_pyfunction!(request_text::profile, module)?)?;
@@ -47,19 +51,6 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
         pyo3::types::PyTuple::new(module.py(), crate::request_kinds::FEATURES)?,
     )?;
     module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
-    module.add(
-        "NOT_REPLICA_FAULTS",
-        pyo3::types::PyTuple::new(
-            module.py(),
-            crate::outcome::OUTCOME_KINDS
-                .iter()
-                .filter(|(kind, _)| {
-                    *kind != crate::outcome::OutcomeKind::Success && !kind.is_replica_fault()
-                })
-                .map(|(_, name)| *name)
-                .collect::<Vec<_>>(),
-        )?,
-    )?;
     module.add(
         "REPLICA_POLICIES",
         pyo3::types::PyTuple::new(module.py(), crate::policies::replica_policy_names())?,

@@ -9,6 +9,7 @@ use super::config::adaptive_config_arg;
 use super::extract::{number, type_error};
 use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
+use crate::errors::ZetaError;
 use crate::pool::CandidatePool;
 use crate::scoring::AdaptiveScorer;
 
@@ -115,7 +116,14 @@ impl PyCandidatePool {
         self.model_names
             .get(index)
             .map(|name| name.clone_ref(py))
-            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("model index out of range"))
+            .ok_or_else(|| {
+                ZetaError::IndexOutOfRange {
+                    what: "model",
+                    index,
+                    len: self.model_names.len(),
+                }
+                .into()
+            })
     }
 
     /// Every capable model's score for `task`, explained, in pool order.

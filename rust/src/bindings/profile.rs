@@ -6,14 +6,20 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::errors::ZetaError;
 use crate::profile::{Profile, TaskModel, EMBEDDING, SHIPPED_WEIGHTS, TEXT_TASKS};
 
 fn model() -> PyResult<&'static TaskModel> {
-    static MODEL: OnceLock<Result<TaskModel, String>> = OnceLock::new();
+    static MODEL: OnceLock<Result<TaskModel, ZetaError>> = OnceLock::new();
     MODEL
-        .get_or_init(|| TaskModel::from_bytes(SHIPPED_WEIGHTS).map_err(|e| e.to_string()))
+        .get_or_init(|| TaskModel::from_bytes(SHIPPED_WEIGHTS))
         .as_ref()
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.clone()))
+        .map_err(|e| {
+            ZetaError::Internal {
+                what: format!("the shipped task model cannot be loaded: {e}"),
+            }
+            .into()
+        })
 }
 
 /// What a request is (task type) and how hard it looks (complexity), with

@@ -12,18 +12,24 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use numpy::{PyArrayDyn, PyArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
 
-use super::arrays::float_column;
-use super::errors::{ConfigError, InvalidInputError, SnapshotError};
+use super::arrays::{float_column, shape_repr};
 use super::extract::{count, number, type_error};
 use super::gil::{self, Cost};
 use crate::clock::Clock;
+use crate::errors::{float_repr, Position, ZetaError};
 use crate::persistence::{self, FileLock, Saver};
 use crate::tracker::{check_latency, PerformanceTracker, Stats, TrackedKey};
 use crate::window::WindowConfig;
+
+/// The error for a saver lock that a panicking thread left poisoned.
+fn saver_lock_poisoned() -> ZetaError {
+    ZetaError::Internal {
+        what: "saver lock poisoned".to_owned(),
+    }
+}
 
 const WINDOW_FIELDS: [&str; 6] = [
     "bucket_ms",
@@ -54,10 +60,12 @@ fn set_window_field(
         "latency_max_ms" => config.latency_max_ms = number(value, name)?,
         "ewma_alpha" => config.ewma_alpha = number(value, name)?,
         unknown => {
-            return Err(ConfigError::new_err(format!(
-                "unknown WindowConfig field '{unknown}'; expected one of: {}",
-                WINDOW_FIELDS.join(", ")
-            )))
+            return Err(ZetaError::UnknownField {
+                owner: "WindowConfig",
+                key: unknown.to_owned(),
+                known: WINDOW_FIELDS.join(", "),
+            }
+            .into())
         }
     }
     Ok(())
@@ -478,10 +486,12 @@ impl PyPerformanceTracker {
             )),
         };
         if !(snapshot_interval_s.is_finite() && snapshot_interval_s > 0.0) {
-            return Err(ConfigError::new_err(format!(
-                "snapshot_interval_s must be finite and > 0, got {}",
-                crate::errors::float_repr(snapshot_interval_s)
-            )));
+            return Err(ZetaError::InvalidConfig {
+                field: "snapshot_interval_s",
+                expected: "finite and > 0",
+                value: float_repr(snapshot_interval_s),
+            }
+            .into());
         }
         let tracker = Arc::new(PerformanceTracker::new(window, clock)?);
         let mut restored_from = None;
@@ -490,8 +500,8 @@ impl PyPerformanceTracker {
         let persistence = Arc::new(Mutex::new(None));
         if let Some(path) = &snapshot_path {
             if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(folder).map_err(|err| {
-                    SnapshotError::new_err(format!("cannot create {}: {err}", folder.display()))
+                std::fs::create_dir_all(folder).map_err(|err| ZetaError::Snapshot {
+                    reason: format!("cannot create {}: {err}", folder.display()),
                 })?;
             }
             let lock = FileLock::acquire(path)?;
@@ -520,8 +530,8 @@ impl PyPerformanceTracker {
                 path.clone(),
                 Duration::from_secs_f64(snapshot_interval_s),
             )
-            .map_err(|err| {
-                SnapshotError::new_err(format!("cannot start the saver thread: {err}"))
+            .map_err(|err| ZetaError::Snapshot {
+                reason: format!("cannot start the saver thread: {err}"),
             })?;
             if let Ok(mut slot) = persistence.lock() {
                 *slot = Some(Persistence { saver, _lock: lock });
@@ -597,18 +607,36 @@ impl PyPerformanceTracker {
         let latencies = float_column(latency_ms, "latency_ms")?;
         let flags = success_column(success)?;
         let n = latencies.len();
-        if latencies.shape().len() != 1 || flags.len() != n {
-            return Err(InvalidInputError::new_err(format!(
-                "success has {} entries and latency_ms {n}: they must be 1-D and of one length",
-                flags.len()
-            )));
+        if latencies.shape().len() != 1 {
+            return Err(ZetaError::InvalidShape {
+                field: "latency_ms",
+                expected: "a 1-D array (one entry per outcome)",
+                got: format!(
+                    "{}-D array of shape {}",
+                    latencies.shape().len(),
+                    shape_repr(latencies.shape())
+                ),
+            }
+            .into());
+        }
+        if flags.len() != n {
+            return Err(ZetaError::EntryCountMismatch {
+                field: "success",
+                expected: n,
+                got: flags.len(),
+                per: "outcome, as in latency_ms",
+            }
+            .into());
         }
         let per_record: Vec<Arc<TrackedKey>> = if let Ok(list) = keys.cast::<PyList>() {
             if list.len() != n {
-                return Err(InvalidInputError::new_err(format!(
-                    "keys has {} entries, expected {n} (one per outcome)",
-                    list.len()
-                )));
+                return Err(ZetaError::EntryCountMismatch {
+                    field: "keys",
+                    expected: n,
+                    got: list.len(),
+                    per: "outcome",
+                }
+                .into());
             }
             list.iter()
                 .map(|key| self.resolve_any(&key))
@@ -623,10 +651,13 @@ impl PyPerformanceTracker {
             .enumerate()
             .find(|(_, v)| check_latency(**v).is_err())
         {
-            return Err(InvalidInputError::new_err(format!(
-                "latency_ms[{index}] must be finite and >= 0, got {}",
-                crate::errors::float_repr(*bad)
-            )));
+            return Err(ZetaError::InvalidInput {
+                field: "latency_ms",
+                position: Position::Flat(index),
+                expected: "finite and >= 0",
+                value: float_repr(*bad),
+            }
+            .into());
         }
         let now = self.inner.clock().now_ms();
         let work = move || {
@@ -758,14 +789,22 @@ impl PyPerformanceTracker {
     ) -> PyResult<usize> {
         let bins = self.inner.bins_len();
         let mut seen = std::collections::HashSet::with_capacity(entries.len());
-        for (model, replica, task, (requests, successes, latency_requests, latency_units), hist) in
-            &entries
+        for (
+            index,
+            (model, replica, task, (requests, successes, latency_requests, latency_units), hist),
+        ) in entries.iter().enumerate()
         {
             if successes > requests || latency_requests > requests {
-                return Err(InvalidInputError::new_err(format!(
-                    "set_remote: counts of {model}/{replica}/{task} disagree: \
-                     {successes} successes, {latency_requests} timed of {requests}"
-                )));
+                return Err(ZetaError::InvalidInput {
+                    field: "entries",
+                    position: Position::Flat(index),
+                    expected: "counts with successes and latency_requests <= requests",
+                    value: format!(
+                        "{model}/{replica}/{task}: {successes} successes, \
+                         {latency_requests} timed of {requests}"
+                    ),
+                }
+                .into());
             }
             let key = self.inner.key(model, replica, task)?;
             let histogram = if hist.is_empty() {
@@ -840,24 +879,20 @@ impl PyPerformanceTracker {
 
     /// Saves a snapshot now; returns its size in bytes.
     fn save(&self, py: Python<'_>) -> PyResult<usize> {
-        let guard = self
-            .persistence
-            .lock()
-            .map_err(|_| PyValueError::new_err("saver lock poisoned"))?;
+        let guard = self.persistence.lock().map_err(|_| saver_lock_poisoned())?;
         match guard.as_ref() {
             Some(p) => Ok(gil::run(py, Cost::Blocking, None, || p.saver.save_now())?),
-            None => Err(SnapshotError::new_err(
-                "this tracker has no snapshot_path (persistence is off), or it is closed",
-            )),
+            None => Err(ZetaError::Snapshot {
+                reason: "this tracker has no snapshot_path (persistence is off), or it is closed"
+                    .to_owned(),
+            }
+            .into()),
         }
     }
 
     /// Saves, counts and last error of the background saver.
     fn saver_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let guard = self
-            .persistence
-            .lock()
-            .map_err(|_| PyValueError::new_err("saver lock poisoned"))?;
+        let guard = self.persistence.lock().map_err(|_| saver_lock_poisoned())?;
         let Some(p) = guard.as_ref() else {
             return Ok(None);
         };
@@ -875,15 +910,16 @@ impl PyPerformanceTracker {
         let taken = self
             .persistence
             .lock()
-            .map_err(|_| PyValueError::new_err("saver lock poisoned"))?
+            .map_err(|_| saver_lock_poisoned())?
             .take();
         if let Some(mut p) = taken {
             gil::run(py, Cost::Blocking, None, || p.saver.stop());
             let status = p.saver.status();
             if let Some(error) = status.last_error.filter(|_| status.failures > 0) {
-                return Err(SnapshotError::new_err(format!(
-                    "final save failed: {error}"
-                )));
+                return Err(ZetaError::Snapshot {
+                    reason: format!("final save failed: {error}"),
+                }
+                .into());
             }
         }
         Ok(())
@@ -1050,5 +1086,5 @@ impl PyTrackerStats {
 }
 
 fn opt(value: Option<f64>) -> String {
-    value.map_or_else(|| "None".to_owned(), crate::errors::float_repr)
+    value.map_or_else(|| "None".to_owned(), float_repr)
 }

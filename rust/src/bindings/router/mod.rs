@@ -18,9 +18,11 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 pub use self::decision::PyDecision;
 use self::settings::{cost_arg, learning_arg, models_arg, resilience_arg};
+pub use self::status::PyReplicaStatus;
 use self::status::{histogram_dict, predictions, range_change, replica_status};
 use super::config::adaptive_config_arg;
 use super::extract::type_error;
+use super::kinds::kind_arg;
 use super::learned::PyOutcomePredictor;
 use super::profile::{profile_keeping_buckets, profile_text, PyRequestProfile};
 use super::request_text::request_text;
@@ -29,7 +31,6 @@ use super::tracker::PyPerformanceTracker;
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::learned::features_with_words;
 use crate::learned_capability::{LearnedRequest, RequestView};
-use crate::outcome::{OutcomeKind, OUTCOME_KINDS};
 use crate::policies::model_ordering;
 use crate::request_kinds::{feature_bit, FEATURES};
 use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning, TASKS};
@@ -308,28 +309,20 @@ impl PyRouterCore {
         )
     }
 
-    /// Records how a dispatched request ended (`kind`: one of
-    /// `OUTCOME_KINDS`), with its time to first token and token counts;
+    /// Records how a dispatched request ended (`kind`: an `OutcomeKind` or
+    /// its name), with its time to first token and token counts;
     /// frees the replica slot. True when the learned router learned it.
     #[pyo3(signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = 0, completion_tokens = 0))]
     fn record_outcome(
         &self,
         decision: &Bound<'_, PyAny>,
-        kind: &str,
+        kind: &Bound<'_, PyAny>,
         latency_ms: f64,
         ttft_ms: Option<f64>,
         prompt_tokens: u64,
         completion_tokens: u64,
     ) -> PyResult<bool> {
-        let kind = OutcomeKind::parse(kind).ok_or_else(|| ZetaError::UnknownName {
-            field: "outcome kind",
-            value: kind.to_owned(),
-            known: OUTCOME_KINDS
-                .iter()
-                .map(|(_, n)| *n)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let kind = kind_arg(kind)?;
         let outcome = Outcome {
             kind,
             latency_ms,
@@ -489,13 +482,9 @@ impl PyRouterCore {
     }
 
     /// Each replica of a model now: health, breaker, load, outcome counters.
-    fn replica_status<'py>(
-        &self,
-        py: Python<'py>,
-        model: &str,
-    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    fn replica_status(&self, model: &str) -> PyResult<Vec<PyReplicaStatus>> {
         let (_, routed) = self.model(model)?;
-        replica_status(py, &self.inner, routed)
+        Ok(replica_status(&self.inner, routed))
     }
 
     /// What the learned router expects of each model for `request` (a
