@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zeta_fast import ConfigError, InvalidInputError, ManualClock, PerformanceTracker, Router
-from zeta_fast._core import RouterCore
+from zeta_fast._core import ModelSettings, ResilienceSettings, RouterCore
 from zeta_fast.config import parse_router_config
 from zeta_fast.exceptions import NoCandidatesError
 
@@ -229,14 +229,21 @@ def test_fallbacks_must_name_models() -> None:
         ({"backoff_base_ms": 10, "backoff_max_ms": 5}, "resilience.backoff_max_ms must be"),
     ],
 )
-def test_the_cores_resilience_mapping_is_validated(
+def test_the_cores_resilience_settings_are_validated(
     resilience: dict[str, float], message: str
 ) -> None:
     tracker = PerformanceTracker(clock=ManualClock(START), persist=False)
-    models = [("m", {"chat": 50.0}, [(0.0, 1.0)], [("r", 0)], 0, [])]
+    models = [ModelSettings("m", {"chat": 50.0}, [(0.0, 1.0)], [("r", 0)])]
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        RouterCore(tracker, models, resilience=resilience)
-    RouterCore(tracker, models, resilience={"failure_threshold": 7, "retry_ratio": 0.5})
+        ResilienceSettings(**resilience)
+    settings = ResilienceSettings(failure_threshold=7, retry_ratio=0.5)
+    assert settings.to_dict()["failure_threshold"] == 7
+    assert settings.to_dict()["hedge_ratio"] == ResilienceSettings().to_dict()["hedge_ratio"]
+    RouterCore(tracker, models, resilience=settings)
+    with pytest.raises(TypeError, match="resilience must be a ResilienceSettings"):
+        RouterCore(tracker, models, resilience={"failure_threshold": 7})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"models\[0\] must be a ModelSettings"):
+        RouterCore(tracker, [("m", {"chat": 50.0}, [(0.0, 1.0)], [("r", 0)], 0, [])])  # type: ignore[list-item]
 
 
 def test_metrics_reads_overhead_latency_histograms_and_scores() -> None:

@@ -27,13 +27,16 @@ __all__ = [
     "CandidatePool",
     "Decision",
     "Features",
+    "LearningSettings",
     "ManualClock",
+    "ModelSettings",
     "OutcomeKind",
     "OutcomePredictor",
     "PerformanceTracker",
     "ReplicaSet",
     "ReplicaStatus",
     "RequestProfile",
+    "ResilienceSettings",
     "RouterCore",
     "ScoreBreakdown",
     "Task",
@@ -817,22 +820,13 @@ class RouterCore:
     def __new__(
         cls,
         tracker: PerformanceTracker,
-        models: list[
-            tuple[
-                str,
-                dict[str, float],
-                list[tuple[float, float]],
-                list[tuple[str, int]],
-                int,
-                list[str],
-            ]
-        ],
+        models: list[ModelSettings],
         contexts: list[str] = ...,
         config: AdaptiveConfig | None = None,
         policy: str = "power_of_two",
         spread_margin: float = 10.0,
-        resilience: dict[str, float] | None = None,
-        learning: dict[str, float | int | bool] | None = None,
+        resilience: ResilienceSettings | None = None,
+        learning: LearningSettings | None = None,
         cost: dict[str, Any] | None = None,
         model_ordering_name: str = "spread",
     ) -> RouterCore: ...
@@ -1066,3 +1060,73 @@ class OutcomeKind:
         Raises:
             InvalidInputError: no kind has that name.
         """
+
+@final
+class ModelSettings:
+    """One model as the core takes it, validated when built (a non-empty
+    id; capabilities in [0, 100] for known task types; complexity ranges
+    within [0, 1], its own first, then one per context; at least one
+    replica, ids unique).
+
+    Example:
+        >>> from zeta_fast._core import ModelSettings
+        >>> ModelSettings("coder", {"code": 90}, [(0.0, 0.6)], [("coder-a", 4)]).replicas
+        [('coder-a', 4)]
+    """
+
+    def __new__(
+        cls,
+        id: str,
+        capabilities: dict[str, float],
+        ranges: list[tuple[float, float]],
+        replicas: list[tuple[str, int]],
+        context_window: int = 0,
+        fallbacks: list[str] = ...,
+    ) -> ModelSettings: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def capabilities(self) -> list[tuple[str, float]]: ...
+    @property
+    def ranges(self) -> list[tuple[float, float]]: ...
+    @property
+    def replicas(self) -> list[tuple[str, int]]: ...
+    @property
+    def context_window(self) -> int: ...
+    @property
+    def fallbacks(self) -> list[str]: ...
+
+@final
+class ResilienceSettings:
+    """The dispatch settings the core takes (breakers, retry and hedge
+    budgets, backoff, engine-load TTL, replica adaptation, the relative
+    latency rule), validated when built. Their defaults are written once, in
+    the core; ``ResilienceSettings().to_dict()`` reads them.
+
+    Example:
+        >>> from zeta_fast._core import ResilienceSettings
+        >>> ResilienceSettings(failure_threshold=7).to_dict()["failure_threshold"]
+        7
+
+    Raises:
+        ConfigError: a value out of range, or a field it does not have.
+    """
+
+    def __new__(cls, **fields: float) -> ResilienceSettings: ...
+    def to_dict(self) -> dict[str, Any]:
+        """Every field with its value."""
+
+@final
+class LearningSettings:
+    """The learned router's settings (``min_outcomes``, ``explore``,
+    ``learn_from_outcomes``, ``learning_rate``, ``l2``, ``prior_weight``,
+    ``prior_strength``), validated when built; defaults are the core's.
+
+    Raises:
+        ConfigError: a value out of range.
+        InvalidInputError: a setting it does not have.
+    """
+
+    def __new__(cls, **fields: float | bool) -> LearningSettings: ...
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting with its value."""

@@ -75,6 +75,8 @@ from zeta_fast._core import (
     REPLICA_POLICIES,
     REQUEST_FEATURES,
     AdaptiveConfig,
+    LearningSettings,
+    ResilienceSettings,
     WindowConfig,
 )
 from zeta_fast.exceptions import ConfigError
@@ -209,21 +211,31 @@ class ReplicaSpec(_Frozen):
         return basic_authorization(self.username, self.password)
 
 
+# The defaults of the settings the core takes are the core's: read once here
+# from its own types, so they are written in one place.
+_RESILIENCE: dict[str, Any] = ResilienceSettings().to_dict()
+_LEARNING: dict[str, Any] = LearningSettings().to_dict()
+
+
 class BreakerSpec(_Frozen):
     """Per-replica circuit breaker: opens after ``failure_threshold``
     consecutive failures, lets one probe through after ``cooldown_s``, closes
     after ``success_threshold`` successful probes."""
 
-    failure_threshold: Annotated[int, Field(ge=1, le=1023)] = 5
-    cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 5.0
-    success_threshold: Annotated[int, Field(ge=1, le=1023)] = 2
+    failure_threshold: Annotated[int, Field(ge=1, le=1023)] = _RESILIENCE["failure_threshold"]
+    cooldown_s: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = (
+        _RESILIENCE["cooldown_ms"] / 1000
+    )
+    success_threshold: Annotated[int, Field(ge=1, le=1023)] = _RESILIENCE["success_threshold"]
 
 
 class RetryBudgetSpec(_Frozen):
     """Retries allowed: ``ratio`` of the traffic plus ``min_per_second``."""
 
-    ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.2
-    min_per_second: Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)] = 10.0
+    ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = _RESILIENCE["retry_ratio"]
+    min_per_second: Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)] = _RESILIENCE[
+        "retry_min_per_second"
+    ]
 
 
 class HedgeSpec(_Frozen):
@@ -232,7 +244,9 @@ class HedgeSpec(_Frozen):
     ``min_delay_ms``), at most ``max_extra`` of the traffic."""
 
     enabled: bool = False
-    max_extra: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
+    max_extra: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = _RESILIENCE[
+        "hedge_ratio"
+    ]
     min_delay_ms: Annotated[float, Field(ge=0.0, le=600_000.0, allow_inf_nan=False)] = 10.0
 
 
@@ -247,7 +261,7 @@ class HealthSpec(_Frozen):
     timeout_s: Seconds = 1.0
     unhealthy_after: Annotated[int, Field(ge=1, le=1000)] = 2
     scrape_interval_s: Seconds = 1.0
-    load_ttl_s: Seconds = 5.0
+    load_ttl_s: Seconds = _RESILIENCE["engine_load_ttl_ms"] / 1000
 
 
 class ReplicaAdaptSpec(_Frozen):
@@ -257,11 +271,19 @@ class ReplicaAdaptSpec(_Frozen):
     replica's, gets only ``explore`` of the requests (probes) until it is
     seen to be well again. ``alpha`` is the newest outcome's weight."""
 
-    enabled: bool = True
-    alpha: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.3
-    fail_margin: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.4
-    latency_factor: Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)] = 3.0
-    explore: Annotated[float, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = 0.05
+    enabled: bool = _RESILIENCE["replica_adaptation"]
+    alpha: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = _RESILIENCE[
+        "replica_alpha"
+    ]
+    fail_margin: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = _RESILIENCE[
+        "replica_fail_margin"
+    ]
+    latency_factor: Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)] = _RESILIENCE[
+        "replica_latency_factor"
+    ]
+    explore: Annotated[float, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = _RESILIENCE[
+        "replica_explore"
+    ]
 
     @field_validator("latency_factor")
     @classmethod
@@ -277,8 +299,12 @@ class DispatchSpec(_Frozen):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     max_total_s: Seconds = 600.0
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
-    backoff_base_ms: Annotated[float, Field(ge=0.0, le=60_000.0, allow_inf_nan=False)] = 25.0
-    backoff_max_ms: Annotated[float, Field(ge=0.0, le=600_000.0, allow_inf_nan=False)] = 1000.0
+    backoff_base_ms: Annotated[float, Field(ge=0.0, le=60_000.0, allow_inf_nan=False)] = (
+        _RESILIENCE["backoff_base_ms"]
+    )
+    backoff_max_ms: Annotated[float, Field(ge=0.0, le=600_000.0, allow_inf_nan=False)] = (
+        _RESILIENCE["backoff_max_ms"]
+    )
     retry_budget: RetryBudgetSpec = Field(default_factory=RetryBudgetSpec)
     breaker: BreakerSpec = Field(default_factory=BreakerSpec)
     hedge: HedgeSpec = Field(default_factory=HedgeSpec)
@@ -297,24 +323,26 @@ class DispatchSpec(_Frozen):
             )
         return self
 
-    def resilience(self) -> dict[str, float]:
-        """The native core's ``resilience=`` mapping."""
-        return {
-            "failure_threshold": self.breaker.failure_threshold,
-            "cooldown_ms": round(self.breaker.cooldown_s * 1000),
-            "success_threshold": self.breaker.success_threshold,
-            "retry_ratio": self.retry_budget.ratio,
-            "retry_min_per_second": self.retry_budget.min_per_second,
-            "hedge_ratio": self.hedge.max_extra,
-            "backoff_base_ms": self.backoff_base_ms,
-            "backoff_max_ms": self.backoff_max_ms,
-            "engine_load_ttl_ms": round(self.health.load_ttl_s * 1000),
-            "replica_adaptation": int(self.replicas.enabled),
-            "replica_alpha": self.replicas.alpha,
-            "replica_fail_margin": self.replicas.fail_margin,
-            "replica_latency_factor": self.replicas.latency_factor,
-            "replica_explore": self.replicas.explore,
-        }
+    def resilience(self, relative_latency_factor: float = 0.0) -> ResilienceSettings:
+        """The native core's dispatch settings (with the scoring's relative
+        latency rule, which the core applies among the candidates)."""
+        return ResilienceSettings(
+            failure_threshold=self.breaker.failure_threshold,
+            cooldown_ms=round(self.breaker.cooldown_s * 1000),
+            success_threshold=self.breaker.success_threshold,
+            retry_ratio=self.retry_budget.ratio,
+            retry_min_per_second=self.retry_budget.min_per_second,
+            hedge_ratio=self.hedge.max_extra,
+            backoff_base_ms=self.backoff_base_ms,
+            backoff_max_ms=self.backoff_max_ms,
+            engine_load_ttl_ms=round(self.health.load_ttl_s * 1000),
+            replica_adaptation=int(self.replicas.enabled),
+            replica_alpha=self.replicas.alpha,
+            replica_fail_margin=self.replicas.fail_margin,
+            replica_latency_factor=self.replicas.latency_factor,
+            replica_explore=self.replicas.explore,
+            relative_latency_factor=relative_latency_factor,
+        )
 
 
 class RateLimitSpec(_Frozen):
@@ -423,14 +451,20 @@ class LearningSpec(_Frozen):
     enabled: bool = False
     #: Outcomes of a model before its learned capability fully replaces the
     #: configured one (a linear ramp from the first).
-    min_outcomes: Annotated[int, Field(ge=1, le=10_000_000)] = 50
+    min_outcomes: Annotated[int, Field(ge=1, le=10_000_000)] = _LEARNING["min_outcomes"]
     #: Share of requests sent to a random other candidate (bandit exploration).
-    explore: Annotated[float, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = 0.02
-    learn_from_outcomes: bool = False
-    learning_rate: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] = 0.3
-    l2: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1e-5
-    prior_weight: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] = 2.0
-    prior_strength: Annotated[float, Field(gt=0.0, le=1e6, allow_inf_nan=False)] = 40.0
+    explore: Annotated[float, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = _LEARNING["explore"]
+    learn_from_outcomes: bool = _LEARNING["learn_from_outcomes"]
+    learning_rate: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] = _LEARNING[
+        "learning_rate"
+    ]
+    l2: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = _LEARNING["l2"]
+    prior_weight: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] = _LEARNING[
+        "prior_weight"
+    ]
+    prior_strength: Annotated[float, Field(gt=0.0, le=1e6, allow_inf_nan=False)] = _LEARNING[
+        "prior_strength"
+    ]
     #: Where the learned state is saved (on close and every
     #: ``save_interval_s``); by default ``learned.bin`` beside the snapshot.
     state_path: str | None = None
@@ -445,14 +479,14 @@ class LearningSpec(_Frozen):
             "prior_strength": self.prior_strength,
         }
 
-    def core_args(self) -> dict[str, float | int | bool]:
-        """The settings the core takes."""
-        return {
-            "min_outcomes": self.min_outcomes,
-            "explore": self.explore,
-            "learn_from_outcomes": self.learn_from_outcomes,
+    def settings(self) -> LearningSettings:
+        """The settings the core takes, validated by the core's own type."""
+        return LearningSettings(
+            min_outcomes=self.min_outcomes,
+            explore=self.explore,
+            learn_from_outcomes=self.learn_from_outcomes,
             **self.predictor_params(),
-        }
+        )
 
 
 class CostSpec(_Frozen):

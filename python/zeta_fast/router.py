@@ -17,7 +17,13 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from zeta_fast._core import Decision, PerformanceTracker, RequestProfile, RouterCore
+from zeta_fast._core import (
+    Decision,
+    ModelSettings,
+    PerformanceTracker,
+    RequestProfile,
+    RouterCore,
+)
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
 from zeta_fast.learning.predictor import OutcomePredictor
@@ -54,18 +60,13 @@ class RouteCall(Protocol):
 
 __all__ = ["Decision", "Router"]
 
-# (id, capabilities, ranges, replicas, context_window, fallbacks): RouterCore's model rows.
-ModelTuple = tuple[
-    str, dict[str, float], list[tuple[float, float]], list[tuple[str, int]], int, list[str]
-]
-
 
 def build_core(
     config: RouterConfig, tracker: PerformanceTracker, spread_margin: float
 ) -> RouterCore:
     """The native core for a configuration, recording into ``tracker``."""
-    models: list[ModelTuple] = [
-        (
+    models = [
+        ModelSettings(
             model.id,
             dict(model.capabilities),
             [model.complexity_range]
@@ -85,11 +86,8 @@ def build_core(
         config.adaptive_config(),
         config.replica_policy,
         spread_margin,
-        {
-            **config.dispatch.resilience(),
-            "relative_latency_factor": config.relative_latency_factor,
-        },
-        learning.core_args() if learning.enabled else None,
+        config.dispatch.resilience(config.relative_latency_factor),
+        learning.settings() if learning.enabled else None,
         None
         if cost.willingness_to_pay is None
         else {

@@ -174,7 +174,8 @@ impl Default for PredictorParams {
 }
 
 impl PredictorParams {
-    fn validate(&self) -> Result<(), ZetaError> {
+    /// Checks every parameter (the predictor's constructor does too).
+    pub fn validate(&self) -> Result<(), ZetaError> {
         check_settings(&[
             ("learning_rate", self.learning_rate, false),
             ("prior_strength", self.prior_strength, false),

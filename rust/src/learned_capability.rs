@@ -59,16 +59,68 @@ pub struct Learning {
     pub learn_from_outcomes: bool,
 }
 
-impl Learning {
+/// The learned router's settings, before it has a predictor: the defaults
+/// live here (the configuration reads them from the bindings' type).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearningSettings {
+    pub min_outcomes: u64,
+    pub explore: f64,
+    pub learn_from_outcomes: bool,
+    pub params: crate::learned::PredictorParams,
+}
+
+impl Default for LearningSettings {
+    /// 50 outcomes to a full ramp, 2 % exploration, quality verdicts only.
+    fn default() -> Self {
+        Self {
+            min_outcomes: 50,
+            explore: 0.02,
+            learn_from_outcomes: false,
+            params: crate::learned::PredictorParams::default(),
+        }
+    }
+}
+
+impl LearningSettings {
+    /// Checks every setting.
     pub fn validate(&self) -> Result<(), ZetaError> {
-        if !(self.explore.is_finite() && (0.0..=0.5).contains(&self.explore)) {
+        if self.min_outcomes == 0 {
             return Err(ZetaError::InvalidConfig {
-                field: "learning.explore",
-                expected: "finite and in [0, 0.5]",
-                value: crate::errors::float_repr(self.explore),
+                field: "learning.min_outcomes",
+                expected: ">= 1",
+                value: "0".to_owned(),
             });
         }
-        Ok(())
+        check_explore(self.explore)?;
+        self.params.validate()
+    }
+
+    /// The learned capability term over `models` (a fresh predictor).
+    pub fn learning(&self, models: Vec<String>) -> Result<Learning, ZetaError> {
+        self.validate()?;
+        Ok(Learning {
+            predictor: Arc::new(crate::learned::OutcomePredictor::new(models, self.params)?),
+            min_outcomes: self.min_outcomes,
+            explore: self.explore,
+            learn_from_outcomes: self.learn_from_outcomes,
+        })
+    }
+}
+
+fn check_explore(explore: f64) -> Result<(), ZetaError> {
+    if !(explore.is_finite() && (0.0..=0.5).contains(&explore)) {
+        return Err(ZetaError::InvalidConfig {
+            field: "learning.explore",
+            expected: "finite and in [0, 0.5]",
+            value: crate::errors::float_repr(explore),
+        });
+    }
+    Ok(())
+}
+
+impl Learning {
+    pub fn validate(&self) -> Result<(), ZetaError> {
+        check_explore(self.explore)
     }
 
     /// Every model's learned capability for `request`,

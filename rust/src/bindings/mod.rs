@@ -34,6 +34,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<router::PyRouterCore>()?;
     module.add_class::<router::PyDecision>()?;
     module.add_class::<router::PyReplicaStatus>()?;
+    module.add_class::<router::PyModelSettings>()?;
+    module.add_class::<router::PyResilience>()?;
+    module.add_class::<router::PyLearningSettings>()?;
     module.add_class::<kinds::PyTask>()?;
     module.add_class::<kinds::PyOutcomeKind>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;

@@ -41,6 +41,64 @@ pub struct ModelInput {
     pub fallbacks: Vec<String>,
 }
 
+impl ModelInput {
+    /// Checks what the router relies on: a non-empty id, capabilities in
+    /// [0, 100] for known tasks, ranges within [0, 1] with low <= high, at
+    /// least one replica, replica ids unique and non-empty.
+    pub fn validate(&self) -> Result<(), ZetaError> {
+        if self.id.is_empty() {
+            return Err(ZetaError::InvalidName {
+                field: "model id",
+                problem: "must be non-empty",
+                value: self.id.clone(),
+            });
+        }
+        capabilities_of(&self.capabilities)?;
+        if let Some((_, bad)) = self
+            .capabilities
+            .iter()
+            .find(|(_, c)| !(c.is_finite() && (0.0..=100.0).contains(c)))
+        {
+            return Err(ZetaError::InvalidConfig {
+                field: "capabilities",
+                expected: "finite and in [0, 100]",
+                value: crate::errors::float_repr(*bad),
+            });
+        }
+        if let Some((low, high)) = self.ranges.iter().find(|(low, high)| {
+            !(low.is_finite() && high.is_finite() && 0.0 <= *low && low <= high && *high <= 1.0)
+        }) {
+            return Err(ZetaError::InvalidConfig {
+                field: "complexity range",
+                expected: "[low, high] with 0 <= low <= high <= 1",
+                value: format!(
+                    "[{}, {}]",
+                    crate::errors::float_repr(*low),
+                    crate::errors::float_repr(*high)
+                ),
+            });
+        }
+        if self.ranges.is_empty() || self.replicas.is_empty() {
+            return Err(ZetaError::InvalidName {
+                field: "model",
+                problem: "needs its own complexity range and at least one replica",
+                value: self.id.clone(),
+            });
+        }
+        for (index, (replica, _)) in self.replicas.iter().enumerate() {
+            let repeated = self.replicas.iter().take(index).any(|(r, _)| r == replica);
+            if replica.is_empty() || repeated {
+                return Err(ZetaError::InvalidName {
+                    field: "replica id",
+                    problem: "must be non-empty and unique within its model",
+                    value: replica.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A model as the router needs it.
 pub struct RoutedModel {
     pub id: Arc<str>,
@@ -142,6 +200,7 @@ pub(super) fn build(
     let mut fallback_names = Vec::with_capacity(models.len());
     let mut routed = Vec::with_capacity(models.len());
     for model in models {
+        model.validate()?;
         let capabilities = capabilities_of(&model.capabilities)?;
         let mut leaves = Vec::with_capacity(TASKS.len());
         let mut all_leaves = Vec::new();

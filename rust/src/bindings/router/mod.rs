@@ -17,7 +17,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 pub use self::decision::PyDecision;
-use self::settings::{cost_arg, learning_arg, models_arg, resilience_arg};
+use self::settings::{cost_arg, models_arg};
+pub use self::settings::{PyLearningSettings, PyModelSettings, PyResilience};
 pub use self::status::PyReplicaStatus;
 use self::status::{histogram_dict, predictions, range_change, replica_status};
 use super::config::adaptive_config_arg;
@@ -166,8 +167,8 @@ impl PyRouterCore {
 
 #[pymethods]
 impl PyRouterCore {
-    /// `models`: `(id, {task: capability}, [(low, high) own, then per
-    /// context], [(replica_id, max_concurrency)], context_window, fallbacks)`.
+    /// `models`: `ModelSettings`, in order; `resilience`: `ResilienceSettings`;
+    /// `learning`: `LearningSettings` (None: learning off).
     #[new]
     #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0, resilience = None, learning = None, cost = None, model_ordering_name = "spread"))]
     #[allow(clippy::too_many_arguments)]
@@ -179,11 +180,31 @@ impl PyRouterCore {
         config: Option<&Bound<'_, PyAny>>,
         policy: &str,
         spread_margin: f64,
-        resilience: Option<&Bound<'_, PyDict>>,
-        learning: Option<&Bound<'_, PyDict>>,
+        resilience: Option<&Bound<'_, PyAny>>,
+        learning: Option<&Bound<'_, PyAny>>,
         cost: Option<&Bound<'_, PyDict>>,
         model_ordering_name: &str,
     ) -> PyResult<Self> {
+        let resilience = match resilience {
+            None => crate::routing::Resilience::default(),
+            Some(given) => {
+                given
+                    .cast::<PyResilience>()
+                    .map_err(|_| type_error("resilience", "a ResilienceSettings", given))?
+                    .get()
+                    .inner
+            }
+        };
+        let learning = match learning {
+            None => None,
+            Some(given) => Some(
+                given
+                    .cast::<PyLearningSettings>()
+                    .map_err(|_| type_error("learning", "a LearningSettings", given))?
+                    .get()
+                    .inner,
+            ),
+        };
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
             .map_err(|_| type_error("tracker", "a PerformanceTracker", tracker))?;
@@ -193,11 +214,11 @@ impl PyRouterCore {
             models_arg(models)?,
             policy,
             model_ordering(model_ordering_name, spread_margin)?,
-            resilience_arg(resilience)?,
+            resilience,
         )?;
         let ids: Vec<String> = inner.models().iter().map(|m| m.id.to_string()).collect();
         if let Some(learning) = learning {
-            inner.set_learning(learning_arg(learning, ids)?)?;
+            inner.set_learning(learning.learning(ids)?)?;
         }
         if let Some(cost) = cost {
             inner.set_cost_knob(cost_arg(cost)?)?;

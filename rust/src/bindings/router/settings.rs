@@ -1,8 +1,6 @@
 //! The router's settings from Python: models, resilience, learning and
 //! cost, each read once into the core's validated types.
 
-use std::sync::Arc;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -11,51 +9,203 @@ use super::super::extract::{number, type_error};
 use super::super::learned::params_arg;
 use crate::breaker::BreakerConfig;
 use crate::errors::{float_repr, ZetaError};
-use crate::learned::OutcomePredictor;
-use crate::learned_capability::{CostKnob, Learning};
+use crate::learned_capability::{CostKnob, LearningSettings};
 use crate::replica_health::ReplicaAdapt;
 use crate::retry::{Backoff, BudgetConfig};
 use crate::routing::{ModelInput, Resilience};
 
-/// `(id, {task: capability}, [(low, high)], [(replica_id, max_concurrency)],
-/// context_window, [fallback model ids])`.
-type ModelTuple<'py> = (
-    String,
-    Bound<'py, PyDict>,
-    Vec<(f64, f64)>,
-    Vec<(String, u32)>,
-    u32,
-    Vec<String>,
-);
+/// One model as the core takes it, validated once when built.
+#[pyclass(name = "ModelSettings", module = "zeta_fast._core", frozen)]
+pub struct PyModelSettings {
+    pub(super) inner: ModelInput,
+}
 
-/// The models list of `RouterCore(...)`.
-pub fn models_arg(models: &Bound<'_, PyList>) -> PyResult<Vec<ModelInput>> {
-    let mut inputs = Vec::with_capacity(models.len());
-    for (index, item) in models.iter().enumerate() {
-        let (id, capabilities, ranges, replicas, context_window, fallbacks): ModelTuple<'_> =
-            item.extract().map_err(|_| {
-                type_error(
-                    &format!("models[{index}]"),
-                    "(id, capabilities, ranges, replicas, context_window, fallbacks)",
-                    &item,
-                )
-            })?;
+#[pymethods]
+impl PyModelSettings {
+    /// `capabilities`: {task: 0..100}; `ranges`: its own complexity range,
+    /// then one per context (in the router's context order); `replicas`:
+    /// (id, max_concurrency, 0 = unlimited); `context_window`: tokens (0:
+    /// not stated); `fallbacks`: model ids, in order.
+    #[new]
+    #[pyo3(signature = (id, capabilities, ranges, replicas, context_window = 0, fallbacks = Vec::new()))]
+    fn new(
+        id: String,
+        capabilities: &Bound<'_, PyDict>,
+        ranges: Vec<(f64, f64)>,
+        replicas: Vec<(String, u32)>,
+        context_window: u32,
+        fallbacks: Vec<String>,
+    ) -> PyResult<Self> {
         let mut caps = Vec::with_capacity(capabilities.len());
         for (task, value) in capabilities.iter() {
-            let task: String = task.extract()?;
-            let value = number(&value, &format!("models[{index}].capabilities.{task}"))?;
+            let task: String = task
+                .extract()
+                .map_err(|_| type_error("capabilities key", "a task name (str)", &task))?;
+            let value = number(&value, &format!("{id}.capabilities.{task}"))?;
             caps.push((task, value));
         }
-        inputs.push(ModelInput {
+        let inner = ModelInput {
             id,
             capabilities: caps,
             ranges,
             replicas,
             context_window,
             fallbacks,
-        });
+        };
+        inner.validate()?;
+        Ok(Self { inner })
     }
-    Ok(inputs)
+
+    #[getter]
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+    #[getter]
+    fn capabilities(&self) -> Vec<(String, f64)> {
+        self.inner.capabilities.clone()
+    }
+    #[getter]
+    fn ranges(&self) -> Vec<(f64, f64)> {
+        self.inner.ranges.clone()
+    }
+    #[getter]
+    fn replicas(&self) -> Vec<(String, u32)> {
+        self.inner.replicas.clone()
+    }
+    #[getter]
+    fn context_window(&self) -> u32 {
+        self.inner.context_window
+    }
+    #[getter]
+    fn fallbacks(&self) -> Vec<String> {
+        self.inner.fallbacks.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ModelSettings(id={:?}, replicas={})",
+            self.inner.id,
+            self.inner.replicas.len()
+        )
+    }
+}
+
+/// The models list of `RouterCore(...)`: `ModelSettings`, in order.
+pub fn models_arg(models: &Bound<'_, PyList>) -> PyResult<Vec<ModelInput>> {
+    models
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            item.cast::<PyModelSettings>()
+                .map(|m| m.get().inner.clone())
+                .map_err(|_| type_error(&format!("models[{index}]"), "a ModelSettings", &item))
+        })
+        .collect()
+}
+
+/// The dispatch settings the core takes (breakers, budgets, backoff, replica
+/// adaptation, the relative latency rule), validated once when built; the
+/// defaults are the core's (`ResilienceSettings().to_dict()`).
+#[pyclass(name = "ResilienceSettings", module = "zeta_fast._core", frozen)]
+pub struct PyResilience {
+    pub(super) inner: Resilience,
+}
+
+#[pymethods]
+impl PyResilience {
+    /// Any of the fields of `to_dict()`, by keyword; the rest default.
+    #[new]
+    #[pyo3(signature = (**fields))]
+    fn new(fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        Ok(Self {
+            inner: resilience_arg(fields)?,
+        })
+    }
+
+    /// Every field with its value.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = &self.inner;
+        let dict = PyDict::new(py);
+        dict.set_item("failure_threshold", r.breaker.failure_threshold)?;
+        dict.set_item("cooldown_ms", r.breaker.cooldown_ms)?;
+        dict.set_item("success_threshold", r.breaker.success_threshold)?;
+        dict.set_item("retry_ratio", r.retry_budget.ratio)?;
+        dict.set_item("retry_min_per_second", r.retry_budget.min_per_second)?;
+        dict.set_item("retry_max_tokens", r.retry_budget.max_tokens)?;
+        dict.set_item("hedge_ratio", r.hedge_budget.ratio)?;
+        dict.set_item("hedge_max_tokens", r.hedge_budget.max_tokens)?;
+        dict.set_item("backoff_base_ms", r.backoff.base_ms)?;
+        dict.set_item("backoff_max_ms", r.backoff.max_ms)?;
+        dict.set_item("engine_load_ttl_ms", r.engine_load_ttl_ms)?;
+        dict.set_item("replica_adaptation", r.replica_adapt.enabled)?;
+        dict.set_item("replica_alpha", r.replica_adapt.alpha)?;
+        dict.set_item("replica_fail_margin", r.replica_adapt.fail_margin)?;
+        dict.set_item("replica_latency_factor", r.replica_adapt.latency_factor)?;
+        dict.set_item("replica_explore", r.replica_adapt.explore)?;
+        dict.set_item("relative_latency_factor", r.relative_latency_factor)?;
+        Ok(dict)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyResilience>()
+            .is_ok_and(|o| o.get().inner == self.inner)
+    }
+}
+
+/// The learned router's settings, validated once when built; the defaults
+/// are the core's (`LearningSettings().to_dict()`).
+#[pyclass(name = "LearningSettings", module = "zeta_fast._core", frozen)]
+pub struct PyLearningSettings {
+    pub(super) inner: LearningSettings,
+}
+
+#[pymethods]
+impl PyLearningSettings {
+    /// `min_outcomes`, `explore`, `learn_from_outcomes` and the predictor's
+    /// `learning_rate`, `l2`, `prior_weight`, `prior_strength`, by keyword.
+    #[new]
+    #[pyo3(signature = (**fields))]
+    fn new(py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut out = LearningSettings::default();
+        let params = PyDict::new(py);
+        if let Some(fields) = fields {
+            for (key, value) in fields.iter() {
+                let name: String = key.extract()?;
+                match name.as_str() {
+                    "min_outcomes" => {
+                        out.min_outcomes = value.extract().map_err(|_| {
+                            type_error("learning.min_outcomes", "an int >= 1", &value)
+                        })?
+                    }
+                    "explore" => out.explore = number(&value, "learning.explore")?,
+                    "learn_from_outcomes" => {
+                        out.learn_from_outcomes = value.extract().map_err(|_| {
+                            type_error("learning.learn_from_outcomes", "a bool", &value)
+                        })?
+                    }
+                    _ => params.set_item(key, value)?,
+                }
+            }
+        }
+        out.params = params_arg(Some(&params))?;
+        out.validate()?;
+        Ok(Self { inner: out })
+    }
+
+    /// Every setting with its value.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let l = &self.inner;
+        let dict = PyDict::new(py);
+        dict.set_item("min_outcomes", l.min_outcomes)?;
+        dict.set_item("explore", l.explore)?;
+        dict.set_item("learn_from_outcomes", l.learn_from_outcomes)?;
+        dict.set_item("learning_rate", l.params.learning_rate)?;
+        dict.set_item("l2", l.params.l2)?;
+        dict.set_item("prior_weight", l.params.prior_weight)?;
+        dict.set_item("prior_strength", l.params.prior_strength)?;
+        Ok(dict)
+    }
 }
 
 /// The keys a `resilience=` mapping may hold.
@@ -174,39 +324,6 @@ pub fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience>
     )
     .map_err(|e| config_error("replica_", e))?;
     Ok(out)
-}
-
-/// `learning`: `{min_outcomes, explore, learn_from_outcomes, and the
-/// predictor's learning_rate, l2, prior_weight, prior_strength}`.
-pub fn learning_arg(learning: &Bound<'_, PyDict>, models: Vec<String>) -> PyResult<Learning> {
-    let predictor_params = PyDict::new(learning.py());
-    let mut min_outcomes = 50_u64;
-    let mut explore = 0.02;
-    let mut learn_from_outcomes = false;
-    for (key, value) in learning.iter() {
-        let name: String = key.extract()?;
-        match name.as_str() {
-            "min_outcomes" => {
-                min_outcomes = value
-                    .extract()
-                    .map_err(|_| type_error("learning.min_outcomes", "an int >= 0", &value))?
-            }
-            "explore" => explore = number(&value, "learning.explore")?,
-            "learn_from_outcomes" => {
-                learn_from_outcomes = value
-                    .extract()
-                    .map_err(|_| type_error("learning.learn_from_outcomes", "a bool", &value))?
-            }
-            _ => predictor_params.set_item(key, value)?,
-        }
-    }
-    let predictor = OutcomePredictor::new(models, params_arg(Some(&predictor_params))?)?;
-    Ok(Learning {
-        predictor: Arc::new(predictor),
-        min_outcomes,
-        explore,
-        learn_from_outcomes,
-    })
 }
 
 /// `cost`: `{cost_per_1k_tokens: [per model], willingness_to_pay, expected_completion_tokens}`.
