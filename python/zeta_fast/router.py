@@ -11,7 +11,7 @@ health checks, shared state) is the :class:`~zeta_fast.runtime.Runtime`'s.
 
 from __future__ import annotations
 
-import functools
+import operator
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
@@ -103,6 +103,31 @@ def build_core(
     return core
 
 
+_ROUTE_DOC = """``route(request=None, *, context=None, profile=None, model=None,
+needs=0, replica=None) -> Decision``: chooses a model and a replica
+for a request and takes a slot on it.
+
+This is the native ``RouterCore.route`` of the router's core, bound:
+a call goes straight to Rust, with no Python frame between the caller
+and the decision (the property's getter is C, ``operator.attrgetter``;
+nothing is stored on the instance).
+
+``request`` is anything ``zeta_fast.profile`` takes; pass ``profile``
+instead when it is already known; ``model`` names the model to use
+instead of choosing one (retries then stay on its replicas and its
+``fallbacks``). ``needs`` is what the request needs beyond text
+(``zeta_fast.request_features.needs_of(path, body)``): models that
+cannot serve it are skipped. ``replica`` (with ``model``) is taken
+when it can take the request (it holds the conversation's state).
+Record the outcome with ``record``, which frees the slot.
+
+Raises:
+    NoCandidatesError: every capable model's replicas are down or full.
+    UnsupportedRequestError: no model (or not ``model``) serves ``needs``.
+    InvalidInputError: no model serves the task, or the context is unknown.
+"""
+
+
 class Router:
     """Routes requests to a model and a replica, and learns from outcomes.
 
@@ -189,31 +214,13 @@ class Router:
 
     # -- routing -----------------------------------------------------------------
 
-    @functools.cached_property
-    def route(self) -> RouteCall:
-        """``route(request=None, *, context=None, profile=None, model=None,
-        needs=0, replica=None) -> Decision``: chooses a model and a replica
-        for a request and takes a slot on it.
+    if TYPE_CHECKING:
 
-        This is the native ``RouterCore.route`` of the router's core, bound
-        (looked up once per router): a call goes straight to Rust, with no
-        Python frame between the caller and the decision.
+        @property
+        def route(self) -> RouteCall: ...
 
-        ``request`` is anything ``zeta_fast.profile`` takes; pass ``profile``
-        instead when it is already known; ``model`` names the model to use
-        instead of choosing one (retries then stay on its replicas and its
-        ``fallbacks``). ``needs`` is what the request needs beyond text
-        (``zeta_fast.request_features.needs_of(path, body)``): models that
-        cannot serve it are skipped. ``replica`` (with ``model``) is taken
-        when it can take the request (it holds the conversation's state).
-        Record the outcome with ``record``, which frees the slot.
-
-        Raises:
-            NoCandidatesError: every capable model's replicas are down or full.
-            UnsupportedRequestError: no model (or not ``model``) serves ``needs``.
-            InvalidInputError: no model serves the task, or the context is unknown.
-        """
-        return self._core.route
+    else:
+        route = property(operator.attrgetter("_core.route"), doc=_ROUTE_DOC)
 
     def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
         """Records the outcome of a routed request and frees its replica slot
