@@ -285,7 +285,8 @@ def test_aiohttp_errors_and_failures_are_openai_json(
             def broken(*args: Any, **kwargs: Any) -> Any:
                 raise RuntimeError("internal state: hunter2")
 
-            monkeypatch.setattr(running.gateway.router, "route", broken)
+            # Router.route is the core's method behind a property: patched on the class.
+            monkeypatch.setattr(type(running.gateway.router), "route", property(lambda _: broken))
             async with session.post("/v1/chat/completions", json=CHAT) as response:
                 assert response.status == 500
                 raw = await response.read()
