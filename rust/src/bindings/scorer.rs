@@ -364,17 +364,11 @@ impl PyScoreBreakdown {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let b = &self.inner;
         let dict = PyDict::new(py);
-        dict.set_item("capability_score", b.capability_score)?;
-        dict.set_item("performance_score", b.performance_score)?;
-        dict.set_item("performance_adjustment", b.performance_adjustment())?;
-        dict.set_item("has_performance_data", b.has_performance_data)?;
-        dict.set_item("success_rate", b.success_rate)?;
-        dict.set_item("avg_latency_ms", b.avg_latency_ms)?;
+        put_score_fields(&dict, b)?;
         dict.set_item("requests", self.requests)?;
         dict.set_item("latency_score", b.latency_score)?;
         dict.set_item("blended_score", b.blended_score)?;
         dict.set_item("penalty_factor", b.penalty_factor)?;
-        dict.set_item("penalties", b.penalties.names())?;
         Ok(dict)
     }
 
@@ -399,4 +393,17 @@ fn python_tuple(items: &[&str]) -> String {
         [one] => format!("({one},)"),
         _ => format!("({})", quoted.join(", ")),
     }
+}
+
+/// The score fields every record of a score shows (a breakdown's
+/// `to_dict`, a decision's): written once, so the two cannot drift apart.
+pub(crate) fn put_score_fields(dict: &Bound<'_, PyDict>, b: &ScoreBreakdown) -> PyResult<()> {
+    dict.set_item("capability_score", b.capability_score)?;
+    dict.set_item("performance_score", b.performance_score)?;
+    dict.set_item("performance_adjustment", b.performance_adjustment())?;
+    dict.set_item("has_performance_data", b.has_performance_data)?;
+    dict.set_item("success_rate", b.success_rate)?;
+    dict.set_item("avg_latency_ms", b.avg_latency_ms)?;
+    dict.set_item("penalties", b.penalties.names())?;
+    Ok(())
 }

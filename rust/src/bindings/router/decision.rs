@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::super::learned::PyFeatures;
+use super::super::scorer::put_score_fields;
 use super::PyRouterCore;
 use crate::errors::ZetaError;
 use crate::routing::{Decision, RouterCore};
@@ -185,13 +186,7 @@ impl PyDecision {
         dict.set_item("task_type", self.task_type.bind(py))?;
         dict.set_item("complexity", self.complexity)?;
         dict.set_item("context", self.context.clone())?;
-        dict.set_item("capability_score", b.capability_score)?;
-        dict.set_item("performance_score", b.performance_score)?;
-        dict.set_item("performance_adjustment", b.performance_adjustment())?;
-        dict.set_item("has_performance_data", b.has_performance_data)?;
-        dict.set_item("success_rate", b.success_rate)?;
-        dict.set_item("avg_latency_ms", b.avg_latency_ms)?;
-        dict.set_item("penalties", b.penalties.names())?;
+        put_score_fields(&dict, b)?;
         dict.set_item("explored", self.inner.explored)?;
         dict.set_item("learned_category", self.learned_category())?;
         let runners: Vec<(Py<PyString>, f64)> = self.runners_up(py);
