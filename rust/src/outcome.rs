@@ -54,6 +54,13 @@ impl OutcomeKind {
             .map(|(kind, _)| *kind)
     }
 
+    /// Its name, as Python, metrics and the outcome log spell it.
+    pub fn name(self) -> &'static str {
+        OUTCOME_KINDS
+            .get(self.index())
+            .map_or("other", |(_, name)| name)
+    }
+
     fn index(self) -> usize {
         OUTCOME_KINDS
             .iter()

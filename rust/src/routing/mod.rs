@@ -28,6 +28,7 @@ mod outcomes;
 mod ranges;
 mod replicas;
 mod settings;
+mod sinks;
 #[cfg(all(test, not(loom)))]
 mod test_support;
 
@@ -37,6 +38,7 @@ pub use models::{ModelInput, RoutedModel, TASKS};
 pub use outcomes::Outcome;
 pub use ranges::{RangeChange, Tuning};
 pub use settings::Resilience;
+pub use sinks::{EventKind, OutcomeEvent, OutcomeSink};
 
 use self::budgets::Budgets;
 pub use self::candidates::Target;
@@ -86,6 +88,8 @@ pub struct RouterCore {
     learning: Option<Learning>,
     /// The cost/quality knob, when a willingness to pay is set.
     cost: Option<CostKnob>,
+    /// What hears of every recorded outcome (trend detectors, outcome log).
+    sinks: sinks::Sinks,
 }
 
 impl RouterCore {
@@ -112,7 +116,18 @@ impl RouterCore {
             ordering,
             learning: None,
             cost: None,
+            sinks: sinks::Sinks::default(),
         })
+    }
+
+    /// Adds a sink that hears of every outcome recorded from now on.
+    pub fn add_sink(&self, sink: Arc<dyn OutcomeSink>) {
+        self.sinks.add(sink);
+    }
+
+    /// Removes a sink added by `add_sink`; false when it was not there.
+    pub fn remove_sink(&self, sink: &Arc<dyn OutcomeSink>) -> bool {
+        self.sinks.remove(sink)
     }
 
     /// Turns the learned capability term on (its predictor's rows must be

@@ -6,6 +6,7 @@
 //! the complexity ranges learn from the same outcomes as the window; the
 //! learned router from successes and context-length refusals.
 
+use super::sinks::{EventKind, OutcomeEvent};
 use super::{Decision, RouterCore};
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::outcome::OutcomeKind;
@@ -74,12 +75,8 @@ impl RouterCore {
         latency_ms: f64,
         free_slot: bool,
     ) -> Result<bool, ZetaError> {
-        self.record_inner(
-            decision,
-            Outcome::verdict(success, latency_ms),
-            true,
-            free_slot,
-        )
+        let outcome = Outcome::verdict(success, latency_ms);
+        self.record_inner(decision, &outcome, true, free_slot, None)
     }
 
     /// Records how a dispatched request ended (see the module's rules) and
@@ -92,7 +89,19 @@ impl RouterCore {
         outcome: Outcome,
         free_slot: bool,
     ) -> Result<bool, ZetaError> {
-        self.record_inner(decision, outcome, false, free_slot)
+        self.record_inner(decision, &outcome, false, free_slot, None)
+    }
+
+    /// `record_outcome` for an attempt of the request `request_id` (a
+    /// gateway's `x-request-id`, which the outcome log keeps).
+    pub fn record_attempt(
+        &self,
+        decision: &Decision,
+        outcome: Outcome,
+        free_slot: bool,
+        request_id: Option<&str>,
+    ) -> Result<bool, ZetaError> {
+        self.record_inner(decision, &outcome, false, free_slot, request_id)
     }
 
     /// Gives a decision's replica slot back without recording anything: for
@@ -110,6 +119,24 @@ impl RouterCore {
             let now = self.tracker.clock().now_ms();
             routed.unserved.learn(bit, now.saturating_add(ttl_ms));
         }
+    }
+
+    /// A quality verdict on a decision's answer, given after its outcome:
+    /// learned (when learning is on and the text was known) and told to the
+    /// sinks; true when learned.
+    pub fn feedback(&self, decision: &Decision, good: bool) -> Result<bool, ZetaError> {
+        let learned = self.learn(decision, good)?;
+        if learned {
+            self.sinks.publish(&OutcomeEvent {
+                decision,
+                kind: EventKind::Feedback { good },
+                now_ms: self.tracker.clock().now_ms(),
+                learned: Some(good),
+                dispatched: false,
+                request_id: None,
+            });
+        }
+        Ok(learned)
     }
 
     /// Learns one verdict on a decision's request (when learning is on and
@@ -130,19 +157,42 @@ impl RouterCore {
     fn record_inner(
         &self,
         decision: &Decision,
-        outcome: Outcome,
+        outcome: &Outcome,
         caller_verdict: bool,
         free_slot: bool,
+        request_id: Option<&str>,
     ) -> Result<bool, ZetaError> {
         outcome.check()?;
+        let now = self.tracker.clock().now_ms();
+        let taught = self.apply(decision, outcome, caller_verdict, free_slot, now)?;
+        let success = outcome.kind == OutcomeKind::Success;
+        self.sinks.publish(&OutcomeEvent {
+            decision,
+            kind: EventKind::Outcome(outcome),
+            now_ms: now,
+            learned: taught.then_some(success),
+            dispatched: !caller_verdict,
+            request_id,
+        });
+        Ok(taught)
+    }
+
+    /// Feeds a checked outcome to every part that learns from it.
+    fn apply(
+        &self,
+        decision: &Decision,
+        outcome: &Outcome,
+        caller_verdict: bool,
+        free_slot: bool,
+        now: u64,
+    ) -> Result<bool, ZetaError> {
         let model = self
             .models
             .get(decision.model)
             .ok_or(ZetaError::ForeignDecision)?;
-        let now = self.tracker.clock().now_ms();
         let Outcome {
             kind, latency_ms, ..
-        } = outcome;
+        } = *outcome;
         if free_slot {
             model.replicas.release(decision.replica);
         }

@@ -396,7 +396,7 @@ impl PyRouterCore {
             }
             .into());
         }
-        Ok(self.inner.learn(&decision.inner, good)?)
+        Ok(self.inner.feedback(&decision.inner, good)?)
     }
 
     /// Counts `ms` of the caller's own time on one request (a gateway's
