@@ -583,13 +583,13 @@ def replica(**fields: Any) -> ReplicaSpec:
 
 
 def test_replica_credentials_are_kept_apart() -> None:
-    spec = replica(url=f"http://alice:{REPLICA_PASSWORD}@127.0.0.1:9/v1")
-    assert str(spec.url) == "http://127.0.0.1:9/v1"
+    spec = replica(url=f"http://alice:{REPLICA_PASSWORD}@127.0.0.1:9/api")
+    assert str(spec.url) == "http://127.0.0.1:9/api"
     assert (spec.username, spec.password) == ("alice", REPLICA_PASSWORD)
     assert spec.authorization() == f"Basic {BASIC}"
     assert REPLICA_PASSWORD not in repr(spec)
     # Given apart, the same; a dump and a reload keep them.
-    same = replica(url="http://127.0.0.1:9/v1", username="alice", password=REPLICA_PASSWORD)
+    same = replica(url="http://127.0.0.1:9/api", username="alice", password=REPLICA_PASSWORD)
     assert same == spec
     assert ReplicaSpec.model_validate(spec.model_dump()) == spec
     assert ReplicaSpec.model_validate(spec.model_dump(mode="json")) == spec

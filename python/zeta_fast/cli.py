@@ -122,12 +122,16 @@ def _eval_profiler_command(args: argparse.Namespace) -> int:
 
 def _serve_command(args: argparse.Namespace) -> int:
     from zeta_fast.config import load_router_config
+
+    # Read before the gateway is imported: a bad file is reported (by main)
+    # sooner, and whatever the gateway's own imports do.
+    config = load_router_config(args.config)
     from zeta_fast.gateway import run
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run(load_router_config(args.config), host=args.host, port=args.port, uvloop=not args.no_uvloop)
+    run(config, host=args.host, port=args.port, uvloop=not args.no_uvloop)
     return 0
 
 

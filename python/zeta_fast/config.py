@@ -56,15 +56,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AnyUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -120,8 +123,34 @@ __all__ = [
 ]
 
 TASK_TYPES = ("code", "reasoning", "chat", "knowledge", "embedding")
-Capability = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
-Complexity = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def _refuse_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1, and YAML reads yes/no/on/off as
+    # booleans: `port: yes` would quietly become port 1.
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "bool_for_number",
+            "Input should be a number, not a boolean (YAML reads yes, no, on and off as booleans)",
+        )
+    return value
+
+
+def _takes_number(annotation: Any) -> bool:
+    """Whether a field is an int or a float (maybe Annotated, maybe optional)."""
+    if get_origin(annotation) is Annotated:
+        return _takes_number(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_takes_number(arg) for arg in get_args(annotation))
+    return annotation in (int, float)
+
+
+Capability = Annotated[
+    float, BeforeValidator(_refuse_bool), Field(ge=0.0, le=100.0, allow_inf_nan=False)
+]
+Complexity = Annotated[
+    float, BeforeValidator(_refuse_bool), Field(ge=0.0, le=1.0, allow_inf_nan=False)
+]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/@+-]+$")]
 
 
@@ -129,6 +158,16 @@ class _Frozen(BaseModel):
     # hide_input: a ValidationError's text would quote the values it got,
     # secrets too (parse_router_config words its own, without them).
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False, hide_input_in_errors=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Any int or float field of any section; numbers inside a field's
+        # list or mapping (capabilities, ranges) refuse one through their type.
+        name = info.field_name
+        if isinstance(value, bool) and name and _takes_number(cls.model_fields[name].annotation):
+            return _refuse_bool(value)
+        return value
 
 
 def _credentials_apart(data: Any) -> Any:
@@ -196,6 +235,19 @@ class ReplicaSpec(_Frozen):
     served_model_name: Name | None = None
 
     _userinfo = model_validator(mode="before")(_credentials_apart)
+
+    @field_validator("url")
+    @classmethod
+    def _no_api_path(cls, value: HttpUrl) -> HttpUrl:
+        # The backend client appends the API's own paths to this URL
+        # (/v1/chat/completions, /v1/embeddings, /health, /metrics): one
+        # ending in /v1 would send every request to /v1/v1/...
+        if (value.path or "").rstrip("/").endswith("/v1"):
+            raise ValueError(
+                "must not end in /v1: the router appends /v1/chat/completions (and the "
+                "other API paths) itself, so give the server's root: drop the /v1"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_auth(self) -> ReplicaSpec:
@@ -895,7 +947,8 @@ def load_router_config(path: str | Path) -> RouterConfig:
     """Reads and validates a YAML, TOML or JSON router configuration file.
 
     Raises:
-        ConfigError: the file cannot be parsed or a value is invalid (with its path).
+        ConfigError: the file cannot be parsed, breaks one of ``load_document``'s
+            bounds (size, depth, duplicate keys, ...) or a value is invalid (with its path).
         FileNotFoundError: the file does not exist.
     """
     return parse_router_config(load_document(path))

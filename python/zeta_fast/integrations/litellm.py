@@ -69,10 +69,13 @@ class ZetaRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
                 or f"{model}#{len(self._deployments)}"
             )
             self._deployments[replica] = deployment
+            api_base = deployment["litellm_params"].get("api_base") or "http://127.0.0.1"
             groups.setdefault(group, {}).setdefault(model, []).append(
                 {
                     "id": replica,
-                    "url": deployment["litellm_params"].get("api_base") or "http://127.0.0.1",
+                    # LiteLLM's api_base ends in the API's /v1, a replica's URL may
+                    # not (here it only names the deployment: LiteLLM sends).
+                    "url": api_base.rstrip("/").removesuffix("/v1"),
                 }
             )
         for group, models in groups.items():
