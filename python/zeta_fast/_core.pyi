@@ -31,6 +31,7 @@ __all__ = [
     "ManualClock",
     "ModelSettings",
     "OutcomeKind",
+    "OutcomeLogWriter",
     "OutcomePredictor",
     "PerformanceTracker",
     "ReplicaSet",
@@ -895,9 +896,14 @@ class RouterCore:
         ttft_ms: float | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        request_id: str | None = None,
     ) -> bool:
         """Records how a dispatched request ended and frees its replica slot;
-        true when the learned router learned it."""
+        true when the learned router learned it. ``request_id`` is kept in
+        the outcome log."""
+    def log_outcomes(self, writer: OutcomeLogWriter | None) -> None:
+        """Appends every outcome recorded from now on to ``writer``, in
+        Rust; None detaches the log."""
     def record_overhead(self, ms: float) -> None:
         """Counts ``ms`` of the caller's own time on one request (a gateway's
         overhead) in a lifetime histogram.
@@ -1130,3 +1136,40 @@ class LearningSettings:
     def __new__(cls, **fields: float | bool) -> LearningSettings: ...
     def to_dict(self) -> dict[str, Any]:
         """Every setting with its value."""
+
+@final
+class OutcomeLogWriter:
+    """The outcome log's writer (SQLite), with a thread of its own."""
+
+    def __new__(
+        cls,
+        path: str,
+        *,
+        costs: dict[str, float] = ...,
+        max_pending: int = 100_000,
+        flush_interval_s: float = 0.2,
+        retention_days: float | None = ...,  # 30.0
+        prune_every_s: float = 600.0,
+    ) -> OutcomeLogWriter: ...
+    def append(
+        self,
+        decision: Decision,
+        outcome: str,
+        latency_ms: float,
+        *,
+        ttft_ms: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        learned: bool | None = None,
+        request_id: str | None = None,
+    ) -> bool: ...
+    def flush(self, timeout_s: float = 10.0) -> bool: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...

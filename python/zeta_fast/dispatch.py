@@ -211,6 +211,7 @@ class Dispatcher:
             ttft_ms=ttft_ms,
             prompt_tokens=usage[0],
             completion_tokens=usage[1],
+            request_id=current_request_id.get(),
         )
         feed = self.feed
         if feed is not None:

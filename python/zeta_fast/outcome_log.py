@@ -1,14 +1,21 @@
 """The outcome log: every decision and how it ended, in an embedded SQLite
 database, for learning and analysis.
 
-The request path only appends a tuple to a deque (an atomic C operation,
-tens of nanoseconds, no I/O); a background thread takes what is there every
-``flush_interval_s`` (or sooner when it fills) and writes the batch in one
-transaction, turning decisions into rows there. The database is
-in WAL mode so readers (exports, dashboards) never block the writer. The
-queue is bounded: past ``max_pending`` rows an append is dropped and counted
-(``dropped``), never waited on. Rows older than ``retention_days`` are
-deleted at start and every ``prune_every_s``.
+The writing is the Rust core's (``_core.OutcomeLogWriter``): a router's core
+appends every outcome it records itself, with no Python call on the request
+path, and a Rust thread writes the queued rows in one transaction every
+``flush_interval_s`` (sooner when 4,096 wait), building the JSON columns
+there, without the GIL. The database is in WAL mode so readers (exports,
+dashboards, this class's readers) never block the writer.
+
+Routing never depends on the log: the queue is bounded (past
+``max_pending`` rows an append is dropped and counted in ``dropped``, never
+waited on); a file locked by another process or on a full disk keeps its
+rows queued and is retried; a corrupt file is moved aside
+(``outcomes.sqlite.corrupt-<ms>``) and a new log started. Each kind of
+trouble is logged once (logger ``zeta_fast.outcome_log``) and kept in
+``last_error``. Rows older than ``retention_days`` are deleted at start and
+every ``prune_every_s``.
 
 Columns: ``ts_ms, model, replica, task, complexity, context, outcome,
 success, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost,
@@ -16,24 +23,21 @@ capability, score, adjustment, penalties, runners_up, profile`` (the last
 three JSON text), then the learned router's ``learned`` (NULL when the row
 was not learned, else the outcome learned: 1 good, 0 bad), ``category``
 and ``features`` (the request's feature indices, little-endian u32, for
-rows that were learned: ``zeta-fast learn`` retrains from them). A
-``feedback`` row is a quality verdict given after the outcome.
+rows that were learned: ``zeta-fast learn`` retrains from them) and
+``request_id`` (a gateway's ``x-request-id``). A ``feedback`` row is a
+quality verdict given after the outcome.
 """
 
 from __future__ import annotations
 
 import contextvars
 import csv
-import json
 import sqlite3
-import threading
-import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from zeta_fast._core import Decision
+from zeta_fast._core import Decision, OutcomeLogWriter
 
 __all__ = ["COLUMNS", "OutcomeLog"]
 
@@ -63,14 +67,6 @@ COLUMNS = (
     "request_id",
 )
 
-# Columns added after the first release: added to older files on open.
-_ADDED_COLUMNS = (
-    ("learned", "INTEGER"),
-    ("category", "TEXT"),
-    ("features", "BLOB"),
-    ("request_id", "TEXT"),
-)
-
 #: The id of the request being served (a gateway's ``x-request-id``), set
 #: by whoever serves it; every attempt of that request is logged with it.
 #: A context variable: each request is its own asyncio task, and the hedged
@@ -79,39 +75,10 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "zeta_fast_request_id", default=None
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outcomes (
-    ts_ms INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    replica TEXT NOT NULL,
-    task TEXT NOT NULL,
-    complexity REAL NOT NULL,
-    context TEXT,
-    outcome TEXT NOT NULL,
-    success INTEGER NOT NULL,
-    latency_ms REAL NOT NULL,
-    ttft_ms REAL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost REAL NOT NULL,
-    capability REAL NOT NULL,
-    score REAL NOT NULL,
-    adjustment REAL NOT NULL,
-    penalties TEXT NOT NULL,
-    runners_up TEXT NOT NULL,
-    profile TEXT
-);
-CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
-CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes (model, ts_ms);
-"""
-
-# (ms, decision, outcome kind, latency, ttft, prompt tokens, completion tokens,
-# learned, request id)
-_Pending = tuple[int, Decision, str, float, float | None, int, int, bool | None, str | None]
-
 
 class OutcomeLog:
-    """Appends outcomes to SQLite from a background thread.
+    """Outcomes in SQLite: the Rust writer (a thread of its own) and the
+    readers (counts, rows, CSV and Parquet exports).
 
     Args:
         path: the database file (created with its directory).
@@ -144,41 +111,40 @@ class OutcomeLog:
         if retention_days is not None and not retention_days > 0:
             raise ValueError(f"retention_days must be > 0 or None, got {retention_days!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.costs = dict(costs or {})
         self.max_pending = max_pending
         self.flush_interval_s = flush_interval_s
         self.retention_days = retention_days
         self.prune_every_s = prune_every_s
-        #: Rows not logged because the pending list was full.
-        self.dropped = 0
-        #: Rows written to the database.
-        self.written = 0
-        #: The last error of the writer thread, if any (it keeps going).
-        self.last_error: str | None = None
-        self._pending: deque[_Pending] = deque()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._closed = False
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            present = {row[1] for row in db.execute("PRAGMA table_info(outcomes)")}
-            for name, kind in _ADDED_COLUMNS:
-                if name not in present:
-                    db.execute(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}")
-        self._prune()
-        self._thread = threading.Thread(target=self._run, name="zeta-fast-outcome-log", daemon=True)
-        self._thread.start()
+        #: The Rust writer: what a router's core appends to directly.
+        self.writer = OutcomeLogWriter(
+            str(self.path),
+            costs=self.costs,
+            max_pending=max_pending,
+            flush_interval_s=flush_interval_s,
+            retention_days=retention_days,
+            prune_every_s=prune_every_s,
+        )
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a crash loses at most the last transactions, never the file.
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+    @property
+    def dropped(self) -> int:
+        """Rows not logged: the queue was full, or the log was closed."""
+        return self.writer.dropped
 
-    # -- the request path ------------------------------------------------------
+    @property
+    def written(self) -> int:
+        """Rows written to the database."""
+        return self.writer.written
+
+    @property
+    def pending(self) -> int:
+        """Rows queued or kept for a retry, not yet written."""
+        return self.writer.pending
+
+    @property
+    def last_error(self) -> str | None:
+        """The last trouble the writer met, if any (it keeps going)."""
+        return self.writer.last_error
 
     def append(
         self,
@@ -191,133 +157,26 @@ class OutcomeLog:
         completion_tokens: int = 0,
         learned: bool | None = None,
     ) -> bool:
-        """Queues one outcome; False (and ``dropped`` counts it) when full.
-        ``learned``: the outcome the learned router took from it, if any."""
-        pending = self._pending
-        if len(pending) >= self.max_pending or self._closed:
-            self.dropped += 1
-            return False
-        pending.append(
-            (
-                time.time_ns() // 1_000_000,
-                decision,
-                outcome,
-                latency_ms,
-                ttft_ms,
-                prompt_tokens,
-                completion_tokens,
-                learned,
-                current_request_id.get(),
-            )
-        )
-        if len(pending) >= 4096:
-            self._wake.set()
-        return True
-
-    # -- the writer --------------------------------------------------------------
-
-    def _run(self) -> None:
-        db = self._connect()
-        next_prune = time.monotonic() + self.prune_every_s
-        try:
-            while True:
-                self._wake.wait(self.flush_interval_s)
-                self._wake.clear()
-                pending = self._pending
-                if pending:
-                    # Not idle before the rows leave the queue: flush() must not
-                    # see an empty queue while a batch is still being written.
-                    self._idle.clear()
-                    # popleft and append are atomic: appends racing this lose nothing.
-                    batch = [pending.popleft() for _ in range(len(pending))]
-                    try:
-                        self._write(db, batch)
-                    except Exception as exc:  # the writer must outlive a bad batch
-                        self.last_error = f"{type(exc).__name__}: {exc}"
-                        self.dropped += len(batch)
-                if not self._pending:
-                    self._idle.set()
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + self.prune_every_s
-                    try:
-                        self._prune(db)
-                    except sqlite3.Error as exc:
-                        self.last_error = f"{type(exc).__name__}: {exc}"
-                if self._closed and not self._pending:
-                    return
-        finally:
-            self._idle.set()
-            db.close()
-
-    def _write(self, db: sqlite3.Connection, batch: list[_Pending]) -> None:
-        rows = [self._row(item) for item in batch]
-        with db:
-            db.executemany(
-                f"INSERT INTO outcomes ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                rows,
-            )
-        self.written += len(rows)
-
-    def _row(self, item: _Pending) -> tuple[Any, ...]:
-        ts, decision, outcome, latency, ttft, prompt, completion, learned, request_id = item
-        price = self.costs.get(decision.model_id, 0.0)
-        profile = decision.profile
-        return (
-            ts,
-            decision.model_id,
-            decision.replica_id,
-            decision.task_type,
-            decision.complexity,
-            decision.context,
+        """Queues one outcome of a decision not recorded through a router
+        with this log (those are appended by the core); False (and
+        ``dropped`` counts it) when full. ``learned``: the outcome the
+        learned router took from it, if any."""
+        return self.writer.append(
+            decision,
             outcome,
-            int(outcome == "success"),
-            latency,
-            ttft,
-            prompt,
-            completion,
-            price * (prompt + completion) / 1000.0,
-            decision.capability_score,
-            decision.performance_score,
-            decision.performance_adjustment,
-            json.dumps(decision.penalties),
-            json.dumps(decision.runners_up),
-            json.dumps(profile.to_dict()) if profile is not None else None,
-            None if learned is None else int(learned),
-            decision.learned_category,
-            features.to_bytes()
-            if learned is not None and (features := decision.learned_features) is not None
-            else None,
-            request_id,
+            latency_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            learned=learned,
+            request_id=current_request_id.get(),
         )
-
-    def _prune(self, db: sqlite3.Connection | None = None) -> int:
-        if self.retention_days is None:
-            return 0
-        cutoff = int((time.time() - self.retention_days * 86_400) * 1000)
-        own = db is None
-        connection = self._connect() if db is None else db
-        try:
-            with connection:
-                deleted = connection.execute(
-                    "DELETE FROM outcomes WHERE ts_ms < ?", (cutoff,)
-                ).rowcount
-        finally:
-            if own:
-                connection.close()
-        return int(deleted)
 
     # -- readers -------------------------------------------------------------------
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Waits until everything appended so far is written; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._pending and self._idle.is_set():
-                return True
-            self._wake.set()
-            self._idle.wait(0.01)
-        return not self._pending and self._idle.is_set()
+        return self.writer.flush(timeout_s)
 
     def count(self) -> int:
         """Rows in the database."""
@@ -381,13 +240,9 @@ class OutcomeLog:
         return OutcomeLog._Reader(self.path)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Writes what is pending, then stops the writer. Idempotent."""
-        if self._closed:
-            return
-        self.flush(timeout_s)
-        self._closed = True
-        self._wake.set()
-        self._thread.join(timeout_s)
+        """Writes what is pending (up to ``timeout_s``), then stops the
+        writer; rows it could not write are counted in ``dropped``. Idempotent."""
+        self.writer.close(timeout_s)
 
     def __enter__(self) -> OutcomeLog:
         return self

@@ -3,10 +3,11 @@
 An outcome is published when the caller records one (``Router.record``),
 when a quality verdict is learned (``Router.feedback``) and for every
 attempt the dispatcher makes; the core has recorded it already. The feed
-hands it to its subscribers, in the order they subscribed: the outcome log,
-the dashboard's recent list and the alert detectors are subscribers (see
-``log_outcomes``, ``keep_recent``, ``alert_on_outcomes``); so can be
-anything else with :class:`OutcomeSubscriber`'s signature. Shared state is
+hands it to its subscribers, in the order they subscribed: the dashboard's
+recent list and the alert detectors are subscribers (see ``keep_recent``,
+``alert_on_outcomes``); so can be anything else with
+:class:`OutcomeSubscriber`'s signature. The outcome log is not one: the
+core appends to it itself, in Rust (``RouterCore.log_outcomes``). Shared state is
 not one: it publishes the tracker's windows, which the core fills.
 
 An outcome is passed as arguments, not built into an object: on the
@@ -34,7 +35,6 @@ from zeta_fast._core import OutcomeKind
 if TYPE_CHECKING:
     from zeta_fast._core import Decision
     from zeta_fast.alerts.engine import AlertEngine
-    from zeta_fast.outcome_log import OutcomeLog
 
 #: Outcome kinds that say nothing against a replica: the request's fault,
 #: its kind, a cancelled hedge, our own failure (the core's rule).
@@ -52,7 +52,6 @@ __all__ = [
     "RecentOutcome",
     "alert_on_outcomes",
     "keep_recent",
-    "log_outcomes",
 ]
 
 #: The kind of a quality verdict given after the outcome (``Router.feedback``).
@@ -146,34 +145,6 @@ class OutcomeFeed:
                 dispatched,
                 about_replica,
             )
-
-
-def log_outcomes(log: OutcomeLog) -> OutcomeSubscriber:
-    """The subscriber that appends every outcome to the outcome log."""
-    append = log.append
-
-    def subscriber(
-        decision: Decision,
-        kind: str,
-        latency_ms: float,
-        learned: bool | None,
-        ttft_ms: float | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        dispatched: bool,
-        about_replica: bool,
-    ) -> None:
-        append(
-            decision,
-            kind,
-            latency_ms,
-            ttft_ms=ttft_ms,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            learned=learned,
-        )
-
-    return subscriber
 
 
 def keep_recent(recent: deque[RecentOutcome]) -> OutcomeSubscriber:

@@ -40,7 +40,6 @@ from zeta_fast.outcomes import (
     RecentOutcome,
     alert_on_outcomes,
     keep_recent,
-    log_outcomes,
 )
 
 if TYPE_CHECKING:
@@ -117,7 +116,8 @@ class Runtime:
         self.learned_saver = self._start_learned_state(predictor)
         self.outcome_log = self._open_outcome_log()
         if self.outcome_log is not None:
-            feed.subscribe(log_outcomes(self.outcome_log))
+            # The core appends every outcome it records: no Python call.
+            core.log_outcomes(self.outcome_log.writer)
         #: The dispatched attempts, newest last: subscribed with the first
         #: dispatcher (before it there are none, and ``Router.record`` does
         #: not pay for a subscriber that keeps nothing of its outcomes).

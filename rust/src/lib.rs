@@ -13,6 +13,7 @@ pub mod histogram;
 pub mod learned;
 pub mod learned_capability;
 pub mod outcome;
+pub mod outcome_log;
 pub mod penalties;
 pub mod persistence;
 pub mod policies;

@@ -12,8 +12,9 @@ pub const FEATURE_BITS: u32 = 13;
 const DIM: usize = 1 << FEATURE_BITS;
 const MASK: u32 = (DIM as u32) - 1;
 
-/// The explainable measurements behind a profile.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The explainable measurements behind a profile (serialised, as the
+/// outcome log keeps it, with the field names `RequestProfile.features` uses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Features {
     pub chars: usize,
     /// ~4 characters per token, the usual estimate for English and code.

@@ -8,6 +8,7 @@ mod extract;
 mod gil;
 mod kinds;
 mod learned;
+mod outcome_log;
 mod pool;
 mod profile;
 mod request_text;
@@ -32,6 +33,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<profile::PyRequestProfile>()?;
     module.add_class::<balance::PyReplicaSet>()?;
     module.add_class::<router::PyRouterCore>()?;
+    module.add_class::<outcome_log::PyOutcomeLogWriter>()?;
     module.add_class::<router::PyDecision>()?;
     module.add_class::<router::PyReplicaStatus>()?;
     module.add_class::<router::PyModelSettings>()?;

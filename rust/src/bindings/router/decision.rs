@@ -8,9 +8,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::super::learned::PyFeatures;
+use super::super::profile::PyRequestProfile;
 use super::super::scorer::put_score_fields;
 use super::PyRouterCore;
 use crate::errors::ZetaError;
+use crate::outcome_log::{unix_ms, LogRow};
 use crate::routing::{Decision, RouterCore};
 
 /// One routing decision: which model and replica, and why.
@@ -30,6 +32,44 @@ pub struct PyDecision {
     pub(super) released: AtomicBool,
     /// Set once a quality verdict (`feedback`) was learned.
     pub(super) judged: AtomicBool,
+}
+
+impl PyDecision {
+    /// Its outcome as an outcome-log row: owned data, copied (no text is
+    /// built here; the log's writer does that).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log_row(
+        &self,
+        py: Python<'_>,
+        outcome: &'static str,
+        latency_ms: f64,
+        ttft_ms: Option<f64>,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        learned: Option<bool>,
+        request_id: Option<String>,
+    ) -> LogRow {
+        let profile = self.profile.as_ref().and_then(|p| {
+            p.bind(py)
+                .cast::<PyRequestProfile>()
+                .ok()
+                .map(|p| p.get().inner.clone())
+        });
+        LogRow {
+            ts_ms: unix_ms(),
+            router: Arc::clone(&self.router),
+            decision: self.inner.clone(),
+            context: self.context.clone(),
+            profile,
+            outcome,
+            latency_ms,
+            ttft_ms,
+            prompt_tokens,
+            completion_tokens,
+            learned,
+            request_id,
+        }
+    }
 }
 
 impl PyRouterCore {

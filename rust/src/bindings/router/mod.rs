@@ -13,6 +13,8 @@ mod status;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
@@ -25,6 +27,7 @@ use super::config::adaptive_config_arg;
 use super::extract::type_error;
 use super::kinds::kind_arg;
 use super::learned::PyOutcomePredictor;
+use super::outcome_log::PyOutcomeLogWriter;
 use super::profile::{profile_keeping_buckets, profile_text, PyRequestProfile};
 use super::request_text::request_text;
 use super::scorer::PyScoreBreakdown;
@@ -32,6 +35,8 @@ use super::tracker::PyPerformanceTracker;
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::learned::features_with_words;
 use crate::learned_capability::{LearnedRequest, RequestView};
+use crate::outcome::OutcomeKind;
+use crate::outcome_log::OutcomeLog;
 use crate::policies::model_ordering;
 use crate::request_kinds::{feature_bit, FEATURES};
 use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning, TASKS};
@@ -46,6 +51,9 @@ pub struct PyRouterCore {
     model_names: Vec<Py<PyString>>,
     replica_names: Vec<Vec<Py<PyString>>>,
     task_names: Vec<Py<PyString>>,
+    /// The outcome log every recorded outcome is appended to, when one is
+    /// attached (`log_outcomes`): appended here, with no Python call.
+    outcome_log: ArcSwapOption<OutcomeLog>,
 }
 
 /// `field` must be finite and >= 0.
@@ -106,11 +114,11 @@ impl PyRouterCore {
 
     /// Records a decision at most once: a rejected record (bad input) does
     /// not use it up.
-    fn record_once(
+    fn record_once<'a>(
         &self,
-        decision: &Bound<'_, PyAny>,
+        decision: &'a Bound<'_, PyAny>,
         record: impl FnOnce(&RouterCore, &Decision, bool) -> Result<bool, ZetaError>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<(bool, &'a PyDecision)> {
         let decision = self.own_decision(decision)?;
         if decision.recorded.swap(true, Ordering::AcqRel) {
             return Err(ZetaError::AlreadyRecorded {
@@ -120,10 +128,40 @@ impl PyRouterCore {
         }
         // A released decision's slot is free already: its outcome only counts.
         let free_slot = !decision.released.load(Ordering::Acquire);
-        record(&self.inner, &decision.inner, free_slot).map_err(|err| {
+        let taught = record(&self.inner, &decision.inner, free_slot).map_err(|err| {
             decision.recorded.store(false, Ordering::Release);
-            err.into()
-        })
+            PyErr::from(err)
+        })?;
+        Ok((taught, decision))
+    }
+
+    /// Appends a recorded outcome to the outcome log, when one is attached.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn log(
+        &self,
+        py: Python<'_>,
+        decision: &PyDecision,
+        outcome: &'static str,
+        latency_ms: f64,
+        ttft_ms: Option<f64>,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        learned: Option<bool>,
+        request_id: Option<String>,
+    ) {
+        if let Some(log) = self.outcome_log.load().as_ref() {
+            log.append(decision.log_row(
+                py,
+                outcome,
+                latency_ms,
+                ttft_ms,
+                prompt_tokens,
+                completion_tokens,
+                learned,
+                request_id,
+            ));
+        }
     }
 
     /// The profile of a request, and its learned view when learning is on
@@ -237,6 +275,7 @@ impl PyRouterCore {
             model_names,
             replica_names,
             task_names,
+            outcome_log: ArcSwapOption::empty(),
         })
     }
 
@@ -333,7 +372,10 @@ impl PyRouterCore {
     /// Records how a dispatched request ended (`kind`: an `OutcomeKind` or
     /// its name), with its time to first token and token counts;
     /// frees the replica slot. True when the learned router learned it.
-    #[pyo3(signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = 0, completion_tokens = 0))]
+    /// ``request_id``: the request the attempt served (a gateway's
+    /// ``x-request-id``), kept in the outcome log.
+    #[pyo3(signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = 0, completion_tokens = 0, request_id = None))]
+    #[allow(clippy::too_many_arguments)]
     fn record_outcome(
         &self,
         decision: &Bound<'_, PyAny>,
@@ -342,6 +384,7 @@ impl PyRouterCore {
         ttft_ms: Option<f64>,
         prompt_tokens: u64,
         completion_tokens: u64,
+        request_id: Option<String>,
     ) -> PyResult<bool> {
         let kind = kind_arg(kind)?;
         let outcome = Outcome {
@@ -351,9 +394,21 @@ impl PyRouterCore {
             prompt_tokens,
             completion_tokens,
         };
-        self.record_once(decision, |inner, d, free_slot| {
-            inner.record_outcome(d, outcome, free_slot)
-        })
+        let (taught, recorded) = self.record_once(decision, |inner, d, free_slot| {
+            inner.record_attempt(d, outcome, free_slot, request_id.as_deref())
+        })?;
+        self.log(
+            decision.py(),
+            recorded,
+            kind.name(),
+            latency_ms,
+            ttft_ms,
+            prompt_tokens,
+            completion_tokens,
+            taught.then_some(kind == OutcomeKind::Success),
+            request_id,
+        );
+        Ok(taught)
     }
 
     /// Records a decision's outcome in the tracker and frees its replica
@@ -365,9 +420,29 @@ impl PyRouterCore {
         success: bool,
         latency_ms: f64,
     ) -> PyResult<bool> {
-        self.record_once(decision, |inner, d, free_slot| {
+        let (taught, recorded) = self.record_once(decision, |inner, d, free_slot| {
             inner.record(d, success, latency_ms, free_slot)
-        })
+        })?;
+        let outcome = if success { "success" } else { "other" };
+        let learned = taught.then_some(success);
+        self.log(
+            decision.py(),
+            recorded,
+            outcome,
+            latency_ms,
+            None,
+            0,
+            0,
+            learned,
+            None,
+        );
+        Ok(taught)
+    }
+
+    /// Appends every outcome recorded from now on to ``writer`` (an
+    /// ``OutcomeLogWriter``), in Rust; None detaches the log.
+    fn log_outcomes(&self, writer: Option<PyRef<'_, PyOutcomeLogWriter>>) {
+        self.outcome_log.store(writer.map(|w| Arc::clone(&w.inner)));
     }
 
     /// Gives a decision's replica slot back without recording an outcome
@@ -389,6 +464,7 @@ impl PyRouterCore {
     /// whether or not it was recorded). True when it was learned: learning
     /// is on and the request's text was known.
     fn feedback(&self, decision: &Bound<'_, PyAny>, good: bool) -> PyResult<bool> {
+        let py = decision.py();
         let decision = self.own_decision(decision)?;
         if decision.judged.swap(true, Ordering::AcqRel) {
             return Err(ZetaError::AlreadyRecorded {
@@ -396,7 +472,12 @@ impl PyRouterCore {
             }
             .into());
         }
-        Ok(self.inner.feedback(&decision.inner, good)?)
+        let learned = self.inner.feedback(&decision.inner, good)?;
+        if learned {
+            // A verdict on the answer, not on how the replica served it.
+            self.log(py, decision, "feedback", 0.0, None, 0, 0, Some(good), None);
+        }
+        Ok(learned)
     }
 
     /// Counts `ms` of the caller's own time on one request (a gateway's
