@@ -468,17 +468,26 @@ def test_a_cascade_escalates_on_a_cut_answer_or_a_failed_check(
     answer = router._run(lambda: router.cascade(HELLO, ["small", "large"], max_tokens=4))
     assert answer.decision.model_id == "large"
     assert answer.escalations == [("small", "length")]
-    # A validator that accepts anything keeps the small model's answer.
+    # A grammar makes each model answer exactly "hi" and stop: a whole,
+    # non-empty answer, so only the validator decides whether to escalate.
+    whole = {"max_tokens": 4, "grammar": 'root ::= "hi"'}
+    checked: list[str] = []
+
+    def accept_anything(answer: Any) -> bool:
+        checked.append(answer.decision.model_id)
+        return True
+
     kept = router._run(
-        lambda: router.cascade(
-            HELLO, ["small", "large"], max_tokens=4, stop=["a"], validator=lambda r: True
-        )
+        lambda: router.cascade(HELLO, ["small", "large"], validator=accept_anything, **whole)
     )
-    assert kept.decision.model_id in ("small", "large")
+    assert (kept.decision.model_id, kept.text, kept.escalations) == ("small", "hi", [])
+    assert checked == ["small"]
+    # A validator that rejects everything escalates; the last model's answer is returned.
     rejected = router._run(
-        lambda: router.cascade(HELLO, ["small", "large"], max_tokens=4, validator=lambda r: False)
+        lambda: router.cascade(HELLO, ["small", "large"], validator=lambda r: False, **whole)
     )
-    assert [m for m, _ in rejected.escalations] == ["small"]
+    assert (rejected.decision.model_id, rejected.text) == ("large", "hi")
+    assert rejected.escalations == [("small", "validator")]
     router.close()
 
 

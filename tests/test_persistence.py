@@ -157,8 +157,19 @@ def test_another_window_shape_is_refused(tmp_path: Path) -> None:
         PerformanceTracker(WindowConfig(buckets=30, histogram_slices=3), snapshot_path=path)
 
 
-def test_snapshot_format_version_is_exposed() -> None:
-    assert SNAPSHOT_FORMAT_VERSION == 1
+def test_the_exposed_format_version_is_the_one_files_carry_and_read(tmp_path: Path) -> None:
+    path = tmp_path / "tracker.snapshot"
+    clock = ManualClock(START_MS)
+    filled(path, clock).close()
+    data = path.read_bytes()
+    # The header: 8 magic bytes, then the format version (u32, little-endian).
+    assert data[:8] == b"ZETAFAST"
+    assert int.from_bytes(data[8:12], "little") == SNAPSHOT_FORMAT_VERSION
+    newer = SNAPSHOT_FORMAT_VERSION + 1
+    path.write_bytes(data[:8] + newer.to_bytes(4, "little") + data[12:])
+    told = f"format version {newer}, this zeta_fast reads version {SNAPSHOT_FORMAT_VERSION}"
+    with pytest.raises(SnapshotError, match=told):
+        PerformanceTracker(clock=clock, snapshot_path=path)
 
 
 def test_interpreter_exit_saves_without_close(tmp_path: Path) -> None:

@@ -119,6 +119,11 @@ pub enum ZetaError {
         index: usize,
         len: usize,
     },
+    /// An input nested deeper than the core reads (a request body whose
+    /// `messages` is another body, and so on), refused before it can exhaust
+    /// the stack.
+    #[error("{field} is nested deeper than the limit of {limit} levels")]
+    TooDeep { field: &'static str, limit: usize },
     /// A broken invariant inside zeta_fast (a poisoned lock, unusable shipped
     /// data): a bug, not a bad value from the caller.
     #[error("internal error: {what}")]
@@ -360,6 +365,14 @@ mod tests {
             what: "saver lock poisoned".to_owned(),
         };
         assert_eq!(err.to_string(), "internal error: saver lock poisoned");
+        let err = ZetaError::TooDeep {
+            field: "request",
+            limit: 32,
+        };
+        assert_eq!(
+            err.to_string(),
+            "request is nested deeper than the limit of 32 levels"
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use numpy::npyffi::flags::{NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS};
 use numpy::{Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
+use pyo3::types::{PyFloat, PyInt, PyList, PyTuple};
 
-use super::extract::{repr, type_error};
+use super::extract::{number, repr, type_error};
 use crate::errors::{Position, ZetaError};
 use crate::scoring::RequestCount;
 
@@ -87,18 +87,25 @@ fn read_sequence<'py>(
     whole: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Column<'py, f64>>> {
     let mut values = Vec::with_capacity(len);
-    for item in items {
+    for (position, item) in items.enumerate() {
         if let Ok(float) = item.cast_exact::<PyFloat>() {
             values.push(float.value());
-        } else if item.is_instance_of::<PyBool>() {
-            return Err(type_error(field, "an array of numbers", whole));
         } else if item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>() {
             return Ok(None);
+        } else if let Ok(int) = item.cast_exact::<PyInt>() {
+            // An int too large for a float64 is a number, just out of range.
+            let value = int.extract::<f64>().map_err(|_| ZetaError::InvalidInput {
+                field,
+                position: Position::Flat(position),
+                expected: "a number within the float64 range",
+                value: repr(&item),
+            })?;
+            values.push(value);
         } else {
-            match item.extract::<f64>() {
-                Ok(number) => values.push(number),
-                Err(_) => return Err(type_error(field, "an array of numbers", whole)),
-            }
+            // NumPy scalars; booleans and complex numbers are refused.
+            let value = number(&item, field)
+                .map_err(|_| type_error(field, "an array of numbers", whole))?;
+            values.push(value);
         }
     }
     let shape = [values.len()];
@@ -130,6 +137,46 @@ pub fn count_column<'py>(
         }
     }
     float_column(value, field).map(CountColumn::Float)
+}
+
+/// Refuses a request count with a fraction (`10.5`), as `score()` does: a
+/// float column is taken for whole counts only. NaN, infinities and negative
+/// values are left to the core, which names them with their own rule.
+pub fn check_whole_counts(column: &Column<'_, f64>, field: &'static str) -> Result<(), ZetaError> {
+    let len = column.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: read with the GIL held, before any Python code runs, from a
+    // column that owns its buffer or holds a reference to its array.
+    let values = unsafe { std::slice::from_raw_parts(column.ptr(), len) };
+    // `&` over the column, no branch: the loop vectorises; positions are
+    // looked for only once a fraction was seen.
+    let all_whole = values.iter().fold(true, |all, &v| all & is_whole(v));
+    if all_whole {
+        return Ok(());
+    }
+    let (index, bad) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !is_whole(**v))
+        .map_or((0, f64::NAN), |(i, v)| (i, *v));
+    Err(ZetaError::InvalidInput {
+        field,
+        position: Position::Flat(index),
+        expected: "a whole number >= 0",
+        value: crate::errors::float_repr(bad),
+    })
+}
+
+/// No fraction: every float from 2^52 up is whole, and below it adding and
+/// taking away 2^52 rounds to the nearest integer (no call to `trunc`, so
+/// the SSE2 baseline vectorises it). NaN and infinities count as whole here.
+#[inline(always)]
+fn is_whole(value: f64) -> bool {
+    const TWO_52: f64 = 4_503_599_627_370_496.0;
+    let magnitude = value.abs();
+    magnitude.is_nan() | (magnitude >= TWO_52) | ((magnitude + TWO_52) - TWO_52 == magnitude)
 }
 
 #[cold]

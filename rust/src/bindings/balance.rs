@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 
-use super::extract::{count, repr, type_error};
+use super::extract::{count, flag, index, opt_text, repr, type_error};
 use crate::balance::ReplicaSet;
 use crate::errors::{Position, ZetaError};
 use crate::policies::replica_policy;
@@ -18,13 +18,15 @@ pub struct PyReplicaSet {
 }
 
 impl PyReplicaSet {
-    fn check(&self, index: usize) -> PyResult<()> {
-        if index < self.inner.len() {
-            Ok(())
+    /// A replica index argument, in range.
+    fn check(&self, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let position = index(value, "index")?;
+        if position < self.inner.len() {
+            Ok(position)
         } else {
             Err(ZetaError::IndexOutOfRange {
                 what: "replica",
-                index,
+                index: position,
                 len: self.inner.len(),
             }
             .into())
@@ -35,8 +37,12 @@ impl PyReplicaSet {
 #[pymethods]
 impl PyReplicaSet {
     #[new]
-    #[pyo3(signature = (capacities, policy = "least_loaded"))]
-    fn new(capacities: &Bound<'_, PyAny>, policy: &str) -> PyResult<Self> {
+    #[pyo3(
+        signature = (capacities, policy = None),
+        text_signature = "(capacities, policy='least_loaded')"
+    )]
+    fn new(capacities: &Bound<'_, PyAny>, policy: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let policy = opt_text(policy, "policy")?.unwrap_or("least_loaded");
         let items = capacities.try_iter().map_err(|_| {
             type_error(
                 "capacities",
@@ -76,27 +82,28 @@ impl PyReplicaSet {
     }
 
     /// Takes a slot on one replica if it is healthy and has room.
-    fn try_acquire(&self, index: usize) -> PyResult<bool> {
-        self.check(index)?;
+    fn try_acquire(&self, index: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let index = self.check(index)?;
         Ok(self.inner.try_acquire(index))
     }
 
     /// Gives a slot back when the request ends (success or not).
-    fn release(&self, index: usize) -> PyResult<()> {
-        self.check(index)?;
+    fn release(&self, index: &Bound<'_, PyAny>) -> PyResult<()> {
+        let index = self.check(index)?;
         self.inner.release(index);
         Ok(())
     }
 
     /// Marks a replica healthy or not; unhealthy replicas are never chosen.
-    fn set_healthy(&self, index: usize, healthy: bool) -> PyResult<()> {
-        self.check(index)?;
+    fn set_healthy(&self, index: &Bound<'_, PyAny>, healthy: &Bound<'_, PyAny>) -> PyResult<()> {
+        let index = self.check(index)?;
+        let healthy = flag(healthy, "healthy")?;
         self.inner.set_healthy(index, healthy);
         Ok(())
     }
 
-    fn is_healthy(&self, index: usize) -> PyResult<bool> {
-        self.check(index)?;
+    fn is_healthy(&self, index: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let index = self.check(index)?;
         Ok(self.inner.is_healthy(index))
     }
 

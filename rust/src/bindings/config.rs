@@ -4,7 +4,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::extract::{count, number, repr};
+use super::extract::{count, number, repr, text, utf8};
 use crate::config::AdaptiveConfig;
 use crate::errors::ZetaError;
 
@@ -157,13 +157,16 @@ impl PyAdaptiveConfig {
         })?;
         let mut pairs = Vec::with_capacity(dict.len());
         for (key, value) in dict.iter() {
-            let name = key.extract::<String>().map_err(|_| {
+            let name = key.cast::<pyo3::types::PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "AdaptiveConfig.from_dict keys must be strings, got {}",
                     repr(&key)
                 ))
             })?;
-            pairs.push((name, value));
+            pairs.push((
+                utf8(name, "AdaptiveConfig.from_dict key")?.to_owned(),
+                value,
+            ));
         }
         build(pairs)
     }
@@ -174,9 +177,9 @@ impl PyAdaptiveConfig {
         let base = self.as_dict(py)?;
         if let Some(changes) = changes {
             for (key, value) in changes.iter() {
-                let name = key.extract::<String>()?;
-                if !FIELDS.contains(&name.as_str()) {
-                    return Err(unknown_field(&name).into());
+                let name = text(&key, "AdaptiveConfig.replace keyword")?;
+                if !FIELDS.contains(&name) {
+                    return Err(unknown_field(name).into());
                 }
                 base.set_item(name, value)?;
             }

@@ -37,7 +37,8 @@ impl From<ZetaError> for PyErr {
             ZetaError::UnknownName { .. }
             | ZetaError::AlreadyRecorded { .. }
             | ZetaError::ForeignDecision
-            | ZetaError::NotEnabled { .. } => InvalidInputError::new_err(message),
+            | ZetaError::NotEnabled { .. }
+            | ZetaError::TooDeep { .. } => InvalidInputError::new_err(message),
             // Python's own classes: an index past the end is an IndexError,
             // and a broken invariant (a poisoned lock) is no bad value.
             ZetaError::IndexOutOfRange { .. } => PyIndexError::new_err(message),

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::config::adaptive_config_arg;
-use super::extract::{number, type_error};
+use super::extract::{number, or_default, text, type_error, utf8};
 use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
 use crate::errors::ZetaError;
@@ -33,25 +33,33 @@ impl PyCandidatePool {
                 return Ok(index);
             }
         }
-        let text = task
+        let name = task
             .cast::<PyString>()
-            .map_err(|_| type_error("task", "a str", task))?
-            .to_str()?;
-        Ok(self.inner.task_index(text)?)
+            .map_err(|_| type_error("task", "a str", task))?;
+        Ok(self.inner.task_index(utf8(name, "task")?)?)
     }
 }
 
 #[pymethods]
 impl PyCandidatePool {
     #[new]
-    #[pyo3(signature = (tracker, candidates, config = None, *, relative_latency_factor = 0.0))]
+    #[pyo3(
+        signature = (tracker, candidates, config = None, *, relative_latency_factor = None),
+        text_signature = "(tracker, candidates, config=None, *, relative_latency_factor=0.0)"
+    )]
     fn new(
         py: Python<'_>,
         tracker: &Bound<'_, PyAny>,
         candidates: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        relative_latency_factor: f64,
+        relative_latency_factor: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let relative_latency_factor = or_default(
+            relative_latency_factor,
+            0.0,
+            "relative_latency_factor",
+            number,
+        )?;
         let tracker = tracker
             .cast::<PyPerformanceTracker>()
             .map_err(|_| type_error("tracker", "a PerformanceTracker", tracker))?;
@@ -65,9 +73,7 @@ impl PyCandidatePool {
         })?;
         let mut models = Vec::with_capacity(candidates.len());
         for (model, tasks) in candidates.iter() {
-            let model: String = model
-                .extract()
-                .map_err(|_| type_error("candidates key", "a model id (str)", &model))?;
+            let model = text(&model, "candidates key")?.to_owned();
             let tasks = tasks.cast::<PyDict>().map_err(|_| {
                 type_error(
                     &format!("candidates[{model:?}]"),
@@ -77,9 +83,7 @@ impl PyCandidatePool {
             })?;
             let mut capabilities = Vec::with_capacity(tasks.len());
             for (task, capability) in tasks.iter() {
-                let task: String = task.extract().map_err(|_| {
-                    type_error(&format!("candidates[{model:?}] key"), "a task (str)", &task)
-                })?;
+                let task = text(&task, &format!("candidates[{model:?}] key"))?.to_owned();
                 let value = number(&capability, &format!("candidates[{model:?}][{task:?}]"))?;
                 capabilities.push((task, value));
             }

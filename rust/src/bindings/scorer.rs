@@ -5,10 +5,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::arrays::{
-    check_shapes, count_column, float_column, shape_repr, Column, CountColumn, RawColumns, RawOut,
+    check_shapes, check_whole_counts, count_column, float_column, shape_repr, Column, CountColumn,
+    RawColumns, RawOut,
 };
 use super::config::{adaptive_config_arg, PyAdaptiveConfig};
-use super::extract::{count, number};
+use super::extract::{count, flag, number};
 use super::gil::{self, Cost};
 use crate::errors::ZetaError;
 use crate::scoring::{AdaptiveScorer, RequestCount, ScoreBreakdown};
@@ -67,6 +68,9 @@ impl<'py> Batch<'py> {
                 ("requests", batch.requests.shape()),
             ],
         )?;
+        if let CountColumn::Float(column) = &batch.requests {
+            check_whole_counts(column, "requests").map_err(|err| batch.locate(err))?;
+        }
         Ok(batch)
     }
 
@@ -263,8 +267,12 @@ impl PyAdaptiveScorer {
         success_rate: &Bound<'py, PyAny>,
         avg_latency_ms: &Bound<'py, PyAny>,
         requests: &Bound<'py, PyAny>,
-        release_gil: Option<bool>,
+        release_gil: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
+        let release_gil = release_gil
+            .filter(|v| !v.is_none())
+            .map(|v| flag(v, "release_gil"))
+            .transpose()?;
         let batch = Batch::read(capability, success_rate, avg_latency_ms, requests)?;
         with_counts!(batch, column => self.score_many_typed(py, &batch, column, release_gil))
     }

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use numpy::{PyArrayDyn, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::arrays::{float_column, shape_repr};
-use super::extract::{count, number, type_error};
+use super::extract::{count, flag, number, opt_text, or_default, text, type_error, utf8};
 use super::gil::{self, Cost};
 use crate::clock::Clock;
 use crate::errors::{float_repr, Position, ZetaError};
@@ -137,7 +137,7 @@ impl PyWindowConfig {
             .map_err(|_| type_error("WindowConfig.from_dict(data)", "a dict", data))?;
         let mut pairs = Vec::with_capacity(dict.len());
         for (key, value) in dict.iter() {
-            pairs.push((key.extract::<String>()?, value));
+            pairs.push((text(&key, "WindowConfig.from_dict key")?.to_owned(), value));
         }
         Self::build(pairs)
     }
@@ -331,19 +331,7 @@ fn name_arg<'a, 'py>(
 }
 
 fn success_arg(value: &Bound<'_, PyAny>) -> PyResult<bool> {
-    match value.cast_exact::<PyBool>() {
-        Ok(flag) => Ok(flag.is_true()),
-        // NumPy's bool_ converts through __bool__; anything else is a mistake.
-        Err(_)
-            if value
-                .get_type()
-                .name()
-                .is_ok_and(|n| n == "bool" || n == "bool_") =>
-        {
-            value.is_truthy()
-        }
-        Err(_) => Err(type_error("success", "a bool", value)),
-    }
+    flag(value, "success")
 }
 
 fn latency_arg(value: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -374,15 +362,26 @@ impl PyPerformanceTracker {
                 return Ok(Arc::clone(key));
             }
             // A 64-bit hash collision: correct, just not cached.
-            return Ok(self
-                .inner
-                .key(model.to_str()?, replica.to_str()?, task.to_str()?)?);
+            return self.register(model, replica, task);
         }
-        let key = self
-            .inner
-            .key(model.to_str()?, replica.to_str()?, task.to_str()?)?;
+        let key = self.register(model, replica, task)?;
         fast.insert(hash, Arc::clone(&key));
         Ok(key)
+    }
+
+    /// The key of names not in the fast index (registered on first use).
+    #[cold]
+    fn register(
+        &self,
+        model: &Bound<'_, PyString>,
+        replica: &Bound<'_, PyString>,
+        task: &Bound<'_, PyString>,
+    ) -> PyResult<Arc<TrackedKey>> {
+        Ok(self.inner.key(
+            utf8(model, "model")?,
+            utf8(replica, "replica")?,
+            utf8(task, "task")?,
+        )?)
     }
 
     fn resolve_any(&self, key: &Bound<'_, PyAny>) -> PyResult<Arc<TrackedKey>> {
@@ -441,25 +440,40 @@ fn success_column(value: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
 #[pymethods]
 impl PyPerformanceTracker {
     #[new]
-    #[pyo3(signature = (
-        window = None,
-        *,
-        clock = None,
-        persist = true,
-        snapshot_path = None,
-        snapshot_interval_s = 1.0,
-        restore = true,
-    ))]
+    #[pyo3(
+        signature = (
+            window = None,
+            *,
+            clock = None,
+            persist = None,
+            snapshot_path = None,
+            snapshot_interval_s = None,
+            restore = None,
+        ),
+        text_signature = "(window=None, *, clock=None, persist=True, snapshot_path=None, snapshot_interval_s=1.0, restore=True)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         window: Option<&Bound<'_, PyAny>>,
         clock: Option<&Bound<'_, PyAny>>,
-        persist: bool,
-        snapshot_path: Option<PathBuf>,
-        snapshot_interval_s: f64,
-        restore: bool,
+        persist: Option<&Bound<'_, PyAny>>,
+        snapshot_path: Option<&Bound<'_, PyAny>>,
+        snapshot_interval_s: Option<&Bound<'_, PyAny>>,
+        restore: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let persist = or_default(persist, true, "persist", flag)?;
+        let restore = or_default(restore, true, "restore", flag)?;
+        let snapshot_interval_s =
+            or_default(snapshot_interval_s, 1.0, "snapshot_interval_s", number)?;
+        let snapshot_path = match snapshot_path.filter(|p| !p.is_none()) {
+            Some(given) => Some(
+                given
+                    .extract::<PathBuf>()
+                    .map_err(|_| type_error("snapshot_path", "a str or os.PathLike", given))?,
+            ),
+            None => None,
+        };
         let snapshot_path = match (persist, snapshot_path) {
             (false, _) => None,
             (true, Some(path)) => Some(path),
@@ -678,14 +692,17 @@ impl PyPerformanceTracker {
     fn stats(
         &self,
         py: Python<'_>,
-        model: &str,
-        replica: Option<&str>,
-        task: Option<&str>,
-    ) -> PyTrackerStats {
+        model: &Bound<'_, PyAny>,
+        replica: Option<&Bound<'_, PyAny>>,
+        task: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTrackerStats> {
+        let model = text(model, "model")?;
+        let replica = opt_text(replica, "replica")?;
+        let task = opt_text(task, "task")?;
         let stats = gil::run(py, Cost::Blocking, None, || {
             self.inner.stats(model, replica, task)
         });
-        PyTrackerStats { inner: stats }
+        Ok(PyTrackerStats { inner: stats })
     }
 
     /// Every key as (model, replica, task), sorted.
@@ -853,15 +870,17 @@ impl PyPerformanceTracker {
         self.inner.memory_bytes()
     }
 
+    /// A `str`, as the stub says: an `OsString` converts as `os.fsdecode`
+    /// would, so a path that is not UTF-8 survives the round trip.
     #[getter]
-    fn snapshot_path(&self) -> Option<PathBuf> {
-        self.snapshot_path.clone()
+    fn snapshot_path(&self) -> Option<std::ffi::OsString> {
+        self.snapshot_path.clone().map(PathBuf::into_os_string)
     }
 
-    /// The snapshot file the tracker started from, if any.
+    /// The snapshot file the tracker started from, if any (a `str`).
     #[getter]
-    fn restored_from(&self) -> Option<PathBuf> {
-        self.restored_from.clone()
+    fn restored_from(&self) -> Option<std::ffi::OsString> {
+        self.restored_from.clone().map(PathBuf::into_os_string)
     }
 
     /// When the restored snapshot was taken (ms since the Unix epoch): every

@@ -24,7 +24,9 @@ pub use self::settings::{PyLearningSettings, PyModelSettings, PyResilience};
 pub use self::status::PyReplicaStatus;
 use self::status::{histogram_dict, predictions, range_change, replica_status};
 use super::config::adaptive_config_arg;
-use super::extract::type_error;
+use super::extract::{
+    count, count_u32, flag, number, opt_number, opt_text, or_default, text, texts, type_error, utf8,
+};
 use super::kinds::kind_arg;
 use super::learned::PyOutcomePredictor;
 use super::outcome_log::PyOutcomeLogWriter;
@@ -186,7 +188,7 @@ impl PyRouterCore {
         let learning = self.inner.learning().is_some();
         if let Ok(text) = request.cast::<PyString>() {
             // The common case: a prompt, profiled without copying it.
-            let text = text.to_str()?;
+            let text = utf8(text, "request")?;
             if learning {
                 let (profile, learned) = profile_for_learning(text, 1, false)?;
                 return Ok((Bound::new(py, profile)?, Some(learned)));
@@ -208,21 +210,43 @@ impl PyRouterCore {
     /// `models`: `ModelSettings`, in order; `resilience`: `ResilienceSettings`;
     /// `learning`: `LearningSettings` (None: learning off).
     #[new]
-    #[pyo3(signature = (tracker, models, contexts = Vec::new(), config = None, policy = "power_of_two", spread_margin = 10.0, resilience = None, learning = None, cost = None, model_ordering_name = "spread"))]
+    #[pyo3(
+        signature = (tracker, models, contexts = None, config = None, policy = None, spread_margin = None, resilience = None, learning = None, cost = None, model_ordering_name = None),
+        text_signature = "(tracker, models, contexts=..., config=None, policy='power_of_two', spread_margin=10.0, resilience=None, learning=None, cost=None, model_ordering_name='spread')"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         tracker: &Bound<'_, PyAny>,
-        models: &Bound<'_, PyList>,
-        contexts: Vec<String>,
+        models: &Bound<'_, PyAny>,
+        contexts: Option<&Bound<'_, PyAny>>,
         config: Option<&Bound<'_, PyAny>>,
-        policy: &str,
-        spread_margin: f64,
+        policy: Option<&Bound<'_, PyAny>>,
+        spread_margin: Option<&Bound<'_, PyAny>>,
         resilience: Option<&Bound<'_, PyAny>>,
         learning: Option<&Bound<'_, PyAny>>,
-        cost: Option<&Bound<'_, PyDict>>,
-        model_ordering_name: &str,
+        cost: Option<&Bound<'_, PyAny>>,
+        model_ordering_name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let models = models
+            .cast::<PyList>()
+            .map_err(|_| type_error("models", "a list of ModelSettings", models))?;
+        let contexts = match contexts {
+            Some(given) if !given.is_none() => texts(given, "contexts")?,
+            _ => Vec::new(),
+        };
+        let policy = opt_text(policy, "policy")?.unwrap_or("power_of_two");
+        let spread_margin = opt_number(spread_margin, "spread_margin")?.unwrap_or(10.0);
+        let model_ordering_name =
+            opt_text(model_ordering_name, "model_ordering_name")?.unwrap_or("spread");
+        let cost = match cost {
+            Some(given) if !given.is_none() => Some(
+                given
+                    .cast::<PyDict>()
+                    .map_err(|_| type_error("cost", "a dict", given))?,
+            ),
+            _ => None,
+        };
         let resilience = match resilience {
             None => crate::routing::Resilience::default(),
             Some(given) => {
@@ -287,18 +311,27 @@ impl PyRouterCore {
     /// ``zeta_fast.request_features``); models that cannot serve them are skipped.
     /// `replica` (with `model`): take that replica when it can take the
     /// request (it holds the conversation's state), else the policy chooses.
-    #[pyo3(signature = (request = None, *, context = None, profile = None, model = None, needs = 0, replica = None))]
+    #[pyo3(
+        signature = (request = None, *, context = None, profile = None, model = None, needs = None, replica = None),
+        text_signature = "(self, request=None, *, context=None, profile=None, model=None, needs=0, replica=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn route(
         &self,
         py: Python<'_>,
         request: Option<&Bound<'_, PyAny>>,
-        context: Option<&str>,
+        context: Option<&Bound<'_, PyAny>>,
         profile: Option<&Bound<'_, PyAny>>,
-        model: Option<&str>,
-        needs: u32,
-        replica: Option<&str>,
+        model: Option<&Bound<'_, PyAny>>,
+        needs: Option<&Bound<'_, PyAny>>,
+        replica: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDecision> {
+        // Taken as Python objects so a bad one is named; an exact str or int
+        // costs what PyO3's own conversion does.
+        let context = opt_text(context, "context")?;
+        let model = opt_text(model, "model")?;
+        let needs = or_default(needs, 0, "needs", count_u32)?;
+        let replica = opt_text(replica, "replica")?;
         let context_index = self.context_index(context)?;
         let (profile, learned) = self.profile_of(py, request, profile)?;
         let target = {
@@ -341,22 +374,33 @@ impl PyRouterCore {
     /// replica of its model first (none used by the decisions in `tried`),
     /// then its fallback chain, then the other candidates by score. With
     /// `needs_longer_context`, only models with a longer context window.
-    #[pyo3(signature = (decision, tried = Vec::new(), needs_longer_context = false))]
+    #[pyo3(
+        signature = (decision, tried = None, needs_longer_context = None),
+        text_signature = "(self, decision, tried=..., needs_longer_context=False)"
+    )]
     fn reroute(
         &self,
         py: Python<'_>,
         decision: &Bound<'_, PyAny>,
-        tried: Vec<Bound<'_, PyAny>>,
-        needs_longer_context: bool,
+        tried: Option<&Bound<'_, PyAny>>,
+        needs_longer_context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDecision> {
+        let needs_longer_context =
+            or_default(needs_longer_context, false, "needs_longer_context", flag)?;
         let failed = self.own_decision(decision)?;
         let mut pairs = vec![(failed.inner.model, failed.inner.replica)];
-        for (index, item) in tried.iter().enumerate() {
-            let other = item
-                .cast::<PyDecision>()
-                .map_err(|_| type_error(&format!("tried[{index}]"), "a Decision", item))?
-                .get();
-            pairs.push((other.inner.model, other.inner.replica));
+        if let Some(tried) = tried.filter(|t| !t.is_none()) {
+            let items = tried
+                .try_iter()
+                .map_err(|_| type_error("tried", "a list of Decision", tried))?;
+            for (index, item) in items.enumerate() {
+                let item = item?;
+                let other = item
+                    .cast::<PyDecision>()
+                    .map_err(|_| type_error(&format!("tried[{index}]"), "a Decision", &item))?
+                    .get();
+                pairs.push((other.inner.model, other.inner.replica));
+            }
         }
         let next = self
             .inner
@@ -374,19 +418,26 @@ impl PyRouterCore {
     /// frees the replica slot. True when the learned router learned it.
     /// ``request_id``: the request the attempt served (a gateway's
     /// ``x-request-id``), kept in the outcome log.
-    #[pyo3(signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = 0, completion_tokens = 0, request_id = None))]
+    #[pyo3(
+        signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = None, completion_tokens = None, request_id = None),
+        text_signature = "(self, decision, kind, latency_ms, *, ttft_ms=None, prompt_tokens=0, completion_tokens=0, request_id=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn record_outcome(
         &self,
         decision: &Bound<'_, PyAny>,
         kind: &Bound<'_, PyAny>,
-        latency_ms: f64,
-        ttft_ms: Option<f64>,
-        prompt_tokens: u64,
-        completion_tokens: u64,
+        latency_ms: &Bound<'_, PyAny>,
+        ttft_ms: Option<&Bound<'_, PyAny>>,
+        prompt_tokens: Option<&Bound<'_, PyAny>>,
+        completion_tokens: Option<&Bound<'_, PyAny>>,
         request_id: Option<String>,
     ) -> PyResult<bool> {
         let kind = kind_arg(kind)?;
+        let latency_ms = number(latency_ms, "latency_ms")?;
+        let ttft_ms = opt_number(ttft_ms, "ttft_ms")?;
+        let prompt_tokens = or_default(prompt_tokens, 0, "prompt_tokens", count)?;
+        let completion_tokens = or_default(completion_tokens, 0, "completion_tokens", count)?;
         let outcome = Outcome {
             kind,
             latency_ms,
@@ -417,9 +468,13 @@ impl PyRouterCore {
     fn record(
         &self,
         decision: &Bound<'_, PyAny>,
-        success: bool,
-        latency_ms: f64,
+        success: &Bound<'_, PyAny>,
+        latency_ms: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
+        // An exact bool and float pass on one type check each (no slower
+        // than PyO3's conversion); anything else gets a named error.
+        let success = flag(success, "success")?;
+        let latency_ms = number(latency_ms, "latency_ms")?;
         let (taught, recorded) = self.record_once(decision, |inner, d, free_slot| {
             inner.record(d, success, latency_ms, free_slot)
         })?;
@@ -463,8 +518,9 @@ impl PyRouterCore {
     /// Learns a quality verdict on a decision's answer (once per decision;
     /// whether or not it was recorded). True when it was learned: learning
     /// is on and the request's text was known.
-    fn feedback(&self, decision: &Bound<'_, PyAny>, good: bool) -> PyResult<bool> {
+    fn feedback(&self, decision: &Bound<'_, PyAny>, good: &Bound<'_, PyAny>) -> PyResult<bool> {
         let py = decision.py();
+        let good = flag(good, "good")?;
         let decision = self.own_decision(decision)?;
         if decision.judged.swap(true, Ordering::AcqRel) {
             return Err(ZetaError::AlreadyRecorded {
@@ -482,8 +538,8 @@ impl PyRouterCore {
 
     /// Counts `ms` of the caller's own time on one request (a gateway's
     /// overhead) in a lifetime histogram read by ``overhead()``.
-    fn record_overhead(&self, ms: f64) -> PyResult<()> {
-        Ok(self.inner.record_overhead(ms)?)
+    fn record_overhead(&self, ms: &Bound<'_, PyAny>) -> PyResult<()> {
+        Ok(self.inner.record_overhead(number(ms, "ms")?)?)
     }
 
     /// The overhead histogram: ``{"buckets": [(le_ms, cumulative)], "sum_ms", "count"}``.
@@ -525,8 +581,14 @@ impl PyRouterCore {
     /// The jittered wait in ms before retry number `retry` (1 = first), at
     /// least `retry_after_ms` when the server sent one.
     #[pyo3(signature = (retry, retry_after_ms = None))]
-    fn backoff_ms(&self, retry: u32, retry_after_ms: Option<f64>) -> f64 {
-        self.inner.backoff_ms(retry, retry_after_ms)
+    fn backoff_ms(
+        &self,
+        retry: &Bound<'_, PyAny>,
+        retry_after_ms: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<f64> {
+        let retry = count_u32(retry, "retry")?;
+        let retry_after_ms = opt_number(retry_after_ms, "retry_after_ms")?;
+        Ok(self.inner.backoff_ms(retry, retry_after_ms))
     }
 
     /// The recent p95 latency of the decision's replica (None without
@@ -542,11 +604,14 @@ impl PyRouterCore {
     /// 0..1) for a replica, taken now; it stops counting after the TTL.
     fn set_engine_load(
         &self,
-        model: &str,
-        replica: &str,
-        waiting: u32,
-        kv_usage: f64,
+        model: &Bound<'_, PyAny>,
+        replica: &Bound<'_, PyAny>,
+        waiting: &Bound<'_, PyAny>,
+        kv_usage: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        let (model, replica) = (text(model, "model")?, text(replica, "replica")?);
+        let waiting = count_u32(waiting, "waiting")?;
+        let kv_usage = number(kv_usage, "kv_usage")?;
         let (m, r) = self.inner.replica_index(model, replica)?;
         if !(0.0..=1.0).contains(&kv_usage) {
             return Err(ZetaError::InvalidInput {
@@ -566,17 +631,23 @@ impl PyRouterCore {
 
     /// Keeps the decision's replica out of selection for `hold_ms` (a
     /// server's `Retry-After`); it is probed when the time is up.
-    fn hold_replica(&self, decision: &Bound<'_, PyAny>, hold_ms: f64) -> PyResult<()> {
+    fn hold_replica(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        hold_ms: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let decision = self.own_decision(decision)?;
-        let hold_ms = non_negative("hold_ms", hold_ms)?;
+        let hold_ms = non_negative("hold_ms", number(hold_ms, "hold_ms")?)?;
         self.inner
             .hold_replica(decision.inner.model, decision.inner.replica, hold_ms as u64);
         Ok(())
     }
 
     /// Closes a replica's circuit breaker.
-    fn reset_breaker(&self, model: &str, replica: &str) -> PyResult<()> {
-        let (m, r) = self.inner.replica_index(model, replica)?;
+    fn reset_breaker(&self, model: &Bound<'_, PyAny>, replica: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (m, r) = self
+            .inner
+            .replica_index(text(model, "model")?, text(replica, "replica")?)?;
         if let Some(model) = self.inner.models().get(m) {
             model.replicas.reset_breaker(r);
         }
@@ -584,8 +655,8 @@ impl PyRouterCore {
     }
 
     /// Each replica of a model now: health, breaker, load, outcome counters.
-    fn replica_status(&self, model: &str) -> PyResult<Vec<PyReplicaStatus>> {
-        let (_, routed) = self.model(model)?;
+    fn replica_status(&self, model: &Bound<'_, PyAny>) -> PyResult<Vec<PyReplicaStatus>> {
+        let (_, routed) = self.model(text(model, "model")?)?;
         Ok(replica_status(&self.inner, routed))
     }
 
@@ -629,9 +700,13 @@ impl PyRouterCore {
 
     /// The complexity range a model suits in a context (None: its own).
     #[pyo3(signature = (model, context = None))]
-    fn complexity_range(&self, model: &str, context: Option<&str>) -> PyResult<(f64, f64)> {
-        let m = self.inner.model_index(model)?;
-        let context = self.context_index(context)?;
+    fn complexity_range(
+        &self,
+        model: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(f64, f64)> {
+        let m = self.inner.model_index(text(model, "model")?)?;
+        let context = self.context_index(opt_text(context, "context")?)?;
         Ok(self
             .inner
             .range(m, context)
@@ -640,14 +715,21 @@ impl PyRouterCore {
 
     /// Tunes complexity ranges from recorded outcomes; returns the changes as
     /// dicts (model_id, context, old_high, new_high, requests, success_rate).
-    #[pyo3(signature = (min_requests = 20, target_success_rate = 0.95, step = 0.05))]
+    #[pyo3(
+        signature = (min_requests = None, target_success_rate = None, step = None),
+        text_signature = "(self, min_requests=20, target_success_rate=0.95, step=0.05)"
+    )]
     fn tune_ranges<'py>(
         &self,
         py: Python<'py>,
-        min_requests: u64,
-        target_success_rate: f64,
-        step: f64,
+        min_requests: Option<&Bound<'py, PyAny>>,
+        target_success_rate: Option<&Bound<'py, PyAny>>,
+        step: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let min_requests = or_default(min_requests, 20, "min_requests", count)?;
+        let target_success_rate =
+            or_default(target_success_rate, 0.95, "target_success_rate", number)?;
+        let step = or_default(step, 0.05, "step", number)?;
         let changes = self.inner.tune_ranges(Tuning {
             min_requests: min_requests.max(1),
             target_success_rate,
@@ -661,8 +743,20 @@ impl PyRouterCore {
 
     /// Sets what other router instances have running on each replica of a
     /// model (shared state): counted when replicas' loads are compared.
-    fn set_remote_in_flight(&self, model: &str, counts: Vec<u32>) -> PyResult<()> {
-        let (_, routed) = self.model(model)?;
+    fn set_remote_in_flight(
+        &self,
+        model: &Bound<'_, PyAny>,
+        counts: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let (_, routed) = self.model(text(model, "model")?)?;
+        let items = counts
+            .try_iter()
+            .map_err(|_| type_error("counts", "a list of integers", counts))?;
+        let mut read = Vec::with_capacity(routed.replica_ids.len());
+        for (index, item) in items.enumerate() {
+            read.push(count_u32(&item?, &format!("counts[{index}]"))?);
+        }
+        let counts = read;
         if counts.len() != routed.replica_ids.len() {
             return Err(ZetaError::LengthMismatch {
                 field: "counts",
@@ -676,15 +770,20 @@ impl PyRouterCore {
     }
 
     /// What other router instances have running on each replica of a model.
-    fn remote_in_flight(&self, model: &str) -> PyResult<Vec<u32>> {
-        Ok(self.model(model)?.1.replicas.remote_in_flight())
+    fn remote_in_flight(&self, model: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+        Ok(self
+            .model(text(model, "model")?)?
+            .1
+            .replicas
+            .remote_in_flight())
     }
 
     /// Declares the request features (``images``, ``audio``, ``tools``,
     /// ``json_schema``, ``embeddings``, ``responses``, ``messages``) a model
     /// cannot serve: it is never a candidate for requests needing them.
-    fn set_unserved(&self, model: &str, features: Vec<String>) -> PyResult<()> {
-        let (_, routed) = self.model(model)?;
+    fn set_unserved(&self, model: &Bound<'_, PyAny>, features: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (_, routed) = self.model(text(model, "model")?)?;
+        let features = texts(features, "features")?;
         let mut mask = 0;
         for name in &features {
             mask |= feature_bit(name)?;
@@ -695,17 +794,22 @@ impl PyRouterCore {
 
     /// Remembers for `ttl_s` that a model refused requests with `feature`
     /// (its server said it cannot serve them): it is skipped for them meanwhile.
-    fn learn_unserved(&self, model: &str, feature: &str, ttl_s: f64) -> PyResult<()> {
-        let m = self.inner.model_index(model)?;
-        let bit = feature_bit(feature)?;
-        let ttl_s = non_negative("ttl_s", ttl_s)?;
+    fn learn_unserved(
+        &self,
+        model: &Bound<'_, PyAny>,
+        feature: &Bound<'_, PyAny>,
+        ttl_s: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let m = self.inner.model_index(text(model, "model")?)?;
+        let bit = feature_bit(text(feature, "feature")?)?;
+        let ttl_s = non_negative("ttl_s", number(ttl_s, "ttl_s")?)?;
         self.inner.learn_unserved(m, bit, (ttl_s * 1e3) as u64);
         Ok(())
     }
 
     /// The features a model cannot serve now (declared and learned).
-    fn unserved(&self, model: &str) -> PyResult<Vec<&'static str>> {
-        let (_, routed) = self.model(model)?;
+    fn unserved(&self, model: &Bound<'_, PyAny>) -> PyResult<Vec<&'static str>> {
+        let (_, routed) = self.model(text(model, "model")?)?;
         let mask = routed.unserved.mask(self.inner.tracker().clock().now_ms());
         Ok(FEATURES
             .iter()
@@ -716,13 +820,21 @@ impl PyRouterCore {
     }
 
     /// Requests in flight on each replica of a model.
-    fn in_flight(&self, model: &str) -> PyResult<Vec<u32>> {
-        Ok(self.model(model)?.1.replicas.in_flight())
+    fn in_flight(&self, model: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+        Ok(self.model(text(model, "model")?)?.1.replicas.in_flight())
     }
 
     /// Marks a replica healthy or not; unhealthy replicas are never chosen.
-    fn set_healthy(&self, model: &str, replica: &str, healthy: bool) -> PyResult<()> {
-        let (m, r) = self.inner.replica_index(model, replica)?;
+    fn set_healthy(
+        &self,
+        model: &Bound<'_, PyAny>,
+        replica: &Bound<'_, PyAny>,
+        healthy: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let healthy = flag(healthy, "healthy")?;
+        let (m, r) = self
+            .inner
+            .replica_index(text(model, "model")?, text(replica, "replica")?)?;
         if let Some(routed) = self.inner.models().get(m) {
             routed.replicas.set_healthy(r, healthy);
         }

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::super::errors::{ConfigError, InvalidInputError};
-use super::super::extract::{number, type_error};
+use super::super::extract::{count, count_u32, flag, number, or_default, text, texts, type_error};
 use super::super::learned::params_arg;
 use crate::breaker::BreakerConfig;
 use crate::errors::{float_repr, ZetaError};
@@ -27,20 +27,42 @@ impl PyModelSettings {
     /// (id, max_concurrency, 0 = unlimited); `context_window`: tokens (0:
     /// not stated); `fallbacks`: model ids, in order.
     #[new]
-    #[pyo3(signature = (id, capabilities, ranges, replicas, context_window = 0, fallbacks = Vec::new()))]
+    #[pyo3(
+        signature = (id, capabilities, ranges, replicas, context_window = None, fallbacks = None),
+        text_signature = "(id, capabilities, ranges, replicas, context_window=0, fallbacks=...)"
+    )]
     fn new(
-        id: String,
-        capabilities: &Bound<'_, PyDict>,
-        ranges: Vec<(f64, f64)>,
-        replicas: Vec<(String, u32)>,
-        context_window: u32,
-        fallbacks: Vec<String>,
+        id: &Bound<'_, PyAny>,
+        capabilities: &Bound<'_, PyAny>,
+        ranges: &Bound<'_, PyAny>,
+        replicas: &Bound<'_, PyAny>,
+        context_window: Option<&Bound<'_, PyAny>>,
+        fallbacks: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let id = text(id, "id")?.to_owned();
+        let capabilities = capabilities.cast::<PyDict>().map_err(|_| {
+            type_error("capabilities", "a dict of task -> capability", capabilities)
+        })?;
+        let ranges = pairs(ranges, "ranges", |low, high, field| {
+            Ok((
+                number(low, &format!("{field}[0]"))?,
+                number(high, &format!("{field}[1]"))?,
+            ))
+        })?;
+        let replicas = pairs(replicas, "replicas", |replica, capacity, field| {
+            Ok((
+                text(replica, &format!("{field}[0]"))?.to_owned(),
+                count_u32(capacity, &format!("{field}[1]"))?,
+            ))
+        })?;
+        let context_window = or_default(context_window, 0, "context_window", count_u32)?;
+        let fallbacks = match fallbacks {
+            Some(given) if !given.is_none() => texts(given, "fallbacks")?,
+            _ => Vec::new(),
+        };
         let mut caps = Vec::with_capacity(capabilities.len());
         for (task, value) in capabilities.iter() {
-            let task: String = task
-                .extract()
-                .map_err(|_| type_error("capabilities key", "a task name (str)", &task))?;
+            let task = text(&task, "capabilities key")?.to_owned();
             let value = number(&value, &format!("{id}.capabilities.{task}"))?;
             caps.push((task, value));
         }
@@ -88,6 +110,31 @@ impl PyModelSettings {
             self.inner.replicas.len()
         )
     }
+}
+
+/// A list of 2-tuples (`ranges`, `replicas`), each item read by `read`
+/// with its position (`ranges[1]`) for the errors.
+fn pairs<T>(
+    value: &Bound<'_, PyAny>,
+    field: &str,
+    read: impl Fn(&Bound<'_, PyAny>, &Bound<'_, PyAny>, &str) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
+    let expected = "a list of 2-tuples";
+    let items = value
+        .try_iter()
+        .map_err(|_| type_error(field, expected, value))?;
+    let mut out = Vec::new();
+    for (index, item) in items.enumerate() {
+        let item = item?;
+        let at = format!("{field}[{index}]");
+        let pair = item
+            .cast::<pyo3::types::PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| type_error(&at, "a 2-tuple", &item))?;
+        out.push(read(&pair.get_item(0)?, &pair.get_item(1)?, &at)?);
+    }
+    Ok(out)
 }
 
 /// The models list of `RouterCore(...)`: `ModelSettings`, in order.
@@ -171,20 +218,14 @@ impl PyLearningSettings {
         let params = PyDict::new(py);
         if let Some(fields) = fields {
             for (key, value) in fields.iter() {
-                let name: String = key.extract()?;
-                match name.as_str() {
-                    "min_outcomes" => {
-                        out.min_outcomes = value.extract().map_err(|_| {
-                            type_error("learning.min_outcomes", "an int >= 1", &value)
-                        })?
-                    }
+                let name = text(&key, "learning key")?;
+                match name {
+                    "min_outcomes" => out.min_outcomes = count(&value, "learning.min_outcomes")?,
                     "explore" => out.explore = number(&value, "learning.explore")?,
                     "learn_from_outcomes" => {
-                        out.learn_from_outcomes = value.extract().map_err(|_| {
-                            type_error("learning.learn_from_outcomes", "a bool", &value)
-                        })?
+                        out.learn_from_outcomes = flag(&value, "learning.learn_from_outcomes")?
                     }
-                    _ => params.set_item(key, value)?,
+                    _ => params.set_item(&key, value)?,
                 }
             }
         }
@@ -257,7 +298,7 @@ pub fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience>
         out.replica_adapt,
     );
     for (key, item) in dict.iter() {
-        let key: String = key.extract()?;
+        let key = text(&key, "resilience key")?.to_owned();
         let field = format!("resilience.{key}");
         let count = |item: &Bound<'_, PyAny>| -> PyResult<u32> {
             Ok(u32::try_from(whole(item, &field)?).unwrap_or(u32::MAX))
@@ -333,10 +374,15 @@ pub fn cost_arg(cost: &Bound<'_, PyDict>) -> PyResult<CostKnob> {
             .ok_or_else(|| InvalidInputError::new_err(format!("cost needs {key:?}")))
     };
     let prices = item("cost_per_1k_tokens")?;
+    let items = prices
+        .try_iter()
+        .map_err(|_| type_error("cost_per_1k_tokens", "a list of numbers", &prices))?;
+    let mut cost_per_1k_tokens = Vec::new();
+    for (index, price) in items.enumerate() {
+        cost_per_1k_tokens.push(number(&price?, &format!("cost_per_1k_tokens[{index}]"))?);
+    }
     Ok(CostKnob {
-        cost_per_1k_tokens: prices
-            .extract()
-            .map_err(|_| type_error("cost_per_1k_tokens", "a list of numbers", &prices))?,
+        cost_per_1k_tokens,
         willingness_to_pay: number(&item("willingness_to_pay")?, "willingness_to_pay")?,
         expected_completion_tokens: number(
             &item("expected_completion_tokens")?,
