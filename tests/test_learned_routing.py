@@ -19,6 +19,7 @@ from zeta_fast import (
     ManualClock,
     PerformanceTracker,
     Router,
+    SnapshotError,
     profile,
 )
 from zeta_fast.cli import main
@@ -204,9 +205,11 @@ def test_learned_state_survives_a_restart(tmp_path: Path) -> None:
     assert not np.allclose(expected, np.zeros_like(expected))
     second.record(again, True, 5.0)
     second.close()
-    # A corrupt file is refused with a clear error, not half-loaded.
+    # A corrupt file (and no good previous one) is refused with a clear
+    # error, not half-loaded.
     saved.write_bytes(b"\x01\x02garbage")
-    with pytest.raises(ConfigError, match="learned state"):
+    saved.with_name(saved.name + ".prev").write_bytes(b"\x01\x02garbage")
+    with pytest.raises(SnapshotError, match="no usable learned state"):
         Router(parse_router_config(raw), tracker=tracker())
 
 

@@ -8,6 +8,7 @@ type checkers read it; each class is documented where it is declared.
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, final
 
 import numpy as np
@@ -47,8 +48,10 @@ __all__ = [
     "__version__",
     "_profile_features",
     "_profile_text",
+    "_read_learned_state",
     "_shutdown",
     "_text_features",
+    "_write_learned_state",
     "profile",
     "request_text",
 ]
@@ -73,7 +76,8 @@ SNAPSHOT_FORMAT_VERSION: int
 """The snapshot file format this build writes and reads."""
 
 def _shutdown() -> None:
-    """Final snapshot of every persisting tracker; registered with ``atexit``."""
+    """Final snapshot of every persisting tracker; registered with ``atexit``.
+    A final save that fails is printed as a ``RuntimeWarning``."""
 
 @final
 class AdaptiveConfig:
@@ -570,7 +574,9 @@ class PerformanceTracker:
     def saver_status(self) -> dict[str, Any] | None:
         """Saves, failures and the last error of the background saver."""
     def close(self) -> None:
-        """Stops the saver after a final snapshot and releases the file; idempotent."""
+        """Stops the saver after a final snapshot and releases the file;
+        idempotent. Raises ``SnapshotError`` when that final save fails (an
+        earlier failure a later save superseded is only in ``saver_status``)."""
     def __enter__(self) -> PerformanceTracker: ...
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> bool: ...
 
@@ -689,6 +695,19 @@ class Features:
 
 def _text_features(text: str, categories: list[str] = ...) -> Features:
     """The features of a text with its categories."""
+
+def _write_learned_state(path: str | os.PathLike[str], data: bytes) -> None:
+    """Writes ``OutcomePredictor.to_bytes()`` output atomically, the previous
+    file kept as ``.prev``; ``SnapshotError`` for bytes that would not load,
+    ``OSError`` when the write fails."""
+
+def _read_learned_state(
+    path: str | os.PathLike[str],
+) -> tuple[bytes, Path, str | None] | None:
+    """The newest good learned state (the file, else its ``.prev``): its
+    bytes, the file it came from, why the newer file was skipped; None when
+    neither exists; ``SnapshotError`` when neither is usable or one is not a
+    regular file."""
 
 @final
 class OutcomePredictor:

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from zeta_fast._core import _read_learned_state, _write_learned_state
 from zeta_fast.alerts.engine import AlertEngine
+from zeta_fast.exceptions import SnapshotWarning
 from zeta_fast.outcome_log import OutcomeLog
 from zeta_fast.outcomes import (
     OutcomeFeed,
@@ -298,40 +300,57 @@ class Runtime:
 
 class LearnedStateSaver:
     """Saves the learned state every ``interval_s`` when it changed, and on
-    ``stop``: written to a temporary file, synced, then renamed over the
-    old one, so a crash leaves the previous state whole."""
+    ``stop``, in the snapshot's format (magic, version, length, CRC-32) and
+    the snapshot's way (a synced temporary file renamed into place, the
+    previous file kept as ``.prev``), so a crash leaves a whole file and a
+    damaged one is refused rather than loaded."""
 
     def __init__(self, predictor: OutcomePredictor, path: Path, interval_s: float) -> None:
         self.predictor = predictor
         self.path = path
         self.interval_s = interval_s
+        #: Why the newest file was skipped by ``load``, if it was.
+        self.restore_warning: str | None = None
         self._saved_updates = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def load(self) -> bool:
-        """Restores a saved state; False when there is none."""
-        if not self.path.exists():
+        """Restores the newest good saved state (the file, else its
+        ``.prev``, with a :class:`SnapshotWarning`); False when there is none.
+
+        Raises:
+            SnapshotError: neither file is usable (each one's problem is
+                named), or one is not a regular file (a named pipe, a folder).
+        """
+        found = _read_learned_state(self.path)
+        if found is None:
             return False
-        self.predictor.restore(self.path.read_bytes())
+        data, source, problem = found
+        if problem is not None:
+            self.restore_warning = (
+                f"{self.path} was unusable ({problem}); "
+                f"restored the previous learned state {source}"
+            )
+            warnings.warn(self.restore_warning, SnapshotWarning, stacklevel=2)
+        self.predictor.restore(data)
         self._saved_updates = self.predictor.updates
         return True
 
     def save(self) -> bool:
-        """Writes the state if it changed since the last save."""
+        """Writes the state if it changed since the last save.
+
+        Raises:
+            OSError: the file could not be written.
+        """
         with self._lock:
             updates = self.predictor.updates
             if updates == self._saved_updates:
                 return False
             data = self.predictor.to_bytes()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            _write_learned_state(self.path, data)
             self._saved_updates = updates
             return True
 

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ZetaError;
+use crate::persistence::{self, FileKind};
 use crate::profile::FEATURE_BITS;
 
 /// Hashed word n-grams: the profiler's own buckets.
@@ -707,22 +708,23 @@ impl OutcomePredictor {
         Ok(others.len())
     }
 
-    /// Decodes [`Self::to_bytes`] output.
+    /// Decodes [`Self::to_bytes`] output, refusing a damaged, truncated,
+    /// unframed or other-version one (see [`LEARNED_STATE`]).
     pub fn decode_state(bytes: &[u8]) -> Result<PredictorState, ZetaError> {
-        postcard::from_bytes(bytes).map_err(|e| ZetaError::InvalidConfig {
-            field: "learned state",
-            expected: "bytes written by to_bytes()",
-            value: e.to_string(),
+        let payload = persistence::unframe(&LEARNED_STATE, bytes)?;
+        postcard::from_bytes(payload).map_err(|e| ZetaError::Snapshot {
+            reason: format!("corrupted learned state payload: {e}"),
         })
     }
 
-    /// The state as bytes (postcard).
+    /// The state as bytes: postcard, framed as [`LEARNED_STATE`].
     pub fn to_bytes(&self) -> Result<Vec<u8>, ZetaError> {
-        postcard::to_stdvec(&self.state()).map_err(|e| ZetaError::InvalidConfig {
+        let payload = postcard::to_stdvec(&self.state()).map_err(|e| ZetaError::InvalidConfig {
             field: "learned state",
             expected: "a state that serialises",
             value: e.to_string(),
-        })
+        })?;
+        Ok(persistence::frame(&LEARNED_STATE, &payload))
     }
 
     /// Restores from [`Self::to_bytes`].
@@ -767,6 +769,17 @@ fn store_pair(c: &Counts, (successes, requests): (u64, u64)) {
 }
 
 const STATE_VERSION: u32 = 1;
+
+/// The learned state's bytes, in a file and between instances: the
+/// snapshot's framing (magic, version, length, CRC-32), so a flipped byte or
+/// a cut file is refused rather than loaded as other weights.
+pub const LEARNED_STATE: FileKind = FileKind {
+    magic: b"ZETALRND",
+    version: STATE_VERSION,
+    name: "learned state",
+    bad_magic_hint: ": another file, or one written before learned states were framed \
+                     (retrain it with `zeta-fast learn`, or delete it to start over)",
+};
 
 /// One model's saved weights and counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,13 +1,13 @@
-//! Never lose what was learned: versioned, checksummed snapshots of a
-//! tracker, written atomically, the last two kept, saved by a background
-//! thread.
+//! Never lose what was learned: versioned, checksummed files written
+//! atomically with the previous one kept (a tracker's snapshot, the learned
+//! router's state), and the background thread that saves a tracker.
 //!
-//! File layout (little-endian): 8-byte magic `ZETAFAST`, u32 format version,
-//! u64 payload length, u32 CRC-32 of the payload, then the payload (the
-//! tracker state in postcard encoding).
+//! File layout (little-endian): an 8-byte magic naming the kind of file
+//! (`ZETAFAST` for a snapshot), u32 format version, u64 payload length, u32
+//! CRC-32 of the payload, then the payload (postcard encoding).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File, FileType, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -16,33 +16,48 @@ use std::time::Duration;
 use crate::errors::ZetaError;
 use crate::tracker::{PerformanceTracker, TrackerState};
 
-const MAGIC: &[u8; 8] = b"ZETAFAST";
 /// Bumped whenever the payload's meaning changes; older files are refused
 /// with a clear error rather than misread.
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
-/// Serialises a state into the file format.
-pub fn encode(state: &TrackerState) -> Result<Vec<u8>, ZetaError> {
-    let payload = postcard::to_stdvec(state).map_err(|err| ZetaError::Snapshot {
-        reason: format!("cannot encode: {err}"),
-    })?;
+/// What a framed file holds: the magic that names it, the version this
+/// build reads and writes, and how messages call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKind {
+    pub magic: &'static [u8; 8],
+    pub version: u32,
+    pub name: &'static str,
+    /// Said after "bad magic bytes": what such a file usually is.
+    pub bad_magic_hint: &'static str,
+}
+
+/// A tracker's snapshot.
+pub const SNAPSHOT: FileKind = FileKind {
+    magic: b"ZETAFAST",
+    version: FORMAT_VERSION,
+    name: "snapshot",
+    bad_magic_hint: "",
+};
+
+/// Frames `payload` as a file of `kind`: header, then the payload.
+pub fn frame(kind: &FileKind, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(kind.magic);
+    bytes.extend_from_slice(&kind.version.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 fn snapshot_error(reason: String) -> ZetaError {
     ZetaError::Snapshot { reason }
 }
 
-/// Parses the file format, telling truncation, corruption and a wrong
-/// version apart.
-pub fn decode(bytes: &[u8]) -> Result<TrackerState, ZetaError> {
+/// The payload of a file of `kind`, telling truncation, corruption, another
+/// kind of file and a wrong version apart.
+pub fn unframe<'a>(kind: &FileKind, bytes: &'a [u8]) -> Result<&'a [u8], ZetaError> {
     let header = bytes.get(..HEADER_LEN).ok_or_else(|| {
         snapshot_error(format!(
             "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
@@ -50,16 +65,18 @@ pub fn decode(bytes: &[u8]) -> Result<TrackerState, ZetaError> {
         ))
     })?;
     let (magic, rest) = header.split_at(8);
-    if magic != MAGIC {
-        return Err(snapshot_error(
-            "not a zeta_fast snapshot (bad magic bytes)".into(),
-        ));
+    if magic != kind.magic {
+        return Err(snapshot_error(format!(
+            "not a zeta_fast {} (bad magic bytes{})",
+            kind.name, kind.bad_magic_hint
+        )));
     }
     let (version, rest) = rest.split_at(4);
     let version = u32::from_le_bytes(version.try_into().unwrap_or_default());
-    if version != FORMAT_VERSION {
+    if version != kind.version {
         return Err(snapshot_error(format!(
-            "format version {version}, this zeta_fast reads version {FORMAT_VERSION}"
+            "format version {version}, this zeta_fast reads version {}",
+            kind.version
         )));
     }
     let (length, checksum) = rest.split_at(8);
@@ -84,10 +101,24 @@ pub fn decode(bytes: &[u8]) -> Result<TrackerState, ZetaError> {
             "corrupted: checksum {actual:08x}, header says {checksum:08x}"
         )));
     }
-    postcard::from_bytes(payload).map_err(|err| snapshot_error(format!("corrupted payload: {err}")))
+    Ok(payload)
 }
 
-/// The previous snapshot is kept beside the current one under this suffix.
+/// Serialises a state into the snapshot format.
+pub fn encode(state: &TrackerState) -> Result<Vec<u8>, ZetaError> {
+    let payload = postcard::to_stdvec(state).map_err(|err| ZetaError::Snapshot {
+        reason: format!("cannot encode: {err}"),
+    })?;
+    Ok(frame(&SNAPSHOT, &payload))
+}
+
+/// Parses the snapshot format.
+pub fn decode(bytes: &[u8]) -> Result<TrackerState, ZetaError> {
+    postcard::from_bytes(unframe(&SNAPSHOT, bytes)?)
+        .map_err(|err| snapshot_error(format!("corrupted payload: {err}")))
+}
+
+/// The previous file is kept beside the current one under this suffix.
 pub fn previous_path(path: &Path) -> PathBuf {
     with_suffix(path, ".prev")
 }
@@ -98,18 +129,88 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+fn describe(file_type: &FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn not_regular(path: &Path, file_type: &FileType) -> String {
+    format!(
+        "{} is {}, not a regular file",
+        path.display(),
+        describe(file_type)
+    )
+}
+
+/// Opens `path` refusing anything but a regular file (a symlink to one is
+/// fine). Checked before opening, for a message that says what it is; then
+/// opened non-blocking, so a named pipe or a device swapped in since answers
+/// at once instead of waiting for a writer, and checked again on the opened
+/// descriptor.
+fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    let refuse = |file_type: &FileType| {
+        io::Error::new(io::ErrorKind::InvalidInput, not_regular(path, file_type))
+    };
+    if let Ok(metadata) = fs::metadata(path) {
+        if !metadata.is_file() {
+            return Err(refuse(&metadata.file_type()));
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // No effect on a regular file's reads and writes.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() {
+        return Err(refuse(&file_type));
+    }
+    Ok(file)
+}
+
 /// Writes `bytes` to `path` so that a crash at any point leaves either the
 /// old file or the new one whole: write a temporary file, fsync it, move the
 /// current file to `.prev`, rename the temporary over `path`, fsync the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+///
+/// One writer per path at a time: the temporary's name is fixed (a crash
+/// leaves one stale file, overwritten next time, not one per writer), so the
+/// caller serialises writers (the [`Saver`] holds a mutex, [`FileLock`] keeps
+/// other processes off the file).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temporary = with_suffix(path, ".tmp");
     {
-        let mut file = File::create(&temporary)?;
+        let mut file = open_regular(
+            &temporary,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
-    if path.exists() {
-        fs::rename(path, previous_path(path))?;
+    match fs::rename(path, previous_path(path)) {
+        // A first save has no current file to keep.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        other => other?,
     }
     fs::rename(&temporary, path)?;
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -119,26 +220,59 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Which file a restore came from, and what was wrong with the newer one.
+/// Which file a load came from, and what was wrong with the newer one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Restored {
-    pub state: TrackerState,
+pub struct Loaded<T> {
+    pub state: T,
     pub path: PathBuf,
     /// Set when the current file was unusable and `.prev` was loaded instead.
     pub fell_back_because: Option<String>,
 }
 
-/// Loads the newest good snapshot: `path`, else `path.prev`. `Ok(None)` when
-/// neither exists (a first start); an error naming both problems when
-/// neither is usable, so nothing is ever silently reset.
-pub fn load(path: &Path) -> Result<Option<Restored>, ZetaError> {
+/// A tracker's restored snapshot.
+pub type Restored = Loaded<TrackerState>;
+
+/// Refuses a path that exists and is no regular file (after symlinks): it
+/// is a mistake in the configuration, not a damaged file to fall back from.
+fn refuse_special(path: &Path, kind: &FileKind) -> Result<(), ZetaError> {
+    match fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => Err(snapshot_error(format!(
+            "{}: refusing to read it as a {}",
+            not_regular(path, &metadata.file_type()),
+            kind.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Loads the newest good file of `kind`: `path`, else `path.prev`, each
+/// checked by `decode`. `Ok(None)` when neither exists (a first start); an
+/// error naming both problems when neither is usable, so nothing is ever
+/// silently reset; an error when either is not a regular file.
+pub fn load_newest<T>(
+    path: &Path,
+    kind: &FileKind,
+    decode: impl Fn(&[u8]) -> Result<T, ZetaError>,
+) -> Result<Option<Loaded<T>>, ZetaError> {
     let previous = previous_path(path);
+    refuse_special(path, kind)?;
+    refuse_special(&previous, kind)?;
     if !path.exists() && !previous.exists() {
         return Ok(None);
     }
-    let current_problem = match read_one(path) {
+    let read = |path: &Path| -> Result<T, String> {
+        let mut bytes = Vec::new();
+        open_regular(path, OpenOptions::new().read(true))
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .map_err(|err| err.to_string())?;
+        decode(&bytes).map_err(|err| match err {
+            ZetaError::Snapshot { reason } => reason,
+            other => other.to_string(),
+        })
+    };
+    let current_problem = match read(path) {
         Ok(state) => {
-            return Ok(Some(Restored {
+            return Ok(Some(Loaded {
                 state,
                 path: path.to_owned(),
                 fell_back_because: None,
@@ -146,26 +280,28 @@ pub fn load(path: &Path) -> Result<Option<Restored>, ZetaError> {
         }
         Err(problem) => problem,
     };
-    match read_one(&previous) {
-        Ok(state) => Ok(Some(Restored {
+    match read(&previous) {
+        Ok(state) => Ok(Some(Loaded {
             state,
             path: previous,
             fell_back_because: Some(current_problem),
         })),
         Err(previous_problem) => Err(snapshot_error(format!(
-            "no usable snapshot: {} ({current_problem}); {} ({previous_problem})",
+            "no usable {}: {} ({current_problem}); {} ({previous_problem})",
+            kind.name,
             path.display(),
             previous.display()
         ))),
     }
 }
 
-fn read_one(path: &Path) -> Result<TrackerState, String> {
-    let bytes = fs::read(path).map_err(|err| err.to_string())?;
-    decode(&bytes).map_err(|err| err.to_string())
+/// Loads the newest good snapshot (see [`load_newest`]).
+pub fn load(path: &Path) -> Result<Option<Restored>, ZetaError> {
+    load_newest(path, &SNAPSHOT, decode)
 }
 
-/// Saves a tracker's state to `path` now.
+/// Saves a tracker's state to `path` now. Not serialised: the [`Saver`]'s
+/// saves are; call this only on a file no saver writes.
 pub fn save(tracker: &PerformanceTracker, path: &Path) -> Result<usize, ZetaError> {
     let bytes = encode(&tracker.state())?;
     write_atomic(path, &bytes)
@@ -178,6 +314,7 @@ pub fn save(tracker: &PerformanceTracker, path: &Path) -> Result<usize, ZetaErro
 pub struct SaverStatus {
     pub saves: u64,
     pub failures: u64,
+    /// The most recent failure's message, kept after later saves succeed.
     pub last_error: Option<String>,
     pub last_bytes: usize,
 }
@@ -185,6 +322,11 @@ pub struct SaverStatus {
 struct Shared {
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Held for a whole save and its status update: one save of the file at
+    /// a time (the background thread's and `save_now`'s share one temporary
+    /// file and the rename of the current one to `.prev`), and the status
+    /// records their outcomes in the order they happened.
+    writing: Mutex<()>,
     status: Mutex<SaverStatus>,
 }
 
@@ -204,10 +346,11 @@ impl Saver {
         tracker: Arc<PerformanceTracker>,
         path: PathBuf,
         interval: Duration,
-    ) -> std::io::Result<Self> {
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            writing: Mutex::new(()),
             status: Mutex::new(SaverStatus::default()),
         });
         let thread_shared = Arc::clone(&shared);
@@ -216,7 +359,7 @@ impl Saver {
         let handle = std::thread::Builder::new()
             .name("zeta-fast-saver".into())
             .spawn(move || loop {
-                let stopped = {
+                {
                     let Ok(guard) = thread_shared.stop.lock() else {
                         return;
                     };
@@ -227,12 +370,13 @@ impl Saver {
                     else {
                         return;
                     };
-                    *guard
-                };
-                Self::save_into(&thread_shared, &thread_tracker, &thread_path);
-                if stopped {
-                    return;
+                    if *guard {
+                        // `stop` makes the final save itself, to report it.
+                        return;
+                    }
                 }
+                // A failure is counted in the status; the thread carries on.
+                let _ = Self::save_with(&thread_shared, &thread_tracker, &thread_path);
             })?;
         Ok(Self {
             shared,
@@ -242,26 +386,19 @@ impl Saver {
         })
     }
 
-    fn save_into(shared: &Shared, tracker: &PerformanceTracker, path: &Path) {
+    fn save_with(
+        shared: &Shared,
+        tracker: &PerformanceTracker,
+        path: &Path,
+    ) -> Result<usize, ZetaError> {
+        // A poisoned lock only means another save panicked: the file is
+        // still written whole or not at all, so carry on.
+        let _writing = shared
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let result = save(tracker, path);
         if let Ok(mut status) = shared.status.lock() {
-            match result {
-                Ok(bytes) => {
-                    status.saves += 1;
-                    status.last_bytes = bytes;
-                }
-                Err(err) => {
-                    status.failures += 1;
-                    status.last_error = Some(err.to_string());
-                }
-            }
-        }
-    }
-
-    /// Saves now, on the caller's thread.
-    pub fn save_now(&self) -> Result<usize, ZetaError> {
-        let result = save(&self.tracker, &self.path);
-        if let Ok(mut status) = self.shared.status.lock() {
             match &result {
                 Ok(bytes) => {
                     status.saves += 1;
@@ -276,6 +413,12 @@ impl Saver {
         result
     }
 
+    /// Saves now, on the caller's thread (never at the same time as the
+    /// background thread).
+    pub fn save_now(&self) -> Result<usize, ZetaError> {
+        Self::save_with(&self.shared, &self.tracker, &self.path)
+    }
+
     /// What the saver has done so far.
     pub fn status(&self) -> SaverStatus {
         self.shared
@@ -285,15 +428,20 @@ impl Saver {
             .unwrap_or_default()
     }
 
-    /// Stops the thread after one final save; idempotent.
-    pub fn stop(&mut self) {
+    /// Stops the thread, then makes the final save on the caller's thread and
+    /// returns its outcome: what a close reports (an earlier failure that a
+    /// later save superseded is only in [`Self::status`]). Idempotent: once
+    /// stopped, nothing more is saved and `Ok(None)` comes back.
+    pub fn stop(&mut self) -> Result<Option<usize>, ZetaError> {
+        let Some(handle) = self.handle.take() else {
+            return Ok(None);
+        };
         if let Ok(mut stop) = self.shared.stop.lock() {
             *stop = true;
         }
         self.shared.wake.notify_all();
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
+        let _ = handle.join();
+        self.save_now().map(Some)
     }
 
     /// The snapshot file.
@@ -304,7 +452,8 @@ impl Saver {
 
 impl Drop for Saver {
     fn drop(&mut self) {
-        self.stop();
+        // Nobody to tell of a failure here; `close` reports it.
+        let _ = self.stop();
     }
 }
 
@@ -319,12 +468,11 @@ impl FileLock {
     /// Takes the lock or says who could not.
     pub fn acquire(path: &Path) -> Result<Self, ZetaError> {
         let lock_path = with_suffix(path, ".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|err| snapshot_error(format!("cannot open {}: {err}", lock_path.display())))?;
+        let file = open_regular(
+            &lock_path,
+            OpenOptions::new().create(true).truncate(false).write(true),
+        )
+        .map_err(|err| snapshot_error(format!("cannot open {}: {err}", lock_path.display())))?;
         #[cfg(unix)]
         {
             use std::os::unix::io::AsRawFd;
@@ -426,6 +574,31 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Polls `condition` until it holds or `within` passes: a state-based
+    /// wait, so a loaded machine (tests in parallel on 2 cores) that runs
+    /// the saver late makes the test slower, not wrong.
+    fn wait_until(within: Duration, condition: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while !condition() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            // A pause between polls, not a wait for the state: frees the core.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    fn lifetime_requests(state: &TrackerState) -> u64 {
+        state
+            .keys
+            .iter()
+            .map(|(_, _, _, w)| {
+                w.slots.iter().map(|(c, _)| c & 0xFFFF_FFFF).sum::<u64>() + w.retired.requests
+            })
+            .sum()
+    }
+
     #[test]
     fn saver_saves_on_interval_and_on_stop() {
         let dir = temp_dir("saver");
@@ -437,26 +610,212 @@ mod tests {
             Duration::from_millis(20),
         )
         .unwrap();
-        // Waits on the state, not a fixed sleep: a loaded machine (tests in
-        // parallel on 2 cores) may run the saver late.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while saver.status().saves < 2 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(saver.status().saves >= 2);
+        assert!(wait_until(Duration::from_secs(30), || saver.status().saves >= 2));
         tracker.record("m", "r", "t", true, 1.0).unwrap();
-        saver.stop();
+        let saves = saver.status().saves;
+        assert!(saver.stop().unwrap().is_some());
+        assert!(saver.status().saves > saves, "stop makes a final save");
+        assert_eq!(saver.stop().unwrap(), None, "a second stop saves nothing");
         let restored = load(&path).unwrap().unwrap();
-        let lifetime: u64 = restored
-            .state
-            .keys
-            .iter()
-            .map(|(_, _, _, w)| {
-                w.slots.iter().map(|(c, _)| c & 0xFFFF_FFFF).sum::<u64>() + w.retired.requests
-            })
-            .sum();
-        assert_eq!(lifetime, 51);
+        assert_eq!(lifetime_requests(&restored.state), 51);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn saves_from_many_threads_racing_the_saver_all_succeed() {
+        let dir = temp_dir("racing");
+        let path = dir.join("state.zfs");
+        let tracker = Arc::new(tracker_with_data());
+        // A 1 ms interval keeps the background thread saving nearly always.
+        let mut saver =
+            Saver::start(Arc::clone(&tracker), path.clone(), Duration::from_millis(1)).unwrap();
+        let (threads, saves_each) = (4, 40);
+        let start = std::sync::Barrier::new(threads);
+        let outcomes: Vec<Result<usize, ZetaError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        (0..saves_each)
+                            .map(|_| {
+                                tracker.record("m", "r", "t", true, 1.0).unwrap();
+                                saver.save_now()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let failed: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} failed: {failed:?}",
+            failed.len(),
+            outcomes.len()
+        );
+        assert!(saver.stop().is_ok());
+        let status = saver.status();
+        assert_eq!(status.failures, 0, "{:?}", status.last_error);
+        assert!(status.saves > (threads * saves_each) as u64);
+        let restored = load(&path).unwrap().unwrap();
+        assert_eq!(restored.fell_back_because, None);
+        assert_eq!(
+            lifetime_requests(&restored.state),
+            50 + (threads * saves_each) as u64
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stop_reports_the_final_save_not_an_earlier_failure() {
+        let dir = temp_dir("stop-reports");
+        let folder = dir.join("state");
+        fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("state.zfs");
+        let tracker = Arc::new(tracker_with_data());
+        let mut saver =
+            Saver::start(Arc::clone(&tracker), path.clone(), Duration::from_millis(2)).unwrap();
+        // A regular file where the folder was: writes fail, for root too.
+        fs::remove_dir_all(&folder).unwrap();
+        fs::write(&folder, b"").unwrap();
+        assert!(wait_until(Duration::from_secs(30), || saver
+            .status()
+            .failures
+            >= 2));
+        let error = saver.status().last_error.unwrap();
+        assert!(
+            error.contains(&format!("cannot write {}", path.display())),
+            "{error}"
+        );
+        assert!(saver.save_now().is_err());
+        // The fault clears: the thread, still alive, saves again.
+        fs::remove_file(&folder).unwrap();
+        fs::create_dir_all(&folder).unwrap();
+        let saves = saver.status().saves;
+        assert!(wait_until(Duration::from_secs(30), || saver.status().saves > saves));
+        assert!(saver.stop().unwrap().is_some());
+        assert!(load(&path).unwrap().is_some());
+
+        // A final save that fails is what stop reports.
+        let mut saver = Saver::start(tracker, path.clone(), Duration::from_secs(3600)).unwrap();
+        fs::remove_dir_all(&folder).unwrap();
+        let error = saver.stop().unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("cannot write {}", path.display())),
+            "{error}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Runs `work` on a thread and gives up waiting after `within`, so a call
+    /// that blocks fails the test instead of hanging it.
+    #[cfg(unix)]
+    fn within<T: Send + 'static>(
+        within: Duration,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = send.send(work());
+        });
+        receive.recv_timeout(within).ok()
+    }
+
+    #[cfg(unix)]
+    fn make_fifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_is_refused_without_blocking() {
+        let dir = temp_dir("fifo");
+        for suffix in ["", ".prev", ".lock", ".tmp"] {
+            let path = dir.join(format!("state{}.zfs", suffix.len()));
+            let pipe = with_suffix(&path, suffix);
+            make_fifo(&pipe);
+            let (error, expected) = match suffix {
+                ".lock" => {
+                    let path = path.clone();
+                    let result = within(Duration::from_secs(30), move || {
+                        FileLock::acquire(&path).err().map(|e| e.to_string())
+                    });
+                    (
+                        result.expect("FileLock::acquire blocked on a named pipe"),
+                        "",
+                    )
+                }
+                ".tmp" => {
+                    let path = path.clone();
+                    let result = within(Duration::from_secs(30), move || {
+                        save(&tracker_with_data(), &path)
+                            .err()
+                            .map(|e| e.to_string())
+                    });
+                    (result.expect("save blocked on a named pipe"), "")
+                }
+                _ => {
+                    let path = path.clone();
+                    let result = within(Duration::from_secs(30), move || {
+                        load(&path).err().map(|e| e.to_string())
+                    });
+                    (
+                        result.expect("load blocked on a named pipe"),
+                        ": refusing to read it as a snapshot",
+                    )
+                }
+            };
+            let error = error.unwrap_or_default();
+            let says = format!(
+                "{} is a named pipe (FIFO), not a regular file{expected}",
+                pipe.display()
+            );
+            assert!(error.contains(&says), "{suffix:?}: {error}");
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_to_a_snapshot_is_followed_and_a_folder_refused() {
+        let dir = temp_dir("links");
+        let real = dir.join("real.zfs");
+        save(&tracker_with_data(), &real).unwrap();
+        let link = dir.join("link.zfs");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(lifetime_requests(&load(&link).unwrap().unwrap().state), 50);
+        let folder = dir.join("folder.zfs");
+        fs::create_dir(&folder).unwrap();
+        let error = load(&folder).unwrap_err().to_string();
+        assert!(
+            error.contains("is a directory, not a regular file"),
+            "{error}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn another_kind_of_framed_file_is_not_a_snapshot() {
+        let other = FileKind {
+            magic: b"SOMEKIND",
+            version: 7,
+            name: "thing",
+            bad_magic_hint: "",
+        };
+        let framed = frame(&other, b"payload");
+        assert_eq!(unframe(&other, &framed).unwrap(), b"payload");
+        let error = decode(&framed).unwrap_err().to_string();
+        assert!(
+            error.contains("not a zeta_fast snapshot (bad magic bytes)"),
+            "{error}"
+        );
     }
 
     #[test]

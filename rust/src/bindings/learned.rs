@@ -1,17 +1,22 @@
 //! The learned router's native half: local text features and the per-model
 //! success predictor, shared with a router core when learning is on.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use numpy::{IntoPyArray, PyArray1};
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::learned::{
-    features, features_from_indices, OutcomePredictor, PredictorParams, SparseFeatures, FEATURE_DIM,
+    features, features_from_indices, OutcomePredictor, PredictorParams, SparseFeatures,
+    FEATURE_DIM, LEARNED_STATE,
 };
+use crate::persistence;
 
 use super::extract::type_error;
+use super::gil::{self, Cost};
 use crate::errors::{float_repr, Position, ZetaError};
 
 /// A sparse feature vector of a request (`FEATURE_DIM` long).
@@ -270,4 +275,45 @@ impl PyOutcomePredictor {
             .map(|(name, per_model)| (name, per_model.into_iter().map(|(_, c)| c).collect()))
             .collect()
     }
+}
+
+/// Writes a learned state (`to_bytes()` output) to `path` the way a snapshot
+/// is written: atomically, the previous file kept as `path.prev`. Bytes that
+/// would not load are refused (SnapshotError); a failed write is an OSError.
+#[pyfunction]
+pub fn _write_learned_state(py: Python<'_>, path: PathBuf, data: &[u8]) -> PyResult<()> {
+    persistence::unframe(&LEARNED_STATE, data)?;
+    gil::run(py, Cost::Blocking, None, || {
+        persistence::write_atomic(&path, data)
+    })
+    .map_err(|err| {
+        PyOSError::new_err(format!(
+            "cannot write the learned state {}: {err}",
+            path.display()
+        ))
+    })
+}
+
+/// A learned state's bytes, the file they came from, and why the newer file
+/// was skipped.
+type FoundState = (Py<PyBytes>, PathBuf, Option<String>);
+
+/// The newest good learned state at `path` (else `path.prev`), as the
+/// snapshot loader finds it: `(data, the file it came from, why the newer
+/// file was skipped)`, None when neither exists, SnapshotError when neither
+/// is usable or either is not a regular file.
+#[pyfunction]
+pub fn _read_learned_state(py: Python<'_>, path: PathBuf) -> PyResult<Option<FoundState>> {
+    let found = gil::run(py, Cost::Blocking, None, || {
+        persistence::load_newest(&path, &LEARNED_STATE, |bytes| {
+            OutcomePredictor::decode_state(bytes).map(|_| bytes.to_vec())
+        })
+    })?;
+    Ok(found.map(|loaded| {
+        (
+            PyBytes::new(py, &loaded.state).unbind(),
+            loaded.path,
+            loaded.fell_back_because,
+        )
+    }))
 }

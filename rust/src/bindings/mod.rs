@@ -51,6 +51,14 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<learned::PyFeatures>()?;
     module.add_class::<learned::PyOutcomePredictor>()?;
     module.add_function(pyo3::wrap_pyfunction!(learned::_text_features, module)?)?;
+    module.add_function(pyo3::wrap_pyfunction!(
+        learned::_write_learned_state,
+        module
+    )?)?;
+    module.add_function(pyo3::wrap_pyfunction!(
+        learned::_read_learned_state,
+        module
+    )?)?;
     module.add(
         "REQUEST_FEATURES",
         pyo3::types::PyTuple::new(module.py(), crate::request_kinds::FEATURES)?,

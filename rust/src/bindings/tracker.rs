@@ -264,7 +264,8 @@ fn live_savers() -> &'static Mutex<Vec<Weak<SharedPersistence>>> {
 }
 
 /// Stops every tracker's saver after a final save: the clean-shutdown hook
-/// `zeta_fast` registers with `atexit`.
+/// `zeta_fast` registers with `atexit`. A final save that fails is printed
+/// as a `RuntimeWarning`.
 #[pyfunction]
 pub fn _shutdown(py: Python<'_>) {
     let savers: Vec<_> = live_savers()
@@ -275,15 +276,32 @@ pub fn _shutdown(py: Python<'_>) {
             alive
         })
         .unwrap_or_default();
-    gil::run(py, Cost::Blocking, None, || {
-        for persistence in savers {
-            if let Ok(mut guard) = persistence.lock() {
-                if let Some(mut p) = guard.take() {
-                    p.saver.stop();
-                }
-            }
-        }
+    let failures: Vec<String> = gil::run(py, Cost::Blocking, None, || {
+        savers
+            .iter()
+            .filter_map(|persistence| persistence.lock().ok()?.take())
+            .filter_map(|mut p| p.saver.stop().err())
+            .map(|err| final_save_failed(err).to_string())
+            .collect()
     });
+    // Nobody is left to catch an exception at exit: a warning is printed.
+    let warning = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+    for message in failures {
+        if let Ok(message) = std::ffi::CString::new(message) {
+            let _ = PyErr::warn(py, &warning, &message, 1);
+        }
+    }
+}
+
+/// The error a close reports when its final save failed.
+fn final_save_failed(err: ZetaError) -> ZetaError {
+    let reason = match err {
+        ZetaError::Snapshot { reason } => reason,
+        other => other.to_string(),
+    };
+    ZetaError::Snapshot {
+        reason: format!("final save failed: {reason}"),
+    }
 }
 
 /// Where snapshots go when no path is given: `$ZETA_FAST_STATE_DIR`, else
@@ -932,14 +950,9 @@ impl PyPerformanceTracker {
             .map_err(|_| saver_lock_poisoned())?
             .take();
         if let Some(mut p) = taken {
-            gil::run(py, Cost::Blocking, None, || p.saver.stop());
-            let status = p.saver.status();
-            if let Some(error) = status.last_error.filter(|_| status.failures > 0) {
-                return Err(ZetaError::Snapshot {
-                    reason: format!("final save failed: {error}"),
-                }
-                .into());
-            }
+            // Only the final save decides: a failure that a later save
+            // superseded is history (saver_status still counts it).
+            gil::run(py, Cost::Blocking, None, || p.saver.stop()).map_err(final_save_failed)?;
         }
         Ok(())
     }
