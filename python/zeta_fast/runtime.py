@@ -38,7 +38,6 @@ from zeta_fast.outcome_log import OutcomeLog
 from zeta_fast.outcomes import (
     OutcomeFeed,
     RecentOutcome,
-    alert_on_outcomes,
     keep_recent,
     log_outcomes,
 )
@@ -130,8 +129,9 @@ class Runtime:
                 [m.id for m in config.models],
                 tracker=tracker,
                 history_path=self.outcome_log.path if self.outcome_log is not None else None,
+                # The core feeds its detectors as it records: no subscriber.
+                watch=core.watch_trends(config.alerts.per_task),
             )
-            feed.subscribe(alert_on_outcomes(self.alerts))
         self.shared: SharedState | None = None
         if shared_client is not None:
             self.shared = self._start_shared(shared_client, predictor)
