@@ -18,7 +18,7 @@ from aiohttp import web
 
 from tests.llamacpp_fixtures import StartReplicas
 from zeta_fast import ManualClock, PerformanceTracker, Router
-from zeta_fast.alerts import Alert, AlertEngine, LatencyDetector, SuccessDetector
+from zeta_fast.alerts import Alert, AlertEngine, LatencyDetector, SuccessDetector, TrendWatch
 from zeta_fast.backends import BackendError
 from zeta_fast.cli import main
 from zeta_fast.config import AlertsSpec, parse_router_config
@@ -40,7 +40,7 @@ def test_no_false_alarm_in_100k_healthy_requests() -> None:
         ok, ms = healthy(rng)
         alarms += [c for c in (success.observe(ok), latency.observe(ms)) if c is not None]
     assert alarms == []
-    with pytest.raises(ValueError, match="need window >= 2"):
+    with pytest.raises(ValueError, match="window must be >= 2 and <= 100000, got 1"):
         SuccessDetector(window=1)
 
 
@@ -324,3 +324,79 @@ def test_real_faults_raise_alerts_within_a_few_requests(
     assert set(rules) == {"failures-rising", "latency-rising"}
     assert rules["failures-rising"] - start_errors <= 30
     assert rules["latency-rising"] - start_slow <= 10
+
+
+def test_a_router_raises_alerts_from_record_alone() -> None:
+    """With the default configuration the core feeds the detectors as it
+    records: no Python subscriber, yet ``router.record()`` alone raises
+    the model's alert when half its requests fail, and a task's alert when
+    only that task's requests fail."""
+
+    def model(model_id: str) -> dict[str, object]:
+        replica = {"id": f"{model_id}-0", "url": "http://127.0.0.1:9"}
+        return {"id": model_id, "capabilities": {"chat": 80, "code": 80}, "replicas": [replica]}
+
+    config = parse_router_config(
+        {
+            "models": [model("a"), model("b")],
+            "dispatch": {"breaker": {"failure_threshold": 1000}, "health": {"enabled": False}},
+        }
+    )
+    router = Router(config, tracker=PerformanceTracker(persist=False))
+    prompts = {"code": "def add(a, b):\n    return a + b", "chat": "Tell me a joke about cats"}
+    rng = random.Random(11)
+
+    def record(model_id: str, task: str, fails: bool) -> list[Alert]:
+        decision = router.route(prompts[task], model=model_id)
+        assert (decision.model_id, decision.task_type) == (model_id, task)
+        ok, ms = healthy(rng)
+        router.record(decision, ok and not fails, ms)
+        assert router.alerts is not None
+        return router.alerts.process()
+
+    try:
+        assert router.alerts is not None
+        assert router.outcomes.subscribers == ()  # nothing in Python hears of an outcome
+        for _ in range(1000):  # ~100 code requests each: past the code detectors' warm-up
+            for model_id in ("a", "b"):
+                assert record(model_id, "code" if rng.random() < 0.1 else "chat", False) == []
+        assert router.alerts.observed == {"a": 1000, "b": 1000}
+        # a: half of every request failing.
+        n, raised = 0, []
+        while not raised and n < 100:
+            n += 1
+            raised = record("a", "chat", rng.random() < 0.5)
+        assert [(a.rule, a.model, a.task, a.kind) for a in raised] == [
+            ("failures-rising", "a", None, "sudden")
+        ]
+        assert n <= 20, n
+        # b: its code requests failing (a tenth of its traffic).
+        code, raised = 0, []
+        while not raised and code < 100:
+            task = "code" if rng.random() < 0.1 else "chat"
+            code += task == "code"
+            raised = record("b", task, task == "code")
+        assert [(a.rule, a.model, a.task) for a in raised] == [("failures-rising", "b", "code")]
+        assert code <= 12, code
+        assert router.alerts.watch.overflowed == 0
+        assert router.alerts.watch.capacity == TrendWatch(["x"]).capacity  # one default
+    finally:
+        router.close()
+
+
+def test_bad_detector_settings_and_observations_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"warmup must be >= 1, got 0"):
+        SuccessDetector(warmup=0)
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\], got 1.5"):
+        LatencyDetector(alpha=1.5)
+    with pytest.raises(ValueError, match=r"sudden_ratio must be finite and > 0, got 0\.0"):
+        LatencyDetector(sudden_ratio=0.0)
+    with pytest.raises(ValueError, match="latency_ms must be finite and >= 0, got nan"):
+        LatencyDetector().observe(math.nan)
+    alerts = engine({"log": False})
+    with pytest.raises(ValueError, match='unknown task "poetry"'):
+        alerts.observe("m", True, 10.0, "poetry")
+    alerts.observe("not-watched", True, 10.0)  # ignored, as before
+    alerts.process()
+    assert alerts.observed == {"m": 0}
+    alerts.close()

@@ -26,8 +26,10 @@ __all__ = [
     "AdaptiveConfig",
     "AdaptiveScorer",
     "CandidatePool",
+    "Change",
     "Decision",
     "Features",
+    "LatencyDetector",
     "LearningSettings",
     "ManualClock",
     "ModelSettings",
@@ -41,9 +43,11 @@ __all__ = [
     "ResilienceSettings",
     "RouterCore",
     "ScoreBreakdown",
+    "SuccessDetector",
     "Task",
     "TrackerKey",
     "TrackerStats",
+    "TrendWatch",
     "WindowConfig",
     "__version__",
     "_profile_features",
@@ -889,6 +893,10 @@ class RouterCore:
     def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
         """Records a decision's outcome and frees its replica slot (once);
         true when the learned router learned it."""
+    def watch_trends(self, per_task: bool = True) -> TrendWatch:
+        """A trend watch over this router's models that the core feeds every
+        recorded outcome about a replica, in Rust (no Python call); each
+        call adds another."""
     def complexity_range(self, model: str, context: str | None = None) -> tuple[float, float]: ...
     def tune_ranges(
         self, min_requests: int = 20, target_success_rate: float = 0.95, step: float = 0.05
@@ -1192,3 +1200,141 @@ class OutcomeLogWriter:
     def pending(self) -> int: ...
     @property
     def last_error(self) -> str | None: ...
+
+@final
+class Change:
+    """A detected change: ``metric`` is ``"success"`` or ``"latency"``,
+    ``kind`` ``"sudden"`` or ``"drift"``; ``value`` is the recent level
+    (failure share, or latency ms) and ``baseline`` the level before.
+
+    Raises:
+        InvalidInputError: an unknown metric or kind.
+    """
+
+    def __new__(cls, metric: str, kind: str, value: float, baseline: float) -> Change: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def baseline(self) -> float: ...
+
+@final
+class SuccessDetector:
+    """Failures of one stream: a sudden jump of their share over the last
+    ``window`` outcomes, or a slow rise (Page-Hinkley), after ``warmup``
+    outcomes (see ``zeta_fast.alerts.detectors``).
+
+    Example:
+        >>> from zeta_fast.alerts import SuccessDetector
+        >>> detector = SuccessDetector()
+        >>> [detector.observe(True) for _ in range(100)].count(None)
+        100
+        >>> change = next(c for _ in range(20) if (c := detector.observe(False)))
+        >>> change.metric, change.kind, change.value, round(change.baseline, 4)
+        ('success', 'sudden', 0.3, 0.004)
+
+    Raises:
+        ConfigError: a setting out of range (``window`` >= 2, ``warmup``
+            >= 1, ``0 < alpha <= 1``, ``threshold`` > 0, finite floats).
+    """
+
+    def __new__(
+        cls,
+        *,
+        window: int = 20,
+        warmup: int = 50,
+        alpha: float = 0.002,
+        sudden_margin: float = 0.25,
+        delta: float = 0.05,
+        threshold: float = 8.0,
+    ) -> SuccessDetector: ...
+    def observe(self, success: bool) -> Change | None:
+        """One outcome: the change it completes, if any."""
+    @property
+    def seen(self) -> int:
+        """Outcomes observed so far."""
+
+@final
+class LatencyDetector:
+    """Latency of one stream on a log scale: a sudden jump of the recent
+    median, or a slow rise (Page-Hinkley on standardised log latency).
+
+    Raises:
+        ConfigError: a setting out of range (as ``SuccessDetector``;
+            ``sudden_sigmas`` >= 0, ``sudden_ratio`` > 0).
+    """
+
+    def __new__(
+        cls,
+        *,
+        window: int = 20,
+        warmup: int = 50,
+        alpha: float = 0.002,
+        sudden_sigmas: float = 4.0,
+        sudden_ratio: float = 1.5,
+        delta: float = 0.5,
+        threshold: float = 25.0,
+    ) -> LatencyDetector: ...
+    def observe(self, latency_ms: float) -> Change | None:
+        """One successful request's latency: the change it completes, if any.
+
+        Raises:
+            InvalidInputError: ``latency_ms`` is negative, NaN or inf.
+        """
+    @property
+    def seen(self) -> int:
+        """Latencies observed so far."""
+
+@final
+class TrendWatch:
+    """The success and latency detectors of every model (and, with
+    ``per_task``, of every model x task type), and the changes they
+    detected, queued for ``take_changes`` (at most ``capacity``; the rest
+    are counted in ``overflowed``). A router's comes from
+    ``RouterCore.watch_trends`` and is fed by its core; one built here is
+    fed by ``observe``.
+
+    Example:
+        >>> from zeta_fast.alerts import TrendWatch
+        >>> watch = TrendWatch(["a"])
+        >>> for i in range(106):
+        ...     watch.observe("a", i < 100, 20.0, "code")
+        >>> [(m, t, c.kind, n) for m, t, c, n in watch.take_changes()]
+        [('a', None, 'sudden', 106), ('a', 'code', 'sudden', 106)]
+
+    Raises:
+        ConfigError: ``capacity`` < 1.
+        InvalidInputError: a model named twice.
+    """
+
+    def __new__(
+        cls, models: Sequence[str], *, per_task: bool = True, capacity: int = 1024
+    ) -> TrendWatch: ...
+    def observe(
+        self, model_id: str, success: bool, latency_ms: float, task: str | None = None
+    ) -> None:
+        """One outcome about the replica (a success, or its fault) of a
+        request of ``task`` type.
+
+        Raises:
+            InvalidInputError: an unknown model or task type, or a latency
+                that is negative, NaN or inf.
+        """
+    def take_changes(self) -> list[tuple[str, str | None, Change, int]]:
+        """The changes detected since the last call, oldest first: (model
+        id, task type or None for the model as a whole, change, the model's
+        outcomes observed when it was detected)."""
+    def observed(self) -> dict[str, int]:
+        """Outcomes observed so far, per model id."""
+    @property
+    def models(self) -> list[str]: ...
+    @property
+    def per_task(self) -> bool: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def overflowed(self) -> int:
+        """Changes dropped because ``capacity`` were already waiting."""

@@ -4,11 +4,12 @@ An outcome is published when the caller records one (``Router.record``),
 when a quality verdict is learned (``Router.feedback``) and for every
 attempt the dispatcher makes; the core has recorded it already. The feed
 hands it to its subscribers, in the order they subscribed: the dashboard's
-recent list and the alert detectors are subscribers (see ``keep_recent``,
-``alert_on_outcomes``); so can be anything else with
-:class:`OutcomeSubscriber`'s signature. The outcome log is not one: the
-core appends to it itself, in Rust (``RouterCore.log_outcomes``). Shared state is
-not one: it publishes the tracker's windows, which the core fills.
+recent list is one (see ``keep_recent``); so can be anything else with
+:class:`OutcomeSubscriber`'s signature. The outcome log and the alert
+detectors are not: the core appends to the log and feeds the detectors
+itself, in Rust (``RouterCore.log_outcomes``, ``RouterCore.watch_trends``).
+Shared state is not one either: it publishes the tracker's windows, which
+the core fills.
 
 An outcome is passed as arguments, not built into an object: on the
 request path building a record (a ``__slots__`` class, a named tuple)
@@ -34,7 +35,6 @@ from zeta_fast._core import OutcomeKind
 
 if TYPE_CHECKING:
     from zeta_fast._core import Decision
-    from zeta_fast.alerts.engine import AlertEngine
 
 #: Outcome kinds that say nothing against a replica: the request's fault,
 #: its kind, a cancelled hedge, our own failure (the core's rule).
@@ -50,7 +50,6 @@ __all__ = [
     "OutcomeFeed",
     "OutcomeSubscriber",
     "RecentOutcome",
-    "alert_on_outcomes",
     "keep_recent",
 ]
 
@@ -167,10 +166,3 @@ def keep_recent(recent: deque[RecentOutcome]) -> OutcomeSubscriber:
             append((time.time(), decision, kind, latency_ms))
 
     return subscriber
-
-
-def alert_on_outcomes(engine: AlertEngine) -> OutcomeSubscriber:
-    """The subscriber that feeds the alert detectors what is about the
-    replica (successes and replica faults, as the windows see them): the
-    engine's own ``on_outcome``, so an outcome costs one call there."""
-    return engine.on_outcome

@@ -2,10 +2,11 @@
 metrics, take a replica slot, and learn from the outcome.
 
 ``Router`` is a facade. The work happens in the Rust core (``RouterCore``),
-which this module builds from a validated ``RouterConfig``; every outcome
-the core records is published to one :class:`~zeta_fast.outcomes.OutcomeFeed`
-(the outcome log, the alerts and the dashboard's recent list subscribe to
-it); and what runs in the background (threads, event loops, dispatchers,
+which this module builds from a validated ``RouterConfig``; the core itself
+appends every outcome it records to the outcome log and feeds the alert
+detectors (in Rust, no Python call), and publishes it to one
+:class:`~zeta_fast.outcomes.OutcomeFeed` for Python subscribers (the
+dashboard's recent list); and what runs in the background (threads, event loops, dispatchers,
 health checks, shared state) is the :class:`~zeta_fast.runtime.Runtime`'s.
 """
 
@@ -172,8 +173,9 @@ class Router:
         #: The learned router's predictor, shared with the core (None when
         #: ``learning.enabled`` is off).
         self.predictor = OutcomePredictor._wrap(native) if native is not None else None
-        #: Where every outcome goes once the core has it: the outcome log,
-        #: the alerts and the recent list subscribe to it; so can others.
+        #: Where every outcome goes once the core has it, for Python
+        #: subscribers: the recent list, and anyone else (the outcome log
+        #: and the alerts are fed by the core itself, in Rust).
         self.outcomes = OutcomeFeed()
         self._runtime = Runtime(
             self.config, self.tracker, self._core, self.predictor, self.outcomes, shared_client

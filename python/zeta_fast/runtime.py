@@ -4,9 +4,10 @@ A :class:`Runtime` belongs to one ``Router`` and owns, in the order they
 start:
 
 - the learned state's saver thread (learning on, with a file to save to);
-- the outcome log (its writer thread) and the alert engine (the shared
-  alert thread), both subscribed to the router's :class:`OutcomeFeed`, and
-  the recent list the dashboard shows (subscribed with the first dispatcher);
+- the outcome log (its Rust writer thread) and the alert engine (the shared
+  alert thread), both fed by the core itself as it records an outcome (no
+  Python call), and the recent list the dashboard shows (subscribed to the
+  router's :class:`OutcomeFeed` with the first dispatcher);
 - the shared-state thread (``shared_state.enabled``), which also shares
   the learned state and decides which instance raises an alert;
 - on demand: one :class:`~zeta_fast.dispatch.Dispatcher` per event loop
@@ -40,7 +41,6 @@ from zeta_fast.outcome_log import OutcomeLog
 from zeta_fast.outcomes import (
     OutcomeFeed,
     RecentOutcome,
-    alert_on_outcomes,
     keep_recent,
 )
 
@@ -97,8 +97,8 @@ class Runtime:
         tracker: the router's tracker.
         core: the router's native core.
         predictor: the learned router's predictor (None: learning off).
-        feed: the router's outcome feed; the log, the alerts and the recent
-            list subscribe to it here.
+        feed: the router's outcome feed; the recent list subscribes to it
+            here (the log and the alerts are fed by the core).
         shared_client: the Redis client from ``connect_shared`` (None: off).
     """
 
@@ -132,8 +132,9 @@ class Runtime:
                 [m.id for m in config.models],
                 tracker=tracker,
                 history_path=self.outcome_log.path if self.outcome_log is not None else None,
+                # The core feeds its detectors as it records: no subscriber.
+                watch=core.watch_trends(config.alerts.per_task),
             )
-            feed.subscribe(alert_on_outcomes(self.alerts))
         self.shared: SharedState | None = None
         if shared_client is not None:
             self.shared = self._start_shared(shared_client, predictor)

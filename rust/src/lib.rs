@@ -28,6 +28,7 @@ pub mod scoring;
 pub mod shared;
 pub mod sync;
 pub mod tracker;
+pub mod trends;
 pub mod window;
 
 #[cfg(feature = "python")]

@@ -6,7 +6,7 @@ warning, 5-minute cool-down, logged); add a webhook or threshold rules
 there, or Python callbacks with ``router.alerts.sinks.append(fn)``.
 """
 
-from zeta_fast.alerts.detectors import Change, LatencyDetector, SuccessDetector
+from zeta_fast.alerts.detectors import Change, LatencyDetector, SuccessDetector, TrendWatch
 from zeta_fast.alerts.engine import AlertEngine, read_history
 from zeta_fast.alerts.sinks import Alert, LogSink, WebhookSink
 
@@ -17,6 +17,7 @@ __all__ = [
     "LatencyDetector",
     "LogSink",
     "SuccessDetector",
+    "TrendWatch",
     "WebhookSink",
     "read_history",
 ]

@@ -1,10 +1,13 @@
-"""The alert engine: detectors per model, rules, cool-downs, sinks, history.
+"""The alert engine: rules, cool-downs, sinks and history over the trend
+detectors' changes.
 
-``observe(model, success, latency_ms, task)`` is all the request path does:
-an append to a deque. One background thread for all engines (or
-``process()`` when called) feeds each model's success and latency
-detectors (:mod:`.detectors`), and each model x task type's (``per_task``),
-turns their changes into alerts through the trend rules, checks the
+The detectors run in Rust (:mod:`.detectors`): each model's success and
+latency detectors, and each model x task type's (``per_task``), in a
+:class:`~zeta_fast._core.TrendWatch` that a router's core feeds as it
+records each outcome, with no Python call on the request path (an engine
+without a router builds its own watch, fed by ``observe``). One background
+thread for all engines (or ``process()`` when called) takes the changes
+they queued and turns them into alerts through the trend rules, checks the
 threshold rules against the tracker's windows once a second, and sends
 what fires to the sinks unless the same rule fired for the same model
 within its cool-down. Alerts are kept in an ``alerts`` table (SQLite, the
@@ -19,16 +22,12 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from zeta_fast._core import Decision
+from typing import Any
 
 from zeta_fast._core import PerformanceTracker
-from zeta_fast.alerts.detectors import Change, LatencyDetector, SuccessDetector
+from zeta_fast.alerts.detectors import Change, TrendWatch
 from zeta_fast.alerts.sinks import Alert, LogSink, Sink, WebhookSink
 from zeta_fast.config import AlertRuleSpec, AlertsSpec
 
@@ -67,6 +66,9 @@ class AlertEngine:
         callbacks: extra sinks, called with each :class:`Alert`.
         start: be processed by the shared background thread every 0.1 s
             (else call ``process()``).
+        watch: the detectors, e.g. a router's (``RouterCore.watch_trends``),
+            which its core feeds; None: a watch of ``models`` of its own,
+            fed by ``observe``.
     """
 
     def __init__(
@@ -79,17 +81,13 @@ class AlertEngine:
         callbacks: Iterable[Sink] = (),
         start: bool = True,
         clock: Callable[[], float] = time.time,
+        watch: TrendWatch | None = None,
     ) -> None:
         self.spec = spec
         self.models = list(models)
         self.tracker = tracker
         self.clock = clock
-        self._success = {m: SuccessDetector() for m in self.models}
-        self._latency = {m: LatencyDetector() for m in self.models}
-        # Per (model, task type), made on a task's first outcome.
-        self._task_success: dict[tuple[str, str], SuccessDetector] = {}
-        self._task_latency: dict[tuple[str, str], LatencyDetector] = {}
-        self._pending: deque[tuple[str, bool, float, str | None]] = deque()
+        self.watch = watch if watch is not None else TrendWatch(self.models, per_task=spec.per_task)
         self._last_fired: dict[tuple[str, str, str | None], float] = {}
         self._next_threshold_check = 0.0
         self.sinks: list[Sink] = list(callbacks)
@@ -101,7 +99,9 @@ class AlertEngine:
         self.fired: list[Alert] = []
         #: Errors raised by sinks (the others still ran).
         self.sink_errors: list[str] = []
-        #: Outcomes seen per model (for "alert within N requests" figures).
+        #: Outcomes seen per model (for "alert within N requests" figures):
+        #: as of ``process()``, and while a trend alert is raised, as of the
+        #: outcome that completed its change.
         self.observed: dict[str, int] = dict.fromkeys(self.models, 0)
         self.history_path = Path(history_path) if history_path is not None else None
         if self.history_path is not None:
@@ -124,71 +124,34 @@ class AlertEngine:
     def observe(
         self, model: str, success: bool, latency_ms: float, task: str | None = None
     ) -> None:
-        """Queues one outcome (replica faults and successes; not client
-        errors) of a request of ``task`` type."""
-        self._pending.append((model, success, latency_ms, task))
+        """Feeds one outcome (replica faults and successes; not client
+        errors) of a request of ``task`` type to the detectors (a router's
+        core does this itself for every outcome it records); a model the
+        engine does not watch is ignored.
 
-    def on_outcome(
-        self,
-        decision: Decision,
-        kind: str,
-        latency_ms: float,
-        learned: bool | None = None,
-        ttft_ms: float | None = None,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        dispatched: bool = False,
-        about_replica: bool = True,
-    ) -> None:
-        """An outcome feed's subscriber (``zeta_fast.outcomes``): queues what
-        is about the replica, as ``observe`` does, in one call."""
-        if about_replica:
-            self._pending.append(
-                (decision.model_id, kind == "success", latency_ms, decision.task_type)
-            )
+        Raises:
+            InvalidInputError: an unknown task type, or a latency that is
+                not finite and >= 0.
+        """
+        if model in self.observed:
+            self.watch.observe(model, success, latency_ms, task)
 
     # -- processing ------------------------------------------------------------
 
     def process(self) -> list[Alert]:
-        """Handles every queued outcome and the threshold rules; returns
-        the alerts raised."""
+        """Turns the changes detected since the last call into alerts and
+        checks the threshold rules; returns the alerts raised."""
         with self._lock:
             raised: list[Alert] = []
-            pending = self._pending
-            for _ in range(len(pending)):
-                model, success, latency, task = pending.popleft()
-                if model not in self._success:
-                    continue
-                self.observed[model] += 1
-                raised += self._feed(model, None, success, latency)
-                if task is not None and self.spec.per_task:
-                    raised += self._feed(model, task, success, latency)
+            for model, task, change, observed in self.watch.take_changes():
+                self.observed[model] = observed
+                raised += self._trend(model, change, task)
+            self.observed.update(self.watch.observed())
             now = self.clock()
             if self.tracker is not None and now >= self._next_threshold_check:
                 self._next_threshold_check = now + 1.0
                 raised += self._thresholds()
             return raised
-
-    def _feed(self, model: str, task: str | None, success: bool, latency: float) -> list[Alert]:
-        if task is None:
-            success_detector, latency_detector = self._success[model], self._latency[model]
-        else:
-            key = (model, task)
-            success_detector = self._task_success.get(key) or self._task_success.setdefault(
-                key, SuccessDetector()
-            )
-            latency_detector = self._task_latency.get(key) or self._task_latency.setdefault(
-                key, LatencyDetector()
-            )
-        raised = []
-        change = success_detector.observe(success)
-        if change is not None:
-            raised += self._trend(model, change, task)
-        if success:
-            change = latency_detector.observe(latency)
-            if change is not None:
-                raised += self._trend(model, change, task)
-        return raised
 
     def _trend(self, model: str, change: Change, task: str | None = None) -> list[Alert]:
         raised = []

@@ -15,6 +15,7 @@ mod request_text;
 mod router;
 mod scorer;
 mod tracker;
+mod trends;
 
 use pyo3::prelude::*;
 
@@ -39,6 +40,10 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<router::PyModelSettings>()?;
     module.add_class::<router::PyResilience>()?;
     module.add_class::<router::PyLearningSettings>()?;
+    module.add_class::<trends::PyChange>()?;
+    module.add_class::<trends::PySuccessDetector>()?;
+    module.add_class::<trends::PyLatencyDetector>()?;
+    module.add_class::<trends::PyTrendWatch>()?;
     module.add_class::<kinds::PyTask>()?;
     module.add_class::<kinds::PyOutcomeKind>()?;
     module.add_function(pyo3::wrap_pyfunction!(profile::_profile_text, module)?)?;

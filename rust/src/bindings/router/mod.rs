@@ -34,6 +34,7 @@ use super::profile::{profile_keeping_buckets, profile_text, PyRequestProfile};
 use super::request_text::request_text;
 use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
+use super::trends::PyTrendWatch;
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::learned::features_with_words;
 use crate::learned_capability::{LearnedRequest, RequestView};
@@ -43,6 +44,7 @@ use crate::policies::model_ordering;
 use crate::request_kinds::{feature_bit, FEATURES};
 use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning, TASKS};
 use crate::scoring::AdaptiveScorer;
+use crate::trends::{TrendWatch, DEFAULT_CAPACITY};
 
 /// The native router: models, replica slots, tracker and scorer.
 #[pyclass(name = "RouterCore", module = "zeta_fast._core", frozen)]
@@ -498,6 +500,17 @@ impl PyRouterCore {
     /// ``OutcomeLogWriter``), in Rust; None detaches the log.
     fn log_outcomes(&self, writer: Option<PyRef<'_, PyOutcomeLogWriter>>) {
         self.outcome_log.store(writer.map(|w| Arc::clone(&w.inner)));
+    }
+
+    /// A trend watch over this router's models, which the core feeds every
+    /// recorded outcome about a replica in Rust (no Python call); each call
+    /// adds another.
+    #[pyo3(signature = (per_task = true))]
+    fn watch_trends(&self, py: Python<'_>, per_task: bool) -> PyResult<PyTrendWatch> {
+        let models = self.inner.models().len();
+        let watch = Arc::new(TrendWatch::new(models, per_task, DEFAULT_CAPACITY)?);
+        self.inner.add_sink(watch.clone());
+        Ok(PyTrendWatch::wrap(py, watch, &self.model_names))
     }
 
     /// Gives a decision's replica slot back without recording an outcome
