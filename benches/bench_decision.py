@@ -12,12 +12,17 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from benches.contenders import decision_contenders
 
 CASES = [(n, name) for n in (8, 64) for name in decision_contenders(n)]
+#: The contender every other one must agree with: the plain loop of tests/reference.py.
+REFERENCE = "pure Python, tuned loop (lists)"
 
 
 @pytest.mark.parametrize(("n", "contender"), CASES)
 def bench_best(benchmark: BenchmarkFixture, n: int, contender: str) -> None:
     benchmark.group = f"best over {n} candidates"
     benchmark.name = contender
-    fn, args = decision_contenders(n)[contender]
+    contenders = decision_contenders(n)
+    fn, args = contenders[contender]
     result = benchmark(fn, *args)
-    assert isinstance(result, int)
+    reference_fn, reference_args = contenders[REFERENCE]
+    # Every contender sees the same candidates, so they must pick the same one.
+    assert result == reference_fn(*reference_args)

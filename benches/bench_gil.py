@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
+from tests import reference
 
 from benches.contenders import make_inputs
 from zeta_fast import AdaptiveScorer
@@ -27,18 +30,23 @@ def bench_release_cost(benchmark: BenchmarkFixture, n: int, release: bool) -> No
     benchmark.group = f"GIL release cost at {n:,}"
     benchmark.name = "released" if release else "held"
     result = benchmark(lambda: scorer.score_many(*args, release_gil=release))
-    assert result.shape == (n,)
+    # Held or released, the scores are the formula's.
+    np.testing.assert_allclose(result, reference.score_numpy(*args), atol=1e-9)
 
 
-def _two_threads(release: bool, args: tuple[object, ...]) -> None:
-    threads = [
-        threading.Thread(target=lambda: scorer.score_many(*args, release_gil=release))
-        for _ in range(2)
-    ]
+def _two_threads(release: bool, args: tuple[object, ...]) -> list[npt.NDArray[np.float64]]:
+    """Both threads' scores, kept so that the bench can check them untimed."""
+    scores: list[npt.NDArray[np.float64]] = []
+
+    def score() -> None:
+        scores.append(scorer.score_many(*args, release_gil=release))
+
+    threads = [threading.Thread(target=score) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return scores
 
 
 @pytest.mark.parametrize("release", [False, True])
@@ -47,4 +55,8 @@ def bench_two_threads(benchmark: BenchmarkFixture, release: bool) -> None:
     args = (data.capability, data.success_rate, data.avg_latency_ms, data.requests)
     benchmark.group = "2 threads x 1M candidates"
     benchmark.name = "released" if release else "held"
-    benchmark(_two_threads, release, args)
+    scores = benchmark(_two_threads, release, args)
+    expected = reference.score_numpy(*args)
+    assert len(scores) == 2
+    for thread_scores in scores:
+        np.testing.assert_allclose(thread_scores, expected, atol=1e-9)

@@ -2,7 +2,8 @@
 from a gateway in front of real llama.cpp replicas; the rendered values are
 read back and checked against the tracker; screenshots are written to
 test-artifacts/; then a replica is slowed and the page must show its
-model's latency penalty (and the alert) within 2 s of the router applying it."""
+model's latency penalty (and the alert) on its first poll after the router
+applies it (the page polls every 500 ms)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.cdp import Browser
 from tests.llamacpp_fixtures import StartReplicas
+from tests.waiting import wait_until_async
 from zeta_fast import PerformanceTracker, Router, profile
 from zeta_fast.config import parse_router_config
 from zeta_fast.gateway import RunningGateway, hash_key, start
@@ -76,17 +77,28 @@ async def traffic(
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-async def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
-    """Polls ``predicate`` (sync or async) until true; the time it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return time.monotonic()
-        await asyncio.sleep(step)
-    raise AssertionError(f"not true within {timeout} s")
+async def page_data_time(browser: Browser) -> float:
+    """When the server produced the data the page shows (its ``ts``)."""
+    shown = await browser.evaluate("document.getElementById('updated').dataset.v || '0'")
+    return float(shown)
+
+
+async def next_poll_after(browser: Browser, moment: float) -> None:
+    """Waits until the page shows data read wholly after ``moment`` (server
+    clock): the poll whose data was stamped after it may have read some of
+    it before, so the poll after that one, which the page only sends once
+    that one is shown."""
+    first: list[float] = []
+
+    async def stamped_after(since: float) -> bool:
+        shown = await page_data_time(browser)
+        if shown > since:
+            first.append(shown)
+            return True
+        return False
+
+    await wait_until_async(lambda: stamped_after(moment), interval_s=0.05)
+    await wait_until_async(lambda: stamped_after(first[0]), interval_s=0.05)
 
 
 def close(shown: str, expected: float | None) -> bool:
@@ -102,9 +114,8 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
     proxy = FaultProxy("127.0.0.1", slow.port).start()
     router = dashboard_router([fast_a.url, fast_b.url], proxy.url)
 
-    async def scenario() -> dict[str, float]:
+    async def scenario() -> None:
         running: RunningGateway = await start(router, port=0)
-        figures: dict[str, float] = {}
         try:
             async with aiohttp.ClientSession() as session, Browser() as browser:
                 url = running.url
@@ -118,13 +129,13 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
                 await asyncio.gather(*(send(session, url) for _ in range(30)))
                 await asyncio.gather(*(send(session, url, "slowpoke") for _ in range(12)))
                 await browser.goto(f"{url}/dashboard#key={KEY}")
-                await wait_for(
+                await wait_until_async(
                     lambda: browser.evaluate(
                         "document.querySelectorAll('#models tbody tr').length === 2"
                     ),
-                    10,
+                    interval_s=0.05,
                 )
-                await asyncio.sleep(1.2)  # two polls after the last request
+                await next_poll_after(browser, time.time())  # after the last request
                 shown = await browser.values()
                 for model in ("fast", "slowpoke"):
                     stats = router.tracker.stats(model)
@@ -169,22 +180,20 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
                     return f"penalty:slowpoke:{TASK}:high_latency" in values
 
                 try:
-                    applied = await wait_for(penalised, 30)
-                    on_page = await wait_for(shown_penalty, 5, step=0.1)
-                    figures["penalty_shown_after_s"] = on_page - applied
-                    assert router.alerts is not None
-                    fired = await wait_for(
-                        lambda: any(a.model == "slowpoke" for a in router.alerts.fired), 30
-                    )  # type: ignore[union-attr]
-                    alert_on_page = await wait_for(
-                        lambda: browser.evaluate(
-                            "document.querySelectorAll("
-                            "'[data-k^=\"alert-open:slowpoke:\"]').length > 0"
-                        ),
-                        5,
-                        step=0.1,
+                    await wait_until_async(penalised, 30, interval_s=0.05)
+                    await next_poll_after(browser, time.time())
+                    assert await shown_penalty()
+                    alerts = router.alerts
+                    assert alerts is not None
+                    await wait_until_async(
+                        lambda: any(a.model == "slowpoke" for a in alerts.fired),
+                        30,
+                        interval_s=0.05,
                     )
-                    figures["alert_shown_after_s"] = alert_on_page - fired
+                    await next_poll_after(browser, time.time())
+                    assert await browser.evaluate(
+                        "document.querySelectorAll('[data-k^=\"alert-open:slowpoke:\"]').length > 0"
+                    )
                     reason = await browser.evaluate(
                         f"document.querySelector('[data-k=\"penalty:slowpoke:{TASK}:high_latency\"]').textContent"
                     )
@@ -198,12 +207,8 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
         finally:
             await running.stop()
             proxy.stop()
-        return figures
 
-    figures = asyncio.run(scenario())
-    assert figures["penalty_shown_after_s"] <= 2.0, figures
-    assert figures["alert_shown_after_s"] <= 2.0, figures
-    print(figures)
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("path", ["/dashboard/static/nope.js", "/dashboard/static/..%2Fviews.py"])
@@ -313,11 +318,11 @@ def test_report_of_a_real_run(llamacpp_replicas: StartReplicas, tmp_path: Path) 
     async def render() -> dict[str, str]:
         async with Browser() as browser:
             await browser.goto((out / "report.html").as_uri())
-            await wait_for(
+            await wait_until_async(
                 lambda: browser.evaluate(
                     "document.getElementById('status')?.textContent === 'report'"
                 ),
-                10,
+                interval_s=0.05,
             )
             shown = await browser.values()
             await browser.screenshot(ARTIFACTS / "report.png")

@@ -30,38 +30,55 @@ def test_the_prompt_sample_is_shipped_licensed_and_mixed() -> None:
 def test_demo_adapts_to_a_slowed_and_a_killed_replica(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Only what the scenario decides is asserted, not how fast this machine
+    serves: the demo's latency bar (60 ms) is absolute, so on a slow or busy
+    machine the whole large model may cross it and lose its traffic, so a
+    replica's share of traffic, or how soon the router reacts, would measure
+    the machine; the directions of change and the end states do not."""
     out = tmp_path / "demo"
     status = main(["demo", "--duration", "12", "--rate", "40", "--out", str(out), "--quiet"])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "what the router did" in printed
     report = json.loads((out / "report.json").read_text())
+    # Open loop: every request of the 12 s at 40 per second was sent and answered.
     assert report["requests"] == 480
+    # Retries hide the kill; only a stream already cut by it cannot be retried.
     assert report["client_success_rate"] >= 0.99, report["client_errors"]
+    samples = json.loads((out / "samples.json").read_text())
+    assert len(samples) >= 20
+    assert "reasoner-large/reasoning" in samples[-1]["scores"]
+    fault_at = next(t for t, text in report["events"] if text.startswith("fault:"))
+
+    # The killed replica: never answers again, is passed over, then marked down
+    # by the health checks (it stays dead), and from then on gets no request.
+    killed = report["killed_replica"]
+    assert killed["answers_after_kill"] == 0
+    assert killed["avoided_after_s"] is not None
+    replica = killed["replica"]
+    after_kill = [s for s in samples if s["t"] >= fault_at]
+    down = [i for i, s in enumerate(after_kill) if not s["healthy"][replica]]
+    assert down, "the health checks never marked the killed replica down"
+    assert all(not s["healthy"][replica] for s in after_kill[down[0] :])
+    assert all(s["in_flight"][replica] == 0 for s in after_kill[down[0] :])
+
+    # The slowed replica loses traffic: passed over beside its twin, or its
+    # whole model's traffic moves away (where the large model is slow already,
+    # the absolute latency bar moved most of it in the healthy phase); either
+    # way its share of all answers falls. It answered in the healthy phase:
+    # the first requests of a window are routed by capability alone.
     phases = report["phases"]
-    # Slowed by 300 ms, the replica loses most of its traffic: the router
-    # passes it over within its model, or moves the model's traffic away
-    # (on a slower machine the whole large model crosses the latency bar),
-    # so its share of all answers is what is judged; the share within its
-    # model rests on a handful of answers then. Its recovery takes longer
-    # than this short run's 3 s healed phase (the window is 10 s): the full
-    # demo shows it, and tests/test_dispatch_real.py checks it request by request.
-    assert phases["healthy"]["slowed_replica_share_of_its_model"] > 0.2
 
     def share_of_all(phase: str) -> float:
         answered = phases[phase]["by_replica"].get("reasoner-large-a", 0)
         return float(answered) / phases[phase]["requests"]
 
-    assert share_of_all("healthy") > 0.02
+    assert share_of_all("healthy") > 0, phases
     assert share_of_all("fault") < 0.6 * share_of_all("healthy"), phases
-    killed = report["killed_replica"]
-    assert killed["answers_after_kill"] == 0
-    # Passed over (its recent failures, its breaker or its health check: whichever first).
-    assert killed["avoided_after_s"] is not None
-    assert killed["avoided_after_s"] < 3.0
-    assert set(phases["healthy"]["by_model"]) == {"coder-small", "embedder", "reasoner-large"}
+    assert set(phases["healthy"]["by_model"]) == {
+        "coder-small",
+        "embedder",
+        "reasoner-large",
+    }
     for name in ("traffic.png", "scores.png"):
         assert (out / name).read_bytes()[:8] == PNG
-    samples = json.loads((out / "samples.json").read_text())
-    assert len(samples) >= 20
-    assert "reasoner-large/reasoning" in samples[-1]["scores"]

@@ -5,7 +5,6 @@ backends issue (killed, down, hung, busy, slowed, resets, 429, 503)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.llamacpp_fixtures import EMBEDDING_DIM, StartReplicas, TinyModels
+from tests.waiting import wait_until, wait_until_async
 from zeta_fast import AdaptiveScorer, PerformanceTracker, Router
 from zeta_fast.backends import BackendStatusError, BackendUnavailable, ContextLengthExceeded
 from zeta_fast.config import parse_router_config
@@ -153,15 +153,14 @@ def test_a_prompt_too_long_falls_back_to_a_longer_context(
 
 async def _load(
     router: Router, total: int, concurrency: int, *, max_tokens: int = 8, on: Any = None
-) -> tuple[int, list[str], list[float]]:
+) -> tuple[int, list[str]]:
     """Sends ``total`` chats ``concurrency`` at a time; returns (successes,
-    models/replicas used, latencies). ``on(i)`` runs before request i."""
+    replicas used). ``on(i)`` runs before request i."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
     ok = 0
     used: list[str] = []
-    latencies: list[float] = []
     errors: Counter[str] = Counter()
 
     async def worker() -> None:
@@ -170,7 +169,6 @@ async def _load(
             i = queue.get_nowait()
             if on is not None:
                 on(i)
-            start = time.perf_counter()
             try:
                 answer = await router.chat(HELLO, max_tokens=max_tokens)
             except Exception as exc:
@@ -178,13 +176,12 @@ async def _load(
                 continue
             ok += 1
             used.append(answer.decision.replica_id)
-            latencies.append(time.perf_counter() - start)
 
     # Nothing may hang: the whole load has a hard bound.
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), 120)
     LAST_ERRORS.clear()
     LAST_ERRORS.update(errors)
-    return ok, used, latencies
+    return ok, used
 
 
 def test_a_replica_killed_mid_load_costs_almost_nothing(
@@ -200,11 +197,11 @@ def test_a_replica_killed_mid_load_costs_almost_nothing(
         if i == 500:
             b.kill()
 
-    async def main() -> tuple[int, list[str], list[float]]:
+    async def main() -> tuple[int, list[str]]:
         async with router:
             return await _load(router, 2000, 16, max_tokens=4, on=fault)
 
-    ok, used, _ = asyncio.run(main())
+    ok, used = asyncio.run(main())
     assert ok / 2000 >= 0.999, ok
     after = Counter(used[600:])
     assert after["coder-1"] == 0, "the dead replica's breaker keeps traffic off it"
@@ -218,11 +215,11 @@ def test_a_replica_down_from_the_start(llamacpp_replicas: StartReplicas) -> None
     dead = "http://127.0.0.1:9"  # discard port: nothing listens
     router = make_router([model("coder", [dead, alive.url])])
 
-    async def main() -> tuple[int, list[str], list[float]]:
+    async def main() -> tuple[int, list[str]]:
         async with router:
             return await _load(router, 200, 4)
 
-    ok, used, _ = asyncio.run(main())
+    ok, used = asyncio.run(main())
     assert ok == 200
     assert set(used) == {"coder-1"}
     status = {r.replica_id: r for r in router._core.replica_status("coder")}
@@ -242,17 +239,11 @@ def test_health_checks_mark_a_dead_replica_down_and_up_again(
     monitor = router.start_health()
     try:
         b.kill()
-        deadline = time.monotonic() + 5
-        while monitor.replicas["coder", "coder-1"].healthy and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not monitor.replicas["coder", "coder-1"].healthy
+        wait_until(lambda: not monitor.replicas["coder", "coder-1"].healthy)
         picks = {router.route(HELLO[0]["content"]).replica_id for _ in range(20)}
         assert picks == {"coder-0"}
         b.restart()
-        deadline = time.monotonic() + 5
-        while not monitor.replicas["coder", "coder-1"].healthy and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert monitor.replicas["coder", "coder-1"].healthy
+        wait_until(lambda: monitor.replicas["coder", "coder-1"].healthy)
     finally:
         router.close()
 
@@ -268,20 +259,26 @@ def test_a_hung_replica_times_out_and_recovers(llamacpp_replicas: StartReplicas)
         },
     )
 
-    async def main() -> tuple[int, list[str], list[float]]:
+    def hung() -> Any:
+        return router.core.replica_status("coder")[0]
+
+    async def main() -> tuple[int, list[str]]:
         async with router:
             a.pause()
             try:
-                result = await _load(router, 100, 4)
+                ok_while_hung, _ = await _load(router, 100, 4)
             finally:
                 a.resume()
-            await asyncio.sleep(0.6)  # past the cool-down: a probe goes
-            after = await _load(router, 100, 4)
-            return result[0] + after[0], after[1], result[2]
+            # Past the cool-down: the breaker lets a probe go.
+            await wait_until_async(lambda: hung().breaker_admits_in_ms == 0)
+            ok_after, used_after = await _load(router, 100, 4)
+            return ok_while_hung + ok_after, used_after
 
-    ok, used_after, latencies = asyncio.run(main())
+    ok, used_after = asyncio.run(main())
+    # Every request was answered, though the paused replica never answered:
+    # its first-byte timeout fired and the request was retried elsewhere.
     assert ok == 200
-    assert max(latencies) < 2.0, "no request waits past the first-byte timeout plus a retry"
+    assert hung().outcomes["timeout"] >= 1
     assert "coder-0" in used_after, "the resumed replica serves again"
 
 
@@ -308,13 +305,8 @@ def test_a_busy_replica_is_seen_through_its_own_metrics(
     async def main() -> dict[str, Any]:
         task = asyncio.ensure_future(flood())
         monitor = router.start_health()
-        deadline = time.monotonic() + 5
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = router._core.replica_status("coder")[0]
-            if status.engine_waiting > 0:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: router._core.replica_status("coder")[0].engine_waiting > 0)
+        status = router._core.replica_status("coder")[0]
         picks = set()
         for _ in range(5):
             decision = router.route("hello there")
@@ -358,12 +350,13 @@ def test_resets_429_and_503_are_retried_elsewhere(
             flaky.set_fault(status=503, probability=0.5, seed=2)
             results.append(((await _load(router, 300, 4))[0], 300))
             assert not LAST_ERRORS, LAST_ERRORS.most_common(3)
-            flaky.set_fault(status=429, retry_after=1, count=1)
-            start = time.monotonic()
+            flaky.set_fault(status=429, retry_after=60, count=1)
             used = (await _load(router, 50, 2))[1]
             results.append((len(used), 50))
-            # The 429's Retry-After held the replica: nothing went to it in that second.
-            assert time.monotonic() - start < 1.0
+            assert flaky.fault is None  # the one 429 was answered
+            # Its Retry-After holds the replica, and holds it still: the whole
+            # load ran inside the pause, and nothing went to the replica.
+            assert router.core.replica_status("coder")[0].breaker_admits_in_ms > 0
             assert Counter(used)["coder-0"] == 0
         return results
 
@@ -417,7 +410,7 @@ def test_traffic_leaves_a_slowed_model_when_the_scorer_says_and_comes_back(
                     break
             slowable.clear()
             # The slow outcomes age out of the 3.2 s window; then capability rules again.
-            await asyncio.sleep(3.5)
+            await wait_until_async(lambda: predicted() == "best", interval_s=0.1)
             back = (await router.chat(HELLO, max_tokens=2)).decision.model_id
             return moved_after, 1 if back == "best" else 0
 
@@ -453,9 +446,12 @@ def test_hedging_answers_from_the_fast_replica(
     hedged = [a for a in answers if any(x.hedge for x in a.attempts)]
     assert hedged, [a.attempts for a in answers]
     for answer in hedged:
+        # The fast replica's hedge answered; the slowed attempt was cancelled.
         assert answer.decision.replica_id == "coder-1"
-        assert answer.latency_ms < 900
-        assert {x.kind for x in answer.attempts} == {"success", "cancelled"}
+        assert {(x.replica_id, x.kind, x.hedge) for x in answer.attempts} == {
+            ("coder-0", "cancelled", False),
+            ("coder-1", "success", True),
+        }
     assert all(r.in_flight == 0 for r in router._core.replica_status("coder"))
 
 

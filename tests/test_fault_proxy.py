@@ -10,12 +10,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.waiting import wait_until, wait_until_async
 from zeta_fast.local.fault_proxy import FAULT_KINDS, Fault, FaultProxy
 
 BIG = b"x" * 100_000
@@ -104,13 +105,6 @@ def get(url: str, timeout: float = 5) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
         return body
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 2) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 def raw_exchange(port: int, request: bytes) -> bytes:
@@ -242,7 +236,8 @@ def test_blackhole_holds_until_cleared(proxy: FaultProxy, upstream: Upstream) ->
     async def main() -> None:
         async with one_connection() as session:
             pending = asyncio.ensure_future(session.post(f"{proxy.url}/echo", data=b"lost"))
-            await asyncio.sleep(0.3)
+            # Held by the blackhole (its second request, after the get above).
+            await wait_until_async(lambda: proxy.faults_injected["blackhole"] == 2)
             assert not pending.done()
             proxy.clear()
             with pytest.raises(aiohttp.ServerDisconnectedError):

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.llamacpp_fixtures import EMBEDDING_DIM, StartReplicas
+from tests.waiting import wait_until_async
 from zeta_fast import PerformanceTracker, Router
 from zeta_fast.config import parse_router_config
 from zeta_fast.gateway import RunningGateway, hash_key, start
@@ -430,11 +431,7 @@ def test_failover_and_client_disconnects(llamacpp_replicas: StartReplicas) -> No
             assert response.status == 200
             await response.content.readuntil(b"\n\n")
             response.close()
-        for _ in range(100):
-            if sum(router.in_flight("coder")) == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert router.in_flight("coder") == [0, 0]
+        await wait_until_async(lambda: router.in_flight("coder") == [0, 0])
         cancelled = sum(s.outcomes["cancelled"] for s in router.core.replica_status("coder"))
         assert cancelled == 1
 
@@ -489,6 +486,13 @@ def test_serve_shuts_down_cleanly_finishing_requests_and_saving_state(
             assert "listening on" in line, line
             url = line.split("listening on ")[1].strip()
 
+            async def refused() -> bool:
+                try:
+                    async with aiohttp.ClientSession() as fresh, fresh.get(url + "/health"):
+                        return False
+                except aiohttp.ClientConnectionError:
+                    return True
+
             async def client() -> None:
                 async with aiohttp.ClientSession() as session:
                     for _ in range(3):
@@ -497,18 +501,18 @@ def test_serve_shuts_down_cleanly_finishing_requests_and_saving_state(
                         ) as response:
                             assert response.status == 200
                     proxy.set_fault(delay_ms=1500)
+                    seen = proxy.requests_seen
                     slow = asyncio.ensure_future(
                         session.post(
                             url + "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}
                         )
                     )
-                    await asyncio.sleep(0.4)
+                    # The slow request is at the replica, held by the delay: in flight.
+                    await wait_until_async(lambda: proxy.requests_seen > seen)
                     process.send_signal(signal.SIGTERM)
-                    await asyncio.sleep(0.3)
                     # No longer accepting...
-                    with pytest.raises(aiohttp.ClientConnectionError):
-                        async with aiohttp.ClientSession() as fresh:
-                            await fresh.get(url + "/health")
+                    await wait_until_async(refused, interval_s=0.05)
+                    assert not slow.done()
                     # ...but the request in flight is answered.
                     response = await slow
                     assert response.status == 200

@@ -97,12 +97,12 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> Non
     router = router_with_log(tmp_path / "unused.sqlite", enabled=False)
     assert router.outcome_log is None
     decision = router.route(CODE)
-    started = time.perf_counter()
     accepted = sum(log.append(decision, "success", 1.0) for _ in range(1_000))
-    assert time.perf_counter() - started < 1.0  # never blocks on the writer
-    # The writer may take a batch meanwhile; whatever was refused is counted.
-    assert accepted + log.dropped == 1_000
-    assert log.dropped >= 1_000 - 100 - 4096
+    # The writer sleeps for its 60 s interval, so an append that waited for
+    # room would take all 1,000 (a flush every 60 s) and drop none. It may
+    # take a batch meanwhile; whatever was refused is counted.
+    assert log.max_pending <= accepted < 1_000
+    assert log.dropped == 1_000 - accepted
     log.close()
     assert log.count() == accepted
 
