@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup bench-setup run test lint rust-test loom py-test bench compare bench-rust clean
+.PHONY: setup bench-setup run test lint rust-test loom py-test bench bench-check compare bench-rust clean
 
 setup:
 	./scripts/setup.sh
@@ -13,7 +13,7 @@ setup:
 run: setup
 	$(BIN)/zeta-fast demo --out demo-output
 
-test: bench-setup lint rust-test loom py-test
+test: bench-setup lint rust-test loom py-test bench-check
 
 lint:
 	cargo fmt --check
@@ -43,6 +43,12 @@ bench-setup:
 bench: bench-setup
 	$(BIN)/pytest benches --benchmark-enable --benchmark-only \
 		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name
+
+# The benchmark gate: key ratios against in-run references (a tuned
+# pure-Python loop, NumPy, the bare core, LiteLLM), failing below the floors
+# of benches/floors.toml; the figures are written to target/bench/check.json.
+bench-check: bench-setup
+	$(BIN)/python -m benches.check --json target/bench/check.json
 
 compare: bench-setup
 	$(BIN)/python -m benches.compare
