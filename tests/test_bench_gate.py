@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from benches import check
 
 ROOT = Path(__file__).resolve().parent.parent
