@@ -16,6 +16,7 @@ import pytest
 
 from zeta_fast import ManualClock, PerformanceTracker, Router
 from zeta_fast.config import parse_router_config
+from zeta_fast.exceptions import InvalidInputError
 
 CODE = "def add(a, b):\n    return a + b"
 
@@ -143,12 +144,19 @@ def test_a_full_queue_drops_counts_and_logs_once(
     router.close()
 
 
-def test_record_after_close_is_refused_by_the_log_and_counted(tmp_path: Path) -> None:
+def test_record_after_close_is_an_error_not_a_lost_outcome(tmp_path: Path) -> None:
     router = router_with_log(tmp_path / "outcomes.sqlite")
     route_and_record(router, 3)
+    in_flight = router.route(CODE)
     router.close()
     log = router.outcome_log
     assert log is not None
     assert log.count() == 3
-    assert not log.append(router.route(CODE), "success", 1.0)
+    with pytest.raises(InvalidInputError, match=r"record\(\): the router is closed"):
+        router.record(in_flight, True, 5.0)
+    with pytest.raises(InvalidInputError, match=r"route\(\): the router is closed"):
+        router.route(CODE)
+    assert log.count() == 3
+    # The log itself refuses (and counts) what is appended after it closed.
+    assert not log.append(in_flight, "success", 1.0)
     assert log.dropped == 1

@@ -928,6 +928,8 @@ class RouterCore:
         """Records how a dispatched request ended and frees its replica slot;
         true when the learned router learned it. ``request_id`` is kept in
         the outcome log."""
+    def close(self) -> None:
+        """Refuses every later ``route`` and ``record`` (InvalidInputError)."""
     def log_outcomes(self, writer: OutcomeLogWriter | None) -> None:
         """Appends every outcome recorded from now on to ``writer``, in
         Rust; None detaches the log."""

@@ -513,7 +513,10 @@ class Router:
     def close(self) -> None:
         """Stops the health checks and the sync wrappers' loop, closing
         their connections (use ``aclose`` for an async caller's loop), and
-        writes what the outcome log still holds."""
+        writes what the outcome log still holds. Routing and recording are
+        refused from then on (InvalidInputError: the router is closed), so
+        no outcome is taken and then lost."""
+        self._core.close()
         self._runtime.close()
 
     def __enter__(self) -> Router:

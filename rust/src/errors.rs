@@ -90,6 +90,9 @@ pub enum ZetaError {
     /// Candidates exist, but every one's replicas are down or at capacity.
     #[error("{operation}: every candidate's replicas are down or at capacity")]
     Saturated { operation: &'static str },
+    /// The router was closed: what it would route or record now is lost.
+    #[error("{operation}: the router is closed (its outcome log and alerts are stopped)")]
+    Closed { operation: &'static str },
     /// An operation that needs a feature the configuration leaves off.
     #[error("{operation} needs {setting} in the configuration")]
     NotEnabled {

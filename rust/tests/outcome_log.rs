@@ -195,7 +195,11 @@ fn a_full_queue_drops_counts_and_says_so_once() -> TestResult {
     log.close(Duration::from_secs(10));
     assert_eq!(count(&path)?, 50);
     let kept = kept.lock().map_err(|_| "poisoned")?;
-    assert_eq!(kept.iter().filter(|m| m.contains("dropped")).count(), 1, "{kept:?}");
+    assert_eq!(
+        kept.iter().filter(|m| m.contains("dropped")).count(),
+        1,
+        "{kept:?}"
+    );
     Ok(())
 }
 

@@ -38,7 +38,8 @@ impl From<ZetaError> for PyErr {
             | ZetaError::AlreadyRecorded { .. }
             | ZetaError::ForeignDecision
             | ZetaError::NotEnabled { .. }
-            | ZetaError::TooDeep { .. } => InvalidInputError::new_err(message),
+            | ZetaError::TooDeep { .. }
+            | ZetaError::Closed { .. } => InvalidInputError::new_err(message),
             // Python's own classes: an index past the end is an IndexError,
             // and a broken invariant (a poisoned lock) is no bad value.
             ZetaError::IndexOutOfRange { .. } => PyIndexError::new_err(message),

@@ -32,6 +32,7 @@ mod sinks;
 #[cfg(all(test, not(loom)))]
 mod test_support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use models::{ModelInput, RoutedModel, TASKS};
@@ -90,6 +91,8 @@ pub struct RouterCore {
     cost: Option<CostKnob>,
     /// What hears of every recorded outcome (trend detectors, outcome log).
     sinks: sinks::Sinks,
+    /// Set by `close`: routing and recording are refused from then on.
+    closed: AtomicBool,
 }
 
 impl RouterCore {
@@ -117,7 +120,24 @@ impl RouterCore {
             learning: None,
             cost: None,
             sinks: sinks::Sinks::default(),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Refuses every later route and record (`ZetaError::Closed`): a closed
+    /// router's outcome log and alerts are stopped, so what it would record
+    /// would be lost without a word.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// `Err(Closed)` once `close` was called.
+    #[inline(always)]
+    pub(crate) fn check_open(&self, operation: &'static str) -> Result<(), ZetaError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(ZetaError::Closed { operation });
+        }
+        Ok(())
     }
 
     /// Adds a sink that hears of every outcome recorded from now on.
@@ -237,6 +257,7 @@ impl RouterCore {
         context: usize,
         view: RequestView,
     ) -> Result<Decision, ZetaError> {
+        self.check_open("route()")?;
         let now = self.tracker.clock().now_ms();
         let target = Target {
             task,
@@ -284,6 +305,7 @@ impl RouterCore {
         view: RequestView,
         prefer: Option<usize>,
     ) -> Result<Decision, ZetaError> {
+        self.check_open("route()")?;
         let now = self.tracker.clock().now_ms();
         let Some(routed) = self.models.get(model) else {
             return Err(ZetaError::UnknownName {

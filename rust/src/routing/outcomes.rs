@@ -162,6 +162,7 @@ impl RouterCore {
         free_slot: bool,
         request_id: Option<&str>,
     ) -> Result<bool, ZetaError> {
+        self.check_open("record()")?;
         outcome.check()?;
         let now = self.tracker.clock().now_ms();
         let taught = self.apply(decision, outcome, caller_verdict, free_slot, now)?;

@@ -496,6 +496,13 @@ impl PyRouterCore {
         Ok(taught)
     }
 
+    /// Refuses every later ``route`` and ``record`` with InvalidInputError
+    /// ("the router is closed"): ``Router.close`` calls it first, so an
+    /// outcome recorded after it is an error rather than lost.
+    fn close(&self) {
+        self.inner.close();
+    }
+
     /// Appends every outcome recorded from now on to ``writer`` (an
     /// ``OutcomeLogWriter``), in Rust; None detaches the log.
     fn log_outcomes(&self, writer: Option<PyRef<'_, PyOutcomeLogWriter>>) {
