@@ -26,8 +26,10 @@ def test_a_floor_out_of_reach_fails_the_gate(tmp_path: Path) -> None:
         "floor = 1e12\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "benches.check", "--rounds", "1", "--round-ms", "1"]
-        + ["--floors", str(floors), "--json", str(tmp_path / "out.json")],
+        [
+            *(sys.executable, "-m", "benches.check", "--rounds", "1", "--round-ms", "1"),
+            *("--floors", str(floors), "--json", str(tmp_path / "out.json")),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -51,7 +53,7 @@ def test_a_floor_naming_a_missing_contender_is_an_error(tmp_path: Path) -> None:
 
 def test_the_kept_floors_are_met_by_their_own_contenders_names() -> None:
     """Every floor in the repo names a scenario and contenders the gate runs."""
-    results, checks = check.run(1, 0.001)
+    _, checks = check.run(1, 0.001)
     floors = tomllib.loads(check.FLOORS.read_text())["floor"]
     required = [f for f in floors if not f.get("optional", False)]
     assert len(checks) >= len(required) >= 5
