@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     profile TEXT
 );
 CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
-CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes (model, ts_ms);
+-- no (model, ts_ms) index: nothing queries by model, and it cost a B-tree insert per row
 ";
 
 /// Columns added after the first release: added to older files on open.
