@@ -30,7 +30,7 @@ rust-test:
 # loom explores every interleaving (up to 3 preemptions) of the window's
 # races; its own target dir keeps the cfg(loom) build apart from the others.
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_window --test loom_balance --test loom_breaker
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_window --test loom_balance --test loom_breaker --test loom_remote --test loom_retry --test loom_replica_health
 
 py-test:
 	$(BIN)/pytest -q tests benches

@@ -4,13 +4,18 @@
 //! choosing a replica needs "is this one worse than its twins right now".
 //! Each replica keeps two exponentially weighted averages, updated with a
 //! CAS loop on every outcome that says something about it: its failure
-//! share and its latency. A replica is *degraded* when its failure share is
-//! `fail_margin` above the best replica's, or its latency `latency_factor`
-//! times the median replica's (and at least `LATENCY_FLOOR_MS` more).
+//! share and its latency. No outcome is lost: an average starts unset (NaN)
+//! and whichever outcome finds it unset sets it, the others blend in, so
+//! however observes race each average ends as some serial order of the
+//! outcomes would leave it (`rust/tests/loom_replica_health.rs`).
+//!
+//! A replica is *degraded* when its failure share is `fail_margin` above the
+//! best replica's, or its latency `latency_factor` times the median
+//! replica's (and at least `LATENCY_FLOOR_MS` more).
 //! Degraded replicas get no traffic except `explore` of the requests,
 //! probes that let a healed replica come back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use crate::penalties::relatively_slow;
 pub use crate::penalties::LATENCY_FLOOR_MS;
@@ -95,11 +100,32 @@ impl ReplicaAdapt {
 }
 
 /// One replica's recent failure share and latency.
-#[derive(Default)]
 pub struct ReplicaHealth {
+    /// f64 bits; NaN until the first outcome.
     fail: AtomicU64,
+    /// f64 bits; NaN until the first success.
     latency_ms: AtomicU64,
     samples: AtomicU64,
+}
+
+impl Default for ReplicaHealth {
+    fn default() -> Self {
+        Self {
+            fail: AtomicU64::new(f64::NAN.to_bits()),
+            latency_ms: AtomicU64::new(f64::NAN.to_bits()),
+            samples: AtomicU64::new(0),
+        }
+    }
+}
+
+/// An average's value, 0 while unset.
+fn known(cell: &AtomicU64) -> f64 {
+    let value = f64::from_bits(cell.load(Ordering::Relaxed));
+    if value.is_nan() {
+        0.0
+    } else {
+        value
+    }
 }
 
 fn blend(cell: &AtomicU64, update: impl Fn(f64) -> f64) {
@@ -114,12 +140,15 @@ fn blend(cell: &AtomicU64, update: impl Fn(f64) -> f64) {
 }
 
 impl ReplicaHealth {
-    /// Counts one outcome; the first one sets the averages.
+    /// Counts one outcome; the first to reach an average sets it. The
+    /// "first" is read from the average itself, inside its CAS loop: a
+    /// separate first-sample flag let the first outcome overwrite a racing
+    /// second one's blend.
     pub fn observe(&self, success: bool, latency_ms: f64, alpha: f64) {
-        let first = self.samples.fetch_add(1, Ordering::Relaxed) == 0;
+        self.samples.fetch_add(1, Ordering::Relaxed);
         let failure = if success { 0.0 } else { 1.0 };
         blend(&self.fail, |old| {
-            if first {
+            if old.is_nan() {
                 failure
             } else {
                 old + alpha * (failure - old)
@@ -129,7 +158,7 @@ impl ReplicaHealth {
             // A fast answer pulls the average down at once (to at most twice
             // itself): a healed replica is believed after one good probe.
             blend(&self.latency_ms, |old| {
-                if first || old == 0.0 {
+                if old.is_nan() || old == 0.0 {
                     latency_ms
                 } else {
                     (old + alpha * (latency_ms - old)).min(2.0 * latency_ms)
@@ -138,11 +167,11 @@ impl ReplicaHealth {
         }
     }
 
-    /// (failure share, latency ms, samples).
+    /// (failure share, latency ms, samples); 0 for an average not set yet.
     pub fn read(&self) -> (f64, f64, u64) {
         (
-            f64::from_bits(self.fail.load(Ordering::Relaxed)),
-            f64::from_bits(self.latency_ms.load(Ordering::Relaxed)),
+            known(&self.fail),
+            known(&self.latency_ms),
             self.samples.load(Ordering::Relaxed),
         )
     }

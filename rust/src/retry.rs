@@ -6,6 +6,9 @@
 //! allowance refills with time so a quiet router can still retry. With a
 //! ratio of 0.2 no more than ~20 % extra load can come from retries, however
 //! bad things get (the approach of Finagle's and gRPC's retry budgets).
+//! Lock-free: concurrent spends, deposits and refills never pass the cap,
+//! and every millisecond of refill is credited exactly once
+//! (`rust/tests/loom_retry.rs`).
 
 use crate::errors::{float_repr, ZetaError};
 use crate::sync::{AtomicU64, Ordering};
@@ -98,21 +101,40 @@ impl RetryBudget {
         self.add(self.deposit_milli);
     }
 
+    /// Thousandths of a token the refill has earned from time 0 to `ms`.
+    /// Crediting the difference of two such marks loses no fraction however
+    /// often refills run: the differences add up to the whole.
+    fn earned_by(&self, ms: u64) -> u64 {
+        let earned = u128::from(ms) * u128::from(self.refill_milli_per_s) / 1_000;
+        u64::try_from(earned).unwrap_or(u64::MAX)
+    }
+
     fn refill(&self, now_ms: u64) {
         if self.refill_milli_per_s == 0 {
             return;
         }
-        let last = self.last_refill_ms.load(Ordering::Acquire);
-        let elapsed = now_ms.saturating_sub(last);
-        // Whole milliseconds' worth only, claimed by one thread.
-        let earned = elapsed.saturating_mul(self.refill_milli_per_s) / 1_000;
-        if earned > 0
-            && self
-                .last_refill_ms
-                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.add(earned);
+        let mut last = self.last_refill_ms.load(Ordering::Acquire);
+        // Each interval is credited by the one thread that moves the mark
+        // across it; a thread that loses the race credits what is left up
+        // to its own time, so no refill is lost or paid twice.
+        while now_ms > last {
+            let earned = self.earned_by(now_ms).saturating_sub(self.earned_by(last));
+            if earned == 0 {
+                // Not a thousandth yet: the mark stays, so the time accrues.
+                return;
+            }
+            match self.last_refill_ms.compare_exchange(
+                last,
+                now_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.add(earned);
+                    return;
+                }
+                Err(seen) => last = seen,
+            }
         }
     }
 
@@ -207,6 +229,17 @@ mod tests {
         assert!(!budget.try_withdraw(100));
         assert!(budget.try_withdraw(10_000));
         assert!((budget.tokens() - 4.0).abs() < 1e-9, "capped at max_tokens");
+    }
+
+    #[test]
+    fn frequent_refills_keep_the_fractions_of_a_thousandth() {
+        // 0.3 tokens/s refilled every 5 ms earns 1.5 thousandths each time.
+        let budget = RetryBudget::new(BudgetConfig::new(0.0, 0.3, 1.0).unwrap(), 0);
+        assert!(budget.try_withdraw(0));
+        for now_ms in (5..=1_000).step_by(5) {
+            assert!(!budget.try_withdraw(now_ms));
+        }
+        assert_eq!(budget.tokens(), 0.3, "0.3 tokens/s for 1 s");
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //! loop (in the Python layer, `zeta_fast.shared`) publishes this instance's
 //! per-bucket counters to Redis and reads the others': their sums over the
 //! current window land here, one [`RemoteView`] per key, replaced as a whole
-//! each cycle. Decisions add the remote totals (four relaxed loads) to the
-//! local ones; statistics add the remote latency histogram too.
+//! each cycle. Decisions add the remote totals to the local ones; statistics
+//! add the remote latency histogram too.
+//!
+//! A view is one immutable value swapped in whole ([`SwapCell`]), so a
+//! reader sees the view before a `set` or the one after it, never a mix
+//! (successes above requests, or totals of one cycle with the histogram of
+//! another): see `rust/tests/loom_remote.rs`. While nothing was ever shared
+//! a read is one relaxed flag.
 //!
 //! Export: [`export_key`] reads a window's non-empty buckets (epoch, totals)
 //! and histogram slices (slice epoch, sparse bins): absolute per-instance
@@ -13,51 +19,68 @@
 //! independent of order, and a bucket leaves every view when it leaves the
 //! window.
 
-use arc_swap::ArcSwapOption;
+use std::sync::Arc;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicBool, Ordering, SwapCell};
 use crate::window::{KeyWindow, Totals};
+
+/// One cycle's share of a key, published whole.
+struct Shared {
+    totals: Totals,
+    histogram: Option<Vec<u64>>,
+}
 
 /// The other instances' share of one key's window.
 #[derive(Default)]
 pub struct RemoteView {
-    requests: AtomicU64,
-    successes: AtomicU64,
-    latency_requests: AtomicU64,
-    latency_units: AtomicU64,
-    histogram: ArcSwapOption<Vec<u64>>,
+    view: SwapCell<Shared>,
+    /// Set once the first view is published: until then reads skip the
+    /// swap cell (shared state is off by default, and decisions read every
+    /// candidate's view).
+    published: AtomicBool,
 }
 
 impl RemoteView {
-    /// Replaces the view (totals and, when given, the histogram).
+    /// Replaces the view (totals and, when given, the histogram) as a whole.
     pub fn set(&self, totals: &Totals, histogram: Option<Vec<u64>>) {
-        self.requests.store(totals.requests, Ordering::Relaxed);
-        self.successes.store(totals.successes, Ordering::Relaxed);
-        self.latency_requests
-            .store(totals.latency_requests, Ordering::Relaxed);
-        self.latency_units
-            .store(totals.latency_units, Ordering::Relaxed);
-        self.histogram.store(histogram.map(std::sync::Arc::new));
+        self.view.store(Some(Arc::new(Shared {
+            totals: *totals,
+            histogram,
+        })));
+        // Release: a reader that sees the flag sees the view stored above.
+        self.published.store(true, Ordering::Release);
+    }
+
+    #[inline(always)]
+    fn read<R>(&self, read: impl FnOnce(&Shared) -> R) -> Option<R> {
+        if !self.published.load(Ordering::Acquire) {
+            return None;
+        }
+        self.view.read(|view| view.map(read))
     }
 
     /// The remote totals (all zero while nothing is shared).
     #[inline(always)]
     pub fn totals(&self) -> Totals {
-        Totals {
-            requests: self.requests.load(Ordering::Relaxed),
-            successes: self.successes.load(Ordering::Relaxed),
-            latency_requests: self.latency_requests.load(Ordering::Relaxed),
-            latency_units: self.latency_units.load(Ordering::Relaxed),
-        }
+        self.read(|view| view.totals).unwrap_or_default()
     }
 
     /// Adds the remote histogram to `into` (bins of the same layout).
     pub fn add_histogram(&self, into: &mut [u64]) {
-        if let Some(remote) = self.histogram.load().as_ref() {
-            for (total, count) in into.iter_mut().zip(remote.iter()) {
-                *total += count;
+        self.add_to(&mut Totals::default(), into);
+    }
+
+    /// Adds the remote totals to `totals` and the remote histogram to
+    /// `histogram`, both from one view.
+    pub fn add_to(&self, totals: &mut Totals, histogram: &mut [u64]) {
+        self.read(|view| {
+            totals.merge(&view.totals);
+            if let Some(remote) = &view.histogram {
+                for (total, count) in histogram.iter_mut().zip(remote.iter()) {
+                    *total += count;
+                }
             }
-        }
+        });
     }
 }
 

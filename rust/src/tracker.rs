@@ -240,12 +240,12 @@ impl PerformanceTracker {
         for key in keys {
             let snapshot = key.window.snapshot(now);
             window.merge(&snapshot.window);
-            window.merge(&key.remote.totals());
             lifetime.merge(&snapshot.lifetime);
             for (total, count) in histogram.iter_mut().zip(&snapshot.histogram) {
                 *total += count;
             }
-            key.remote.add_histogram(&mut histogram);
+            // Totals and histogram of one remote view, never of two cycles.
+            key.remote.add_to(&mut window, &mut histogram);
             if let Some(ewma) = snapshot.ewma_latency_ms {
                 let weight = snapshot.window.requests.max(1) as f64;
                 ewma_weighted += ewma * weight;

@@ -9,10 +9,30 @@
 //!
 //! Each slot packs what must agree into single words, so no reader can see
 //! half a record: `counts` = successes << 32 | requests, `latency` =
-//! (requests mod 2^24) << 40 | latency sum in 10 us units.
+//! latency requests << 40 | latency sum in 10 us units.
 //!
-//! Size: ~700 lines of code that must be read together (the slot protocol, its readers and its
-//! snapshot) and ~160 of tests; loom checks it as one unit.
+//! Bounds. The packed words never wrap, so the window never reports a wrong
+//! mean:
+//! - one record's latency is clamped to `latency_max_ms` (300 s by default:
+//!   anything slower is a timeout already), which `validate` keeps within
+//!   the 40-bit sum, so a single record always fits;
+//! - the live totals hold the whole window in the slots' format, and every
+//!   record is added to them before its slot, so they bound every slot. A
+//!   record reserves room there (a CAS loop that refuses to pass a field's
+//!   top: 2^32 - 1 requests, 2^24 - 1 latency requests, 2^40 - 1 units, i.e.
+//!   127 days of summed latency); whatever finds no room is added to the
+//!   lifetime totals only. The window's mean is then the exact mean of the
+//!   latencies it holds (`latency_requests` < `requests` says some were left
+//!   out). With the defaults a key's 5-minute window holds 36,650 timeouts
+//!   of 300 s, or 16.7M latencies (56K/s), before it starts leaving any out;
+//! - the lifetime totals are four u64 (summed latency grows at most as fast
+//!   as the requests in flight: a million of them for 5.8 years).
+//!
+//! `record` stays lock-free (two CAS loops, two adds) and a decision reads
+//! two words, O(1).
+//!
+//! Size: ~790 lines of code that must be read together (the slot protocol, its bounds, its
+//! readers and its snapshot) and ~370 of tests; loom checks it as one unit.
 
 use strength_reduce::StrengthReducedU64;
 
@@ -21,13 +41,15 @@ use crate::histogram::LatencyBins;
 use crate::sync::{spin_hint, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Latency sums are kept in units of 10 us: 40 bits of them hold 127 days of
-/// summed latency per 5 s slot, and 10 us is far below any LLM call's noise.
+/// summed latency per window, and 10 us is far below any LLM call's noise.
 pub const LATENCY_UNIT_MS: f64 = 0.01;
 const LATENCY_BITS: u32 = 40;
 const LATENCY_MASK: u64 = (1 << LATENCY_BITS) - 1;
-// The latency word's top 24 bits count its requests, modulo 2^24: exact
-// below 16.7M requests per slot per key (3.3M/s at 5 s buckets).
+/// The most latency requests the latency word's top 24 bits hold.
+const LATENCY_REQUESTS_MAX: u64 = (1 << (64 - LATENCY_BITS)) - 1;
 const REQUEST_MASK: u64 = (1 << 32) - 1;
+/// The largest `latency_max_ms`: one clamped record then fits the latency sum.
+pub const LATENCY_MAX_MS_LIMIT: f64 = LATENCY_MASK as f64 * LATENCY_UNIT_MS;
 /// Readers retry a torn snapshot (a rotation ran meanwhile) this often before
 /// settling for the last read; rotations are microseconds, once per epoch.
 const SNAPSHOT_RETRIES: usize = 64;
@@ -99,7 +121,15 @@ impl WindowConfig {
                 float_repr(self.ewma_alpha),
             ));
         }
-        LatencyBins::new(self.latency_min_ms, self.latency_max_ms)
+        let bins = LatencyBins::new(self.latency_min_ms, self.latency_max_ms)?;
+        if self.latency_max_ms > LATENCY_MAX_MS_LIMIT {
+            return Err(invalid(
+                "latency_max_ms",
+                "<= 10995116277.75 (2^40 - 1 units of 10 us, so one record fits a window's sum)",
+                float_repr(self.latency_max_ms),
+            ));
+        }
+        Ok(bins)
     }
 
     /// The window's horizon in milliseconds.
@@ -119,8 +149,9 @@ pub struct Totals {
     pub requests: u64,
     /// Of which succeeded.
     pub successes: u64,
-    /// Requests whose latency is in `latency_units` (equals `requests` except
-    /// in a snapshot taken while a record was half-applied).
+    /// Requests whose latency is in `latency_units`: equals `requests` except
+    /// in a snapshot taken while a record was half-applied, or in a window
+    /// whose latency word was full (see the module's bounds).
     pub latency_requests: u64,
     /// Summed latency in units of [`LATENCY_UNIT_MS`].
     pub latency_units: u64,
@@ -161,6 +192,35 @@ struct Slot {
     latency: AtomicU64,
 }
 
+/// `word + add` for a `counts` word, unless its requests or successes would
+/// pass their top (and carry into the field above).
+#[inline(always)]
+fn counts_fit(word: u64, add: u64) -> Option<u64> {
+    let requests = (word & REQUEST_MASK).checked_add(add & REQUEST_MASK)?;
+    let successes = (word >> 32).checked_add(add >> 32)?;
+    (requests <= REQUEST_MASK && successes <= REQUEST_MASK).then(|| word + add)
+}
+
+/// `word + add` for a `latency` word, unless its request count or its sum
+/// would pass its top.
+#[inline(always)]
+fn latency_fits(word: u64, add: u64) -> Option<u64> {
+    let requests = (word >> LATENCY_BITS).checked_add(add >> LATENCY_BITS)?;
+    let units = (word & LATENCY_MASK).checked_add(add & LATENCY_MASK)?;
+    (requests <= LATENCY_REQUESTS_MAX && units <= LATENCY_MASK).then(|| word + add)
+}
+
+/// Adds `add` to the packed `word` if `fits` says it has room; false (and
+/// nothing added) when it has none. Lock-free: retried only when another
+/// thread changed the word meanwhile.
+#[inline(always)]
+fn reserve(word: &AtomicU64, add: u64, fits: fn(u64, u64) -> Option<u64>) -> bool {
+    word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+        fits(current, add)
+    })
+    .is_ok()
+}
+
 struct Slice {
     /// Slice epoch + 1 of the data held; 0 before first use.
     tag: AtomicU64,
@@ -191,7 +251,7 @@ pub struct WindowState {
     pub slots: Vec<(u64, u64)>,
     /// `(tag, sparse bins as (index, count))` of each histogram slice.
     pub slices: Vec<(u64, Vec<(u32, u32)>)>,
-    /// Totals of expired data.
+    /// Totals of data in no slot: expired, or beyond a packed word's bounds.
     pub retired: Totals,
     /// EWMA bits (NaN when unset).
     pub ewma_bits: u64,
@@ -225,7 +285,8 @@ pub struct KeyWindow {
     /// reset), so a decision reads two words instead of every slot.
     live_counts: AtomicU64,
     live_latency: AtomicU64,
-    /// Totals of expired data: lifetime = retired + every slot.
+    /// Totals of data in no slot (expired, or beyond the packed bounds):
+    /// lifetime = retired + every slot.
     retired: [AtomicU64; 4],
     ewma_bits: AtomicU64,
 }
@@ -294,8 +355,10 @@ impl KeyWindow {
     }
 
     /// Records one outcome at `now_ms`. `latency_ms` must be finite and >= 0
-    /// (the tracker checks). Lock-free: four atomic updates, and at most once
-    /// per epoch an attempt to move the window, which never waits.
+    /// (the tracker checks); above `latency_max_ms` it counts as that.
+    /// Lock-free: four atomic updates (two of them CAS loops that keep the
+    /// packed words from wrapping), and at most once per epoch an attempt to
+    /// move the window, which never waits.
     #[inline]
     pub fn record(&self, now_ms: u64, success: bool, latency_ms: f64) {
         let now = now_ms / self.divisors.bucket_ms;
@@ -306,8 +369,11 @@ impl KeyWindow {
             self.advance(now);
             current = self.epoch.load(Ordering::Acquire);
         }
+        // Anything slower than the histogram's top is a timeout already; the
+        // clamp also keeps one record inside the latency word.
+        let latency_ms = latency_ms.min(self.config.latency_max_ms);
         let counts = 1 | (u64::from(success) << 32);
-        let units = (latency_ms / LATENCY_UNIT_MS).round() as u64 & LATENCY_MASK;
+        let units = ((latency_ms / LATENCY_UNIT_MS).round() as u64).min(LATENCY_MASK);
         let latency = (1 << LATENCY_BITS) | units;
         // A sample from a clock that is behind goes to its own slot while it
         // is still in the window; one older than the window straight to the
@@ -324,11 +390,23 @@ impl KeyWindow {
             // The live totals first, then the slot with Release: a rotation
             // that swaps this record out of the slot (Acquire) has seen it
             // added to the live totals, so its subtraction never borrows
-            // across the packed fields.
-            self.live_latency.fetch_add(latency, Ordering::Relaxed);
-            self.live_counts.fetch_add(counts, Ordering::Relaxed);
-            slot.latency.fetch_add(latency, Ordering::Release);
-            slot.counts.fetch_add(counts, Ordering::Release);
+            // across the packed fields. The live totals hold every slot of
+            // the window, so room there is room in the slot too; what finds
+            // none goes to the lifetime totals only.
+            let latency_fits = reserve(&self.live_latency, latency, latency_fits);
+            let counts_fit = reserve(&self.live_counts, counts, counts_fit);
+            if latency_fits {
+                slot.latency.fetch_add(latency, Ordering::Release);
+            }
+            if counts_fit {
+                slot.counts.fetch_add(counts, Ordering::Release);
+            }
+            if !(latency_fits && counts_fit) {
+                self.retired_add(
+                    if counts_fit { 0 } else { counts },
+                    if latency_fits { 0 } else { latency },
+                );
+            }
         }
         if let Some(slice) = self.slice(target / self.divisors.buckets_per_slice) {
             if let Some(bin) = slice.bins.get(self.bins.index(latency_ms)) {
@@ -678,16 +756,30 @@ impl KeyWindow {
         }
         window.add_to(&window.retired, &state.retired);
         window.ewma_bits.store(state.ewma_bits, Ordering::Relaxed);
-        // The live totals: every slot in the window at the restored epoch.
+        // The live totals: every slot in the window at the restored epoch,
+        // newest first, each word admitted like a record. A word that finds
+        // no room (a snapshot of a build whose sums could wrap) moves to the
+        // lifetime totals, so the window keeps its newest data and no mean
+        // is misread.
         let horizon = config.buckets as u64;
-        for epoch in state.epoch.saturating_sub(horizon - 1)..=state.epoch {
+        for epoch in (state.epoch.saturating_sub(horizon - 1)..=state.epoch).rev() {
             if let Some(slot) = window.slot(epoch) {
-                window
-                    .live_counts
-                    .fetch_add(slot.counts.load(Ordering::Relaxed), Ordering::Relaxed);
-                window
-                    .live_latency
-                    .fetch_add(slot.latency.load(Ordering::Relaxed), Ordering::Relaxed);
+                let counts = slot.counts.load(Ordering::Relaxed);
+                let latency = slot.latency.load(Ordering::Relaxed);
+                let counts_fit = reserve(&window.live_counts, counts, counts_fit);
+                let latency_fits = reserve(&window.live_latency, latency, latency_fits);
+                if !counts_fit {
+                    slot.counts.store(0, Ordering::Relaxed);
+                }
+                if !latency_fits {
+                    slot.latency.store(0, Ordering::Relaxed);
+                }
+                if !(counts_fit && latency_fits) {
+                    window.retired_add(
+                        if counts_fit { 0 } else { counts },
+                        if latency_fits { 0 } else { latency },
+                    );
+                }
             }
         }
         Ok(window)
@@ -828,6 +920,217 @@ mod tests {
         let now = start + 500 * 700;
         assert_eq!(restored.snapshot(now), w.snapshot(now));
         assert_eq!(restored.live_totals(now), w.live_totals(now));
+    }
+
+    /// Mean latency of the window, of the decision's live totals and of
+    /// the lifetime, at `now_ms`.
+    fn means(w: &KeyWindow, now_ms: u64) -> [Option<f64>; 3] {
+        let s = w.snapshot(now_ms);
+        [
+            s.window.mean_latency_ms(),
+            w.live_totals(now_ms).mean_latency_ms(),
+            s.lifetime.mean_latency_ms(),
+        ]
+    }
+
+    fn assert_means(w: &KeyWindow, now_ms: u64, expected_ms: f64) {
+        for mean in means(w, now_ms) {
+            let mean = mean.unwrap();
+            assert!(
+                (mean - expected_ms).abs() <= expected_ms * 1e-12,
+                "{mean} ms, expected {expected_ms}: {:?}",
+                means(w, now_ms)
+            );
+        }
+    }
+
+    #[test]
+    fn ten_records_of_two_to_the_forty_units_read_the_histogram_max() {
+        // 10,995,116,277.76 ms is 2^40 units: the packed sum used to wrap to 0.
+        let w = window(0);
+        for _ in 0..10 {
+            w.record(0, true, 10_995_116_277.76);
+        }
+        assert_means(&w, 0, 300_000.0);
+        assert_eq!(w.snapshot(0).window.requests, 10);
+    }
+
+    #[test]
+    fn forty_thousand_timeouts_in_one_bucket_read_their_mean() {
+        // 40,000 x 300,000 ms is 1.2e12 units, past the 40-bit sum (used to read 25,121 ms).
+        let w = window(0);
+        for _ in 0..40_000 {
+            w.record(0, false, 300_000.0);
+        }
+        assert_means(&w, 0, 300_000.0);
+        let s = w.snapshot(0);
+        assert_eq!((s.window.requests, s.lifetime.requests), (40_000, 40_000));
+        assert_eq!(s.lifetime.latency_requests, 40_000);
+    }
+
+    #[test]
+    fn more_records_than_the_latency_count_holds_read_their_mean() {
+        // 2^24 + 10 records: the 24-bit count used to wrap to 10 (read 1,677,722 ms).
+        let w = window(0);
+        let n = (1_u64 << 24) + 10;
+        for _ in 0..n {
+            w.record(0, true, 1.0);
+        }
+        assert_means(&w, 0, 1.0);
+        let s = w.snapshot(0);
+        assert_eq!((s.window.requests, s.lifetime.latency_requests), (n, n));
+    }
+
+    #[test]
+    fn a_histogram_top_past_the_latency_word_is_refused() {
+        let bad = WindowConfig {
+            latency_max_ms: 2e10,
+            ..Default::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("latency_max_ms") && err.contains("20000000000"),
+            "{err}"
+        );
+        let top = WindowConfig {
+            latency_max_ms: LATENCY_MAX_MS_LIMIT,
+            ..Default::default()
+        };
+        let w = KeyWindow::new(top, top.validate().unwrap(), 0);
+        w.record(0, true, f64::MAX);
+        assert_eq!(w.snapshot(0).window.latency_units, LATENCY_MASK);
+    }
+
+    const NOW_EPOCH: u64 = 1_000;
+    const NOW_MS: u64 = NOW_EPOCH * 5_000;
+
+    /// A default window at `NOW_MS` restored with these `(counts, latency)`
+    /// words in its newest slots (newest first).
+    fn restored(newest_first: &[(u64, u64)]) -> KeyWindow {
+        let config = WindowConfig::default();
+        let bins = config.validate().unwrap();
+        let mut state = KeyWindow::new(config, bins, NOW_MS).state();
+        for (age, words) in newest_first.iter().enumerate() {
+            let ring = ((NOW_EPOCH - age as u64) % config.buckets as u64) as usize;
+            state.slots[ring] = *words;
+        }
+        KeyWindow::from_state(config, bins, &state).unwrap()
+    }
+
+    fn units_of(latency_ms: f64) -> u64 {
+        (latency_ms.min(300_000.0) / LATENCY_UNIT_MS).round() as u64
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// From a latency word a few records or units short of full, records
+        /// are taken while they fit and go to the lifetime only after: the
+        /// window's sum and count are exactly those of the records it holds.
+        #[test]
+        fn the_latency_word_stops_at_its_limits_and_never_wraps(
+            room_requests in 0_u64..4,
+            room_units in proptest::prop_oneof![0_u64..4, 0_u64..100_000_000],
+            records in proptest::collection::vec(
+                (proptest::bool::ANY, 0.0_f64..700_000.0), 0..40),
+        ) {
+            let requests0 = LATENCY_REQUESTS_MAX - room_requests;
+            let units0 = LATENCY_MASK - room_units;
+            let w = restored(&[(requests0, requests0 << LATENCY_BITS | units0)]);
+            let (mut held_requests, mut held_units) = (requests0, units0);
+            let mut all_units = units0;
+            for &(success, latency_ms) in &records {
+                w.record(NOW_MS, success, latency_ms);
+                let units = units_of(latency_ms);
+                all_units += units;
+                if held_requests < LATENCY_REQUESTS_MAX && held_units + units <= LATENCY_MASK {
+                    held_requests += 1;
+                    held_units += units;
+                }
+            }
+            let n = records.len() as u64;
+            let s = w.snapshot(NOW_MS);
+            proptest::prop_assert_eq!(s.window.requests, requests0 + n);
+            proptest::prop_assert_eq!(
+                (s.window.latency_requests, s.window.latency_units),
+                (held_requests, held_units)
+            );
+            proptest::prop_assert_eq!(
+                (s.lifetime.latency_requests, s.lifetime.latency_units),
+                (requests0 + n, all_units)
+            );
+            proptest::prop_assert_eq!(w.live_totals(NOW_MS), s.window);
+            // Expiry subtracts exactly what was added: nothing borrows.
+            let later = NOW_MS + 300_000;
+            let gone = w.snapshot(later);
+            proptest::prop_assert_eq!(gone.window, Totals::default());
+            proptest::prop_assert_eq!(w.live_totals(later), Totals::default());
+            proptest::prop_assert_eq!(gone.lifetime, s.lifetime);
+        }
+
+        /// The same for the counts word: requests stop at 2^32 - 1 in the
+        /// window and never carry into the successes.
+        #[test]
+        fn the_counts_word_stops_at_its_limit_and_never_carries(
+            room in 0_u64..4,
+            success_share in 0.0_f64..=1.0,
+            records in proptest::collection::vec(proptest::bool::ANY, 0..20),
+        ) {
+            let requests0 = REQUEST_MASK - room;
+            let successes0 = (requests0 as f64 * success_share) as u64;
+            let w = restored(&[(successes0 << 32 | requests0, 0)]);
+            let (mut requests, mut successes) = (requests0, successes0);
+            for &success in &records {
+                w.record(NOW_MS, success, 1.0);
+                if requests < REQUEST_MASK {
+                    requests += 1;
+                    successes += u64::from(success);
+                }
+            }
+            let s = w.snapshot(NOW_MS);
+            proptest::prop_assert_eq!((s.window.requests, s.window.successes), (requests, successes));
+            let all_successes = successes0 + records.iter().filter(|s| **s).count() as u64;
+            proptest::prop_assert_eq!(
+                (s.lifetime.requests, s.lifetime.successes),
+                (requests0 + records.len() as u64, all_successes)
+            );
+            proptest::prop_assert_eq!(w.live_totals(NOW_MS), s.window);
+        }
+
+        /// A snapshot whose buckets sum past the live words (as an older
+        /// build's could) loads with the newest buckets in the window, the
+        /// rest in the lifetime, and every mean one of the data it holds.
+        #[test]
+        fn restored_buckets_never_sum_past_the_live_words(
+            slots in proptest::collection::vec(
+                (1_u64..=LATENCY_REQUESTS_MAX, 0_u64..=LATENCY_MASK), 60),
+        ) {
+            let words: Vec<(u64, u64)> = slots
+                .iter()
+                .map(|&(requests, units)| (requests, requests << LATENCY_BITS | units))
+                .collect();
+            let w = restored(&words);
+            let s = w.snapshot(NOW_MS);
+            proptest::prop_assert_eq!(w.live_totals(NOW_MS), s.window);
+            proptest::prop_assert!(s.window.latency_requests <= LATENCY_REQUESTS_MAX);
+            proptest::prop_assert!(s.window.latency_units <= LATENCY_MASK);
+            let requests: u64 = slots.iter().map(|s| s.0).sum();
+            let units: u64 = slots.iter().map(|s| s.1).sum();
+            proptest::prop_assert_eq!(
+                (s.lifetime.requests, s.lifetime.latency_requests, s.lifetime.latency_units),
+                (requests, requests, units)
+            );
+            // The newest bucket always fits an empty window.
+            proptest::prop_assert!(s.window.latency_requests >= slots[0].0);
+            let mean = s.window.latency_units as f64 / s.window.latency_requests as f64;
+            let per_slot = slots.iter().map(|&(r, u)| u as f64 / r as f64);
+            let lowest = per_slot.clone().fold(f64::INFINITY, f64::min);
+            let highest = per_slot.fold(0.0, f64::max);
+            proptest::prop_assert!(
+                lowest * (1.0 - 1e-12) <= mean && mean <= highest * (1.0 + 1e-12),
+                "{} not in [{}, {}]", mean, lowest, highest
+            );
+        }
     }
 
     #[test]
