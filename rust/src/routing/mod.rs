@@ -15,7 +15,8 @@
 //! 4. A failed attempt goes to [`RouterCore::reroute`] (within the retry
 //!    [`budgets`]); the outcome goes to [`RouterCore::record_outcome`]
 //!    ([`outcomes`]), which frees the slot and feeds windows, breakers,
-//!    replica health, ranges and the learned router.
+//!    replica health, ranges and the learned router, then tells the
+//!    [`sinks`] (the trend detectors; the bindings append to the outcome log).
 //!
 //! Size: ~540 lines of code (the three entry points and their accessors)
 //! and ~270 of tests, which exercise the modules below through them.
