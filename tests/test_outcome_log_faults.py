@@ -160,3 +160,48 @@ def test_record_after_close_is_an_error_not_a_lost_outcome(tmp_path: Path) -> No
     # The log itself refuses (and counts) what is appended after it closed.
     assert not log.append(in_flight, "success", 1.0)
     assert log.dropped == 1
+
+
+def test_the_metrics_page_counts_written_and_dropped_rows(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from zeta_fast.gateway.metrics import GatewayCounters, MetricsPage
+
+    db = tmp_path / "outcomes.sqlite"
+    sqlite3.connect(db).close()
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None
+        assert locker.stdout.readline().strip() == "locked"
+        router = router_with_log(db, max_pending=4)
+        route_and_record(router, 10)
+        log = router.outcome_log
+        assert log is not None
+        assert wait_until(lambda: log.last_error is not None)
+    finally:
+        assert locker.stdin is not None
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+        locker.wait(10)
+    assert log.flush()
+
+    def samples() -> dict[str, float]:
+        text = MetricsPage(router, GatewayCounters()).render().decode()
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("zeta_outcome_log")
+        }
+
+    assert samples() == {
+        "zeta_outcome_log_rows_written_total": 4.0,
+        "zeta_outcome_log_rows_dropped_total": 6.0,
+        "zeta_outcome_log_rows_pending": 0.0,
+    }
+    router.close()

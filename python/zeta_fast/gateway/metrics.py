@@ -63,6 +63,26 @@ class _RouterCollector(Collector):
         yield from self._models()
         yield from self._gateway()
         yield from self._shared()
+        yield from self._outcome_log()
+
+    def _outcome_log(self) -> Iterable[Metric]:
+        log = self.router.outcome_log
+        if log is None:
+            return []
+        written = CounterMetricFamily(
+            "zeta_outcome_log_rows_written", "Outcome rows written to the outcome log."
+        )
+        written.add_metric([], log.written)
+        dropped = CounterMetricFamily(
+            "zeta_outcome_log_rows_dropped",
+            "Outcome rows not logged: the queue was full (a slow or locked file) or it was closed.",
+        )
+        dropped.add_metric([], log.dropped)
+        pending = GaugeMetricFamily(
+            "zeta_outcome_log_rows_pending", "Rows queued or held for a retry, not yet written."
+        )
+        pending.add_metric([], log.pending)
+        return [written, dropped, pending]
 
     def _shared(self) -> Iterable[Metric]:
         shared = self.router.shared
