@@ -13,7 +13,10 @@ thread (never the request path) does, every ``interval_s`` (250 ms):
 2. **Read** the other instances' fields of the buckets and slices in the
    window (finished buckets once, then only the newest two) and hand their
    sums to the core (``PerformanceTracker.set_remote``): scoring and
-   statistics see local + remote.
+   statistics see local + remote. An instance that writes a finished
+   bucket (it is back from an outage, or new with a restored window) puts
+   a new random value in ``{ns}:rewritten:{bucket_ms}``; seeing it change,
+   the others read every bucket again.
 3. **Share in-flight load**: ``{ns}:inflight`` holds each instance's
    requests running per replica, ``{ns}:alive`` each instance's last beat;
    the live others' counts are added to replica load comparisons.
@@ -123,6 +126,9 @@ class SharedState:
         self.on_cycle: list[Callable[[SharedState], None]] = []
         self._published: dict[tuple[str, str], bytes] = {}
         self._cache: dict[str, dict[bytes, bytes]] = {}
+        # The {ns}:rewritten value last seen, and the one _cache was read under.
+        self._rewritten: bytes | None = None
+        self._cache_rewritten: bytes | None = None
         self._in_flight_published: dict[str, int] = {}
         # Proof that Redis still holds what this instance wrote.
         self._token = uuid.uuid4().hex.encode()
@@ -144,6 +150,10 @@ class SharedState:
 
     def _slice_key(self, slice_epoch: int) -> str:
         return f"{self.namespace}:h:{self.bucket_ms}:{slice_epoch}"
+
+    @property
+    def _rewritten_key(self) -> str:
+        return f"{self.namespace}:rewritten:{self.bucket_ms}"
 
     @property
     def _inflight_key(self) -> str:
@@ -245,7 +255,12 @@ class SharedState:
         me = self.instance_id
         writes: dict[str, dict[str, bytes]] = {}
         published: dict[tuple[str, str], bytes] = {}
-        for model, replica, task, buckets, slices in self.tracker.export_shared():
+        exported = self.tracker.export_shared()
+        epoch_now, _, slice_now, _, _, _ = self.tracker.shared_epochs()
+        # Whether a bucket or slice the others may have read for the last
+        # time (older than the newest two, see _merge) is written.
+        rewrites_finished = False
+        for model, replica, task, buckets, slices in exported:
             name = _SEP.join((me, model, replica, task))
             for epoch, requests, successes, timed, units in buckets:
                 key = self._bucket_key(epoch)
@@ -253,12 +268,14 @@ class SharedState:
                 published[key, name] = value
                 if self._published.get((key, name)) != value:
                     writes.setdefault(key, {})[name] = value
+                    rewrites_finished |= epoch < epoch_now - 1
             for slice_epoch, bins in slices:
                 key = self._slice_key(slice_epoch)
                 value = ",".join(f"{b}:{c}" for b, c in bins).encode()
                 published[key, name] = value
                 if self._published.get((key, name)) != value:
                     writes.setdefault(key, {})[name] = value
+                    rewrites_finished |= slice_epoch < slice_now - 1
         pipe = self.client.pipeline(transaction=False)
         token_key = f"{self.namespace}:token:{me}"
         pipe.get(token_key)
@@ -283,10 +300,17 @@ class SharedState:
         pipe.zadd(self._alive_key, {me: now_ms})
         pipe.set(token_key, self._token, px=self._bucket_ttl_ms)
         commands += 2
+        if rewrites_finished:
+            # After the writes: whoever sees the new value sees them too.
+            pipe.set(self._rewritten_key, uuid.uuid4().hex, px=self._bucket_ttl_ms)
+            commands += 1
+        pipe.get(self._rewritten_key)
+        commands += 1
         results = pipe.execute()
         self.stats.commands += commands
         # Only what was written counts as published: a failed batch is redone.
         self._published = published
+        self._rewritten = results[-1]
         return results[0] == self._token or not self._had_token()
 
     def _had_token(self) -> bool:
@@ -297,6 +321,10 @@ class SharedState:
     # -- merging ------------------------------------------------------------------
 
     def _merge(self) -> None:
+        if self._rewritten != self._cache_rewritten:
+            # Some instance wrote a finished bucket since the cache was read.
+            self._cache.clear()
+            self._cache_rewritten = self._rewritten
         epoch, oldest, slice_now, oldest_slice, _, _ = self.tracker.shared_epochs()
         keys = [self._bucket_key(e) for e in range(oldest, epoch + 1)]
         keys += [self._slice_key(s) for s in range(oldest_slice, slice_now + 1)]
