@@ -9,11 +9,13 @@ import logging
 import sqlite3
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until
 from zeta_fast import ManualClock, PerformanceTracker, Router
 from zeta_fast.config import parse_router_config
 from zeta_fast.exceptions import InvalidInputError
@@ -43,15 +45,6 @@ def route_and_record(router: Router, count: int) -> None:
         router.record(router.route(CODE), True, 5.0)
 
 
-def wait_until(condition: object, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return bool(condition())  # type: ignore[operator]
-
-
 def test_a_corrupt_file_is_moved_aside_and_routing_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -73,6 +66,26 @@ def test_a_corrupt_file_is_moved_aside_and_routing_goes_on(
     assert any("was corrupt" in r.getMessage() for r in caplog.records)
 
 
+@contextmanager
+def locked_elsewhere(db: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``db`` from another process meanwhile."""
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None
+        assert locker.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert locker.stdin is not None
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+        locker.wait(10)
+
+
 LOCKER = """
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -86,26 +99,13 @@ db.execute("COMMIT")
 def test_a_file_locked_by_another_process_neither_blocks_nor_loses_rows(tmp_path: Path) -> None:
     db = tmp_path / "outcomes.sqlite"
     sqlite3.connect(db).close()
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None
-        assert locker.stdout.readline().strip() == "locked"
+    with locked_elsewhere(db):
         router = router_with_log(db)  # starts although the file cannot be opened now
         route_and_record(router, 25)
         log = router.outcome_log
         assert log is not None
-        assert wait_until(lambda: log.last_error is not None)
+        wait_until(lambda: log.last_error is not None)
         assert (log.written, log.dropped, log.pending) == (0, 0, 25)
-    finally:
-        assert locker.stdin is not None
-        locker.stdin.write("\n")
-        locker.stdin.flush()
-        locker.wait(10)
     assert log.flush()
     assert (log.written, log.dropped, log.count()) == (25, 0, 25)
     router.close()
@@ -116,27 +116,13 @@ def test_a_full_queue_drops_counts_and_logs_once(
 ) -> None:
     db = tmp_path / "outcomes.sqlite"
     sqlite3.connect(db).close()
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None
-        assert locker.stdout.readline().strip() == "locked"
-        with caplog.at_level(logging.WARNING, logger="zeta_fast.outcome_log"):
-            router = router_with_log(db, max_pending=10)
-            route_and_record(router, 100)  # every record still succeeds
-            log = router.outcome_log
-            assert log is not None
-            assert log.dropped == 90
-            assert log.pending == 10
-    finally:
-        assert locker.stdin is not None
-        locker.stdin.write("\n")
-        locker.stdin.flush()
-        locker.wait(10)
+    with locked_elsewhere(db), caplog.at_level(logging.WARNING, logger="zeta_fast.outcome_log"):
+        router = router_with_log(db, max_pending=10)
+        route_and_record(router, 100)  # every record still succeeds
+        log = router.outcome_log
+        assert log is not None
+        assert log.dropped == 90
+        assert log.pending == 10
     assert log.flush()
     assert log.count() == 10
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
@@ -169,25 +155,12 @@ def test_the_metrics_page_counts_written_and_dropped_rows(tmp_path: Path) -> Non
 
     db = tmp_path / "outcomes.sqlite"
     sqlite3.connect(db).close()
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None
-        assert locker.stdout.readline().strip() == "locked"
+    with locked_elsewhere(db):
         router = router_with_log(db, max_pending=4)
         route_and_record(router, 10)
         log = router.outcome_log
         assert log is not None
-        assert wait_until(lambda: log.last_error is not None)
-    finally:
-        assert locker.stdin is not None
-        locker.stdin.write("\n")
-        locker.stdin.flush()
-        locker.wait(10)
+        wait_until(lambda: log.last_error is not None)
     assert log.flush()
 
     def samples() -> dict[str, float]:

@@ -20,6 +20,7 @@ __all__ = [
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
     "MODEL_ORDERINGS",
+    "OUTCOME_LOG_COLUMNS",
     "REPLICA_POLICIES",
     "REQUEST_FEATURES",
     "SNAPSHOT_FORMAT_VERSION",
@@ -67,6 +68,9 @@ GIL_RELEASE_MIN_CANDIDATES: int
 
 GIL_RELEASE_MIN_RECORDS: int
 """``record_many`` batches of at least this many outcomes run with the GIL released."""
+
+OUTCOME_LOG_COLUMNS: tuple[str, ...]
+"""The outcome log's columns, in table order (the writer's, in Rust)."""
 
 REPLICA_POLICIES: tuple[str, ...]
 """Names of the replica policies (``replica_policy``), one file each in

@@ -37,35 +37,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from zeta_fast._core import Decision, OutcomeLogWriter
+from zeta_fast._core import OUTCOME_LOG_COLUMNS, Decision, OutcomeLogWriter
 
 __all__ = ["COLUMNS", "OutcomeLog"]
 
-COLUMNS = (
-    "ts_ms",
-    "model",
-    "replica",
-    "task",
-    "complexity",
-    "context",
-    "outcome",
-    "success",
-    "latency_ms",
-    "ttft_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "capability",
-    "score",
-    "adjustment",
-    "penalties",
-    "runners_up",
-    "profile",
-    "learned",
-    "category",
-    "features",
-    "request_id",
-)
+#: The columns, in table order: the Rust writer's.
+COLUMNS: tuple[str, ...] = OUTCOME_LOG_COLUMNS
 
 #: The id of the request being served (a gateway's ``x-request-id``), set
 #: by whoever serves it; every attempt of that request is logged with it.

@@ -70,6 +70,10 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
     module.add(
+        "OUTCOME_LOG_COLUMNS",
+        pyo3::types::PyTuple::new(module.py(), crate::outcome_log::COLUMNS)?,
+    )?;
+    module.add(
         "REPLICA_POLICIES",
         pyo3::types::PyTuple::new(module.py(), crate::policies::replica_policy_names())?,
     )?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::extract::type_error;
-use super::router::PyDecision;
+use super::router::{Logged, PyDecision};
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::outcome::OutcomeKind;
 use crate::outcome_log::{LogSettings, Notice, OutcomeLog};
@@ -106,16 +106,16 @@ impl PyOutcomeLogWriter {
             .cast::<PyDecision>()
             .map_err(|_| type_error("decision", "a Decision from route()", decision))?
             .get();
-        let row = decision.log_row(
-            py,
-            outcome_name(outcome)?,
+        let logged = Logged {
+            outcome: outcome_name(outcome)?,
             latency_ms,
             ttft_ms,
             prompt_tokens,
             completion_tokens,
             learned,
             request_id,
-        );
+        };
+        let row = decision.log_row(py, logged);
         Ok(self.inner.append(row))
     }
 

@@ -18,6 +18,7 @@ use arc_swap::ArcSwapOption;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+pub(crate) use self::decision::Logged;
 pub use self::decision::PyDecision;
 use self::settings::{cost_arg, models_arg};
 pub use self::settings::{PyLearningSettings, PyModelSettings, PyResilience};
@@ -140,31 +141,10 @@ impl PyRouterCore {
     }
 
     /// Appends a recorded outcome to the outcome log, when one is attached.
-    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn log(
-        &self,
-        py: Python<'_>,
-        decision: &PyDecision,
-        outcome: &'static str,
-        latency_ms: f64,
-        ttft_ms: Option<f64>,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        learned: Option<bool>,
-        request_id: Option<String>,
-    ) {
+    fn log(&self, py: Python<'_>, decision: &PyDecision, logged: Logged) {
         if let Some(log) = self.outcome_log.load().as_ref() {
-            log.append(decision.log_row(
-                py,
-                outcome,
-                latency_ms,
-                ttft_ms,
-                prompt_tokens,
-                completion_tokens,
-                learned,
-                request_id,
-            ));
+            log.append(decision.log_row(py, logged));
         }
     }
 
@@ -450,17 +430,16 @@ impl PyRouterCore {
         let (taught, recorded) = self.record_once(decision, |inner, d, free_slot| {
             inner.record_attempt(d, outcome, free_slot, request_id.as_deref())
         })?;
-        self.log(
-            decision.py(),
-            recorded,
-            kind.name(),
+        let logged = Logged {
+            outcome: kind.name(),
             latency_ms,
             ttft_ms,
             prompt_tokens,
             completion_tokens,
-            taught.then_some(kind == OutcomeKind::Success),
+            learned: taught.then_some(kind == OutcomeKind::Success),
             request_id,
-        );
+        };
+        self.log(decision.py(), recorded, logged);
         Ok(taught)
     }
 
@@ -485,13 +464,7 @@ impl PyRouterCore {
         self.log(
             decision.py(),
             recorded,
-            outcome,
-            latency_ms,
-            None,
-            0,
-            0,
-            learned,
-            None,
+            Logged::plain(outcome, latency_ms, learned),
         );
         Ok(taught)
     }
@@ -551,7 +524,7 @@ impl PyRouterCore {
         let learned = self.inner.feedback(&decision.inner, good)?;
         if learned {
             // A verdict on the answer, not on how the replica served it.
-            self.log(py, decision, "feedback", 0.0, None, 0, 0, Some(good), None);
+            self.log(py, decision, Logged::plain("feedback", 0.0, Some(good)));
         }
         Ok(learned)
     }
