@@ -190,8 +190,9 @@ fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
 }
 
 /// Writes `bytes` to `path` so that a crash at any point leaves either the
-/// old file or the new one whole: write a temporary file, fsync it, move the
-/// current file to `.prev`, rename the temporary over `path`, fsync the folder.
+/// old file or the new one whole at `path`: write a temporary file, fsync it,
+/// link the current file as `.prev`, rename the temporary over `path`, fsync
+/// the folder.
 ///
 /// One writer per path at a time: the temporary's name is fixed (a crash
 /// leaves one stale file, overwritten next time, not one per writer), so the
@@ -207,17 +208,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
     }
-    match fs::rename(path, previous_path(path)) {
-        // A first save has no current file to keep.
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        other => other?,
-    }
+    keep_as_previous(path)?;
+    // One rename over the current file: at every point `path` is a whole
+    // file, the old one or the new one (a kill between moving it to `.prev`
+    // and this rename would leave none, and the next start on `.prev`).
     fs::rename(&temporary, path)?;
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // Makes the renames themselves durable.
         File::open(folder)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Makes `.prev` a copy of the current file (none on a first save) without
+/// moving the current one: a hard link, or a copy where the file system has
+/// none.
+fn keep_as_previous(path: &Path) -> io::Result<()> {
+    let previous = previous_path(path);
+    match fs::remove_file(&previous) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    match fs::hard_link(path, &previous) {
+        Ok(()) => Ok(()),
+        // A first save has no current file to keep.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => match fs::copy(path, &previous) {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        },
+    }
 }
 
 /// Which file a load came from, and what was wrong with the newer one.
