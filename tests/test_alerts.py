@@ -324,6 +324,7 @@ def test_real_faults_raise_alerts_within_a_few_requests(
         start_errors, start_slow = asyncio.run(scenario())
     finally:
         proxy.stop()
+
     def first(rule: str, since: int) -> int:
         """Requests from ``since`` to the first ``rule`` alert after it."""
         return min(at for name, at in fired_at if name == rule and at > since) - since
