@@ -20,6 +20,7 @@ from tests.cdp import Browser
 from tests.llamacpp_fixtures import StartReplicas
 from tests.waiting import wait_until_async
 from zeta_fast import PerformanceTracker, Router, profile
+from zeta_fast._core import ReplicaStatus
 from zeta_fast.config import parse_router_config
 from zeta_fast.gateway import RunningGateway, hash_key, start
 from zeta_fast.local.fault_proxy import FaultProxy
@@ -101,6 +102,15 @@ async def next_poll_after(browser: Browser, moment: float) -> None:
     await wait_until_async(lambda: stamped_after(first[0]), interval_s=0.05)
 
 
+def replica_state(status: ReplicaStatus) -> str:
+    """A replica's state as the page words it (dashboard.js), from the core."""
+    if not status.healthy:
+        return "down"
+    if status.breaker != "closed":
+        return f"breaker {status.breaker}"
+    return "degraded" if status.degraded else "ok"
+
+
 def close(shown: str, expected: float | None) -> bool:
     if expected is None:
         return shown == ""
@@ -148,7 +158,9 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
                     for status in router.core.replica_status(model):
                         key = f"replica:{model}:{status.replica_id}"
                         assert int(shown[f"{key}:requests"]) == sum(status.outcomes.values())
-                        assert shown[f"{key}:state"] == "ok"
+                        # The state the core gives (two llama.cpp twins on a
+                        # loaded 2-core box can measure one as the slow one).
+                        assert shown[f"{key}:state"] == replica_state(status)
                         replica = router.tracker.stats(model, replica=status.replica_id)
                         for q in ("p50", "p95", "p99"):
                             assert close(shown[f"{key}:{q}"], getattr(replica, f"{q}_ms"))
