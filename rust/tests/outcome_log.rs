@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use zeta_fast::clock::Clock;
 use zeta_fast::learned_capability::RequestView;
-use zeta_fast::outcome_log::{unix_ms, LogRow, LogSettings, OutcomeLog};
+use zeta_fast::outcome_log::{unix_ms, LogRow, LogSettings, LoggedOutcome, OutcomeLog};
 use zeta_fast::policies::model_ordering;
 use zeta_fast::routing::{Decision, ModelInput, Resilience, RouterCore};
 use zeta_fast::tracker::PerformanceTracker;
@@ -59,13 +59,15 @@ fn row(core: &Arc<RouterCore>, latency_ms: f64) -> Result<LogRow, ZetaError> {
         decision: decision(core)?,
         context: None,
         profile: None,
-        outcome: "success",
-        latency_ms,
-        ttft_ms: Some(1.5),
-        prompt_tokens: 10,
-        completion_tokens: 30,
-        learned: None,
-        request_id: Some("req-7".into()),
+        outcome: LoggedOutcome {
+            outcome: "success",
+            latency_ms,
+            ttft_ms: Some(1.5),
+            prompt_tokens: 10,
+            completion_tokens: 30,
+            learned: None,
+            request_id: Some("req-7".into()),
+        },
     })
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::extract::type_error;
-use super::router::{Logged, PyDecision};
+use super::router::PyDecision;
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::outcome::OutcomeKind;
+use crate::outcome_log::LoggedOutcome;
 use crate::outcome_log::{LogSettings, Notice, OutcomeLog};
 
 /// The writer of an outcome log (SQLite), with its own thread.
@@ -106,7 +107,7 @@ impl PyOutcomeLogWriter {
             .cast::<PyDecision>()
             .map_err(|_| type_error("decision", "a Decision from route()", decision))?
             .get();
-        let logged = Logged {
+        let logged = LoggedOutcome {
             outcome: outcome_name(outcome)?,
             latency_ms,
             ttft_ms,

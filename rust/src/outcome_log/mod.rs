@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use row::{unix_ms, LogRow, COLUMNS};
+pub use row::{unix_ms, LogRow, LoggedOutcome, COLUMNS};
 
 use crate::errors::{float_repr, ZetaError};
 

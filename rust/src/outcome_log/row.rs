@@ -38,14 +38,9 @@ pub const COLUMNS: [&str; 23] = [
     "request_id",
 ];
 
-/// What one outcome row holds until the writer turns it into values.
-pub struct LogRow {
-    pub ts_ms: i64,
-    /// The router the decision is of: its names are read at write time.
-    pub router: Arc<RouterCore>,
-    pub decision: Decision,
-    pub context: Option<String>,
-    pub profile: Option<Profile>,
+/// What a row says of the outcome (the rest is the decision's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedOutcome {
     /// `success`, `timeout`, ..., `other` for a failure a caller recorded,
     /// `feedback` for a verdict given later.
     pub outcome: &'static str,
@@ -56,6 +51,32 @@ pub struct LogRow {
     /// What the learned router took from it, if anything.
     pub learned: Option<bool>,
     pub request_id: Option<String>,
+}
+
+impl LoggedOutcome {
+    /// An outcome with no stream or token figures and no request id.
+    pub fn plain(outcome: &'static str, latency_ms: f64, learned: Option<bool>) -> Self {
+        Self {
+            outcome,
+            latency_ms,
+            ttft_ms: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            learned,
+            request_id: None,
+        }
+    }
+}
+
+/// What one outcome row holds until the writer turns it into values.
+pub struct LogRow {
+    pub ts_ms: i64,
+    /// The router the decision is of: its names are read at write time.
+    pub router: Arc<RouterCore>,
+    pub decision: Decision,
+    pub context: Option<String>,
+    pub profile: Option<Profile>,
+    pub outcome: LoggedOutcome,
 }
 
 /// Milliseconds since the Unix epoch (the log's clock is the wall clock,
@@ -155,7 +176,7 @@ impl LogRow {
             json_into(&mut scratch.profile, &ProfileJson::of(profile))?;
         }
         let learned_request = d.request.learned.as_ref();
-        let features = match (self.learned, learned_request) {
+        let features = match (self.outcome.learned, learned_request) {
             (Some(_), Some(r)) => {
                 scratch.features.clear();
                 for index in &r.features.indices {
@@ -165,7 +186,10 @@ impl LogRow {
             }
             _ => None,
         };
-        let tokens = self.prompt_tokens.saturating_add(self.completion_tokens) as f64;
+        let tokens = self
+            .outcome
+            .prompt_tokens
+            .saturating_add(self.outcome.completion_tokens) as f64;
         let values: [ValueRef<'_>; 23] = [
             ValueRef::Integer(self.ts_ms),
             text(model.as_bytes()),
@@ -175,12 +199,12 @@ impl LogRow {
             self.context
                 .as_deref()
                 .map_or(ValueRef::Null, |c| text(c.as_bytes())),
-            text(self.outcome.as_bytes()),
-            ValueRef::Integer(i64::from(self.outcome == "success")),
-            ValueRef::Real(self.latency_ms),
-            self.ttft_ms.map_or(ValueRef::Null, ValueRef::Real),
-            ValueRef::Integer(int(self.prompt_tokens)),
-            ValueRef::Integer(int(self.completion_tokens)),
+            text(self.outcome.outcome.as_bytes()),
+            ValueRef::Integer(i64::from(self.outcome.outcome == "success")),
+            ValueRef::Real(self.outcome.latency_ms),
+            self.outcome.ttft_ms.map_or(ValueRef::Null, ValueRef::Real),
+            ValueRef::Integer(int(self.outcome.prompt_tokens)),
+            ValueRef::Integer(int(self.outcome.completion_tokens)),
             ValueRef::Real(price_per_1k(model) * tokens / 1000.0),
             ValueRef::Real(breakdown.capability_score),
             ValueRef::Real(breakdown.performance_score),
@@ -192,11 +216,13 @@ impl LogRow {
             } else {
                 ValueRef::Null
             },
-            self.learned
+            self.outcome
+                .learned
                 .map_or(ValueRef::Null, |good| ValueRef::Integer(i64::from(good))),
             learned_request.map_or(ValueRef::Null, |r| text(r.category.as_bytes())),
             features.map_or(ValueRef::Null, ValueRef::Blob),
-            self.request_id
+            self.outcome
+                .request_id
                 .as_deref()
                 .map_or(ValueRef::Null, |id| text(id.as_bytes())),
         ];

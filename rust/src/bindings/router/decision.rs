@@ -12,7 +12,7 @@ use super::super::profile::PyRequestProfile;
 use super::super::scorer::put_score_fields;
 use super::PyRouterCore;
 use crate::errors::ZetaError;
-use crate::outcome_log::{unix_ms, LogRow};
+use crate::outcome_log::{unix_ms, LogRow, LoggedOutcome};
 use crate::routing::{Decision, RouterCore};
 
 /// One routing decision: which model and replica, and why.
@@ -34,46 +34,10 @@ pub struct PyDecision {
     pub(super) judged: AtomicBool,
 }
 
-/// What an outcome-log row says of the outcome (the rest is the decision's).
-pub(crate) struct Logged {
-    /// An `OutcomeKind`'s name, `other` for a caller's failure, `feedback`.
-    pub outcome: &'static str,
-    pub latency_ms: f64,
-    pub ttft_ms: Option<f64>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub learned: Option<bool>,
-    pub request_id: Option<String>,
-}
-
-impl Logged {
-    /// An outcome with no stream or token figures.
-    pub(crate) fn plain(outcome: &'static str, latency_ms: f64, learned: Option<bool>) -> Self {
-        Self {
-            outcome,
-            latency_ms,
-            ttft_ms: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            learned,
-            request_id: None,
-        }
-    }
-}
-
 impl PyDecision {
     /// Its outcome as an outcome-log row: owned data, copied (no text is
     /// built here; the log's writer does that).
-    pub(crate) fn log_row(&self, py: Python<'_>, logged: Logged) -> LogRow {
-        let Logged {
-            outcome,
-            latency_ms,
-            ttft_ms,
-            prompt_tokens,
-            completion_tokens,
-            learned,
-            request_id,
-        } = logged;
+    pub(crate) fn log_row(&self, py: Python<'_>, outcome: LoggedOutcome) -> LogRow {
         let profile = self.profile.as_ref().and_then(|p| {
             p.bind(py)
                 .cast::<PyRequestProfile>()
@@ -87,12 +51,6 @@ impl PyDecision {
             context: self.context.clone(),
             profile,
             outcome,
-            latency_ms,
-            ttft_ms,
-            prompt_tokens,
-            completion_tokens,
-            learned,
-            request_id,
         }
     }
 }

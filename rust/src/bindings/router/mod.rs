@@ -18,7 +18,6 @@ use arc_swap::ArcSwapOption;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-pub(crate) use self::decision::Logged;
 pub use self::decision::PyDecision;
 use self::settings::{cost_arg, models_arg};
 pub use self::settings::{PyLearningSettings, PyModelSettings, PyResilience};
@@ -40,7 +39,7 @@ use crate::errors::{float_repr, Position, ZetaError};
 use crate::learned::features_with_words;
 use crate::learned_capability::{LearnedRequest, RequestView};
 use crate::outcome::OutcomeKind;
-use crate::outcome_log::OutcomeLog;
+use crate::outcome_log::{LoggedOutcome, OutcomeLog};
 use crate::policies::model_ordering;
 use crate::request_kinds::{feature_bit, FEATURES};
 use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning, TASKS};
@@ -142,7 +141,7 @@ impl PyRouterCore {
 
     /// Appends a recorded outcome to the outcome log, when one is attached.
     #[inline]
-    fn log(&self, py: Python<'_>, decision: &PyDecision, logged: Logged) {
+    fn log(&self, py: Python<'_>, decision: &PyDecision, logged: LoggedOutcome) {
         if let Some(log) = self.outcome_log.load().as_ref() {
             log.append(decision.log_row(py, logged));
         }
@@ -430,7 +429,7 @@ impl PyRouterCore {
         let (taught, recorded) = self.record_once(decision, |inner, d, free_slot| {
             inner.record_attempt(d, outcome, free_slot, request_id.as_deref())
         })?;
-        let logged = Logged {
+        let logged = LoggedOutcome {
             outcome: kind.name(),
             latency_ms,
             ttft_ms,
@@ -464,7 +463,7 @@ impl PyRouterCore {
         self.log(
             decision.py(),
             recorded,
-            Logged::plain(outcome, latency_ms, learned),
+            LoggedOutcome::plain(outcome, latency_ms, learned),
         );
         Ok(taught)
     }
@@ -524,7 +523,11 @@ impl PyRouterCore {
         let learned = self.inner.feedback(&decision.inner, good)?;
         if learned {
             // A verdict on the answer, not on how the replica served it.
-            self.log(py, decision, Logged::plain("feedback", 0.0, Some(good)));
+            self.log(
+                py,
+                decision,
+                LoggedOutcome::plain("feedback", 0.0, Some(good)),
+            );
         }
         Ok(learned)
     }
