@@ -5,12 +5,9 @@
 //! rules over the whole set (the relative latency rule) live in
 //! [`crate::penalties`].
 
-use std::sync::Arc;
-
 use crate::errors::ZetaError;
 use crate::penalties::{relatively_slow, Penalties};
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
-use crate::tracker::TrackedKey;
 use crate::window::Totals;
 
 /// The live metrics a candidate is scored with.
@@ -97,39 +94,6 @@ pub fn sort_by_score(scored: &mut [(usize, ScoreBreakdown)]) {
             .total_cmp(&a.1.performance_score)
             .then(a.0.cmp(&b.0))
     });
-}
-
-/// The live totals of `leaves` (a model's windows for one task), or of
-/// `fallback` (all its windows) when the task has fewer than `minimum`
-/// requests and the whole model has enough: the rule both the pool and the
-/// router score by. An empty `fallback` means "same as `leaves`".
-#[inline(always)]
-pub fn live_totals_with_fallback(
-    leaves: &[Arc<TrackedKey>],
-    fallback: &[Arc<TrackedKey>],
-    now_ms: u64,
-    minimum: u64,
-) -> Totals {
-    let totals = sum_live(leaves, now_ms);
-    if totals.requests < minimum && !fallback.is_empty() {
-        let whole = sum_live(fallback, now_ms);
-        if whole.requests >= minimum {
-            return whole;
-        }
-    }
-    totals
-}
-
-/// The live totals of `leaves`, other instances' shares included.
-#[inline(always)]
-pub fn sum_live(leaves: &[Arc<TrackedKey>], now_ms: u64) -> Totals {
-    let mut totals = Totals::default();
-    for leaf in leaves {
-        totals.merge(&leaf.window.live_totals(now_ms));
-        // Other instances' share (zeros unless shared state is on).
-        totals.merge(&leaf.remote.totals());
-    }
-    totals
 }
 
 #[cfg(all(test, not(loom)))]

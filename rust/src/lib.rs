@@ -23,6 +23,7 @@ pub mod replica_health;
 pub mod request_kinds;
 pub mod retry;
 pub mod rng;
+pub mod rollup;
 pub mod routing;
 pub mod scoring;
 pub mod shared;

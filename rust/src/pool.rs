@@ -3,32 +3,21 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-
-use crate::candidates::{
-    live_totals_with_fallback, score_candidates, sort_by_score, CandidateInput, LiveMetrics,
-};
+use crate::candidates::{score_candidates, sort_by_score, CandidateInput, LiveMetrics};
 use crate::errors::ZetaError;
+use crate::rollup::{totals_with_fallback, Rollup};
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
-use crate::tracker::{PerformanceTracker, TrackedKey};
+use crate::tracker::PerformanceTracker;
 use crate::window::{Totals, LATENCY_UNIT_MS};
 
 /// One capable model for one task, with the windows that feed it.
 struct Entry {
     model: usize,
     capability: f64,
-    /// The (model, any replica, task) windows.
-    leaves: Box<[Arc<TrackedKey>]>,
-    /// Every window of the model, the fallback view; empty when it would
-    /// be the same windows as `leaves`.
-    fallback: Box<[Arc<TrackedKey>]>,
-}
-
-/// Which windows feed each candidate, resolved once per tracker generation.
-struct Resolution {
-    generation: u64,
-    /// `[task]`: the capable models, in pool order.
-    by_task: Vec<Vec<Entry>>,
+    /// The model's rollup for the task: every replica's records.
+    task_rollup: Arc<Rollup>,
+    /// The model's rollup over every task, the fallback view.
+    model_rollup: Arc<Rollup>,
 }
 
 /// Candidate models with a capability per task, scored from live metrics.
@@ -37,9 +26,8 @@ pub struct CandidatePool {
     scorer: AdaptiveScorer,
     models: Vec<Arc<str>>,
     tasks: Vec<Arc<str>>,
-    /// `[task][model]`: capability, or `None` when the model does not serve the task.
-    capability: Vec<Vec<Option<f64>>>,
-    resolution: ArcSwap<Resolution>,
+    /// `[task]`: the capable models, in pool order, with their rollups.
+    by_task: Vec<Vec<Entry>>,
     /// The relative latency rule's factor (0: off), as the router's.
     relative_latency_factor: f64,
 }
@@ -95,20 +83,35 @@ impl CandidatePool {
                 }
             }
         }
-        let pool = Self {
+        // Rollups are kept by the tracker's writers, whatever replicas the
+        // model's records name, so they are resolved once, here.
+        let by_task = tasks
+            .iter()
+            .zip(&capability)
+            .map(|(task, capabilities)| {
+                capabilities
+                    .iter()
+                    .zip(&names)
+                    .enumerate()
+                    .filter_map(|(model, (capability, name))| {
+                        Some(Entry {
+                            model,
+                            capability: (*capability)?,
+                            task_rollup: tracker.rollup(name, Some(task)),
+                            model_rollup: tracker.rollup(name, None),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Self {
             tracker,
             scorer,
             models: names,
             tasks,
-            capability,
-            resolution: ArcSwap::from_pointee(Resolution {
-                generation: u64::MAX,
-                by_task: Vec::new(),
-            }),
+            by_task,
             relative_latency_factor: 0.0,
-        };
-        pool.refresh();
-        Ok(pool)
+        })
     }
 
     /// Applies the relative latency rule (see
@@ -158,84 +161,19 @@ impl CandidatePool {
             })
     }
 
-    fn refresh(&self) {
-        let generation = self.tracker.generation();
-        let keys = self.tracker.keys();
-        let by_model: Vec<Vec<Arc<TrackedKey>>> = self
-            .models
-            .iter()
-            .map(|model| {
-                keys.iter()
-                    .filter(|k| k.name.model == *model)
-                    .cloned()
-                    .collect()
-            })
-            .collect();
-        let by_task = self
-            .tasks
-            .iter()
-            .zip(&self.capability)
-            .map(|(task, capabilities)| {
-                capabilities
-                    .iter()
-                    .zip(&by_model)
-                    .enumerate()
-                    .filter_map(|(model, (capability, all))| {
-                        let capability = (*capability)?;
-                        let leaves: Box<[_]> = all
-                            .iter()
-                            .filter(|k| k.name.task == *task)
-                            .cloned()
-                            .collect();
-                        let fallback = if leaves.len() == all.len() {
-                            Box::default()
-                        } else {
-                            all.clone().into_boxed_slice()
-                        };
-                        Some(Entry {
-                            model,
-                            capability,
-                            leaves,
-                            fallback,
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        self.resolution.store(Arc::new(Resolution {
-            generation,
-            by_task,
-        }));
-    }
-
-    /// The resolution for the tracker's current generation.
-    #[inline]
-    fn resolution(&self) -> arc_swap::Guard<Arc<Resolution>> {
-        let resolution = self.resolution.load();
-        if resolution.generation == self.tracker.generation() {
-            return resolution;
-        }
-        self.refresh();
-        self.resolution.load()
-    }
-
     /// The live totals that feed a candidate: per (model, task) over its
     /// replicas, falling back to the whole model when that has too few requests.
     #[inline(always)]
     fn totals_of(entry: &Entry, now_ms: u64, minimum: u64) -> Totals {
-        live_totals_with_fallback(&entry.leaves, &entry.fallback, now_ms, minimum)
+        totals_with_fallback(&entry.task_rollup, &entry.model_rollup, now_ms, minimum)
     }
 
     /// The index (in pool order) of the best model for `task`; ties go to
     /// the model listed first.
     pub fn best(&self, task: usize) -> Result<usize, ZetaError> {
-        let resolution = self.resolution();
-        let entries = resolution
-            .by_task
-            .get(task)
-            .ok_or(ZetaError::NoCandidates {
-                operation: "best()",
-            })?;
+        let entries = self.by_task.get(task).ok_or(ZetaError::NoCandidates {
+            operation: "best()",
+        })?;
         let now = self.tracker.clock().now_ms();
         let minimum = self.scorer.config().min_requests_for_performance;
         if self.relative_latency_factor > 0.0 {
@@ -328,8 +266,7 @@ impl CandidatePool {
 
     /// Every capable model's score for `task`, explained, in pool order.
     pub fn score(&self, task: usize) -> Result<Vec<(usize, ScoreBreakdown)>, ZetaError> {
-        let resolution = self.resolution();
-        let Some(entries) = resolution.by_task.get(task) else {
+        let Some(entries) = self.by_task.get(task) else {
             return Ok(Vec::new());
         };
         let now = self.tracker.clock().now_ms();

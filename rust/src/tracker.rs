@@ -1,5 +1,7 @@
 //! The performance tracker: one lock-free window per (model, replica, task),
-//! a lock-free registry of keys, and views aggregated on read.
+//! a lock-free registry of keys, each model's rollups (its totals per task
+//! and over all tasks, kept by the writers: see [`crate::rollup`]), and views
+//! aggregated on read.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::errors::{float_repr, ZetaError};
 use crate::histogram::LatencyBins;
+use crate::rollup::Rollup;
 use crate::window::{KeyWindow, Totals, WindowConfig, WindowState};
 
 /// The identity of a window.
@@ -53,9 +56,51 @@ fn hash_parts<H: Hasher>(model: &str, replica: &str, task: &str, state: &mut H) 
 /// One registered key: its name and its window.
 pub struct TrackedKey {
     pub name: KeyName,
+    /// Read it freely; record through [`TrackedKey::record`], which also
+    /// feeds the model's rollups (a decision reads those).
     pub window: KeyWindow,
     /// Other router instances' share of this key (zero unless shared).
     pub remote: crate::shared::RemoteView,
+    /// Its model's rollups this key's records also go to: the model's
+    /// (task) rollup and its all-tasks rollup.
+    rollups: [Arc<Rollup>; 2],
+}
+
+impl TrackedKey {
+    /// Records one outcome at `now_ms` into the key's window and its
+    /// model's rollups. `latency_ms` must be finite and >= 0.
+    #[inline]
+    pub fn record(&self, now_ms: u64, success: bool, latency_ms: f64) {
+        self.window.record(now_ms, success, latency_ms);
+        for rollup in &self.rollups {
+            rollup.window.record_totals(now_ms, success, latency_ms);
+        }
+    }
+
+    /// The rollups this key feeds: (its model and task, its model).
+    pub fn rollups(&self) -> &[Arc<Rollup>; 2] {
+        &self.rollups
+    }
+}
+
+/// The identity of a rollup: a model and one task, or all its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RollupName {
+    model: Arc<str>,
+    task: Option<Arc<str>>,
+}
+
+/// A borrowed rollup name for lookups without allocating.
+#[derive(Hash)]
+struct RollupRef<'a> {
+    model: &'a str,
+    task: Option<&'a str>,
+}
+
+impl papaya::Equivalent<RollupName> for RollupRef<'_> {
+    fn equivalent(&self, name: &RollupName) -> bool {
+        *name.model == *self.model && name.task.as_deref() == self.task
+    }
 }
 
 /// Aggregated statistics of one or more windows.
@@ -96,6 +141,8 @@ pub struct PerformanceTracker {
     bins: LatencyBins,
     clock: Clock,
     keys: papaya::HashMap<KeyName, Arc<TrackedKey>, foldhash::fast::RandomState>,
+    /// Each model's rollups, per task and over all tasks.
+    rollups: papaya::HashMap<RollupName, Arc<Rollup>, foldhash::fast::RandomState>,
     /// Bumped on every registration, so cached resolutions know to refresh.
     generation: AtomicU64,
 }
@@ -109,6 +156,9 @@ impl PerformanceTracker {
             bins,
             clock,
             keys: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
+                .build(),
+            rollups: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
             generation: AtomicU64::new(0),
@@ -171,6 +221,7 @@ impl PerformanceTracker {
             name: name.clone(),
             window: KeyWindow::new(self.config, self.bins, now),
             remote: crate::shared::RemoteView::default(),
+            rollups: self.rollups_of(&name),
         });
         // Two threads may race to register: the map keeps one, both use it.
         let kept = match keys.try_insert(name, fresh) {
@@ -195,8 +246,57 @@ impl PerformanceTracker {
     ) -> Result<(), ZetaError> {
         check_latency(latency_ms)?;
         let key = self.key(model, replica, task)?;
-        key.window.record(self.clock.now_ms(), success, latency_ms);
+        key.record(self.clock.now_ms(), success, latency_ms);
         Ok(())
+    }
+
+    /// The rollup of `model` for `task` (`None`: over all its tasks),
+    /// registering it on first use. Lock-free like [`Self::key`]; two
+    /// threads racing to register keep one.
+    pub fn rollup(&self, model: &str, task: Option<&str>) -> Arc<Rollup> {
+        let rollups = self.rollups.pin();
+        if let Some(found) = rollups.get(&RollupRef { model, task }) {
+            return Arc::clone(found);
+        }
+        let name = RollupName {
+            model: model.into(),
+            task: task.map(Into::into),
+        };
+        let fresh = Arc::new(Rollup::new(KeyWindow::new(
+            self.config,
+            self.bins,
+            self.clock.now_ms(),
+        )));
+        match rollups.try_insert(name, fresh) {
+            Ok(inserted) => Arc::clone(inserted),
+            Err(occupied) => Arc::clone(occupied.current),
+        }
+    }
+
+    fn rollups_of(&self, name: &KeyName) -> [Arc<Rollup>; 2] {
+        [
+            self.rollup(&name.model, Some(&name.task)),
+            self.rollup(&name.model, None),
+        ]
+    }
+
+    /// Sets every rollup's remote view to the sum of its keys' remote views
+    /// (after the keys' views were refreshed from the shared state).
+    pub fn refresh_rollup_remotes(&self) {
+        let mut sums: std::collections::HashMap<*const Rollup, (Arc<Rollup>, Totals)> =
+            std::collections::HashMap::new();
+        for key in self.keys.pin().values() {
+            let remote = key.remote.totals();
+            for rollup in &key.rollups {
+                sums.entry(Arc::as_ptr(rollup))
+                    .or_insert_with(|| (Arc::clone(rollup), Totals::default()))
+                    .1
+                    .merge(&remote);
+            }
+        }
+        for (rollup, totals) in sums.into_values() {
+            rollup.remote.set(&totals, None);
+        }
     }
 
     /// Every registered key, sorted.
@@ -271,7 +371,13 @@ impl PerformanceTracker {
             .pin()
             .values()
             .map(|key| key.window.memory_bytes() + std::mem::size_of::<TrackedKey>())
-            .sum()
+            .sum::<usize>()
+            + self
+                .rollups
+                .pin()
+                .values()
+                .map(|rollup| rollup.window.memory_bytes() + std::mem::size_of::<Rollup>())
+                .sum::<usize>()
     }
 
     /// Everything learned, for persistence.
@@ -299,7 +405,9 @@ impl PerformanceTracker {
     }
 
     /// Loads a persisted state into this (empty or not) tracker: keys in the
-    /// state replace any of the same name.
+    /// state replace any of the same name, and the rollups of the models it
+    /// names are rebuilt from their keys. Meant for start-up: outcomes
+    /// recorded for those models while it runs may miss their rollups' window.
     pub fn restore(&self, state: &TrackerState) -> Result<usize, ZetaError> {
         let shape = (
             state.bucket_ms,
@@ -346,13 +454,35 @@ impl PerformanceTracker {
         }
         let keys = self.keys.pin();
         let restored = windows.len();
+        let mut models: Vec<Arc<str>> = Vec::new();
         for (name, window) in windows {
+            if !models.contains(&name.model) {
+                models.push(Arc::clone(&name.model));
+            }
             let key = Arc::new(TrackedKey {
+                rollups: self.rollups_of(&name),
                 name: name.clone(),
                 remote: crate::shared::RemoteView::default(),
                 window,
             });
             keys.insert(name, key);
+        }
+        // The restored models' rollups are rebuilt from all their keys now
+        // (restored or not, a replaced key's data gone with it).
+        let now = self.clock.now_ms();
+        let rollups = self.rollups.pin();
+        for (name, rollup) in rollups.iter() {
+            if models.contains(&name.model) {
+                rollup.window.clear(now);
+            }
+        }
+        for key in keys.values() {
+            if models.contains(&key.name.model) {
+                let state = key.window.state();
+                for rollup in &key.rollups {
+                    rollup.window.absorb_totals(&state);
+                }
+            }
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(restored)
@@ -399,6 +529,112 @@ mod tests {
         assert_eq!(leaf.window.mean_latency_ms(), Some(300.0));
         assert_eq!(t.stats("nobody", None, None).keys, 0);
         assert_eq!(t.keys().len(), 4);
+    }
+
+    fn set(clock: &Clock, ms: u64) {
+        if let Clock::Manual(now) = clock {
+            now.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    fn advance(clock: &Clock, ms: u64) {
+        set(clock, clock.now_ms() + ms);
+    }
+
+    /// The window totals of `model` (and `task`) summed over its keys.
+    fn summed(t: &PerformanceTracker, model: &str, task: Option<&str>) -> Totals {
+        let now = t.clock().now_ms();
+        let mut sum = Totals::default();
+        for key in t.matching(model, None, task) {
+            sum.merge(&key.window.live_totals(now));
+            sum.merge(&key.remote.totals());
+        }
+        sum
+    }
+
+    #[test]
+    fn rollups_equal_their_keys_summed_as_the_window_moves() {
+        let (t, clock) = tracker();
+        // Replicas and tasks recorded in every bucket for 90 buckets of a
+        // 60-bucket window, so buckets expire from keys and rollups alike.
+        for step in 0..900_u64 {
+            let replica = ["r1", "r2", "r3"][(step % 3) as usize];
+            let task = ["code", "chat"][(step % 7 % 2) as usize];
+            t.record("m", replica, task, step % 5 != 0, (step % 13) as f64 * 10.5)
+                .unwrap();
+            t.record("other", "r1", "code", true, 1.0).unwrap();
+            advance(&clock, 500);
+            let now = clock.now_ms();
+            for task in [Some("code"), Some("chat"), None] {
+                let rollup = t.rollup("m", task).live_totals(now);
+                assert_eq!(rollup, summed(&t, "m", task), "step {step}, task {task:?}");
+            }
+        }
+        let whole = t.rollup("m", None).live_totals(clock.now_ms());
+        assert!(whole.requests > 0 && whole.requests < 900, "{whole:?}");
+        assert_eq!(
+            t.rollup("other", None).live_totals(clock.now_ms()),
+            summed(&t, "other", None)
+        );
+    }
+
+    #[test]
+    fn a_restore_rebuilds_the_rollups_from_the_keys() {
+        let (t, clock) = tracker();
+        for i in 0..300_u64 {
+            t.record(
+                "m",
+                ["r1", "r2"][(i % 2) as usize],
+                "code",
+                i % 4 != 0,
+                i as f64,
+            )
+            .unwrap();
+            advance(&clock, 1_000);
+        }
+        let state = t.state();
+        let (fresh, fresh_clock) = tracker();
+        set(&fresh_clock, clock.now_ms());
+        // Data recorded before the restore for a key the state replaces is
+        // gone from the rollups with the key; another model's stays.
+        fresh.record("m", "r1", "code", false, 9_999.0).unwrap();
+        fresh.record("n", "r1", "code", true, 5.0).unwrap();
+        fresh.restore(&state).unwrap();
+        let now = fresh_clock.now_ms();
+        let rebuilt = fresh.rollup("m", Some("code")).live_totals(now);
+        assert_eq!(rebuilt, t.rollup("m", Some("code")).live_totals(now));
+        assert_eq!(rebuilt, summed(&fresh, "m", Some("code")));
+        assert_eq!(fresh.rollup("n", None).live_totals(now).requests, 1);
+        // Records after the restore reach the rebuilt rollups.
+        fresh.record("m", "r2", "code", true, 1.0).unwrap();
+        assert_eq!(
+            fresh.rollup("m", None).live_totals(now).requests,
+            rebuilt.requests + 1
+        );
+    }
+
+    #[test]
+    fn rollup_remotes_are_the_sum_of_their_keys() {
+        let (t, _) = tracker();
+        t.record("m", "r1", "code", true, 1.0).unwrap();
+        t.record("m", "r2", "code", true, 1.0).unwrap();
+        let share = |requests| Totals {
+            requests,
+            successes: requests,
+            latency_requests: requests,
+            latency_units: requests * 100,
+        };
+        for (replica, requests) in [("r1", 7), ("r2", 5)] {
+            t.key("m", replica, "code")
+                .unwrap()
+                .remote
+                .set(&share(requests), None);
+        }
+        t.refresh_rollup_remotes();
+        assert_eq!(t.rollup("m", Some("code")).remote.totals(), share(12));
+        let now = t.clock().now_ms();
+        assert_eq!(t.rollup("m", None).live_totals(now).requests, 14);
+        assert_eq!(t.rollup("m", None).live_totals(now), summed(&t, "m", None));
     }
 
     #[test]

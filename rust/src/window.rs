@@ -361,6 +361,30 @@ impl KeyWindow {
     /// move the window, which never waits.
     #[inline]
     pub fn record(&self, now_ms: u64, success: bool, latency_ms: f64) {
+        let Some((target, latency_ms)) = self.record_words(now_ms, success, latency_ms) else {
+            return;
+        };
+        if let Some(slice) = self.slice(target / self.divisors.buckets_per_slice) {
+            if let Some(bin) = slice.bins.get(self.bins.index(latency_ms)) {
+                bin.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.update_ewma(latency_ms);
+    }
+
+    /// Records one outcome's counts and latency sum, not its histogram bin
+    /// or the EWMA: for a model's rollup windows (see [`crate::rollup`]),
+    /// whose readers want the totals alone.
+    #[inline]
+    pub fn record_totals(&self, now_ms: u64, success: bool, latency_ms: f64) {
+        let _ = self.record_words(now_ms, success, latency_ms);
+    }
+
+    /// The slots' and totals' part of a record; the epoch it went to and the
+    /// clamped latency, or `None` when it was older than the window (and went
+    /// to the lifetime totals only).
+    #[inline(always)]
+    fn record_words(&self, now_ms: u64, success: bool, latency_ms: f64) -> Option<(u64, f64)> {
         let now = now_ms / self.divisors.bucket_ms;
         // Acquire: pairs with the Release store in `advance`, so the slot
         // reset for `current` is visible before we add to it.
@@ -384,36 +408,90 @@ impl KeyWindow {
         let horizon = self.slots.len() as u64;
         if target + horizon <= current {
             self.retired_add(counts, latency);
-            return;
+            return None;
         }
         if let Some(slot) = self.slot(target) {
-            // The live totals first, then the slot with Release: a rotation
-            // that swaps this record out of the slot (Acquire) has seen it
-            // added to the live totals, so its subtraction never borrows
-            // across the packed fields. The live totals hold every slot of
-            // the window, so room there is room in the slot too; what finds
-            // none goes to the lifetime totals only.
-            let latency_fits = reserve(&self.live_latency, latency, latency_fits);
-            let counts_fit = reserve(&self.live_counts, counts, counts_fit);
-            if latency_fits {
-                slot.latency.fetch_add(latency, Ordering::Release);
-            }
-            if counts_fit {
-                slot.counts.fetch_add(counts, Ordering::Release);
-            }
-            if !(latency_fits && counts_fit) {
-                self.retired_add(
-                    if counts_fit { 0 } else { counts },
-                    if latency_fits { 0 } else { latency },
-                );
+            self.admit(slot, counts, latency);
+        }
+        Some((target, latency_ms))
+    }
+
+    /// Adds packed words to `slot`, the live totals first, then the slot with
+    /// Release: a rotation that swaps them out of the slot (Acquire) has seen
+    /// them added to the live totals, so its subtraction never borrows across
+    /// the packed fields. The live totals hold every slot of the window, so
+    /// room there is room in the slot too; what finds none goes to the
+    /// lifetime totals only.
+    #[inline(always)]
+    fn admit(&self, slot: &Slot, counts: u64, latency: u64) {
+        let latency_fits = reserve(&self.live_latency, latency, latency_fits);
+        let counts_fit = reserve(&self.live_counts, counts, counts_fit);
+        if latency_fits {
+            slot.latency.fetch_add(latency, Ordering::Release);
+        }
+        if counts_fit {
+            slot.counts.fetch_add(counts, Ordering::Release);
+        }
+        if !(latency_fits && counts_fit) {
+            self.retired_add(
+                if counts_fit { 0 } else { counts },
+                if latency_fits { 0 } else { latency },
+            );
+        }
+    }
+
+    /// Adds a window's persisted data (a window of the same shape) to this
+    /// one's totals, as if its records had been made here: buckets still
+    /// inside this window go to their slots, older ones and the lifetime
+    /// totals to the lifetime totals. Histograms and the EWMA are not
+    /// carried: rollups keep totals only. Meant for building a rollup while
+    /// nothing records into it (a restore at start-up): a concurrent record
+    /// is kept, but may land in the lifetime totals instead of the window.
+    pub fn absorb_totals(&self, state: &WindowState) {
+        if state.epoch > self.epoch.load(Ordering::Acquire) {
+            self.advance(state.epoch);
+        }
+        let current = self.epoch.load(Ordering::Acquire);
+        let horizon = self.slots.len() as u64;
+        let mut expired = state.retired;
+        for epoch in state.epoch.saturating_sub(horizon - 1)..=state.epoch {
+            let index = (epoch % self.divisors.buckets) as usize;
+            let Some(&(counts, latency)) = state.slots.get(index) else {
+                continue;
+            };
+            match self.slot(epoch) {
+                Some(slot) if epoch + horizon > current && epoch <= current => {
+                    self.admit(slot, counts, latency);
+                }
+                _ => expired.add_words(counts, latency),
             }
         }
-        if let Some(slice) = self.slice(target / self.divisors.buckets_per_slice) {
-            if let Some(bin) = slice.bins.get(self.bins.index(latency_ms)) {
-                bin.fetch_add(1, Ordering::Relaxed);
+        self.add_to(&self.retired, &expired);
+    }
+
+    /// Empties the window (slots, totals, histograms, EWMA) with `now_ms` as
+    /// its current time. Not atomic with concurrent records: for rebuilding a
+    /// rollup while nothing records into it.
+    pub fn clear(&self, now_ms: u64) {
+        let epoch = now_ms / self.divisors.bucket_ms;
+        self.epoch.store(epoch, Ordering::Release);
+        for slot in self.slots.iter() {
+            slot.counts.store(0, Ordering::Relaxed);
+            slot.latency.store(0, Ordering::Relaxed);
+        }
+        for slice in self.slices.iter() {
+            slice.tag.store(0, Ordering::Relaxed);
+            for bin in slice.bins.iter() {
+                bin.store(0, Ordering::Relaxed);
             }
         }
-        self.update_ewma(latency_ms);
+        self.live_counts.store(0, Ordering::Relaxed);
+        self.live_latency.store(0, Ordering::Relaxed);
+        for word in &self.retired {
+            word.store(0, Ordering::Relaxed);
+        }
+        self.ewma_bits.store(f64::NAN.to_bits(), Ordering::Relaxed);
+        self.tag_slice(epoch / self.divisors.buckets_per_slice);
     }
 
     fn retired_add(&self, counts: u64, latency: u64) {

@@ -94,4 +94,13 @@ fn threads_registering_and_recording_through_the_tracker_lose_nothing() {
     assert_eq!(tracker.keys().len(), 16);
     assert_eq!(stats.lifetime.requests, THREADS * per_thread);
     assert_eq!(stats.lifetime.successes, THREADS * per_thread / 2);
+    // The model's rollups got every record too (the real clock may have
+    // moved buckets meanwhile, so lifetime = window + expired is compared).
+    for task in [Some("task"), None] {
+        let rollup = tracker.rollup("model", task);
+        let snapshot = rollup.window.snapshot(tracker.clock().now_ms());
+        assert_eq!(snapshot.lifetime.requests, THREADS * per_thread, "{task:?}");
+        assert_eq!(snapshot.lifetime.successes, THREADS * per_thread / 2);
+        assert_eq!(snapshot.lifetime.latency_units, THREADS * per_thread * 100);
+    }
 }

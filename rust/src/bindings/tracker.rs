@@ -602,8 +602,7 @@ impl PyPerformanceTracker {
         )?;
         let success = success_arg(success)?;
         let latency = latency_arg(latency_ms)?;
-        key.window
-            .record(self.inner.clock().now_ms(), success, latency);
+        key.record(self.inner.clock().now_ms(), success, latency);
         Ok(())
     }
 
@@ -696,7 +695,7 @@ impl PyPerformanceTracker {
             for (i, (&flag, &latency)) in flags.iter().zip(&values).enumerate() {
                 let key = per_record.get(i).or_else(|| per_record.first());
                 if let Some(key) = key {
-                    key.window.record(now, flag, latency);
+                    key.record(now, flag, latency);
                 }
             }
         };
@@ -869,6 +868,7 @@ impl PyPerformanceTracker {
                 key.remote.set(&crate::window::Totals::default(), None);
             }
         }
+        self.inner.refresh_rollup_remotes();
         Ok(entries.len())
     }
 
@@ -1000,7 +1000,6 @@ impl PyTrackerKey {
         let success = success_arg(success)?;
         let latency = latency_arg(latency_ms)?;
         self.inner
-            .window
             .record(self.tracker.clock().now_ms(), success, latency);
         Ok(())
     }

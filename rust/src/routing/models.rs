@@ -8,13 +8,13 @@ use std::sync::Arc;
 use super::ranges::ComplexityRanges;
 use super::settings::Resilience;
 use crate::balance::ReplicaSet;
-use crate::candidates::live_totals_with_fallback;
 use crate::errors::ZetaError;
 use crate::outcome::ReplicaCounters;
 use crate::policies::replica_policy;
 use crate::profile::TEXT_TASKS;
 use crate::replica_health::ReplicaHealth;
 use crate::request_kinds::Unserved;
+use crate::rollup::{totals_with_fallback, Rollup};
 use crate::tracker::{PerformanceTracker, TrackedKey};
 use crate::window::Totals;
 
@@ -120,8 +120,11 @@ pub struct RoutedModel {
     pub unserved: Unserved,
     /// `[task][replica]`: the tracker windows this model's outcomes go to.
     pub(super) leaves: Vec<Vec<Arc<TrackedKey>>>,
-    /// Every window of the model, the fallback view.
-    all_leaves: Vec<Arc<TrackedKey>>,
+    /// `[task]`: the model's rollup for each task it serves (over every
+    /// replica), which its scores read.
+    task_rollups: Vec<Option<Arc<Rollup>>>,
+    /// The model's rollup over every task, the fallback view.
+    model_rollup: Arc<Rollup>,
 }
 
 impl RoutedModel {
@@ -165,8 +168,10 @@ impl RoutedModel {
     /// its replicas, or all its windows while the task has too few requests.
     #[inline]
     pub(super) fn totals(&self, task: usize, now_ms: u64, minimum: u64) -> Totals {
-        let leaves = self.leaves.get(task).map(Vec::as_slice).unwrap_or_default();
-        live_totals_with_fallback(leaves, &self.all_leaves, now_ms, minimum)
+        match self.task_rollups.get(task) {
+            Some(Some(rollup)) => totals_with_fallback(rollup, &self.model_rollup, now_ms, minimum),
+            _ => Totals::default(),
+        }
     }
 
     /// Requests in flight per replica (a model's busyness, for ordering).
@@ -203,18 +208,20 @@ pub(super) fn build(
         model.validate()?;
         let capabilities = capabilities_of(&model.capabilities)?;
         let mut leaves = Vec::with_capacity(TASKS.len());
-        let mut all_leaves = Vec::new();
+        let mut task_rollups = Vec::with_capacity(TASKS.len());
         for (task, capability) in TASKS.iter().zip(capabilities) {
             let mut per_replica = Vec::new();
+            let mut rollup = None;
             if capability.is_some() {
                 for (replica, _) in &model.replicas {
-                    let key = tracker.key(&model.id, replica, task)?;
-                    all_leaves.push(Arc::clone(&key));
-                    per_replica.push(key);
+                    per_replica.push(tracker.key(&model.id, replica, task)?);
                 }
+                rollup = Some(tracker.rollup(&model.id, Some(task)));
             }
             leaves.push(per_replica);
+            task_rollups.push(rollup);
         }
+        let model_rollup = tracker.rollup(&model.id, None);
         let capacities: Vec<u32> = model.replicas.iter().map(|(_, c)| *c).collect();
         let mut replicas = ReplicaSet::with_breakers(
             &capacities,
@@ -245,7 +252,8 @@ pub(super) fn build(
             fallbacks: Vec::new(),
             unserved: Unserved::default(),
             leaves,
-            all_leaves,
+            task_rollups,
+            model_rollup,
         });
     }
     for (index, names) in fallback_names.iter().enumerate() {

@@ -266,7 +266,7 @@ impl RouterCore {
             .get(decision.task)
             .and_then(|l| l.get(decision.replica))
         {
-            key.window.record(now, success, latency_ms);
+            key.record(now, success, latency_ms);
         }
         Ok(taught)
     }
