@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup bench-setup run test lint rust-test loom py-test bench bench-check compare bench-rust clean
+.PHONY: setup bench-setup run test lint rust-test loom py-test bench bench-check compare bench-rust bench-artifacts clean
 
 setup:
 	./scripts/setup.sh
@@ -13,7 +13,7 @@ setup:
 run: setup
 	$(BIN)/zeta-fast demo --out demo-output
 
-test: bench-setup lint rust-test loom py-test bench-check
+test: bench-setup lint rust-test loom py-test bench-check bench-artifacts
 
 lint:
 	cargo fmt --check
@@ -55,6 +55,15 @@ compare: bench-setup
 
 bench-rust:
 	cargo bench --bench scoring
+
+# Benchmark results kept as CI artifacts (never a gate: the gate is
+# bench-check): criterion's quick pass over the Rust hot path in
+# target/criterion, asv's quick pass in target/bench/asv/results.
+bench-artifacts: bench-setup
+	cargo bench --bench scoring -- --quick --noplot
+	cd benches/asv && $(abspath $(BIN))/asv machine --yes --machine ci >/dev/null && \
+		$(abspath $(BIN))/asv run --python=same --quick --machine ci \
+		--set-commit-hash $$(git rev-parse HEAD)
 
 clean:
 	rm -rf $(VENV) target python/zeta_fast/*.so
