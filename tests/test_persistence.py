@@ -51,6 +51,42 @@ def test_close_saves_and_a_new_tracker_restores(tmp_path: Path) -> None:
     restored.close()
 
 
+def test_a_router_closes_the_tracker_it_made_and_not_one_passed_in(tmp_path: Path) -> None:
+    from zeta_fast import Router
+    from zeta_fast.config import parse_router_config
+
+    path = tmp_path / "tracker.snapshot"
+    config = {
+        "models": [
+            {
+                "id": "m",
+                "capabilities": {"chat": 80, "code": 80, "reasoning": 80, "knowledge": 80},
+                "replicas": [{"id": "r1", "url": "http://127.0.0.1:9"}],
+            }
+        ],
+        "state_path": str(path),
+        "alerts": {"enabled": False},
+        "outcome_log": {"enabled": False},
+    }
+    router = Router(parse_router_config(config))
+    for _ in range(25):
+        router.record(router.route("hello there"), True, 100.0)
+    router.close()
+    # The final snapshot is on disk when close() returns (before, the
+    # tracker's saver went on writing after close and the file came later).
+    assert path.exists()
+    assert router.tracker.saver_status() is None, "the saver is stopped"
+    restored = PerformanceTracker(snapshot_path=path)
+    assert restored.stats("m").requests == 25
+    restored.close()
+    # A tracker passed in stays open for its owner.
+    shared = PerformanceTracker(persist=False)
+    other = Router(parse_router_config({**config, "state_path": None}), tracker=shared)
+    other.close()
+    shared.record("m", "r1", "chat", True, 1.0)
+    assert shared.stats("m").requests == 1
+
+
 def test_restored_windows_keep_expiring(tmp_path: Path) -> None:
     path = tmp_path / "tracker.snapshot"
     clock = ManualClock(START_MS)

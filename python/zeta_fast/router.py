@@ -161,6 +161,9 @@ class Router:
     ) -> None:
         self.config = config if isinstance(config, RouterConfig) else load_router_config(config)
         shared_client, restore = connect_shared(self.config)
+        # A tracker the router made is the router's to close (its final
+        # snapshot, its saver thread); one passed in may serve others.
+        self._owns_tracker = tracker is None
         self.tracker = (
             tracker
             if tracker is not None
@@ -513,11 +516,15 @@ class Router:
     def close(self) -> None:
         """Stops the health checks and the sync wrappers' loop, closing
         their connections (use ``aclose`` for an async caller's loop), and
-        writes what the outcome log still holds. Routing and recording are
+        writes what the outcome log still holds. A tracker the router made
+        (from ``state_path``) writes its final snapshot and stops its saver;
+        one passed in is left to its owner. Routing and recording are
         refused from then on (InvalidInputError: the router is closed), so
         no outcome is taken and then lost."""
         self._core.close()
         self._runtime.close()
+        if self._owns_tracker:
+            self.tracker.close()
 
     def __enter__(self) -> Router:
         return self
