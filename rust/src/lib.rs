@@ -19,6 +19,7 @@ pub mod persistence;
 pub mod policies;
 pub mod pool;
 pub mod profile;
+pub mod registry;
 pub mod replica_health;
 pub mod request_kinds;
 pub mod retry;

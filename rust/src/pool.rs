@@ -159,8 +159,9 @@ impl CandidatePool {
     }
 
     fn refresh(&self) {
-        let generation = self.tracker.generation();
-        let keys = self.tracker.keys();
+        // One read of both: the generation the keys are stamped with counts
+        // no key they lack, so the resolution never misses a key for good.
+        let (generation, keys) = self.tracker.keys_at_generation();
         let by_model: Vec<Vec<Arc<TrackedKey>>> = self
             .models
             .iter()

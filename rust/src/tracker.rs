@@ -2,12 +2,12 @@
 //! a lock-free registry of keys, and views aggregated on read.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::errors::{float_repr, ZetaError};
 use crate::histogram::LatencyBins;
+use crate::registry::Registry;
 use crate::window::{KeyWindow, Totals, WindowConfig, WindowState};
 
 /// The identity of a window.
@@ -95,10 +95,12 @@ pub struct PerformanceTracker {
     config: WindowConfig,
     bins: LatencyBins,
     clock: Clock,
-    keys: papaya::HashMap<KeyName, Arc<TrackedKey>, foldhash::fast::RandomState>,
-    /// Bumped on every registration, so cached resolutions know to refresh.
-    generation: AtomicU64,
+    /// The keys, registered once each; its generation is bumped on every
+    /// registration, so cached resolutions know to refresh (see `registry`).
+    keys: Registry<KeyMap>,
 }
+
+type KeyMap = papaya::HashMap<KeyName, Arc<TrackedKey>, foldhash::fast::RandomState>;
 
 impl PerformanceTracker {
     /// A tracker whose windows have `config`'s shape, reading time from `clock`.
@@ -108,10 +110,11 @@ impl PerformanceTracker {
             config,
             bins,
             clock,
-            keys: papaya::HashMap::builder()
-                .hasher(foldhash::fast::RandomState::default())
-                .build(),
-            generation: AtomicU64::new(0),
+            keys: Registry::new(
+                papaya::HashMap::builder()
+                    .hasher(foldhash::fast::RandomState::default())
+                    .build(),
+            ),
         })
     }
 
@@ -131,8 +134,9 @@ impl PerformanceTracker {
     }
 
     /// The number of registrations so far; changes whenever a key is added.
+    #[inline(always)]
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.keys.generation()
     }
 
     /// The key's window, registering it on first use. Lookups are lock-free;
@@ -148,39 +152,30 @@ impl PerformanceTracker {
             replica,
             task,
         };
-        let keys = self.keys.pin();
-        if let Some(found) = keys.get(&lookup) {
-            return Ok(Arc::clone(found));
-        }
-        for (field, value) in [("model", model), ("replica", replica), ("task", task)] {
-            if value.is_empty() {
-                return Err(ZetaError::InvalidName {
-                    field,
-                    problem: "must be a non-empty string",
-                    value: value.to_owned(),
-                });
-            }
-        }
-        let name = KeyName {
-            model: model.into(),
-            replica: replica.into(),
-            task: task.into(),
-        };
-        let now = self.clock.now_ms();
-        let fresh = Arc::new(TrackedKey {
-            name: name.clone(),
-            window: KeyWindow::new(self.config, self.bins, now),
-            remote: crate::shared::RemoteView::default(),
-        });
         // Two threads may race to register: the map keeps one, both use it.
-        let kept = match keys.try_insert(name, fresh) {
-            Ok(inserted) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-                Arc::clone(inserted)
+        self.keys.get_or_register(&lookup, || {
+            for (field, value) in [("model", model), ("replica", replica), ("task", task)] {
+                if value.is_empty() {
+                    return Err(ZetaError::InvalidName {
+                        field,
+                        problem: "must be a non-empty string",
+                        value: value.to_owned(),
+                    });
+                }
             }
-            Err(occupied) => Arc::clone(occupied.current),
-        };
-        Ok(kept)
+            let name = KeyName {
+                model: model.into(),
+                replica: replica.into(),
+                task: task.into(),
+            };
+            let now = self.clock.now_ms();
+            let fresh = Arc::new(TrackedKey {
+                name: name.clone(),
+                window: KeyWindow::new(self.config, self.bins, now),
+                remote: crate::shared::RemoteView::default(),
+            });
+            Ok((name, fresh))
+        })
     }
 
     /// Records one outcome now.
@@ -201,9 +196,15 @@ impl PerformanceTracker {
 
     /// Every registered key, sorted.
     pub fn keys(&self) -> Vec<Arc<TrackedKey>> {
-        let mut all: Vec<_> = self.keys.pin().values().cloned().collect();
+        self.keys_at_generation().1
+    }
+
+    /// Every registered key, sorted, with a generation they all count (see
+    /// `registry`): a cache stamped with it misses no key it counts.
+    pub fn keys_at_generation(&self) -> (u64, Vec<Arc<TrackedKey>>) {
+        let (generation, mut all) = self.keys.values_at();
         all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        (generation, all)
     }
 
     /// Keys matching a model and, when given, a replica and a task.
@@ -268,6 +269,7 @@ impl PerformanceTracker {
     /// Bytes held by all windows.
     pub fn memory_bytes(&self) -> usize {
         self.keys
+            .map()
             .pin()
             .values()
             .map(|key| key.window.memory_bytes() + std::mem::size_of::<TrackedKey>())
@@ -344,17 +346,16 @@ impl PerformanceTracker {
             };
             windows.push((name, window));
         }
-        let keys = self.keys.pin();
         let restored = windows.len();
-        for (name, window) in windows {
-            let key = Arc::new(TrackedKey {
-                name: name.clone(),
-                remote: crate::shared::RemoteView::default(),
-                window,
-            });
-            keys.insert(name, key);
-        }
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.keys
+            .replace_all(windows.into_iter().map(|(name, window)| {
+                let key = Arc::new(TrackedKey {
+                    name: name.clone(),
+                    remote: crate::shared::RemoteView::default(),
+                    window,
+                });
+                (name, key)
+            }));
         Ok(restored)
     }
 }
