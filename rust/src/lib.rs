@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod histogram;
+pub mod hogwild;
 pub mod learned;
 pub mod learned_capability;
 pub mod outcome;
