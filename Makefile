@@ -27,10 +27,13 @@ lint:
 rust-test:
 	if command -v cargo-nextest >/dev/null; then cargo nextest run --no-fail-fast; else cargo test; fi
 
-# loom explores every interleaving (up to 3 preemptions) of the window's
-# races; its own target dir keeps the cfg(loom) build apart from the others.
+# loom explores every interleaving (up to 3 preemptions) of the lock-free
+# structures' races (window, balance, breaker, remote view, retry budget,
+# replica health, key registration, Hogwild weights); its own target dir
+# keeps the cfg(loom) build apart from the others.
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_window --test loom_balance --test loom_breaker --test loom_remote --test loom_retry --test loom_replica_health
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_window --test loom_balance --test loom_breaker --test loom_remote --test loom_retry --test loom_replica_health \
+		--test loom_registry --test loom_learned
 
 py-test:
 	$(BIN)/pytest -q tests benches

@@ -9,22 +9,23 @@
 //! recorded outcome; beside it a smoothed success rate per category.
 //!
 //! Concurrency: predictions read the weights with relaxed atomic loads while
-//! updates write them with relaxed stores (Hogwild!, Niu et al. 2011): two
-//! updates touching the same weight at the same instant may overwrite one
-//! another's step, which sparse SGD tolerates by design, and no reader ever
-//! sees a torn value. Counts (outcomes per model and category, updates) are
+//! updates write them with relaxed stores (Hogwild!, Niu et al. 2011; the
+//! invariants and their loom model: `hogwild`): two updates touching the
+//! same weight at the same instant may overwrite one another's step, which
+//! sparse SGD tolerates by design, and no reader ever sees a torn or
+//! non-finite value. Counts (outcomes per model and category, updates) are
 //! atomic increments and exact.
 //!
-//! Size: ~810 lines of code (features, the online logistic model, its priors and the latency model
-//! share one weight layout) and ~170 of tests.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! Size: ~760 lines of code (features, the online logistic model, its priors and the latency model
+//! share one weight layout; the lock-free step and reads are `hogwild`) and ~170 of tests.
 
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ZetaError;
+use crate::hogwild::{self, logistic_error, Row};
 use crate::persistence::{self, FileKind};
 use crate::profile::FEATURE_BITS;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Hashed word n-grams: the profiler's own buckets.
 pub const WORD_DIM: usize = 1 << FEATURE_BITS;
@@ -229,19 +230,6 @@ impl Counts {
 
 type CategoryMap = papaya::HashMap<String, Box<[Counts]>, foldhash::fast::RandomState>;
 
-/// One model's weights, a column of the feature-major table.
-struct Row<'a> {
-    weights: &'a [AtomicU64],
-    models: usize,
-    model: usize,
-}
-
-impl Row<'_> {
-    fn get(&self, feature: usize) -> Option<&AtomicU64> {
-        self.weights.get(feature * self.models + self.model)
-    }
-}
-
 /// Per-model success predictors over one feature space.
 pub struct OutcomePredictor {
     models: Vec<String>,
@@ -265,10 +253,6 @@ const LATENCY_STEP: f64 = 0.1;
 /// Latencies a model needs before its latency predictions are given.
 pub const MIN_LATENCY_SAMPLES: u64 = 5;
 
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
 impl OutcomePredictor {
     pub fn new(models: Vec<String>, params: PredictorParams) -> Result<Self, ZetaError> {
         params.validate()?;
@@ -286,12 +270,8 @@ impl OutcomePredictor {
                 });
             }
         }
-        let weights = (0..models.len() * FEATURE_DIM)
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        let latency_weights = (0..models.len() * FEATURE_DIM)
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let weights = hogwild::zeros(models.len() * FEATURE_DIM);
+        let latency_weights = hogwild::zeros(models.len() * FEATURE_DIM);
         let latency_seen = (0..models.len()).map(|_| AtomicU64::new(0)).collect();
         let overall = (0..models.len()).map(|_| Counts::default()).collect();
         Ok(Self {
@@ -326,20 +306,13 @@ impl OutcomePredictor {
             .map_or(0, |c| c.requests.load(Ordering::Relaxed))
     }
 
+    /// One model's weights, a column of the feature-major table.
     fn row(&self, model: usize) -> Row<'_> {
-        Row {
-            weights: &self.weights,
-            models: self.models.len(),
-            model,
-        }
+        Row::new(&self.weights, self.models.len(), model)
     }
 
     fn latency_row(&self, model: usize) -> Row<'_> {
-        Row {
-            weights: &self.latency_weights,
-            models: self.models.len(),
-            model,
-        }
+        Row::new(&self.latency_weights, self.models.len(), model)
     }
 
     /// Learns one measured latency of `model` on a request (an answer's
@@ -366,24 +339,15 @@ impl OutcomePredictor {
                 value: model.to_string(),
             });
         };
-        let row = self.latency_row(model);
-        let old: Vec<f64> = features
-            .indices
-            .iter()
-            .map(|&i| {
-                row.get(i as usize)
-                    .map_or(0.0, |w| f64::from_bits(w.load(Ordering::Relaxed)))
-            })
-            .collect();
-        let predicted: f64 = old.iter().zip(&features.values).map(|(w, v)| w * v).sum();
-        let error = predicted - latency_ms.ln_1p();
-        let l2 = self.params.l2;
-        for ((&i, &v), &w) in features.indices.iter().zip(&features.values).zip(&old) {
-            if let Some(cell) = row.get(i as usize) {
-                let stepped = w - LATENCY_STEP * (error * v + l2 * w);
-                cell.store(stepped.to_bits(), Ordering::Relaxed);
-            }
-        }
+        let target = latency_ms.ln_1p();
+        self.latency_row(model).step(
+            &features.indices,
+            &features.values,
+            &mut Vec::with_capacity(features.indices.len()),
+            LATENCY_STEP,
+            self.params.l2,
+            |predicted| predicted - target,
+        );
         seen.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -397,7 +361,7 @@ impl OutcomePredictor {
             let start = i as usize * models;
             if let Some(cells) = self.latency_weights.get(start..start + models) {
                 for (z, w) in sums.iter_mut().zip(cells) {
-                    *z += f64::from_bits(w.load(Ordering::Relaxed)) * v;
+                    *z += hogwild::read(w) * v;
                 }
             }
         }
@@ -419,12 +383,12 @@ impl OutcomePredictor {
             let start = i as usize * models;
             if let Some(cells) = self.weights.get(start..start + models) {
                 for (z, w) in out.iter_mut().zip(cells) {
-                    *z += f64::from_bits(w.load(Ordering::Relaxed)) * v;
+                    *z += hogwild::read(w) * v;
                 }
             }
         }
         for z in out.iter_mut() {
-            *z = sigmoid(*z);
+            *z = hogwild::sigmoid(*z);
         }
     }
 
@@ -485,22 +449,16 @@ impl OutcomePredictor {
         let l2 = self.params.l2;
         let mut old = Vec::with_capacity(features.indices.len());
         for &(model, success) in known {
-            let row = self.row(model);
-            old.clear();
-            old.extend(features.indices.iter().map(|&i| {
-                row.get(i as usize)
-                    .map_or(0.0, |w| f64::from_bits(w.load(Ordering::Relaxed)))
-            }));
-            let z: f64 = old.iter().zip(&features.values).map(|(w, v)| w * v).sum();
-            let error = sigmoid(z) - f64::from(u8::from(success));
             // Every step is taken from the weights as read before it, so a
             // word counted twice moves its weight once, as a dense update would.
-            for ((&i, &v), &w) in features.indices.iter().zip(&features.values).zip(&old) {
-                if let Some(cell) = row.get(i as usize) {
-                    let stepped = w - eta * (error * v + l2 * w);
-                    cell.store(stepped.to_bits(), Ordering::Relaxed);
-                }
-            }
+            self.row(model).step(
+                &features.indices,
+                &features.values,
+                &mut old,
+                eta,
+                l2,
+                |z| logistic_error(z, success),
+            );
         }
         for &(model, success) in known {
             if let Some(counts) = self.overall.get(model) {
@@ -527,18 +485,7 @@ impl OutcomePredictor {
 
     /// P(success) of `model` from the text alone.
     pub fn predict_one(&self, features: &SparseFeatures, model: usize) -> f64 {
-        let row = self.row(model);
-        let z: f64 = features
-            .indices
-            .iter()
-            .zip(&features.values)
-            .map(|(&i, v)| {
-                row.get(i as usize)
-                    .map_or(0.0, |w| f64::from_bits(w.load(Ordering::Relaxed)))
-                    * v
-            })
-            .sum();
-        sigmoid(z)
+        hogwild::sigmoid(self.row(model).dot(&features.indices, &features.values))
     }
 
     /// P(success) per model from the text alone.
@@ -582,14 +529,14 @@ impl OutcomePredictor {
             let row = self.row(model);
             let row: Vec<(u32, f64)> = (0..FEATURE_DIM)
                 .filter_map(|i| {
-                    let w = f64::from_bits(row.get(i)?.load(Ordering::Relaxed));
+                    let w = hogwild::read(row.get(i)?);
                     (w != 0.0).then_some((i as u32, w))
                 })
                 .collect();
             let latency_row = self.latency_row(model);
             let latency: Vec<(u32, f64)> = (0..FEATURE_DIM)
                 .filter_map(|i| {
-                    let w = f64::from_bits(latency_row.get(i)?.load(Ordering::Relaxed));
+                    let w = hogwild::read(latency_row.get(i)?);
                     (w != 0.0).then_some((i as u32, w))
                 })
                 .collect();
@@ -638,7 +585,7 @@ impl OutcomePredictor {
             let row = self.row(model);
             for &(index, weight) in &saved.weights {
                 if let Some(cell) = row.get(index as usize).filter(|_| weight.is_finite()) {
-                    cell.store(weight.to_bits(), Ordering::Relaxed);
+                    hogwild::write(cell, weight);
                 }
             }
             if let Some(counts) = self.overall.get(model) {
@@ -650,7 +597,7 @@ impl OutcomePredictor {
                     .get(index as usize)
                     .filter(|_| weight.is_finite())
                 {
-                    cell.store(weight.to_bits(), Ordering::Relaxed);
+                    hogwild::write(cell, weight);
                 }
             }
             if let Some(seen) = self.latency_seen.get(model) {
@@ -747,10 +694,10 @@ fn average_row<'a>(row: &Row<'_>, others: impl Iterator<Item = &'a [(u32, f64)]>
     let divisor = (count + 1) as f64;
     for (index, sum) in sums.iter().enumerate() {
         if let Some(cell) = row.get(index) {
-            let own = f64::from_bits(cell.load(Ordering::Relaxed));
+            let own = hogwild::read(cell);
             let mean = (own + sum) / divisor;
-            if mean != own {
-                cell.store(mean.to_bits(), Ordering::Relaxed);
+            if mean != own && mean.is_finite() {
+                hogwild::write(cell, mean);
             }
         }
     }

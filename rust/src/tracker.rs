@@ -4,12 +4,12 @@
 //! aggregated on read.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::errors::{float_repr, ZetaError};
 use crate::histogram::LatencyBins;
+use crate::registry::Registry;
 use crate::rollup::Rollup;
 use crate::window::{KeyWindow, Totals, WindowConfig, WindowState};
 
@@ -140,12 +140,14 @@ pub struct PerformanceTracker {
     config: WindowConfig,
     bins: LatencyBins,
     clock: Clock,
-    keys: papaya::HashMap<KeyName, Arc<TrackedKey>, foldhash::fast::RandomState>,
+    /// The keys, registered once each; its generation is bumped on every
+    /// registration, so cached resolutions know to refresh (see `registry`).
+    keys: Registry<KeyMap>,
     /// Each model's rollups, per task and over all tasks.
     rollups: papaya::HashMap<RollupName, Arc<Rollup>, foldhash::fast::RandomState>,
-    /// Bumped on every registration, so cached resolutions know to refresh.
-    generation: AtomicU64,
 }
+
+type KeyMap = papaya::HashMap<KeyName, Arc<TrackedKey>, foldhash::fast::RandomState>;
 
 impl PerformanceTracker {
     /// A tracker whose windows have `config`'s shape, reading time from `clock`.
@@ -155,13 +157,14 @@ impl PerformanceTracker {
             config,
             bins,
             clock,
-            keys: papaya::HashMap::builder()
-                .hasher(foldhash::fast::RandomState::default())
-                .build(),
+            keys: Registry::new(
+                papaya::HashMap::builder()
+                    .hasher(foldhash::fast::RandomState::default())
+                    .build(),
+            ),
             rollups: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
-            generation: AtomicU64::new(0),
         })
     }
 
@@ -181,8 +184,9 @@ impl PerformanceTracker {
     }
 
     /// The number of registrations so far; changes whenever a key is added.
+    #[inline(always)]
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.keys.generation()
     }
 
     /// The key's window, registering it on first use. Lookups are lock-free;
@@ -198,40 +202,31 @@ impl PerformanceTracker {
             replica,
             task,
         };
-        let keys = self.keys.pin();
-        if let Some(found) = keys.get(&lookup) {
-            return Ok(Arc::clone(found));
-        }
-        for (field, value) in [("model", model), ("replica", replica), ("task", task)] {
-            if value.is_empty() {
-                return Err(ZetaError::InvalidName {
-                    field,
-                    problem: "must be a non-empty string",
-                    value: value.to_owned(),
-                });
-            }
-        }
-        let name = KeyName {
-            model: model.into(),
-            replica: replica.into(),
-            task: task.into(),
-        };
-        let now = self.clock.now_ms();
-        let fresh = Arc::new(TrackedKey {
-            name: name.clone(),
-            window: KeyWindow::new(self.config, self.bins, now),
-            remote: crate::shared::RemoteView::default(),
-            rollups: self.rollups_of(&name),
-        });
         // Two threads may race to register: the map keeps one, both use it.
-        let kept = match keys.try_insert(name, fresh) {
-            Ok(inserted) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-                Arc::clone(inserted)
+        self.keys.get_or_register(&lookup, || {
+            for (field, value) in [("model", model), ("replica", replica), ("task", task)] {
+                if value.is_empty() {
+                    return Err(ZetaError::InvalidName {
+                        field,
+                        problem: "must be a non-empty string",
+                        value: value.to_owned(),
+                    });
+                }
             }
-            Err(occupied) => Arc::clone(occupied.current),
-        };
-        Ok(kept)
+            let name = KeyName {
+                model: model.into(),
+                replica: replica.into(),
+                task: task.into(),
+            };
+            let now = self.clock.now_ms();
+            let fresh = Arc::new(TrackedKey {
+                name: name.clone(),
+                window: KeyWindow::new(self.config, self.bins, now),
+                remote: crate::shared::RemoteView::default(),
+                rollups: self.rollups_of(&name),
+            });
+            Ok((name, fresh))
+        })
     }
 
     /// Records one outcome now.
@@ -285,7 +280,7 @@ impl PerformanceTracker {
     pub fn refresh_rollup_remotes(&self) {
         let mut sums: std::collections::HashMap<*const Rollup, (Arc<Rollup>, Totals)> =
             std::collections::HashMap::new();
-        for key in self.keys.pin().values() {
+        for key in self.keys.map().pin().values() {
             let remote = key.remote.totals();
             for rollup in &key.rollups {
                 sums.entry(Arc::as_ptr(rollup))
@@ -301,9 +296,15 @@ impl PerformanceTracker {
 
     /// Every registered key, sorted.
     pub fn keys(&self) -> Vec<Arc<TrackedKey>> {
-        let mut all: Vec<_> = self.keys.pin().values().cloned().collect();
+        self.keys_at_generation().1
+    }
+
+    /// Every registered key, sorted, with a generation they all count (see
+    /// `registry`): a cache stamped with it misses no key it counts.
+    pub fn keys_at_generation(&self) -> (u64, Vec<Arc<TrackedKey>>) {
+        let (generation, mut all) = self.keys.values_at();
         all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        (generation, all)
     }
 
     /// Keys matching a model and, when given, a replica and a task.
@@ -368,6 +369,7 @@ impl PerformanceTracker {
     /// Bytes held by all windows.
     pub fn memory_bytes(&self) -> usize {
         self.keys
+            .map()
             .pin()
             .values()
             .map(|key| key.window.memory_bytes() + std::mem::size_of::<TrackedKey>())
@@ -452,21 +454,23 @@ impl PerformanceTracker {
             };
             windows.push((name, window));
         }
-        let keys = self.keys.pin();
         let restored = windows.len();
         let mut models: Vec<Arc<str>> = Vec::new();
-        for (name, window) in windows {
+        for (name, _) in &windows {
             if !models.contains(&name.model) {
                 models.push(Arc::clone(&name.model));
             }
-            let key = Arc::new(TrackedKey {
-                rollups: self.rollups_of(&name),
-                name: name.clone(),
-                remote: crate::shared::RemoteView::default(),
-                window,
-            });
-            keys.insert(name, key);
         }
+        self.keys
+            .replace_all(windows.into_iter().map(|(name, window)| {
+                let key = Arc::new(TrackedKey {
+                    rollups: self.rollups_of(&name),
+                    name: name.clone(),
+                    remote: crate::shared::RemoteView::default(),
+                    window,
+                });
+                (name, key)
+            }));
         // The restored models' rollups are rebuilt from all their keys now
         // (restored or not, a replaced key's data gone with it).
         let now = self.clock.now_ms();
@@ -476,7 +480,7 @@ impl PerformanceTracker {
                 rollup.window.clear(now);
             }
         }
-        for key in keys.values() {
+        for key in self.keys.map().pin().values() {
             if models.contains(&key.name.model) {
                 let state = key.window.state();
                 for rollup in &key.rollups {
@@ -484,7 +488,6 @@ impl PerformanceTracker {
                 }
             }
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(restored)
     }
 }
@@ -533,7 +536,7 @@ mod tests {
 
     fn set(clock: &Clock, ms: u64) {
         if let Clock::Manual(now) = clock {
-            now.store(ms, Ordering::Relaxed);
+            now.store(ms, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
