@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -301,8 +302,20 @@ def unwritable(folder: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        folder.unlink()
-        aside.rename(folder)
+        # Swapped back in one step: between an unlink and a rename a writer
+        # that makes its parents (mkdir(parents=True)) would create the
+        # folder anew and the rename would fail on it.
+        _exchange(aside, folder)
+        aside.unlink()
+
+
+def _exchange(first: Path, second: Path) -> None:
+    """Swaps two paths atomically (Linux renameat2 RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange):
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), str(first))
 
 
 def saver_status(tracker: PerformanceTracker) -> dict[str, object]:

@@ -58,10 +58,12 @@ class RunningGateway:
         await self.runner.cleanup()
         router = self.gateway.router
         await router.aclose()
-        router.close()
+        # Saved before close: a tracker the router made is closed with it
+        # (its final snapshot written), and a closed tracker saves no more.
         if router.tracker.snapshot_path is not None:
             saved = router.tracker.save()
             log.info("learned state saved: %d bytes", saved)
+        router.close()
 
 
 async def start(
