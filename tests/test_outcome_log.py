@@ -70,6 +70,48 @@ def test_rows_carry_the_decision_and_the_outcome(tmp_path: Path) -> None:
         assert connection.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 3
 
 
+def test_the_json_columns_read_back_as_the_decision_and_profile_give_them(
+    tmp_path: Path,
+) -> None:
+    # Every character a model id may hold (the config refuses quotes,
+    # backslashes and control characters; the Rust tests escape those).
+    ids = ["org/model:7b@q4+v1.2", "a-b_c", "Z.9", "x:y/z"]
+    raw = {
+        "models": [
+            {
+                "id": model,
+                "capabilities": {"code": 90 - i, "chat": 60},
+                "replicas": [{"id": f"{model}-r", "url": f"http://127.0.0.1:{9 + i}"}],
+            }
+            for i, model in enumerate(ids)
+        ],
+        "dispatch": {"health": {"enabled": False}},
+        "outcome_log": {"path": str(tmp_path / "outcomes.sqlite")},
+    }
+    router = Router(
+        parse_router_config(raw),
+        tracker=PerformanceTracker(clock=ManualClock(0), persist=False),
+    )
+    log = router.outcome_log
+    assert log is not None
+    prompts = [CODE, "Prove that the square root of 2 is irrational, step by step.", "hi?"]
+    decisions = [router.route(prompt) for prompt in prompts]
+    for decision in decisions:
+        router.record(decision, True, 10.0)
+    assert log.flush()
+    rows = log.rows()
+    assert len(rows) == len(prompts)
+    for decision, row in zip(decisions, rows, strict=True):
+        assert decision.profile is not None
+        assert json.loads(row["profile"]) == decision.profile.to_dict()
+        assert [tuple(pair) for pair in json.loads(row["runners_up"])] == [
+            (model, score) for model, score in decision.runners_up
+        ]
+        assert (row["model"], row["replica"]) == (decision.model_id, decision.replica_id)
+    assert {m for row in rows for m, _ in json.loads(row["runners_up"])} <= set(ids)
+    router.close()
+
+
 def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
     router = router_with_log(tmp_path / "outcomes.sqlite")
     log = router.outcome_log

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 
+use super::insert::Insert;
 use super::row::{LogRow, Scratch, COLUMNS};
 
 const SCHEMA: &str = "
@@ -62,6 +63,10 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     }
     let db = Connection::open(path)?;
     db.busy_timeout(BUSY_TIMEOUT)?;
+    // 16 KiB pages for a new file (an existing one keeps its own): a row is
+    // ~600 bytes, and fewer, larger pages mean fewer page splits and WAL
+    // frames per row. Set before WAL mode, the only time it takes.
+    db.execute_batch("PRAGMA page_size=16384")?;
     // WAL: readers (exports, dashboards) never block the writer.
     let _mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
     // WAL + NORMAL: a crash loses at most the last transactions, never the file.
@@ -98,7 +103,7 @@ pub fn append(
     );
     let transaction = db.transaction()?;
     {
-        let mut statement = transaction.prepare(&insert)?;
+        let mut statement = Insert::prepare(&transaction, &insert)?;
         let mut scratch = Scratch::default();
         for row in rows {
             row.insert(&mut statement, &mut scratch, price_per_1k)?;

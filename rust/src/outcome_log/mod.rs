@@ -15,6 +15,8 @@
 //! in `last_error`.
 
 mod db;
+mod insert;
+mod json;
 mod row;
 
 use std::collections::HashMap;

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::Statement;
-
-use crate::profile::{Features, Profile, EMBEDDING, TEXT_TASKS};
+use super::insert::{Insert, Value};
+use super::json;
+use crate::profile::Profile;
 use crate::routing::{Decision, RouterCore, TASKS};
 
 /// The columns, in table order (the Python readers' `COLUMNS`).
@@ -87,44 +86,6 @@ pub fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A profile as the JSON object `RequestProfile.to_dict()` gives.
-#[derive(serde::Serialize)]
-struct ProfileJson<'a> {
-    task_type: &'a str,
-    complexity: f64,
-    task_probabilities: Probabilities,
-    features: &'a Features,
-}
-
-/// The classifier's probabilities, by task (in `TEXT_TASKS` order).
-#[derive(serde::Serialize)]
-struct Probabilities {
-    code: f64,
-    reasoning: f64,
-    chat: f64,
-    knowledge: f64,
-}
-
-impl<'a> ProfileJson<'a> {
-    fn of(profile: &'a Profile) -> Self {
-        let [code, reasoning, chat, knowledge] = profile.probabilities.map(f64::from);
-        Self {
-            task_type: profile
-                .task
-                .and_then(|t| TEXT_TASKS.get(t).copied())
-                .unwrap_or(EMBEDDING),
-            complexity: profile.complexity,
-            task_probabilities: Probabilities {
-                code,
-                reasoning,
-                chat,
-                knowledge,
-            },
-            features: &profile.features,
-        }
-    }
-}
-
 /// Buffers the JSON columns are written into, kept across rows.
 #[derive(Default)]
 pub struct Scratch {
@@ -134,28 +95,22 @@ pub struct Scratch {
     features: Vec<u8>,
 }
 
-fn json_into(buffer: &mut Vec<u8>, value: &impl serde::Serialize) -> rusqlite::Result<()> {
-    buffer.clear();
-    serde_json::to_writer(&mut *buffer, value)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-}
-
-fn text(buffer: &[u8]) -> ValueRef<'_> {
-    ValueRef::Text(buffer)
-}
-
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+fn text(value: &str) -> Value<'_> {
+    Value::Text(value.as_bytes())
+}
+
 impl LogRow {
-    /// Binds the row's values, in [`COLUMNS`] order, to `statement` (an
-    /// insert of every column) and runs it; `price_per_1k` is a model's
-    /// price per 1,000 tokens. Borrowed values: nothing is copied but the
-    /// JSON columns, written into `scratch`.
+    /// Runs `insert` (an insert of every column, in [`COLUMNS`] order) with
+    /// the row's values; `price_per_1k` is a model's price per 1,000
+    /// tokens. Borrowed values: nothing is copied but the JSON columns,
+    /// written into `scratch`.
     pub fn insert(
         &self,
-        statement: &mut Statement<'_>,
+        insert: &mut Insert<'_>,
         scratch: &mut Scratch,
         price_per_1k: &dyn Fn(&str) -> f64,
     ) -> rusqlite::Result<()> {
@@ -168,12 +123,16 @@ impl LogRow {
             .and_then(|routed| routed.replica_ids.get(d.replica))
             .map_or("", |r| &**r);
         let breakdown = &d.breakdown;
-        let runners_up: Vec<(&str, f64)> =
-            d.runners_up.iter().map(|(m, s)| (name(*m), *s)).collect();
-        json_into(&mut scratch.penalties, &breakdown.penalties.names())?;
-        json_into(&mut scratch.runners_up, &runners_up)?;
+        scratch.penalties.clear();
+        json::names(&mut scratch.penalties, &breakdown.penalties.names());
+        scratch.runners_up.clear();
+        json::scored(
+            &mut scratch.runners_up,
+            d.runners_up.iter().map(|(m, s)| (name(*m), *s)),
+        );
         if let Some(profile) = &self.profile {
-            json_into(&mut scratch.profile, &ProfileJson::of(profile))?;
+            scratch.profile.clear();
+            json::profile(&mut scratch.profile, profile);
         }
         let learned_request = d.request.learned.as_ref();
         let features = match (self.outcome.learned, learned_request) {
@@ -190,46 +149,37 @@ impl LogRow {
             .outcome
             .prompt_tokens
             .saturating_add(self.outcome.completion_tokens) as f64;
-        let values: [ValueRef<'_>; 23] = [
-            ValueRef::Integer(self.ts_ms),
-            text(model.as_bytes()),
-            text(replica.as_bytes()),
-            text(TASKS.get(d.task).copied().unwrap_or("").as_bytes()),
-            ValueRef::Real(d.complexity),
-            self.context
-                .as_deref()
-                .map_or(ValueRef::Null, |c| text(c.as_bytes())),
-            text(self.outcome.outcome.as_bytes()),
-            ValueRef::Integer(i64::from(self.outcome.outcome == "success")),
-            ValueRef::Real(self.outcome.latency_ms),
-            self.outcome.ttft_ms.map_or(ValueRef::Null, ValueRef::Real),
-            ValueRef::Integer(int(self.outcome.prompt_tokens)),
-            ValueRef::Integer(int(self.outcome.completion_tokens)),
-            ValueRef::Real(price_per_1k(model) * tokens / 1000.0),
-            ValueRef::Real(breakdown.capability_score),
-            ValueRef::Real(breakdown.performance_score),
-            ValueRef::Real(breakdown.performance_adjustment()),
-            text(&scratch.penalties),
-            text(&scratch.runners_up),
+        let values: [Value<'_>; 23] = [
+            Value::Integer(self.ts_ms),
+            text(model),
+            text(replica),
+            text(TASKS.get(d.task).copied().unwrap_or("")),
+            Value::Real(d.complexity),
+            self.context.as_deref().map_or(Value::Null, text),
+            text(self.outcome.outcome),
+            Value::Integer(i64::from(self.outcome.outcome == "success")),
+            Value::Real(self.outcome.latency_ms),
+            self.outcome.ttft_ms.map_or(Value::Null, Value::Real),
+            Value::Integer(int(self.outcome.prompt_tokens)),
+            Value::Integer(int(self.outcome.completion_tokens)),
+            Value::Real(price_per_1k(model) * tokens / 1000.0),
+            Value::Real(breakdown.capability_score),
+            Value::Real(breakdown.performance_score),
+            Value::Real(breakdown.performance_adjustment()),
+            Value::Text(&scratch.penalties),
+            Value::Text(&scratch.runners_up),
             if self.profile.is_some() {
-                text(&scratch.profile)
+                Value::Text(&scratch.profile)
             } else {
-                ValueRef::Null
+                Value::Null
             },
             self.outcome
                 .learned
-                .map_or(ValueRef::Null, |good| ValueRef::Integer(i64::from(good))),
-            learned_request.map_or(ValueRef::Null, |r| text(r.category.as_bytes())),
-            features.map_or(ValueRef::Null, ValueRef::Blob),
-            self.outcome
-                .request_id
-                .as_deref()
-                .map_or(ValueRef::Null, |id| text(id.as_bytes())),
+                .map_or(Value::Null, |good| Value::Integer(i64::from(good))),
+            learned_request.map_or(Value::Null, |r| text(&r.category)),
+            features.map_or(Value::Null, Value::Blob),
+            self.outcome.request_id.as_deref().map_or(Value::Null, text),
         ];
-        for (index, value) in values.into_iter().enumerate() {
-            statement.raw_bind_parameter(index + 1, ToSqlOutput::Borrowed(value))?;
-        }
-        statement.raw_execute()?;
-        Ok(())
+        insert.run(&values)
     }
 }
