@@ -90,23 +90,49 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(db)
 }
 
+/// Rows one INSERT statement takes: a statement's start, halt and reset
+/// cost as much as a row's values, so they are shared by 32 rows (736
+/// parameters, far below SQLite's 32,766).
+const ROWS_PER_INSERT: usize = 32;
+
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; COLUMNS.len()].join(", "));
+    format!(
+        "INSERT INTO outcomes ({}) VALUES {}",
+        COLUMNS.join(", "),
+        vec![one; rows].join(", ")
+    )
+}
+
 /// Appends `rows` in one transaction; all or none are written.
 pub fn append(
     db: &mut Connection,
     rows: &[LogRow],
     price_per_1k: &dyn Fn(&str) -> f64,
 ) -> rusqlite::Result<usize> {
-    let insert = format!(
-        "INSERT INTO outcomes ({}) VALUES ({})",
-        COLUMNS.join(", "),
-        vec!["?"; COLUMNS.len()].join(", ")
-    );
     let transaction = db.transaction()?;
     {
-        let mut statement = Insert::prepare(&transaction, &insert)?;
-        let mut scratch = Scratch::default();
-        for row in rows {
-            row.insert(&mut statement, &mut scratch, price_per_1k)?;
+        let mut full: Option<Insert<'_>> = None;
+        let mut scratch: Vec<Scratch> = (0..ROWS_PER_INSERT.min(rows.len()))
+            .map(|_| Scratch::default())
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            // A chunk's values borrow its rows' scratch: one Vec per chunk.
+            let mut values = Vec::with_capacity(chunk.len() * COLUMNS.len());
+            for (row, scratch) in chunk.iter().zip(scratch.iter_mut()) {
+                values.extend(row.values(scratch, price_per_1k));
+            }
+            if chunk.len() == ROWS_PER_INSERT {
+                if full.is_none() {
+                    full = Some(Insert::prepare(&transaction, &insert_sql(ROWS_PER_INSERT))?);
+                }
+                if let Some(insert) = full.as_mut() {
+                    insert.run(&values)?;
+                }
+            } else {
+                // The batch's last, shorter chunk: a statement of its size.
+                Insert::prepare(&transaction, &insert_sql(chunk.len()))?.run(&values)?;
+            }
         }
     }
     transaction.commit()?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::insert::{Insert, Value};
+use super::insert::Value;
 use super::json;
 use crate::profile::Profile;
 use crate::routing::{Decision, RouterCore, TASKS};
@@ -104,16 +104,14 @@ fn text(value: &str) -> Value<'_> {
 }
 
 impl LogRow {
-    /// Runs `insert` (an insert of every column, in [`COLUMNS`] order) with
-    /// the row's values; `price_per_1k` is a model's price per 1,000
-    /// tokens. Borrowed values: nothing is copied but the JSON columns,
-    /// written into `scratch`.
-    pub fn insert(
-        &self,
-        insert: &mut Insert<'_>,
-        scratch: &mut Scratch,
+    /// The row's values in [`COLUMNS`] order; `price_per_1k` is a model's
+    /// price per 1,000 tokens. Borrowed: nothing is copied but the JSON
+    /// columns, written into `scratch`.
+    pub fn values<'a>(
+        &'a self,
+        scratch: &'a mut Scratch,
         price_per_1k: &dyn Fn(&str) -> f64,
-    ) -> rusqlite::Result<()> {
+    ) -> [Value<'a>; COLUMNS.len()] {
         let d = &self.decision;
         let models = self.router.models();
         let name = |m: usize| models.get(m).map_or("", |routed| &*routed.id);
@@ -149,7 +147,7 @@ impl LogRow {
             .outcome
             .prompt_tokens
             .saturating_add(self.outcome.completion_tokens) as f64;
-        let values: [Value<'_>; 23] = [
+        [
             Value::Integer(self.ts_ms),
             text(model),
             text(replica),
@@ -179,7 +177,6 @@ impl LogRow {
             learned_request.map_or(Value::Null, |r| text(&r.category)),
             features.map_or(Value::Null, Value::Blob),
             self.outcome.request_id.as_deref().map_or(Value::Null, text),
-        ];
-        insert.run(&values)
+        ]
     }
 }
