@@ -85,6 +85,35 @@ def router_scenario() -> Iterator[dict[str, Contender]]:
                 router.tracker.close()
 
 
+#: The process-CPU scenario: the defaults' background work (the outcome log's
+#: writer, the snapshot saver) is not on the caller's thread, so the wall
+#: clock alone cannot see it grow.
+CPU_SCENARIO = "route()+record(), 8 x 4, process CPU"
+
+
+def cpu_results(rounds: int, requests: int) -> list[Result]:
+    """Process CPU per route()+record(), background threads included and
+    drained (``benches.defaults_cost``), bare and defaults interleaved."""
+    from benches.defaults_cost import cost
+
+    found: dict[str, list[float]] = {"bare": [], "defaults": []}
+    for _ in range(rounds):
+        for configuration, runs in found.items():
+            runs.append(cost(configuration, requests)[1] * 1e3)
+    defaults = statistics.median(found["defaults"])
+    return [
+        Result(
+            CPU_SCENARIO,
+            f"zeta_fast route()+record(), {configuration}",
+            min(runs),
+            statistics.median(runs),
+            statistics.median(runs) / defaults,
+            1,
+        )
+        for configuration, runs in found.items()
+    ]
+
+
 def profile_scenario() -> dict[str, Contender]:
     from benches.bench_profile import PROMPT, python_counts
 
@@ -123,6 +152,7 @@ def run(
         results += measure(name, build(), rounds, round_s, 1)
     with router_scenario() as contenders:
         results += measure("route()+record(), 8 x 4", contenders, rounds, round_s, 1)
+    results += cpu_results(max(3, rounds // 3), 20_000)
     medians = {(r.scenario, r.contender): r.median_ns for r in results}
     checks = []
     for floor in floors:
@@ -155,7 +185,7 @@ def main() -> None:
     results, checks = run(args.rounds, args.round_ms / 1e3, args.floors)
     for r in results:
         print(
-            f"{r.scenario:28s} {r.contender:58s}"
+            f"{r.scenario:38s} {r.contender:58s}"
             f" min {r.min_ns:10.0f} ns  median {r.median_ns:10.0f} ns"
         )
     print()
