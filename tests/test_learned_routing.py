@@ -239,6 +239,12 @@ def test_zeta_fast_learn_retrains_from_the_outcome_log(
     assert main(["learn", "--config", str(config_file), "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 501 == sum(report["per_model"].values())
+    # Written as the router saves: atomically, the previous file kept.
+    first = out.read_bytes()
+    assert main(["learn", "--config", str(config_file), "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert out.with_name(out.name + ".prev").read_bytes() == first
+    assert not list(tmp_path.glob("retrained.bin.tmp*"))
     held = report["holdout"]
     # Which model answers which question is learnable from the text: the
     # retrained predictor beats the per-model success rate on newer rows.

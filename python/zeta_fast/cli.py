@@ -355,6 +355,7 @@ def _alerts_command(args: argparse.Namespace) -> int:
 
 
 def _learn_command(args: argparse.Namespace) -> int:
+    from zeta_fast._core import _write_learned_state
     from zeta_fast.config import load_router_config
     from zeta_fast.learning.training import train_from_log
 
@@ -376,7 +377,9 @@ def _learn_command(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         holdout=args.holdout,
     )
-    Path(out).write_bytes(predictor.to_bytes())
+    # As the router saves it: a synced temporary file renamed into place, the
+    # previous one kept as .prev, so a crash mid-write leaves a whole file.
+    _write_learned_state(Path(out), predictor.to_bytes())
     report["out"] = str(out)
     if args.json:
         print(json.dumps(report, indent=2))
