@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors::ZetaError;
+use crate::errors::{float_repr, Position, ZetaError};
 use crate::hogwild::{self, logistic_error, Row};
 use crate::persistence::{self, FileKind};
 use crate::profile::FEATURE_BITS;
@@ -440,6 +440,16 @@ impl OutcomePredictor {
                 field: "model",
                 problem: "is out of range",
                 value: model.to_string(),
+            });
+        }
+        if let Some(eta) = learning_rate.filter(|e| !(e.is_finite() && *e > 0.0)) {
+            // A zero, negative or non-finite step would freeze, reverse or
+            // poison every weight it touches.
+            return Err(ZetaError::InvalidInput {
+                field: "learning_rate",
+                position: Position::Scalar,
+                expected: "finite and > 0",
+                value: float_repr(eta),
             });
         }
         if known.is_empty() {
@@ -927,6 +937,21 @@ mod tests {
         assert!(p
             .update(&features("x", &[]), &[(2, true)], None, None)
             .is_err());
+        let before = p.predict(&features("x", &[])).unwrap();
+        for eta in [0.0, -0.5, f64::NAN, f64::INFINITY] {
+            let refused = p.update(&features("x", &[]), &[(0, true)], None, Some(eta));
+            assert!(
+                matches!(
+                    refused,
+                    Err(ZetaError::InvalidInput {
+                        field: "learning_rate",
+                        ..
+                    })
+                ),
+                "{eta}: {refused:?}"
+            );
+        }
+        assert_eq!(p.predict(&features("x", &[])).unwrap(), before);
         let params = PredictorParams {
             learning_rate: 0.0,
             ..PredictorParams::default()

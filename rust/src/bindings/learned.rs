@@ -17,7 +17,7 @@ use crate::persistence;
 
 use super::extract::type_error;
 use super::gil::{self, Cost};
-use crate::errors::{float_repr, Position, ZetaError};
+use crate::errors::{Position, ZetaError};
 
 /// A sparse feature vector of a request (`FEATURE_DIM` long).
 #[pyclass(name = "Features", module = "zeta_fast._core", frozen)]
@@ -193,15 +193,6 @@ impl PyOutcomePredictor {
         category: Option<&str>,
         learning_rate: Option<f64>,
     ) -> PyResult<()> {
-        if let Some(eta) = learning_rate.filter(|e| !(e.is_finite() && *e > 0.0)) {
-            return Err(ZetaError::InvalidInput {
-                field: "learning_rate",
-                position: Position::Scalar,
-                expected: "finite and > 0",
-                value: float_repr(eta),
-            }
-            .into());
-        }
         let features = features_arg(features)?;
         Ok(self
             .inner
