@@ -363,9 +363,12 @@ def test_resets_429_and_503_are_retried_elsewhere(
     results = asyncio.run(main())
     for ok, total in results:
         assert ok == total
+    # The faults were met often (each with probability 0.5 on the flaky
+    # replica's share of 300 requests: ~75-100 each, the share depending on
+    # timing), and every one was retried elsewhere (ok == total above).
     counts = flaky.faults_injected
-    assert counts["reset"] > 100
-    assert counts["status"] > 100
+    assert counts["reset"] > 50
+    assert counts["status"] > 50
 
 
 def test_traffic_leaves_a_slowed_model_when_the_scorer_says_and_comes_back(
