@@ -877,9 +877,12 @@ class RouterCore:
         model: str | None = None,
         needs: int = 0,
         replica: str | None = None,
+        session: str | None = None,
     ) -> Decision:
         """Routes a request (or a known profile) and takes a replica slot;
-        with ``model`` and ``replica``, that replica when it can take it.
+        with ``model`` and ``replica``, that replica when it can take it;
+        ``session`` names the conversation (``cache_aware`` keeps it on one
+        replica).
 
         Raises:
             UnsupportedRequestError: no model (or not ``model``) serves a
@@ -928,10 +931,12 @@ class RouterCore:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         request_id: str | None = None,
+        cached_tokens: int | None = None,
     ) -> bool:
         """Records how a dispatched request ended and frees its replica slot;
         true when the learned router learned it. ``request_id`` is kept in
-        the outcome log."""
+        the outcome log; ``cached_tokens`` (of ``prompt_tokens``, those the
+        engine reused) scores the ``cache_aware`` policy's prefix index."""
     def close(self) -> None:
         """Refuses every later ``route`` and ``record`` (InvalidInputError)."""
     def log_outcomes(self, writer: OutcomeLogWriter | None) -> None:
@@ -966,6 +971,13 @@ class RouterCore:
         """Keeps the decision's replica out of selection for ``hold_ms``."""
     def reset_breaker(self, model: str, replica: str) -> None:
         """Closes a replica's circuit breaker."""
+    def prefix_cache(self, model: str) -> dict[str, Any] | None:
+        """The ``cache_aware`` policy's prefix index for a model: ``entries``,
+        ``sessions``, ``allocated_bytes`` and per replica id its
+        ``requests``, ``horizon`` (requests back its entries are trusted;
+        None: unknown), ``reports``, ``hits``, ``misses``,
+        ``predicted_tokens``, ``cached_tokens``, ``prompt_tokens`` and
+        ``recent_work``; None under other policies."""
     def replica_status(self, model: str) -> list[ReplicaStatus]:
         """Each replica of a model: health, breaker, load, outcome counters,
         a lifetime latency histogram, its recent record and whether that

@@ -7,7 +7,7 @@ path of the bad value (``models[2].replicas[0].url``) and the value::
       max_acceptable_latency_ms: 800
     window:                       # WindowConfig fields, optional
       buckets: 60
-    replica_policy: power_of_two  # or least_loaded, round_robin
+    replica_policy: power_of_two  # or least_loaded, round_robin, cache_aware
     model_ordering: spread        # or by_score (strictly best score first)
     state_path: /var/lib/zeta/tracker.snapshot  # learned state; a per-user default when unset
     contexts:                     # named request contexts, optional
@@ -345,6 +345,30 @@ class ReplicaAdaptSpec(_Frozen):
         return value
 
 
+class PrefixCacheSpec(_Frozen):
+    """The ``cache_aware`` replica policy: each conversation goes to the
+    replica that holds its prompt prefix in the engine's KV cache, within a
+    bound on load. The rendered prompt is hashed in ``block_bytes`` blocks;
+    each model keeps at most ``max_entries`` (block, replica) entries
+    (about 20 bytes each; the oldest forgotten first) and ``max_sessions``
+    sessions, each bound to its replica ``session_ttl_s`` after its last
+    request. No replica takes a request while its requests would exceed
+    ``load_factor`` times the mean, rounded up."""
+
+    block_bytes: Annotated[int, Field(ge=16, le=65_536)] = _RESILIENCE["prefix_block_bytes"]
+    max_entries: Annotated[int, Field(ge=2, le=1 << 32)] = _RESILIENCE["prefix_max_entries"]
+    load_factor: Annotated[float, Field(ge=1.0, le=100.0, allow_inf_nan=False)] = _RESILIENCE[
+        "prefix_load_factor"
+    ]
+    min_match_blocks: Annotated[int, Field(ge=1, le=1 << 20)] = _RESILIENCE[
+        "prefix_min_match_blocks"
+    ]
+    session_ttl_s: Annotated[float, Field(ge=0.0, le=7 * 86_400.0, allow_inf_nan=False)] = (
+        _RESILIENCE["session_ttl_ms"] / 1000
+    )
+    max_sessions: Annotated[int, Field(ge=2, le=1 << 32)] = _RESILIENCE["max_sessions"]
+
+
 class DispatchSpec(_Frozen):
     """How requests are sent: attempts, timeouts, retries, breakers, hedging."""
 
@@ -375,9 +399,13 @@ class DispatchSpec(_Frozen):
             )
         return self
 
-    def resilience(self, relative_latency_factor: float = 0.0) -> ResilienceSettings:
+    def resilience(
+        self, relative_latency_factor: float = 0.0, prefix: PrefixCacheSpec | None = None
+    ) -> ResilienceSettings:
         """The native core's dispatch settings (with the scoring's relative
-        latency rule, which the core applies among the candidates)."""
+        latency rule, which the core applies among the candidates, and the
+        ``cache_aware`` policy's settings)."""
+        prefix = prefix or PrefixCacheSpec()
         return ResilienceSettings(
             failure_threshold=self.breaker.failure_threshold,
             cooldown_ms=round(self.breaker.cooldown_s * 1000),
@@ -394,6 +422,12 @@ class DispatchSpec(_Frozen):
             replica_latency_factor=self.replicas.latency_factor,
             replica_explore=self.replicas.explore,
             relative_latency_factor=relative_latency_factor,
+            prefix_block_bytes=prefix.block_bytes,
+            prefix_max_entries=prefix.max_entries,
+            prefix_load_factor=prefix.load_factor,
+            prefix_min_match_blocks=prefix.min_match_blocks,
+            session_ttl_ms=round(prefix.session_ttl_s * 1000),
+            max_sessions=prefix.max_sessions,
         )
 
 
@@ -782,6 +816,8 @@ class RouterConfig(_Frozen):
     contexts: dict[str, ContextSpec] = Field(default_factory=dict)
     #: How a model's replica is chosen: one of ``zeta_fast._core.REPLICA_POLICIES``.
     replica_policy: str = "power_of_two"
+    #: The ``cache_aware`` replica policy's prefix index and load bound.
+    prefix_cache: PrefixCacheSpec = Field(default_factory=PrefixCacheSpec)
     #: The order scored models are tried in: one of ``zeta_fast._core.MODEL_ORDERINGS``.
     model_ordering: str = "spread"
     scoring: dict[str, Any] = Field(default_factory=dict)

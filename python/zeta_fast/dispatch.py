@@ -44,6 +44,7 @@ from zeta_fast.backends.client import (
     BackendResponse,
     StreamUsage,
     Timeouts,
+    Usage,
     new_session,
     stream_ends,
 )
@@ -68,6 +69,8 @@ _log = logging.getLogger("zeta_fast.dispatch")
 
 #: A ``"model": "..."`` member of a JSON object (not text inside a string:
 #: there its quotes are escaped), in an answer body or stream events.
+#: What an outcome without a usage block reports.
+NO_USAGE = Usage(0, 0, None)
 _MODEL_FIELD = re.compile(rb'([{,]\s*)"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
@@ -200,10 +203,11 @@ class Dispatcher:
         kind: str,
         latency_ms: float,
         ttft_ms: float | None = None,
-        usage: tuple[int, int] = (0, 0),
+        usage: Usage = NO_USAGE,
     ) -> None:
         """The one place an attempt's outcome goes: the core (windows,
-        breaker, counters, the slot freed), then the feed."""
+        breaker, counters, the slot freed, the prefix index scored against
+        the engine's cached tokens), then the feed."""
         taught = self.core.record_outcome(
             decision,
             kind,
@@ -212,6 +216,7 @@ class Dispatcher:
             prompt_tokens=usage[0],
             completion_tokens=usage[1],
             request_id=current_request_id.get(),
+            cached_tokens=usage[2],
         )
         feed = self.feed
         if feed is not None:
@@ -440,7 +445,7 @@ class Dispatcher:
         decision: Decision,
         latency_ms: float,
         ttft_ms: float | None,
-        usage: tuple[int, int],
+        usage: Usage,
         attempts: list[Attempt],
         hedge: bool = False,
     ) -> None:
@@ -589,8 +594,7 @@ class Dispatcher:
                         return
                     raise
                 latency = (time.perf_counter() - started) * 1e3
-                tokens = (usage.prompt_tokens, usage.completion_tokens)
-                self._record_success(decision, latency, ttft, tokens, result.attempts)
+                self._record_success(decision, latency, ttft, usage.totals(), result.attempts)
                 return
         finally:
             if suspects:

@@ -56,6 +56,7 @@ class RouteCall(Protocol):
         model: str | None = None,
         needs: int = 0,
         replica: str | None = None,
+        session: str | None = None,
     ) -> Decision: ...
 
 
@@ -87,7 +88,7 @@ def build_core(
         config.adaptive_config(),
         config.replica_policy,
         spread_margin,
-        config.dispatch.resilience(config.relative_latency_factor),
+        config.dispatch.resilience(config.relative_latency_factor, config.prefix_cache),
         learning.settings() if learning.enabled else None,
         None
         if cost.willingness_to_pay is None
@@ -105,7 +106,7 @@ def build_core(
 
 
 _ROUTE_DOC = """``route(request=None, *, context=None, profile=None, model=None,
-needs=0, replica=None) -> Decision``: chooses a model and a replica
+needs=0, replica=None, session=None) -> Decision``: chooses a model and a replica
 for a request and takes a slot on it.
 
 This is the native ``RouterCore.route`` of the router's core, bound:
@@ -120,6 +121,9 @@ instead of choosing one (retries then stay on its replicas and its
 (``zeta_fast.request_features.needs_of(path, body)``): models that
 cannot serve it are skipped. ``replica`` (with ``model``) is taken
 when it can take the request (it holds the conversation's state).
+``session`` names the conversation: under ``replica_policy:
+cache_aware`` it stays on one replica (the prompt's prefix does the
+same without it).
 Record the outcome with ``record``, which frees the slot.
 
 Raises:

@@ -9,6 +9,7 @@
 
 use crate::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 use crate::policies::{ReplicaPolicy, Replicas};
+use crate::prefix::Affinity;
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Capacity assumed for an unlimited replica when its engine-reported queue
@@ -296,9 +297,27 @@ impl ReplicaSet {
         Some((f64::from(running) + f64::from(waiting)) / denominator + kv)
     }
 
+    /// Requests on a replica for load bounds: running here and on other
+    /// router instances, and queued in the engine.
+    fn requests(&self, index: usize, now_ms: u64) -> f64 {
+        let Some(replica) = self.replicas.get(index) else {
+            return 0.0;
+        };
+        let running = replica
+            .in_flight
+            .load(Ordering::Relaxed)
+            .saturating_add(replica.remote_in_flight.load(Ordering::Relaxed));
+        f64::from(running) + f64::from(self.engine_load(index, now_ms).0)
+    }
+
     /// The replica policy's choice among those that can take a request now
     /// and are not in `excluded`.
-    fn candidate(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
+    fn candidate(
+        &self,
+        now_ms: u64,
+        excluded: &[usize],
+        affinity: Option<&Affinity>,
+    ) -> Option<usize> {
         let load = |i: usize| {
             if excluded.contains(&i) {
                 None
@@ -306,8 +325,17 @@ impl ReplicaSet {
                 self.load(i, now_ms)
             }
         };
-        self.policy
-            .choose(&Replicas::new(self.replicas.len(), &load))
+        let requests = |i: usize| self.requests(i, now_ms);
+        self.policy.choose(
+            &Replicas::new(self.replicas.len(), &load)
+                .with_requests(&requests)
+                .with_affinity(affinity, now_ms),
+        )
+    }
+
+    /// The replica policy.
+    pub fn policy(&self) -> &dyn ReplicaPolicy {
+        self.policy.as_ref()
     }
 
     /// The replica policy's name.
@@ -326,10 +354,21 @@ impl ReplicaSet {
     /// age), never choosing a replica in `excluded` (those a request already
     /// failed on).
     pub fn acquire_at(&self, now_ms: u64, excluded: &[usize]) -> Option<usize> {
+        self.acquire_for(now_ms, excluded, None)
+    }
+
+    /// [`Self::acquire_at`] for a request with this prompt prefix and
+    /// session (which a prefix-aware policy weighs).
+    pub fn acquire_for(
+        &self,
+        now_ms: u64,
+        excluded: &[usize],
+        affinity: Option<&Affinity>,
+    ) -> Option<usize> {
         // Each failed attempt means another thread made progress; the set
         // has finitely many slots, so this ends.
         for _ in 0..=self.replicas.len() * 4 + 4 {
-            let index = self.candidate(now_ms, excluded)?;
+            let index = self.candidate(now_ms, excluded, affinity)?;
             if self.try_acquire_at(index, now_ms) {
                 return Some(index);
             }

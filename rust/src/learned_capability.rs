@@ -42,6 +42,9 @@ pub struct RequestView {
     /// Features the request needs (bits of [`crate::request_kinds::FEATURES`]):
     /// models that cannot serve one of them are no candidates.
     pub needs: u32,
+    /// Its prompt prefix's block hashes and its session, when a model's
+    /// replica policy weighs them (`cache_aware`).
+    pub affinity: Option<Arc<crate::prefix::Affinity>>,
 }
 
 /// The learned capability term's settings.

@@ -19,6 +19,7 @@ pub mod penalties;
 pub mod persistence;
 pub mod policies;
 pub mod pool;
+pub mod prefix;
 pub mod profile;
 pub mod registry;
 pub mod replica_health;

@@ -7,6 +7,7 @@ use loom::sync::Arc;
 use loom::thread;
 use zeta_fast::balance::ReplicaSet;
 use zeta_fast::policies::replica_policy;
+use zeta_fast::prefix::PrefixSettings;
 
 fn model(body: impl Fn() + Sync + Send + 'static) {
     let mut builder = Builder::new();
@@ -19,7 +20,7 @@ fn racing_acquires_never_exceed_capacity() {
     model(|| {
         let set = Arc::new(ReplicaSet::new(
             &[1],
-            replica_policy("least_loaded").unwrap(),
+            replica_policy("least_loaded", 2, &PrefixSettings::default()).unwrap(),
         ));
         let other = set.clone();
         let racer = thread::spawn(move || other.acquire());
@@ -36,7 +37,7 @@ fn acquire_and_release_racing_leave_the_count_exact() {
     model(|| {
         let set = Arc::new(ReplicaSet::new(
             &[2, 2],
-            replica_policy("power_of_two").unwrap(),
+            replica_policy("power_of_two", 2, &PrefixSettings::default()).unwrap(),
         ));
         let first = set.acquire().unwrap();
         let other = set.clone();

@@ -115,6 +115,7 @@ fn run(core: &RouterCore, clock: &Clock, faulty: bool) -> Result<Run, ZetaError>
                 ttft_ms: None,
                 prompt_tokens: 0,
                 completion_tokens: 0,
+                cached_tokens: None,
             },
             true,
         )?;

@@ -30,6 +30,7 @@ fn outcome(kind: OutcomeKind, latency_ms: f64) -> Outcome {
         ttft_ms: None,
         prompt_tokens: 0,
         completion_tokens: 0,
+        cached_tokens: None,
     }
 }
 

@@ -8,11 +8,12 @@ use std::thread;
 
 use zeta_fast::balance::ReplicaSet;
 use zeta_fast::policies::{replica_policy, replica_policy_names};
+use zeta_fast::prefix::PrefixSettings;
 
 #[test]
 fn capacity_holds_under_eight_threads() {
     for name in replica_policy_names() {
-        let policy = replica_policy(name).unwrap();
+        let policy = replica_policy(name, 3, &PrefixSettings::default()).unwrap();
         let capacities = [3_u32, 1, 2];
         let set = Arc::new(ReplicaSet::new(&capacities, policy));
         // Our own count of slots held per replica, to check against capacity.

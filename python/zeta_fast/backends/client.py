@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -35,6 +35,7 @@ __all__ = [
     "BackendResponse",
     "StreamUsage",
     "Timeouts",
+    "Usage",
     "new_session",
     "split_events",
     "stream_ends",
@@ -109,24 +110,72 @@ class BackendResponse:
             self._data = orjson.loads(self.body)
         return self._data
 
-    def usage(self) -> tuple[int, int]:
-        """(prompt tokens, completion tokens) from the body's ``usage``
-        (OpenAI's names, or the Responses and Messages APIs' input/output)."""
+    def usage(self) -> Usage:
+        """Prompt, completion and cached prompt tokens from the body's
+        ``usage`` (OpenAI's names, or the Responses and Messages APIs'
+        input/output) and llama.cpp's ``timings``."""
         try:
-            usage = self.json().get("usage") or {}
-        except (orjson.JSONDecodeError, AttributeError):
-            return (0, 0)
-        if not isinstance(usage, dict):
-            return (0, 0)
-        return (
-            _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-            _count(usage.get("completion_tokens", usage.get("output_tokens"))),
-        )
+            data = self.json()
+        except orjson.JSONDecodeError:
+            return Usage(0, 0, None)
+        return _usage_of(data) or Usage(0, 0, None)
+
+
+class Usage(NamedTuple):
+    """Tokens an answer reported: its prompt's (those reused from the
+    engine's cache included), its completion's, and of the prompt's those
+    the engine reused (``None`` when it did not say)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int | None
 
 
 def _count(value: object) -> int:
     # A server's token count, whatever it sent: never a crash on the data path.
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _cached(usage: dict[str, Any], data: dict[str, Any]) -> int | None:
+    """Prompt tokens the engine reused: OpenAI's and vLLM's (and
+    llama.cpp's) ``prompt_tokens_details.cached_tokens``, the Responses
+    API's ``input_tokens_details``, Anthropic's ``cache_read_input_tokens``,
+    else llama.cpp's ``timings.cache_n``."""
+    for key in ("prompt_tokens_details", "input_tokens_details"):
+        details = usage.get(key)
+        if isinstance(details, dict):
+            cached = details.get("cached_tokens")
+            if isinstance(cached, int) and cached >= 0:
+                return cached
+    read = usage.get("cache_read_input_tokens")
+    if isinstance(read, int) and read >= 0:
+        return read
+    timings = data.get("timings")
+    if isinstance(timings, dict):
+        cache_n = timings.get("cache_n")
+        if isinstance(cache_n, int) and cache_n >= 0:
+            return cache_n
+    return None
+
+
+def _usage_of(data: object) -> Usage | None:
+    """The usage of a parsed body or event: at its top (OpenAI, Anthropic's
+    ``message_delta``), or in the ``response`` (Responses) or ``message``
+    (Anthropic's ``message_start``) it describes."""
+    if not isinstance(data, dict):
+        return None
+    usage = data.get("usage")
+    for holder in ("response", "message"):
+        inner = data.get(holder)
+        if usage is None and isinstance(inner, dict):
+            usage = inner.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return Usage(
+        _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        _count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        _cached(usage, data),
+    )
 
 
 def _map_exception(exc: BaseException, url: str) -> BackendError:
@@ -335,9 +384,11 @@ class BackendClient:
                     for event in split_events(batch):
                         found = usage_of_event(event)
                         if found is not None:
-                            prompt, completion = found
+                            prompt, completion, cached = found
                             usage.prompt_tokens = prompt or usage.prompt_tokens
                             usage.completion_tokens = completion or usage.completion_tokens
+                            if cached is not None:
+                                usage.cached_tokens = cached
                 if not done:
                     for marker in ends:
                         if marker in batch:
@@ -409,6 +460,12 @@ class StreamUsage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Of the prompt's, those the engine reused (None until it says).
+    cached_tokens: int | None = None
+
+    def totals(self) -> Usage:
+        """What the stream reported, as an answer's ``usage()`` gives it."""
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
 
 
 #: What ends a complete stream, per route: OpenAI's chat and completions
@@ -450,27 +507,13 @@ def _is_error_event(event: bytes) -> bool:
     return data.get("error") is not None
 
 
-def usage_of_event(event: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens when an event carries a usage block: at
-    the top (OpenAI, Anthropic's ``message_delta``), or in the ``response``
-    (Responses) or ``message`` (Anthropic's ``message_start``) it describes;
-    0 for a count the event does not give."""
+def usage_of_event(event: bytes) -> Usage | None:
+    """The tokens an event's usage block gives (see ``_usage_of``), 0 for a
+    count it does not give; None when it carries no usage."""
     if b'"usage"' not in event or b'"usage":null' in event:
         return None
     try:
         data = orjson.loads(_event_data(event))
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(data, dict):
-        return None
-    usage = data.get("usage")
-    for holder in ("response", "message"):
-        inner = data.get(holder)
-        if usage is None and isinstance(inner, dict):
-            usage = inner.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    return (
-        _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-        _count(usage.get("completion_tokens", usage.get("output_tokens"))),
-    )
+    return _usage_of(data)

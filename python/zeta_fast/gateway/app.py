@@ -31,7 +31,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -70,6 +70,24 @@ AUTO = "auto"
 
 _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def session_of(headers: Mapping[str, str], payload: Mapping[str, Any]) -> str | None:
+    """The conversation a request belongs to, for session affinity: the
+    ``x-session-id`` header, else OpenAI's ``user`` field, else Anthropic's
+    ``metadata.user_id``; None when the client names none."""
+    session = headers.get("x-session-id")
+    if session:
+        return session
+    user = payload.get("user")
+    if isinstance(user, str) and user:
+        return user
+    metadata = payload.get("metadata")
+    if isinstance(metadata, dict):
+        user_id = metadata.get("user_id")
+        if isinstance(user_id, str) and user_id:
+            return user_id
+    return None
 
 
 def _error(
@@ -319,6 +337,7 @@ class Gateway:
                 model=model,
                 needs=needs_of(path, payload, body),
                 replica=replica,
+                session=session_of(request.headers, payload),
             )
         except NoCandidatesError:
             self.counters.refused["no_replica"] += 1

@@ -64,6 +64,61 @@ class _RouterCollector(Collector):
         yield from self._gateway()
         yield from self._shared()
         yield from self._outcome_log()
+        yield from self._prefix_cache()
+
+    def _prefix_cache(self) -> Iterable[Metric]:
+        """The ``cache_aware`` policy's index and how its expectation
+        compares with what the engines report they reused."""
+        labels = ["model", "replica"]
+        prompt = CounterMetricFamily(
+            "zeta_prefix_cache_prompt_tokens",
+            "Prompt tokens of answers whose engine reported its cache use.",
+            labels=labels,
+        )
+        cached = CounterMetricFamily(
+            "zeta_prefix_cache_cached_tokens",
+            "Of those, the tokens the engine reused from its KV cache (measured).",
+            labels=labels,
+        )
+        predicted = CounterMetricFamily(
+            "zeta_prefix_cache_predicted_tokens",
+            "Of those, the tokens the router expected cached (its index's estimate).",
+            labels=labels,
+        )
+        misses = CounterMetricFamily(
+            "zeta_prefix_cache_misses",
+            "Answers where a prefix the router expected cached was not (the index corrected).",
+            labels=labels,
+        )
+        entries = GaugeMetricFamily(
+            "zeta_prefix_cache_entries",
+            "(block, replica) entries the index keeps.",
+            labels=["model"],
+        )
+        memory = GaugeMetricFamily(
+            "zeta_prefix_cache_bytes", "Bytes the index and its sessions hold.", labels=["model"]
+        )
+        sessions = GaugeMetricFamily(
+            "zeta_prefix_cache_sessions", "Sessions bound to a replica.", labels=["model"]
+        )
+        found = False
+        for model in self.router.config.models:
+            index = self.router.core.prefix_cache(model.id)
+            if index is None:
+                continue
+            found = True
+            entries.add_metric([model.id], index["entries"])
+            memory.add_metric([model.id], index["allocated_bytes"])
+            sessions.add_metric([model.id], index["sessions"])
+            for replica, row in index["replicas"].items():
+                key = [model.id, replica]
+                prompt.add_metric(key, row["prompt_tokens"])
+                cached.add_metric(key, row["cached_tokens"])
+                predicted.add_metric(key, row["predicted_tokens"])
+                misses.add_metric(key, row["misses"])
+        if not found:
+            return []
+        return [prompt, cached, predicted, misses, entries, memory, sessions]
 
     def _outcome_log(self) -> Iterable[Metric]:
         log = self.router.outcome_log

@@ -6,6 +6,7 @@ use super::extract::{count, flag, index, opt_text, repr, type_error};
 use crate::balance::ReplicaSet;
 use crate::errors::{Position, ZetaError};
 use crate::policies::replica_policy;
+use crate::prefix::PrefixSettings;
 
 /// The bound on one replica's capacity, `u32::MAX`, as the message states it.
 const CAPACITY_LIMIT: &str = "at most 4294967295";
@@ -71,7 +72,10 @@ impl PyReplicaSet {
             .into());
         }
         Ok(Self {
-            inner: ReplicaSet::new(&values, replica_policy(policy)?),
+            inner: ReplicaSet::new(
+                &values,
+                replica_policy(policy, values.len(), &PrefixSettings::default())?,
+            ),
         })
     }
 

@@ -11,6 +11,7 @@ mod learned;
 mod outcome_log;
 mod pool;
 mod profile;
+mod prompt_prefix;
 mod request_text;
 mod router;
 mod scorer;

@@ -6,17 +6,20 @@
 //! file (ending in its own tests), its `mod` line and one table row.
 
 mod by_score;
+mod cache_aware;
 mod least_loaded;
 mod power_of_two;
 mod round_robin;
 mod spread;
 
 pub use by_score::ByScore;
+pub use cache_aware::CacheAware;
 pub use least_loaded::LeastLoaded;
 pub use power_of_two::PowerOfTwo;
 pub use spread::Spread;
 
 use crate::errors::ZetaError;
+use crate::prefix::{Affinity, PrefixSettings, PrefixStats, Routed};
 use crate::scoring::ScoreBreakdown;
 
 /// What a replica policy sees of a model's replicas: how many there are
@@ -25,12 +28,54 @@ use crate::scoring::ScoreBreakdown;
 pub struct Replicas<'a> {
     count: usize,
     load: &'a dyn Fn(usize) -> Option<f64>,
+    requests: Option<&'a dyn Fn(usize) -> f64>,
+    affinity: Option<&'a Affinity>,
+    now_ms: u64,
 }
 
 impl<'a> Replicas<'a> {
     /// A view of `count` replicas whose loads `load` reads.
     pub fn new(count: usize, load: &'a dyn Fn(usize) -> Option<f64>) -> Self {
-        Self { count, load }
+        Self {
+            count,
+            load,
+            requests: None,
+            affinity: None,
+            now_ms: 0,
+        }
+    }
+
+    /// With each replica's request count (running, on other instances and
+    /// queued in the engine), for policies that bound loads in requests.
+    pub fn with_requests(mut self, requests: &'a dyn Fn(usize) -> f64) -> Self {
+        self.requests = Some(requests);
+        self
+    }
+
+    /// With the request's prompt prefix and session, at `now_ms`.
+    pub fn with_affinity(mut self, affinity: Option<&'a Affinity>, now_ms: u64) -> Self {
+        self.affinity = affinity;
+        self.now_ms = now_ms;
+        self
+    }
+
+    /// The request's affinity, when the caller gave one.
+    pub fn affinity(&self) -> Option<&'a Affinity> {
+        self.affinity
+    }
+
+    /// The clock's time of the choice (ms).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// A replica's requests (its load when no counts were given).
+    #[inline]
+    pub fn requests(&self, replica: usize) -> f64 {
+        match self.requests {
+            Some(requests) if replica < self.count => requests(replica),
+            _ => self.load(replica).unwrap_or(0.0),
+        }
     }
 
     /// Number of replicas (those that cannot take a request included).
@@ -68,6 +113,35 @@ pub trait ReplicaPolicy: Send + Sync {
     /// Called when a request on `replica` ended (`success`: it answered).
     /// A no-op unless the policy learns from outcomes.
     fn on_outcome(&self, _replica: usize, _success: bool) {}
+
+    /// The block size (bytes) when the policy uses a request's prompt
+    /// prefix ([`Affinity`]); `None`, the default, and none is computed.
+    fn wants_affinity(&self) -> Option<u32> {
+        None
+    }
+
+    /// Called once a slot on `replica` is taken for a request with an
+    /// affinity; returns what the policy expected the replica to hold.
+    fn on_routed(&self, _replica: usize, _affinity: &Affinity, _now_ms: u64) -> Routed {
+        Routed::default()
+    }
+
+    /// The engine's report for a request placed as `routed`: of its
+    /// `prompt_tokens`, `cached_tokens` were reused from the cache.
+    fn on_cache_report(
+        &self,
+        _replica: usize,
+        _routed: Routed,
+        _affinity: &Affinity,
+        _prompt_tokens: u64,
+        _cached_tokens: u64,
+    ) {
+    }
+
+    /// The prefix index's figures, for a policy that keeps one.
+    fn prefix_stats(&self) -> Option<PrefixStats> {
+        None
+    }
 }
 
 /// Orders the scored candidate models of a request: the first that can
@@ -82,15 +156,19 @@ pub trait ModelOrdering: Send + Sync {
     fn order(&self, scored: &mut [(usize, ScoreBreakdown)], busy: &dyn Fn(usize) -> f64);
 }
 
-type ReplicaFactory = fn() -> Box<dyn ReplicaPolicy>;
+/// Builds a policy for a model of this many replicas.
+type ReplicaFactory = fn(usize, &PrefixSettings) -> Box<dyn ReplicaPolicy>;
 type OrderingFactory = fn(f64) -> Box<dyn ModelOrdering>;
 
 /// Every replica policy, by configuration name.
-const REPLICA_POLICY_TABLE: [(&str, ReplicaFactory); 3] = [
-    ("least_loaded", || Box::new(LeastLoaded)),
-    ("power_of_two", || Box::new(PowerOfTwo::default())),
-    ("round_robin", || {
+const REPLICA_POLICY_TABLE: [(&str, ReplicaFactory); 4] = [
+    ("least_loaded", |_, _| Box::new(LeastLoaded)),
+    ("power_of_two", |_, _| Box::new(PowerOfTwo::default())),
+    ("round_robin", |_, _| {
         Box::new(round_robin::RoundRobin::default())
+    }),
+    ("cache_aware", |replicas, prefix| {
+        Box::new(CacheAware::new(replicas, *prefix))
     }),
 ];
 
@@ -111,12 +189,17 @@ pub fn model_ordering_names() -> Vec<&'static str> {
     MODEL_ORDERING_TABLE.iter().map(|(name, _)| *name).collect()
 }
 
-/// A fresh replica policy (one per model: some keep state) from its name.
-pub fn replica_policy(name: &str) -> Result<Box<dyn ReplicaPolicy>, ZetaError> {
+/// A fresh replica policy (one per model: some keep state) from its name,
+/// for a model of `replicas` replicas; `prefix` configures `cache_aware`.
+pub fn replica_policy(
+    name: &str,
+    replicas: usize,
+    prefix: &PrefixSettings,
+) -> Result<Box<dyn ReplicaPolicy>, ZetaError> {
     REPLICA_POLICY_TABLE
         .iter()
         .find(|(known, _)| *known == name)
-        .map(|(_, build)| build())
+        .map(|(_, build)| build(replicas, prefix))
         .ok_or_else(|| ZetaError::UnknownSetting {
             field: "replica_policy",
             value: name.to_owned(),
@@ -151,7 +234,10 @@ mod tests {
     #[test]
     fn every_table_name_builds_the_policy_of_that_name() -> Result<(), ZetaError> {
         for name in replica_policy_names() {
-            assert_eq!(replica_policy(name)?.name(), name);
+            assert_eq!(
+                replica_policy(name, 2, &PrefixSettings::default())?.name(),
+                name
+            );
         }
         for name in model_ordering_names() {
             assert_eq!(model_ordering(name, 5.0)?.name(), name);
@@ -161,7 +247,7 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_known_ones() {
-        let Err(err) = replica_policy("fastest") else {
+        let Err(err) = replica_policy("fastest", 2, &PrefixSettings::default()) else {
             panic!("an unknown policy was built");
         };
         let message = err.to_string();

@@ -48,6 +48,7 @@ use crate::errors::ZetaError;
 use crate::learned_capability::{category_of, CostKnob, Learning, RequestView};
 use crate::outcome::{HistogramSnapshot, LatencyHistogram, OVERHEAD_BOUNDS_MS};
 use crate::policies::ModelOrdering;
+use crate::prefix::Routed;
 use crate::request_kinds::feature_names;
 use crate::rng::SharedRng;
 use crate::scoring::{AdaptiveScorer, ScoreBreakdown};
@@ -71,6 +72,9 @@ pub struct Decision {
     pub explored: bool,
     /// The caller named the model: attempts stay on it and its fallbacks.
     pub pinned: bool,
+    /// What a prefix-aware replica policy expected the replica to hold
+    /// of the prompt (nothing under other policies).
+    pub cache: Routed,
 }
 
 /// The router's core: models, their replica slots, the tracker and scorer.
@@ -244,6 +248,14 @@ impl RouterCore {
         &self.tracker
     }
 
+    /// The block size (bytes) of the prefix-aware replica policy, when the
+    /// models use one: then requests should carry an affinity.
+    pub fn affinity_block_bytes(&self) -> Option<u32> {
+        self.models
+            .first()
+            .and_then(|m| m.replicas.policy().wants_affinity())
+    }
+
     /// The model ordering in use.
     pub fn ordering(&self) -> &dyn ModelOrdering {
         self.ordering.as_ref()
@@ -272,7 +284,7 @@ impl RouterCore {
                 if let Some(replica) = self
                     .models
                     .get(m)
-                    .and_then(|model| self.pick(model, now, &[], true))
+                    .and_then(|model| self.pick(model, now, &[], true, view.affinity.as_deref()))
                 {
                     let mut decision =
                         self.decision(&scored, position, m, replica, breakdown, target, view);
@@ -285,7 +297,7 @@ impl RouterCore {
             let Some(model) = self.models.get(m) else {
                 continue;
             };
-            if let Some(replica) = self.pick(model, now, &[], true) {
+            if let Some(replica) = self.pick(model, now, &[], true, view.affinity.as_deref()) {
                 return Ok(self.decision(&scored, position, m, replica, breakdown, target, view));
             }
         }
@@ -326,7 +338,7 @@ impl RouterCore {
         let preferred = prefer
             .filter(|&r| routed.replicas.is_healthy(r) && routed.replicas.try_acquire_at(r, now));
         let mut chosen = preferred
-            .or_else(|| self.pick(routed, now, &[], true))
+            .or_else(|| self.pick(routed, now, &[], true, view.affinity.as_deref()))
             .map(|replica| (model, replica));
         // Its own replicas cannot take it: its configured fallbacks, in order
         // (never any other model: the caller chose this one).
@@ -339,7 +351,7 @@ impl RouterCore {
             };
             if !other.unserved.blocks(view.needs, now) {
                 chosen = self
-                    .pick(other, now, &[], true)
+                    .pick(other, now, &[], true, view.affinity.as_deref())
                     .map(|replica| (fallback, replica));
             }
         }
@@ -428,7 +440,13 @@ impl RouterCore {
                 .filter(|(tm, _)| *tm == m)
                 .map(|(_, r)| *r)
                 .collect();
-            if let Some(replica) = self.pick(model, now, &excluded, false) {
+            if let Some(replica) = self.pick(
+                model,
+                now,
+                &excluded,
+                false,
+                failed.request.affinity.as_deref(),
+            ) {
                 let breakdown = scored.get(position).map_or(failed.breakdown, |s| s.1);
                 let mut decision = self.decision(
                     &scored,
@@ -481,6 +499,17 @@ impl RouterCore {
             .filter(|(i, _)| *i != position)
             .map(|(_, (other, b))| (*other, b.performance_score))
             .collect();
+        // The slot is taken: a prefix-aware policy notes where the prefix
+        // went (and what it expected there, to score against the engine).
+        let cache = match (&request.affinity, self.models.get(model)) {
+            (Some(affinity), Some(routed)) => {
+                routed
+                    .replicas
+                    .policy()
+                    .on_routed(replica, affinity, self.tracker.clock().now_ms())
+            }
+            _ => Routed::default(),
+        };
         Decision {
             model,
             replica,
@@ -495,6 +524,7 @@ impl RouterCore {
             request,
             explored: false,
             pinned: false,
+            cache,
         }
     }
 

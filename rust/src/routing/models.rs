@@ -225,7 +225,7 @@ pub(super) fn build(
         let capacities: Vec<u32> = model.replicas.iter().map(|(_, c)| *c).collect();
         let mut replicas = ReplicaSet::with_breakers(
             &capacities,
-            replica_policy(replica_policy_name)?,
+            replica_policy(replica_policy_name, capacities.len(), &resilience.prefix)?,
             resilience.breaker,
             now,
         );

@@ -20,6 +20,9 @@ pub struct Outcome {
     pub ttft_ms: Option<f64>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt's tokens, those the engine reused from its cache
+    /// (llama.cpp's `timings.cache_n`, vLLM's `cached_tokens`), when it said.
+    pub cached_tokens: Option<u64>,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
             ttft_ms: None,
             prompt_tokens: 0,
             completion_tokens: 0,
+            cached_tokens: None,
         }
     }
 
@@ -196,6 +200,17 @@ impl RouterCore {
         } = *outcome;
         if free_slot {
             model.replicas.release(decision.replica);
+        }
+        // The engine said what it reused: score the prefix index against it.
+        if let (Some(cached), Some(affinity)) = (outcome.cached_tokens, &decision.request.affinity)
+        {
+            model.replicas.policy().on_cache_report(
+                decision.replica,
+                decision.cache,
+                affinity,
+                outcome.prompt_tokens,
+                cached,
+            );
         }
         if let Some(counters) = model.counters.get(decision.replica) {
             counters.count(

@@ -8,6 +8,7 @@
 use super::models::RoutedModel;
 use super::RouterCore;
 use crate::breaker::BreakerState;
+use crate::prefix::Affinity;
 use crate::replica_health::degraded;
 
 impl RouterCore {
@@ -19,6 +20,7 @@ impl RouterCore {
         now: u64,
         excluded: &[usize],
         explore: bool,
+        affinity: Option<&Affinity>,
     ) -> Option<usize> {
         let policy = &self.resilience.replica_adapt;
         let mut slow_or_failing = degraded(&model.health, policy);
@@ -26,7 +28,7 @@ impl RouterCore {
         // govern: it admits exactly the probes a recovery needs.
         slow_or_failing.retain(|&r| model.replicas.breaker_state(r) == Some(BreakerState::Closed));
         if slow_or_failing.is_empty() {
-            return model.replicas.acquire_at(now, excluded);
+            return model.replicas.acquire_for(now, excluded, affinity);
         }
         let draw = self.rng.unit();
         if explore && draw < policy.explore {
@@ -45,8 +47,8 @@ impl RouterCore {
         passed_over.extend(slow_or_failing);
         model
             .replicas
-            .acquire_at(now, &passed_over)
-            .or_else(|| model.replicas.acquire_at(now, excluded))
+            .acquire_for(now, &passed_over, affinity)
+            .or_else(|| model.replicas.acquire_for(now, excluded, affinity))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::balance::DEFAULT_ENGINE_LOAD_TTL_MS;
 use crate::breaker::BreakerConfig;
+use crate::prefix::PrefixSettings;
 use crate::replica_health::ReplicaAdapt;
 use crate::retry::{Backoff, BudgetConfig};
 
@@ -22,6 +23,8 @@ pub struct Resilience {
     /// median of the other candidates' (and 10 ms more) gets the
     /// high-latency penalty too. 0: only the absolute threshold.
     pub relative_latency_factor: f64,
+    /// The `cache_aware` replica policy's prefix index and load bound.
+    pub prefix: PrefixSettings,
 }
 
 impl Default for Resilience {
@@ -48,6 +51,7 @@ impl Default for Resilience {
             engine_load_ttl_ms: DEFAULT_ENGINE_LOAD_TTL_MS,
             replica_adapt: ReplicaAdapt::default(),
             relative_latency_factor: 0.0,
+            prefix: PrefixSettings::default(),
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn outcome(kind: OutcomeKind, latency_ms: f64) -> Outcome {
         ttft_ms: None,
         prompt_tokens: 0,
         completion_tokens: 0,
+        cached_tokens: None,
     }
 }
 
@@ -213,6 +214,7 @@ impl Harness {
             request: RequestView::default(),
             explored: false,
             pinned: false,
+            cache: Default::default(),
         })
     }
 

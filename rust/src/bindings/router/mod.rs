@@ -31,6 +31,7 @@ use super::kinds::kind_arg;
 use super::learned::PyOutcomePredictor;
 use super::outcome_log::PyOutcomeLogWriter;
 use super::profile::{profile_keeping_buckets, profile_text, PyRequestProfile};
+use super::prompt_prefix::prompt_prefix;
 use super::request_text::request_text;
 use super::scorer::PyScoreBreakdown;
 use super::tracker::PyPerformanceTracker;
@@ -41,6 +42,7 @@ use crate::learned_capability::{LearnedRequest, RequestView};
 use crate::outcome::OutcomeKind;
 use crate::outcome_log::{LoggedOutcome, OutcomeLog};
 use crate::policies::model_ordering;
+use crate::prefix::Affinity;
 use crate::request_kinds::{feature_bit, FEATURES};
 use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning, TASKS};
 use crate::scoring::AdaptiveScorer;
@@ -292,9 +294,11 @@ impl PyRouterCore {
     /// ``zeta_fast.request_features``); models that cannot serve them are skipped.
     /// `replica` (with `model`): take that replica when it can take the
     /// request (it holds the conversation's state), else the policy chooses.
+    /// `session`: the conversation's name (an `x-session-id`, the `user`
+    /// field), which `cache_aware` keeps on one replica.
     #[pyo3(
-        signature = (request = None, *, context = None, profile = None, model = None, needs = None, replica = None),
-        text_signature = "(self, request=None, *, context=None, profile=None, model=None, needs=0, replica=None)"
+        signature = (request = None, *, context = None, profile = None, model = None, needs = None, replica = None, session = None),
+        text_signature = "(self, request=None, *, context=None, profile=None, model=None, needs=0, replica=None, session=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn route(
@@ -306,6 +310,7 @@ impl PyRouterCore {
         model: Option<&Bound<'_, PyAny>>,
         needs: Option<&Bound<'_, PyAny>>,
         replica: Option<&Bound<'_, PyAny>>,
+        session: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDecision> {
         // Taken as Python objects so a bad one is named; an exact str or int
         // costs what PyO3's own conversion does.
@@ -323,10 +328,28 @@ impl PyRouterCore {
                 context: context_index,
             }
         };
+        let session = opt_text(session, "session")?;
+        // Only a prefix-aware policy pays for rendering and hashing.
+        let affinity = match self.inner.affinity_block_bytes() {
+            Some(block_bytes) => {
+                let (prompt, opening) = match request {
+                    Some(request) => prompt_prefix(request)?,
+                    None => (Vec::new(), None),
+                };
+                Some(Arc::new(Affinity::new(
+                    &prompt,
+                    session.map(str::as_bytes),
+                    opening,
+                    block_bytes,
+                )))
+            }
+            None => None,
+        };
         let view = RequestView {
             learned,
             prompt_tokens: profile.get().inner.features.token_estimate as f64,
             needs,
+            affinity,
         };
         let decision = match model {
             None => self
@@ -398,10 +421,12 @@ impl PyRouterCore {
     /// its name), with its time to first token and token counts;
     /// frees the replica slot. True when the learned router learned it.
     /// ``request_id``: the request the attempt served (a gateway's
-    /// ``x-request-id``), kept in the outcome log.
+    /// ``x-request-id``), kept in the outcome log. ``cached_tokens``: of the
+    /// prompt tokens, those the engine reused from its cache (llama.cpp's
+    /// ``timings.cache_n``), which scores the ``cache_aware`` policy.
     #[pyo3(
-        signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = None, completion_tokens = None, request_id = None),
-        text_signature = "(self, decision, kind, latency_ms, *, ttft_ms=None, prompt_tokens=0, completion_tokens=0, request_id=None)"
+        signature = (decision, kind, latency_ms, *, ttft_ms = None, prompt_tokens = None, completion_tokens = None, request_id = None, cached_tokens = None),
+        text_signature = "(self, decision, kind, latency_ms, *, ttft_ms=None, prompt_tokens=0, completion_tokens=0, request_id=None, cached_tokens=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn record_outcome(
@@ -413,18 +438,24 @@ impl PyRouterCore {
         prompt_tokens: Option<&Bound<'_, PyAny>>,
         completion_tokens: Option<&Bound<'_, PyAny>>,
         request_id: Option<String>,
+        cached_tokens: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let kind = kind_arg(kind)?;
         let latency_ms = number(latency_ms, "latency_ms")?;
         let ttft_ms = opt_number(ttft_ms, "ttft_ms")?;
         let prompt_tokens = or_default(prompt_tokens, 0, "prompt_tokens", count)?;
         let completion_tokens = or_default(completion_tokens, 0, "completion_tokens", count)?;
+        let cached_tokens = match cached_tokens.filter(|c| !c.is_none()) {
+            Some(value) => Some(count(value, "cached_tokens")?),
+            None => None,
+        };
         let outcome = Outcome {
             kind,
             latency_ms,
             ttft_ms,
             prompt_tokens,
             completion_tokens,
+            cached_tokens,
         };
         let (taught, recorded) = self.record_once(decision, |inner, d, free_slot| {
             inner.record_attempt(d, outcome, free_slot, request_id.as_deref())
@@ -648,6 +679,47 @@ impl PyRouterCore {
             model.replicas.reset_breaker(r);
         }
         Ok(())
+    }
+
+    /// The prefix index of a model's `cache_aware` policy: entries,
+    /// sessions, bytes held and, per replica (by id), what it expected
+    /// cached against what the engine reported (None under other policies).
+    fn prefix_cache<'py>(
+        &self,
+        py: Python<'py>,
+        model: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let (m, routed) = self.model(text(model, "model")?)?;
+        let Some(stats) = routed.replicas.policy().prefix_stats() else {
+            return Ok(None);
+        };
+        let out = PyDict::new(py);
+        out.set_item("entries", stats.entries)?;
+        out.set_item("sessions", stats.sessions)?;
+        out.set_item("allocated_bytes", stats.allocated_bytes)?;
+        let replicas = PyDict::new(py);
+        let names = self.replica_names.get(m);
+        for (r, cache) in stats.replicas.iter().enumerate() {
+            let row = PyDict::new(py);
+            row.set_item("requests", cache.tick)?;
+            row.set_item(
+                "horizon",
+                (cache.horizon != u32::MAX).then_some(cache.horizon),
+            )?;
+            row.set_item("reports", cache.reports)?;
+            row.set_item("hits", cache.hits)?;
+            row.set_item("misses", cache.misses)?;
+            row.set_item("predicted_tokens", cache.predicted_tokens)?;
+            row.set_item("cached_tokens", cache.cached_tokens)?;
+            row.set_item("prompt_tokens", cache.prompt_tokens)?;
+            row.set_item("recent_work", cache.work)?;
+            match names.and_then(|n| n.get(r)) {
+                Some(name) => replicas.set_item(name.bind(py), row)?,
+                None => replicas.set_item(r, row)?,
+            }
+        }
+        out.set_item("replicas", replicas)?;
+        Ok(Some(out))
     }
 
     /// Each replica of a model now: health, breaker, load, outcome counters.

@@ -190,6 +190,12 @@ impl PyResilience {
         dict.set_item("replica_latency_factor", r.replica_adapt.latency_factor)?;
         dict.set_item("replica_explore", r.replica_adapt.explore)?;
         dict.set_item("relative_latency_factor", r.relative_latency_factor)?;
+        dict.set_item("prefix_block_bytes", r.prefix.block_bytes)?;
+        dict.set_item("prefix_max_entries", r.prefix.max_entries)?;
+        dict.set_item("prefix_load_factor", r.prefix.load_factor)?;
+        dict.set_item("prefix_min_match_blocks", r.prefix.min_match_blocks)?;
+        dict.set_item("session_ttl_ms", r.prefix.session_ttl_ms)?;
+        dict.set_item("max_sessions", r.prefix.max_sessions)?;
         Ok(dict)
     }
 
@@ -250,7 +256,7 @@ impl PyLearningSettings {
 }
 
 /// The keys a `resilience=` mapping may hold.
-const RESILIENCE_KEYS: [&str; 17] = [
+const RESILIENCE_KEYS: [&str; 23] = [
     "failure_threshold",
     "cooldown_ms",
     "success_threshold",
@@ -268,6 +274,12 @@ const RESILIENCE_KEYS: [&str; 17] = [
     "replica_latency_factor",
     "replica_explore",
     "relative_latency_factor",
+    "prefix_block_bytes",
+    "prefix_max_entries",
+    "prefix_load_factor",
+    "prefix_min_match_blocks",
+    "session_ttl_ms",
+    "max_sessions",
 ];
 
 /// A whole number >= 0 for a `resilience=` field.
@@ -332,6 +344,12 @@ pub fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience>
                 }
                 out.relative_latency_factor = factor;
             }
+            "prefix_block_bytes" => out.prefix.block_bytes = count(&item)?,
+            "prefix_max_entries" => out.prefix.max_entries = whole(&item, &field)?,
+            "prefix_load_factor" => out.prefix.load_factor = number(&item, &field)?,
+            "prefix_min_match_blocks" => out.prefix.min_match_blocks = count(&item)?,
+            "session_ttl_ms" => out.prefix.session_ttl_ms = whole(&item, &field)?,
+            "max_sessions" => out.prefix.max_sessions = whole(&item, &field)?,
             _ => {
                 return Err(ZetaError::UnknownField {
                     owner: "resilience",
@@ -364,6 +382,7 @@ pub fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience>
         adapt.explore,
     )
     .map_err(|e| config_error("replica_", e))?;
+    out.prefix = out.prefix.validated().map_err(|e| config_error("", e))?;
     Ok(out)
 }
 
