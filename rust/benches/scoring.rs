@@ -1,10 +1,14 @@
 //! Criterion benches of the core without Python: one decision over 8 and 64
-//! candidates, and batch scoring of 1,000,000 candidates.
+//! candidates, batch scoring of 1,000,000 candidates, and the `cache_aware`
+//! replica choice (hashing a 4 KB prompt's blocks, choosing among 8
+//! replicas with an index of many conversations).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use zeta_fast::policies::{CacheAware, ReplicaPolicy, Replicas};
+use zeta_fast::prefix::{Affinity, PrefixSettings};
 use zeta_fast::{AdaptiveConfig, AdaptiveScorer};
 
 /// Deterministic pseudo-random inputs (xorshift), so runs compare like with like.
@@ -77,5 +81,63 @@ fn score_into(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, best, score_into);
+/// A 4 KB conversation (system prompt, then turns), and its opening's end.
+fn conversation(c: usize) -> (Vec<u8>, usize) {
+    let mut text = "You are a coding agent with tools: search, read, write, run. ".repeat(16);
+    text.push_str(&format!("user: task {c:05}: fix the failing test. "));
+    let opening = text.len();
+    while text.len() < 4096 {
+        text.push_str(&format!(
+            "assistant: step {} done. user: go on. ",
+            text.len()
+        ));
+    }
+    text.truncate(4096);
+    (text.into_bytes(), opening)
+}
+
+fn cache_aware(c: &mut Criterion) {
+    let settings = PrefixSettings::default();
+    let policy = CacheAware::new(8, settings);
+    let loads = [0.1, 0.2, 0.0, 0.3, 0.1, 0.2, 0.0, 0.1];
+    let load = |r: usize| loads.get(r).copied();
+    let requests = |r: usize| loads.get(r).map_or(0.0, |l| l * 10.0);
+    // 2,000 conversations already placed.
+    for i in 0..2_000 {
+        let (prompt, opening) = conversation(i);
+        let affinity = Affinity::new(&prompt, None, Some(opening), settings.block_bytes);
+        policy.on_routed(i % 8, &affinity, 0);
+    }
+    let (prompt, opening) = conversation(1_234);
+    let mut group = c.benchmark_group("cache_aware");
+    group.bench_function("hash 4 KB + choose of 8", |b| {
+        b.iter(|| {
+            let affinity = Affinity::new(
+                black_box(&prompt),
+                None,
+                Some(opening),
+                settings.block_bytes,
+            );
+            let view = Replicas::new(8, &load)
+                .with_requests(&requests)
+                .with_affinity(Some(&affinity), 0);
+            black_box(policy.choose(&view))
+        })
+    });
+    // A conversation the index has never seen (no session bound): every
+    // replica's match is searched.
+    let (fresh, _) = conversation(99_999);
+    group.bench_function("hash 4 KB + choose of 8, new conversation", |b| {
+        b.iter(|| {
+            let affinity = Affinity::new(black_box(&fresh), None, None, settings.block_bytes);
+            let view = Replicas::new(8, &load)
+                .with_requests(&requests)
+                .with_affinity(Some(&affinity), 0);
+            black_box(policy.choose(&view))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, best, score_into, cache_aware);
 criterion_main!(benches);
