@@ -16,18 +16,22 @@
 //!    user turn: [`crate::prefix::Affinity`]), so a conversation's later
 //!    turns go where its earlier ones went even when its whole blocks so
 //!    far are a system prompt many conversations share.
-//! 3. *New prefix*: a prompt that shares only a prefix with others (a
-//!    system prompt, an agent's tool list) goes to the replica holding the
-//!    most of it, at least `min_match_blocks`, among those whose recent
-//!    prefill work is within `load_factor` times the mean plus this
-//!    request's own: so conversations that share one system prompt spread
-//!    over the replicas instead of all starting where it went first.
-//!    Ties go to the less loaded.
-//! 4. Else the least loaded eligible replica (then the least worked), ties
+//! 3. *A new conversation* (a session not bound yet, or moved by the
+//!    bound) goes to the least loaded eligible replica, the one holding
+//!    the most of its prompt among equals: what it shares with others is
+//!    a system prompt most replicas soon hold, while its own later turns
+//!    want a slot that stays theirs.
+//! 4. *A prompt without a session* (a completion) goes to the replica
+//!    holding the most of it, at least `min_match_blocks`, among those
+//!    whose recent prefill work is within `load_factor` times the mean
+//!    plus this request's own: so prompts that quote one document spread
+//!    over the replicas instead of all going where it went first. Ties go
+//!    to the less loaded.
+//! 5. Else the least loaded eligible replica (then the least worked), ties
 //!    broken at random so that new prefixes spread.
 //!
 //! A request without an affinity (no prompt text known) is placed by 1
-//! and 4 only.
+//! and 5 only.
 
 use super::{ReplicaPolicy, Replicas};
 use crate::prefix::{Affinity, PrefixIndex, PrefixSettings, PrefixStats, Routed};
@@ -158,6 +162,31 @@ impl CacheAware {
             + 1.0;
         let work: &[f64] = work;
         let eligible = |r: usize| within(r) && work.get(r).is_some_and(|&w| w <= work_cap);
+        if affinity.session.is_some() {
+            // A conversation starting (or moved by the bound): what it shares
+            // with others is a system prompt most replicas soon hold, while
+            // its own turns will want a slot that stays its own. So the
+            // least loaded replica first; then the longest match, then the
+            // least worked (from a random start, so that ties spread).
+            let start = (self.rng.next_u64() % n.max(1) as u64) as usize;
+            let key = |r: usize| {
+                (
+                    load_of(r),
+                    matched.get(r).copied().unwrap_or(0),
+                    work.get(r).copied().unwrap_or(0.0),
+                )
+            };
+            let chosen = (0..n)
+                .map(|offset| (start + offset) % n)
+                .filter(|&r| eligible(r))
+                .min_by(|&a, &b| {
+                    let (ka, kb) = (key(a), key(b));
+                    ka.0.total_cmp(&kb.0)
+                        .then(kb.1.cmp(&ka.1))
+                        .then(ka.2.total_cmp(&kb.2))
+                });
+            return chosen.or_else(|| self.least_loaded(seen, within, work));
+        }
         matched
             .iter()
             .enumerate()
@@ -211,6 +240,10 @@ impl ReplicaPolicy for CacheAware {
 
     fn prefix_stats(&self) -> Option<PrefixStats> {
         Some(self.index.stats())
+    }
+
+    fn prefix_index(&self) -> Option<&PrefixIndex> {
+        Some(&self.index)
     }
 }
 
