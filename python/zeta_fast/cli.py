@@ -6,6 +6,7 @@
 - ``zeta-fast hash-key``: the SHA-256 of an API key, for the configuration;
 - ``zeta-fast demo``: real llama.cpp replicas, the gateway, a workload and faults;
 - ``zeta-fast bench gateway``: the gateway's added latency against its peers;
+- ``zeta-fast bench prefix``: prefix/session-aware replica routing on llama.cpp replicas;
 - ``zeta-fast eval profiler --data CSV``: the profiler on labelled prompts.
 """
 
@@ -190,6 +191,38 @@ def _bench_gateway_command(args: argparse.Namespace) -> int:
     for name, why in report["skipped"].items():
         console.print(f"skipped {name}: {why}")
     return 0
+
+
+def _bench_prefix_command(args: argparse.Namespace) -> int:
+    from zeta_fast.gateway.prefix_bench import (
+        PrefixBenchSettings,
+        markdown_table,
+        run_prefix_bench,
+        write_report,
+    )
+
+    overrides: dict[str, Any] = {}
+    for name in ("rounds", "sessions", "turns", "concurrency", "cache_ram_mib", "seed"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.mixes is not None:
+        overrides["mixes"] = tuple(args.mixes.split(","))
+    if args.contenders is not None:
+        overrides["contenders"] = tuple(args.contenders.split(","))
+    settings = (
+        PrefixBenchSettings.quick(**overrides) if args.quick else PrefixBenchSettings(**overrides)
+    )
+    report = run_prefix_bench(settings)
+    print(markdown_table(report))
+    for name, why in report["skipped"].items():
+        print(f"skipped {name}: {why}")
+    print(f"{report['rounds_done']} round(s) in {report['seconds']} s")
+    if args.json:
+        write_report(report, args.json)
+    failed = sum(
+        row["failed"] for mix in report["mixes"].values() for row in mix["contenders"].values()
+    )
+    return 1 if failed else 0
 
 
 def _bench_soak_command(args: argparse.Namespace) -> int:
@@ -459,6 +492,31 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--max-seconds", type=float, default=900.0, help="stop starting rounds")
     gateway.add_argument("--json", action="store_true", help="print the report as JSON")
     gateway.set_defaults(handler=_bench_gateway_command)
+    prefix = benches.add_parser(
+        "prefix",
+        help="prefix/session-aware replica routing on real llama.cpp replicas, vs peers",
+    )
+    prefix.add_argument("--quick", action="store_true", help="4 sessions x 3 turns, 1 round")
+    prefix.add_argument("--rounds", type=int, default=None)
+    prefix.add_argument("--sessions", type=int, default=None)
+    prefix.add_argument("--turns", type=int, default=None)
+    prefix.add_argument("--concurrency", type=int, default=None, help="sessions in flight")
+    prefix.add_argument("--mixes", default=None, help="comma-separated, from uniform,skewed")
+    prefix.add_argument(
+        "--contenders",
+        default=None,
+        help="comma-separated, from zeta-cache-aware,zeta-power-of-two,"
+        "vllm-router-cache-aware,vllm-router-round-robin,oracle",
+    )
+    prefix.add_argument(
+        "--cache-ram-mib",
+        type=int,
+        default=None,
+        help="llama.cpp host prompt cache per replica (0: off; default: scaled to the model)",
+    )
+    prefix.add_argument("--seed", type=int, default=None)
+    prefix.add_argument("--json", default=None, metavar="FILE", help="write the report there")
+    prefix.set_defaults(handler=_bench_prefix_command)
     soak = benches.add_parser(
         "soak", help="many requests through the gateway to real llama.cpp replicas, with faults"
     )

@@ -39,6 +39,8 @@ ModelKind = Literal["chat", "embedding"]
 # older version are never reused (the version is part of the cached file name).
 TINY_MODEL_FORMAT_VERSION = 1
 
+# The training context the model declares. llama.cpp caps each slot's context at it, so a
+# workload with longer conversations asks for a larger one (``context_length``).
 CONTEXT_LENGTH = 2048
 N_HEAD = 4
 _RMS_EPS = 1e-5
@@ -90,14 +92,16 @@ def _vocab() -> tuple[list[str], list[int], list[float]]:
     return tokens, [int(t) for t in types], scores
 
 
-def _check_params(kind: str, layers: int, dim: int) -> None:
+def _check_params(kind: str, layers: int, dim: int, context_length: int = CONTEXT_LENGTH) -> None:
     if kind not in ("chat", "embedding"):
         raise ValueError(f"kind must be 'chat' or 'embedding', got {kind!r}")
-    for name, value in (("layers", layers), ("dim", dim)):
+    for name, value in (("layers", layers), ("dim", dim), ("context_length", context_length)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
+    if context_length < 1:
+        raise ValueError(f"context_length must be >= 1, got {context_length}")
     # Each of the N_HEAD heads needs an even size for rotary position embeddings.
     if dim < 2 * N_HEAD or dim % (2 * N_HEAD) != 0:
         raise ValueError(f"dim must be a positive multiple of {2 * N_HEAD}, got {dim}")
@@ -116,6 +120,7 @@ def write_tiny_model(
     layers: int = 2,
     dim: int = 64,
     seed: int = 0,
+    context_length: int = CONTEXT_LENGTH,
 ) -> Path:
     """Write a tiny llama-architecture GGUF model to ``path`` (overwriting it).
 
@@ -131,18 +136,21 @@ def write_tiny_model(
         layers: Number of transformer blocks (>= 1).
         dim: Embedding width, a multiple of 8 (4 attention heads of an even size).
         seed: Seed of the random weights.
+        context_length: The training context the model declares (tokens); llama.cpp caps a
+            slot's context at it. Only metadata: the weights do not depend on it.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        TypeError: ``layers`` or ``dim`` is not an int.
-        ValueError: ``kind`` is unknown, or ``layers``/``dim`` are out of range.
+        TypeError: ``layers``, ``dim`` or ``context_length`` is not an int.
+        ValueError: ``kind`` is unknown, or ``layers``/``dim``/``context_length`` are out of
+            range.
     """
     # gguf takes ~0.1 s to import; server processes import this package but never need it.
     import gguf
 
-    _check_params(kind, layers, dim)
+    _check_params(kind, layers, dim, context_length)
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, types, scores = _vocab()
@@ -153,7 +161,7 @@ def write_tiny_model(
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name(f"zeta-fast-tiny-{kind}-l{layers}-d{dim}")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_context_length(CONTEXT_LENGTH)
+    writer.add_context_length(context_length)
     writer.add_embedding_length(dim)
     writer.add_block_count(layers)
     writer.add_feed_forward_length(n_ff)
@@ -219,9 +227,16 @@ def _output_projection(
     return output
 
 
-def tiny_model_filename(*, kind: ModelKind, layers: int, dim: int) -> str:
-    """The cache file name for a model: it encodes the parameters and the format version."""
-    return f"tiny-{kind}-l{layers}-d{dim}-v{TINY_MODEL_FORMAT_VERSION}.gguf"
+def tiny_model_filename(
+    *, kind: ModelKind, layers: int, dim: int, context_length: int = CONTEXT_LENGTH
+) -> str:
+    """The cache file name for a model: it encodes the parameters and the format version.
+
+    The default context length adds nothing to the name, so files cached before the parameter
+    existed keep their names (their bytes are the same).
+    """
+    context = "" if context_length == CONTEXT_LENGTH else f"-c{context_length}"
+    return f"tiny-{kind}-l{layers}-d{dim}{context}-v{TINY_MODEL_FORMAT_VERSION}.gguf"
 
 
 def ensure_tiny_model(
@@ -230,6 +245,7 @@ def ensure_tiny_model(
     kind: ModelKind = "chat",
     layers: int = 2,
     dim: int = 64,
+    context_length: int = CONTEXT_LENGTH,
 ) -> Path:
     """Return the path of a cached tiny model in ``directory``, writing it only if missing.
 
@@ -242,24 +258,30 @@ def ensure_tiny_model(
         kind: ``"chat"`` or ``"embedding"``.
         layers: Number of transformer blocks.
         dim: Embedding width, a multiple of 8.
+        context_length: The training context the model declares (see :func:`write_tiny_model`).
 
     Returns:
         The model's path.
 
     Raises:
-        TypeError: ``layers`` or ``dim`` is not an int.
-        ValueError: ``kind`` is unknown, or ``layers``/``dim`` are out of range.
+        TypeError: ``layers``, ``dim`` or ``context_length`` is not an int.
+        ValueError: ``kind`` is unknown, or ``layers``/``dim``/``context_length`` are out of
+            range.
     """
-    _check_params(kind, layers, dim)
+    _check_params(kind, layers, dim, context_length)
     directory = Path(directory)
-    target = directory / tiny_model_filename(kind=kind, layers=layers, dim=dim)
+    target = directory / tiny_model_filename(
+        kind=kind, layers=layers, dim=dim, context_length=context_length
+    )
     if target.is_file():
         return target
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        write_tiny_model(tmp_name, kind=kind, layers=layers, dim=dim, seed=0)
+        write_tiny_model(
+            tmp_name, kind=kind, layers=layers, dim=dim, seed=0, context_length=context_length
+        )
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
