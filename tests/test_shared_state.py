@@ -581,3 +581,54 @@ def test_a_failing_cycle_callback_does_not_stop_sharing(
     finally:
         a.close()
         b.close()
+
+
+def _conversation(c: int, turns: int) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": "You are a coding agent with tools. " * 8}]
+    for t in range(turns):
+        if t:
+            messages.append({"role": "assistant", "content": f"step {c}.{t} done"})
+        messages.append({"role": "user", "content": f"conversation {c}, turn {t}"})
+    return messages
+
+
+def test_cache_aware_placements_are_shared_so_instances_agree(redis_server: RedisServer) -> None:
+    # Two gateways in front of the same four replicas: a conversation
+    # started on one instance continues on the replica holding it when its
+    # next turn reaches the other instance.
+    ns = f"prefix-{os.getpid()}"
+    four = {
+        "id": "m",
+        "capabilities": dict.fromkeys(TEXT_TASKS, 80),
+        "replicas": [{"id": f"r{i}", "url": "http://127.0.0.1:9"} for i in range(4)],
+    }
+    a, b = (
+        instance(redis_server.url, ns, replica_policy="cache_aware", models=[four])
+        for _ in range(2)
+    )
+    try:
+        homes = {}
+        for c in range(12):
+            decision = a.route(_conversation(c, 1))
+            homes[c] = decision.replica_id
+            a.record(decision, True, 10.0)
+        sync(a, b)
+        for c in range(12):
+            decision = b.route(_conversation(c, 2))
+            assert decision.replica_id == homes[c], c
+            b.record(decision, True, 10.0)
+        # And back: b's placements reached a (nothing is applied twice or lost).
+        sync(a, b)
+        stats = a.core.prefix_cache("m")
+        assert stats is not None
+        assert stats["sessions"] == 12
+        assert sum(row["requests"] for row in stats["replicas"].values()) == 24
+        # A corrupt record in the stream is refused and counted, not fatal.
+        assert a.shared is not None
+        a.shared.client.xadd(f"{ns}:prefix:m", {"i": "someone-else", "d": b"\x07\x00\x00"})
+        errors = a.shared.stats.errors
+        assert a.shared.cycle()
+        assert a.shared.stats.errors == errors + 1
+    finally:
+        a.close()
+        b.close()

@@ -971,6 +971,18 @@ class RouterCore:
         """Keeps the decision's replica out of selection for ``hold_ms``."""
     def reset_breaker(self, model: str, replica: str) -> None:
         """Closes a replica's circuit breaker."""
+    def share_prefixes(self) -> bool:
+        """Starts keeping the ``cache_aware`` models' placements for other
+        router instances; False when no model uses the policy."""
+    def export_prefix(self, model: str) -> tuple[bytes, int]:
+        """The placements made since the last call, packed, and how many
+        were dropped for want of room (empty unless sharing is on)."""
+    def import_prefix(self, model: str, data: bytes) -> int:
+        """Applies another instance's placements; the count applied.
+
+        Raises:
+            InvalidInputError: the record does not parse (nothing applied).
+        """
     def prefix_cache(self, model: str) -> dict[str, Any] | None:
         """The ``cache_aware`` policy's prefix index for a model: ``entries``,
         ``sessions``, ``allocated_bytes`` and per replica id its

@@ -211,6 +211,15 @@ class Runtime:
                     predictor.average_with(others)
 
             shared.on_cycle.append(share_learned)
+        if self.core.share_prefixes():
+            # Every cache_aware model's placements, each sync cycle.
+            models = [m.id for m in self.config.models]
+            core = self.core
+
+            def share_prefixes(state: SharedState) -> None:
+                state.share_prefixes(core, models)
+
+            shared.on_cycle.append(share_prefixes)
         return shared.start()
 
     # -- on demand --------------------------------------------------------------

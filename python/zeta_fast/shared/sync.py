@@ -22,8 +22,11 @@ thread (never the request path) does, every ``interval_s`` (250 ms):
    the live others' counts are added to replica load comparisons.
 
 Alerts fire once across instances (:meth:`SharedState.claim_alert`, a
-``SET NX PX`` per rule, model and task for its cool-down) and learned
-predictors are shared (:meth:`SharedState.share_learned`).
+``SET NX PX`` per rule, model and task for its cool-down), learned
+predictors are shared (:meth:`SharedState.share_learned`), and so are the
+``cache_aware`` policy's placements (:meth:`SharedState.share_prefixes`:
+one capped stream per model, ``{ns}:prefix:{model}``), so that every
+instance knows which replica holds which conversation.
 
 Redis down: routing goes on with local state (the remote share is cleared),
 ``up`` turns False, ``errors`` counts, one warning is logged per outage;
@@ -130,6 +133,8 @@ class SharedState:
         self._rewritten: bytes | None = None
         self._cache_rewritten: bytes | None = None
         self._in_flight_published: dict[str, int] = {}
+        # Per model: the last entry of its placement stream read here.
+        self._prefix_seen: dict[str, bytes] = {}
         # Proof that Redis still holds what this instance wrote.
         self._token = uuid.uuid4().hex.encode()
         self._token_set = False
@@ -408,6 +413,54 @@ class SharedState:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             return True
         return bool(claimed)
+
+    def share_prefixes(self, core: RouterCore, models: list[str], keep: int = 10_000) -> int:
+        """Publishes the placements this instance's ``cache_aware`` models
+        made since the last call (``core.export_prefix``) and applies the
+        other instances' (``core.import_prefix``), through one stream per
+        model capped at about ``keep`` entries; the count applied. A new
+        instance reads the whole stream first, so it starts knowing where
+        the conversations are. Redis down: 0, counted in ``errors``; the
+        placements of that cycle are lost (the sessions they bound rebind
+        at their next request)."""
+        applied = 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for model in models:
+                data, dropped = core.export_prefix(model)
+                if dropped:
+                    log.warning("shared prefixes: %d placements of %s not shared", dropped, model)
+                if data:
+                    pipe.xadd(
+                        f"{self.namespace}:prefix:{model}",
+                        {"i": self.instance_id, "d": data},
+                        maxlen=keep,
+                        approximate=True,
+                    )
+            for model in models:
+                pipe.xread(
+                    {f"{self.namespace}:prefix:{model}": self._prefix_seen.get(model, b"0-0")},
+                    count=keep,
+                )
+            replies = pipe.execute()
+            self.stats.commands += len(replies)
+        except Exception as exc:
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            return 0
+        me = self.instance_id.encode()
+        for model, reply in zip(models, replies[len(replies) - len(models) :], strict=True):
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._prefix_seen[model] = entry_id
+                    if fields.get(b"i") == me:
+                        continue
+                    try:
+                        applied += core.import_prefix(model, fields.get(b"d", b""))
+                    except ValueError as exc:  # a record from another version, or corrupt
+                        self.stats.errors += 1
+                        log.warning("shared prefixes: a record for %s refused: %s", model, exc)
+        return applied
 
     def share_learned(self, state: bytes, ttl_s: float = 3600.0) -> list[bytes]:
         """Publishes this instance's learned state and returns the other live

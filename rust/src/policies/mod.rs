@@ -19,7 +19,7 @@ pub use power_of_two::PowerOfTwo;
 pub use spread::Spread;
 
 use crate::errors::ZetaError;
-use crate::prefix::{Affinity, PrefixSettings, PrefixStats, Routed};
+use crate::prefix::{Affinity, PrefixIndex, PrefixSettings, PrefixStats, Routed};
 use crate::scoring::ScoreBreakdown;
 
 /// What a replica policy sees of a model's replicas: how many there are
@@ -140,6 +140,11 @@ pub trait ReplicaPolicy: Send + Sync {
 
     /// The prefix index's figures, for a policy that keeps one.
     fn prefix_stats(&self) -> Option<PrefixStats> {
+        None
+    }
+
+    /// The prefix index, for sharing it with other router instances.
+    fn prefix_index(&self) -> Option<&PrefixIndex> {
         None
     }
 }

@@ -88,6 +88,41 @@ struct Inner {
     entries: Generations<u32>,
     sessions: Sessions,
     replicas: Vec<ReplicaCacheStats>,
+    /// This instance's placements not yet shared with the others (only
+    /// while sharing is on), oldest first; bounded.
+    journal: Option<Journal>,
+}
+
+/// Placements waiting to be shared; at most [`JOURNAL_LIMIT`], the oldest
+/// dropped (and counted) first.
+#[derive(Default)]
+struct Journal {
+    placements: std::collections::VecDeque<Placement>,
+    dropped: u64,
+}
+
+/// One request's placement, as shared: the replica, the session, the blocks.
+struct Placement {
+    replica: u32,
+    session: Option<u64>,
+    blocks: Box<[u64]>,
+}
+
+/// Placements kept for sharing between two sync cycles.
+pub const JOURNAL_LIMIT: usize = 4_096;
+
+/// What a shared placement record may hold, at most (a 64 KB prompt in
+/// 16-byte blocks): a larger count is a corrupt record.
+const MAX_SHARED_BLOCKS: usize = 4_096;
+
+/// Why a shared placement record was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPlacements(pub String);
+
+impl std::fmt::Display for BadPlacements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Where one model's prefixes and sessions went.
@@ -141,6 +176,96 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// `replica` was sent `blocks` (in `session`): what it was expected to
+    /// hold before, then it holds them all.
+    fn place(
+        &mut self,
+        replica: usize,
+        blocks: &[u64],
+        session: Option<u64>,
+        now_ms: u64,
+    ) -> Routed {
+        let before = self.matched(blocks, replica);
+        if replica >= self.replicas.len() {
+            return before;
+        }
+        for cache in &mut self.replicas {
+            cache.work *= WORK_DECAY;
+        }
+        let Some(cache) = self.replicas.get_mut(replica) else {
+            return before;
+        };
+        let uncached = blocks
+            .len()
+            .saturating_sub(before.predicted_blocks as usize);
+        cache.work += uncached as f64 + 1.0;
+        cache.tick = cache.tick.wrapping_add(1);
+        let tick = cache.tick;
+        for &block in blocks {
+            self.entries.insert(key(block, replica), tick);
+        }
+        if let Some(session) = session {
+            self.sessions.bind(session, replica, now_ms);
+        }
+        before
+    }
+}
+
+/// Reads packed placements (see [`PrefixIndex::export`]) for a model of
+/// `replicas` replicas.
+fn parse_placements(data: &[u8], replicas: usize) -> Result<Vec<Placement>, BadPlacements> {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], BadPlacements> {
+        if data.len() < n {
+            return Err(BadPlacements(format!(
+                "shared placements cut short: {n} bytes wanted, {} left",
+                data.len()
+            )));
+        }
+        let (head, rest) = data.split_at(n);
+        *data = rest;
+        Ok(head)
+    }
+    fn u32_of(bytes: &[u8]) -> u32 {
+        let mut word = [0_u8; 4];
+        word.copy_from_slice(bytes);
+        u32::from_le_bytes(word)
+    }
+    fn u64_of(bytes: &[u8]) -> u64 {
+        let mut word = [0_u8; 8];
+        word.copy_from_slice(bytes);
+        u64::from_le_bytes(word)
+    }
+    let mut rest = data;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let replica = u32_of(take(&mut rest, 4)?);
+        if replica as usize >= replicas {
+            return Err(BadPlacements(format!(
+                "shared placement names replica {replica}; the model has {replicas}"
+            )));
+        }
+        let flag = take(&mut rest, 1)?.first().copied().unwrap_or(0);
+        let session = u64_of(take(&mut rest, 8)?);
+        let count = u32_of(take(&mut rest, 4)?) as usize;
+        if count > MAX_SHARED_BLOCKS || flag > 1 {
+            return Err(BadPlacements(format!(
+                "shared placement is corrupt (block count {count}, session flag {flag})"
+            )));
+        }
+        let blocks = take(&mut rest, count * 8)?
+            .chunks_exact(8)
+            .map(u64_of)
+            .collect();
+        out.push(Placement {
+            replica,
+            session: (flag == 1).then_some(session),
+            blocks,
+        });
+    }
+    Ok(out)
+}
+
 impl PrefixIndex {
     /// An empty index over `replicas` replicas.
     pub fn new(replicas: usize, settings: PrefixSettings) -> Self {
@@ -150,6 +275,7 @@ impl PrefixIndex {
                 entries: Generations::new(settings.max_entries),
                 sessions: Sessions::new(settings.max_sessions, settings.session_ttl_ms),
                 replicas: vec![ReplicaCacheStats::default(); replicas],
+                journal: None,
             }),
         }
     }
@@ -199,30 +325,69 @@ impl PrefixIndex {
     /// hold before, for the engine's report to be scored against.
     pub fn route(&self, replica: usize, affinity: &Affinity, now_ms: u64) -> Routed {
         let mut inner = self.lock();
-        let before = inner.matched(&affinity.blocks, replica);
-        if replica >= inner.replicas.len() {
-            return before;
+        if let Some(journal) = inner.journal.as_mut() {
+            if journal.placements.len() >= JOURNAL_LIMIT {
+                journal.placements.pop_front();
+                journal.dropped += 1;
+            }
+            journal.placements.push_back(Placement {
+                replica: u32::try_from(replica).unwrap_or(u32::MAX),
+                session: affinity.session,
+                blocks: affinity.blocks.clone(),
+            });
         }
-        for cache in &mut inner.replicas {
-            cache.work *= WORK_DECAY;
+        inner.place(replica, &affinity.blocks, affinity.session, now_ms)
+    }
+
+    /// Starts (or stops) keeping this instance's placements for sharing.
+    pub fn set_sharing(&self, on: bool) {
+        let mut inner = self.lock();
+        match (on, inner.journal.is_some()) {
+            (true, false) => inner.journal = Some(Journal::default()),
+            (false, true) => inner.journal = None,
+            _ => {}
         }
-        let Some(cache) = inner.replicas.get_mut(replica) else {
-            return before;
+    }
+
+    /// Takes the placements kept since the last call, packed for another
+    /// instance's [`Self::import`] (little-endian: per placement the
+    /// replica u32, a session flag u8 and u64, the block count u32 and the
+    /// blocks u64 each), and how many were dropped for want of room.
+    pub fn export(&self) -> (Vec<u8>, u64) {
+        let mut inner = self.lock();
+        let Some(journal) = inner.journal.as_mut() else {
+            return (Vec::new(), 0);
         };
-        let uncached = affinity
-            .blocks
-            .len()
-            .saturating_sub(before.predicted_blocks as usize);
-        cache.work += uncached as f64 + 1.0;
-        cache.tick = cache.tick.wrapping_add(1);
-        let tick = cache.tick;
-        for &block in affinity.blocks.iter() {
-            inner.entries.insert(key(block, replica), tick);
+        let mut out = Vec::new();
+        for placement in journal.placements.drain(..) {
+            out.extend_from_slice(&placement.replica.to_le_bytes());
+            out.push(u8::from(placement.session.is_some()));
+            out.extend_from_slice(&placement.session.unwrap_or(0).to_le_bytes());
+            let count = u32::try_from(placement.blocks.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&count.to_le_bytes());
+            for block in placement.blocks.iter() {
+                out.extend_from_slice(&block.to_le_bytes());
+            }
         }
-        if let Some(session) = affinity.session {
-            inner.sessions.bind(session, replica, now_ms);
+        (out, std::mem::take(&mut journal.dropped))
+    }
+
+    /// Applies another instance's placements (from its [`Self::export`]):
+    /// the replicas they went to hold those blocks now, and their sessions
+    /// are bound there. A record that does not parse, or names a replica
+    /// this model lacks, is refused whole, before anything is applied.
+    pub fn import(&self, data: &[u8], now_ms: u64) -> Result<usize, BadPlacements> {
+        let placements = parse_placements(data, self.lock().replicas.len())?;
+        let mut inner = self.lock();
+        for placement in &placements {
+            inner.place(
+                placement.replica as usize,
+                &placement.blocks,
+                placement.session,
+                now_ms,
+            );
         }
-        before
+        Ok(placements.len())
     }
 
     /// The engine's report for a request placed as `routed`:
@@ -406,6 +571,80 @@ mod tests {
         assert_eq!((stats.hits, stats.horizon), (1, 21));
         assert_eq!(stats.reports, 2);
         assert_eq!((stats.cached_tokens, stats.prompt_tokens), (9, 110));
+    }
+
+    #[test]
+    fn placements_shared_by_another_instance_are_found_here() {
+        let one = PrefixIndex::new(3, settings());
+        let two = PrefixIndex::new(3, settings());
+        let conversation = Affinity::new(
+            "a conversation one instance placed, several blocks long".as_bytes(),
+            Some(b"s-42"),
+            None,
+            BLOCK,
+        );
+        // Not sharing: nothing kept.
+        one.route(2, &conversation, 0);
+        assert_eq!(one.export(), (Vec::new(), 0));
+        one.set_sharing(true);
+        one.route(2, &conversation, 0);
+        let (data, dropped) = one.export();
+        assert_eq!(dropped, 0);
+        assert_eq!(two.import(&data, 0), Ok(1));
+        assert_eq!(
+            matched(&two, &conversation, 3),
+            vec![0, 0, conversation.blocks.len() as u32]
+        );
+        let (mut out, mut work) = ([0; 3], [0.0; 3]);
+        assert_eq!(
+            two.look(&conversation, 1, &|_| true, &mut out, &mut work),
+            Some(2)
+        );
+        // Taken: a second export is empty.
+        assert_eq!(one.export().0, Vec::<u8>::new());
+    }
+
+    #[test]
+    fn corrupt_or_foreign_placements_are_refused_whole() {
+        let one = PrefixIndex::new(4, settings());
+        one.set_sharing(true);
+        let a = prompt(&["the first placement, long enough for blocks"]);
+        one.route(3, &a, 0);
+        one.route(1, &a, 0);
+        let (data, _) = one.export();
+        let small = PrefixIndex::new(2, settings());
+        let Err(err) = small.import(&data, 0) else {
+            panic!("a replica the model lacks was accepted");
+        };
+        assert!(err.to_string().contains("replica 3"), "{err}");
+        assert_eq!(small.stats().entries, 0, "nothing applied");
+        let same = PrefixIndex::new(4, settings());
+        for cut in [1, 4, 5, 13, 17, data.len() - 1] {
+            assert!(
+                same.import(data.get(..cut).unwrap_or(&[]), 0).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut flag = data.clone();
+        if let Some(byte) = flag.get_mut(4) {
+            *byte = 7;
+        }
+        assert!(same.import(&flag, 0).is_err());
+        assert_eq!(same.stats().entries, 0);
+        assert_eq!(same.import(&data, 0), Ok(2));
+    }
+
+    #[test]
+    fn the_journal_is_bounded_and_counts_what_it_dropped() {
+        let one = PrefixIndex::new(1, settings());
+        one.set_sharing(true);
+        for i in 0..(JOURNAL_LIMIT + 10) {
+            one.route(0, &prompt(&[&format!("prompt {i:06} padded")]), 0);
+        }
+        let (data, dropped) = one.export();
+        assert_eq!(dropped, 10);
+        let two = PrefixIndex::new(1, settings());
+        assert_eq!(two.import(&data, 0), Ok(JOURNAL_LIMIT));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 pub use self::decision::PyDecision;
 use self::settings::{cost_arg, models_arg};
@@ -720,6 +720,58 @@ impl PyRouterCore {
         }
         out.set_item("replicas", replicas)?;
         Ok(Some(out))
+    }
+
+    /// Starts keeping each `cache_aware` model's placements for sharing
+    /// with other router instances (`export_prefix` takes them); False
+    /// when no model uses the policy.
+    fn share_prefixes(&self) -> bool {
+        let mut any = false;
+        for model in self.inner.models() {
+            if let Some(index) = model.replicas.policy().prefix_index() {
+                index.set_sharing(true);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The placements `model`'s prefix index made since the last call,
+    /// packed for another instance's `import_prefix`, and how many were
+    /// dropped for want of room; empty bytes unless sharing is on.
+    fn export_prefix<'py>(
+        &self,
+        py: Python<'py>,
+        model: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+        let (_, routed) = self.model(text(model, "model")?)?;
+        let (data, dropped) = routed
+            .replicas
+            .policy()
+            .prefix_index()
+            .map(|index| index.export())
+            .unwrap_or_default();
+        Ok((PyBytes::new(py, &data), dropped))
+    }
+
+    /// Applies another instance's placements (its `export_prefix`) to
+    /// `model`'s prefix index; the count applied. A record that does not
+    /// parse is refused whole (InvalidInputError, nothing applied).
+    fn import_prefix(&self, model: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<usize> {
+        let (_, routed) = self.model(text(model, "model")?)?;
+        let Some(index) = routed.replicas.policy().prefix_index() else {
+            return Ok(0);
+        };
+        let now = self.inner.tracker().clock().now_ms();
+        index.import(data, now).map_err(|err| {
+            ZetaError::InvalidInput {
+                field: "data",
+                position: Position::Scalar,
+                expected: "placements from export_prefix() of the same model",
+                value: err.to_string(),
+            }
+            .into()
+        })
     }
 
     /// Each replica of a model now: health, breaker, load, outcome counters.
