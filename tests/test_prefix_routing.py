@@ -93,14 +93,14 @@ def test_the_load_bound_moves_a_conversation_off_a_busy_replica() -> None:
     with router("cache_aware") as r:
         first = r.route(conversation(0, 1))
         r.core.record_outcome(first, "success", 10.0)
-        # One request of the conversation in flight on its replica, none
-        # elsewhere: a second would be past 1.25 x the mean of four
-        # replicas (ceil(1.25 x 2 / 4) = 1).
-        held = r.route(conversation(0, 1))
-        assert held.replica_id == first.replica_id
+        # Four requests of the conversation in flight on its replica, none
+        # elsewhere: a fifth would be past 1.25 x the mean of four replicas
+        # plus the slack of 2 (ceil(1.25 x 5 / 4) + 2 = 4).
+        held = [r.route(conversation(0, 1)) for _ in range(4)]
+        assert {d.replica_id for d in held} == {first.replica_id}
         moved = r.route(conversation(0, 2))
         assert moved.replica_id != first.replica_id
-        for decision in (held, moved):
+        for decision in (*held, moved):
             r.core.release(decision)
         # Once it is free again, the conversation goes where it went last.
         again = r.route(conversation(0, 3))
@@ -139,6 +139,7 @@ def test_engine_reports_score_the_index_and_correct_it() -> None:
     ("field", "value"),
     [
         ("block_bytes", 4),
+        ("load_slack", -1),
         ("load_factor", 0.5),
         ("max_entries", 1),
         ("session_ttl_s", -1),
@@ -179,11 +180,16 @@ TURNS = 6
 async def _converse(url: str, salt: str, concurrency: int) -> tuple[int, int]:
     """Six conversations of six turns through the gateway, three at once;
     returns (prompt tokens, of them processed by the engines: not reused)."""
-    system = f"[{salt}] " + SYSTEM[:60]
     totals = [0, 0]
     gate = asyncio.Semaphore(concurrency)
 
     async def session(http: aiohttp.ClientSession, s: int) -> None:
+        # A system prompt of its own: llama.cpp gives a new prompt the idle
+        # slot sharing most of it, so with one system prompt for all the
+        # engine itself would take one conversation's slot for another's
+        # first turn whatever the router did (the benchmark measures that
+        # case; this test measures the router).
+        system = f"[{salt}-{s}] " + SYSTEM[:60]
         messages: list[dict[str, str]] = [{"role": "system", "content": system}]
         for t in range(TURNS):
             question = f"session {s} turn {t}: read the next file."
@@ -215,6 +221,7 @@ def test_real_replicas_process_far_fewer_prompt_tokens_with_the_policy(
         urls = [replica.url for replica in replicas]
         processed: dict[str, tuple[int, int]] = {}
         index: dict[str, Any] = {}
+        pages: dict[str, Any] = {}
         for policy in ("power_of_two", "cache_aware"):
             config = parse_router_config(
                 {
@@ -233,6 +240,9 @@ def test_real_replicas_process_far_fewer_prompt_tokens_with_the_policy(
                     processed[policy] = await _converse(running.url, salt, concurrency=3)
                     async with aiohttp.ClientSession() as http:
                         index[policy] = await metrics_of(running, http)
+                        async with http.get(running.url + "/dashboard/data") as response:
+                            assert response.status == 200
+                            pages[policy] = await response.json()
                 finally:
                     await running.stop()
 
@@ -245,7 +255,7 @@ def test_real_replicas_process_far_fewer_prompt_tokens_with_the_policy(
     assert total > 0
     # Each turn re-sends the whole conversation: with every turn on the
     # replica holding it, only the new turn is processed.
-    assert with_policy < 0.6 * without, processed
+    assert with_policy < 0.5 * without, processed
     # Close to the floor: each conversation's first turn, then new turns.
     # The gateway counted what the engines reused, per replica, on /metrics.
     metrics = index["cache_aware"]
@@ -258,3 +268,13 @@ def test_real_replicas_process_far_fewer_prompt_tokens_with_the_policy(
     assert prompt == total
     assert cached == total - with_policy
     assert not any(name.startswith("zeta_prefix_cache") for name, _ in index["power_of_two"])
+    # The dashboard shows each replica's measured hit share beside the expected one.
+    (chat,) = pages["cache_aware"]["models"]
+    for row in chat["replicas"]:
+        labels = (("model", "chat"), ("replica", row["id"]))
+        reused = metrics["zeta_prefix_cache_cached_tokens_total", labels]
+        sent = metrics["zeta_prefix_cache_prompt_tokens_total", labels]
+        assert row["cache_hit_share"] == pytest.approx(reused / sent)
+        assert 0 < row["cache_expected_share"] <= 1
+    (plain,) = pages["power_of_two"]["models"]
+    assert all(row["cache_hit_share"] is None for row in plain["replicas"])

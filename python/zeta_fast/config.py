@@ -353,13 +353,14 @@ class PrefixCacheSpec(_Frozen):
     (about 20 bytes each; the oldest forgotten first) and ``max_sessions``
     sessions, each bound to its replica ``session_ttl_s`` after its last
     request. No replica takes a request while its requests would exceed
-    ``load_factor`` times the mean, rounded up."""
+    ``load_factor`` times the mean, rounded up, plus ``load_slack``."""
 
     block_bytes: Annotated[int, Field(ge=16, le=65_536)] = _RESILIENCE["prefix_block_bytes"]
     max_entries: Annotated[int, Field(ge=2, le=1 << 32)] = _RESILIENCE["prefix_max_entries"]
     load_factor: Annotated[float, Field(ge=1.0, le=100.0, allow_inf_nan=False)] = _RESILIENCE[
         "prefix_load_factor"
     ]
+    load_slack: Annotated[int, Field(ge=0, le=1 << 20)] = _RESILIENCE["prefix_load_slack"]
     min_match_blocks: Annotated[int, Field(ge=1, le=1 << 20)] = _RESILIENCE[
         "prefix_min_match_blocks"
     ]
@@ -425,6 +426,7 @@ class DispatchSpec(_Frozen):
             prefix_block_bytes=prefix.block_bytes,
             prefix_max_entries=prefix.max_entries,
             prefix_load_factor=prefix.load_factor,
+            prefix_load_slack=prefix.load_slack,
             prefix_min_match_blocks=prefix.min_match_blocks,
             session_ttl_ms=round(prefix.session_ttl_s * 1000),
             max_sessions=prefix.max_sessions,

@@ -151,9 +151,11 @@ def live_view(
     for model in router.config.models:
         stats = router.tracker.stats(model.id)
         statuses = router.core.replica_status(model.id)
+        caches = _prefix_caches(router, model.id)
         replicas: list[dict[str, Any]] = [
             {
                 **_replica_quantiles(router, model.id, status.replica_id),
+                **caches.get(status.replica_id, _NO_CACHE),
                 "id": status.replica_id,
                 "in_flight": status.in_flight,
                 "healthy": status.healthy,
@@ -190,6 +192,27 @@ def live_view(
         "learned": _learned(router),
         "shared": _shared(router),
     }
+
+
+#: A replica's prefix-cache figures when its model is not under cache_aware.
+_NO_CACHE: dict[str, float | None] = {"cache_hit_share": None, "cache_expected_share": None}
+
+
+def _prefix_caches(router: Router, model: str) -> dict[str, dict[str, float | None]]:
+    """Per replica: the share of prompt tokens its engine reported reused
+    (measured) and the share the ``cache_aware`` index expected; None
+    before any report, and for models under another policy."""
+    index = router.core.prefix_cache(model)
+    if index is None:
+        return {}
+    out: dict[str, dict[str, float | None]] = {}
+    for replica, row in index["replicas"].items():
+        prompt = row["prompt_tokens"]
+        out[replica] = {
+            "cache_hit_share": row["cached_tokens"] / prompt if prompt else None,
+            "cache_expected_share": row["predicted_tokens"] / prompt if prompt else None,
+        }
+    return out
 
 
 def _shared(router: Router) -> dict[str, Any]:

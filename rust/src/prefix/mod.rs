@@ -43,6 +43,10 @@ pub struct PrefixSettings {
     /// many times the mean over the model's replicas (rounded up; bounded
     /// loads, as in consistent hashing with bounded loads).
     pub load_factor: f64,
+    /// Requests a replica may run beyond that bound: at low load the
+    /// rounded mean is one or two, and moving a conversation to save a
+    /// queue of one costs a whole prefill.
+    pub load_slack: u32,
     /// Blocks a replica must hold for the prefix to decide (fewer: load
     /// decides).
     pub min_match_blocks: u32,
@@ -54,13 +58,14 @@ pub struct PrefixSettings {
 
 impl Default for PrefixSettings {
     /// 128-byte blocks, a million entries per model (~20-40 MB at most),
-    /// loads bounded at 1.25 times the mean, one block to match, sessions
+    /// loads bounded at 1.25 times the mean plus 2, one block to match, sessions
     /// kept 10 minutes, 100,000 of them.
     fn default() -> Self {
         Self {
             block_bytes: 128,
             max_entries: 1_000_000,
             load_factor: 1.25,
+            load_slack: 2,
             min_match_blocks: 1,
             session_ttl_ms: 600_000,
             max_sessions: 100_000,
@@ -96,6 +101,7 @@ impl PrefixSettings {
             1 << 20,
         )?;
         whole("session_ttl_ms", self.session_ttl_ms, 0, 7 * 86_400_000)?;
+        whole("prefix_load_slack", u64::from(self.load_slack), 0, 1 << 20)?;
         whole("max_sessions", self.max_sessions, 2, 1 << 32)?;
         if !(self.load_factor.is_finite() && (1.0..=100.0).contains(&self.load_factor)) {
             return Err(ZetaError::InvalidConfig {

@@ -85,6 +85,10 @@ function renderModels(data) {
         cell(`replica:${m.id}:${r.id}:p99`, r.p99_ms, ms(r.p99_ms)),
         el("td", { "data-k": `replica:${m.id}:${r.id}:state`, class: state === "ok" ? "ok" : "bad" }, state),
         cell(`replica:${m.id}:${r.id}:requests`, r.requests, String(r.requests)),
+        cell(
+          `replica:${m.id}:${r.id}:cache_hit`, r.cache_hit_share,
+          r.cache_hit_share == null ? "-" : `${pct(r.cache_hit_share)} (${pct(r.cache_expected_share)})`,
+        ),
       );
       replicaRows.push(tr);
     }

@@ -193,6 +193,7 @@ impl PyResilience {
         dict.set_item("prefix_block_bytes", r.prefix.block_bytes)?;
         dict.set_item("prefix_max_entries", r.prefix.max_entries)?;
         dict.set_item("prefix_load_factor", r.prefix.load_factor)?;
+        dict.set_item("prefix_load_slack", r.prefix.load_slack)?;
         dict.set_item("prefix_min_match_blocks", r.prefix.min_match_blocks)?;
         dict.set_item("session_ttl_ms", r.prefix.session_ttl_ms)?;
         dict.set_item("max_sessions", r.prefix.max_sessions)?;
@@ -256,7 +257,7 @@ impl PyLearningSettings {
 }
 
 /// The keys a `resilience=` mapping may hold.
-const RESILIENCE_KEYS: [&str; 23] = [
+const RESILIENCE_KEYS: [&str; 24] = [
     "failure_threshold",
     "cooldown_ms",
     "success_threshold",
@@ -277,6 +278,7 @@ const RESILIENCE_KEYS: [&str; 23] = [
     "prefix_block_bytes",
     "prefix_max_entries",
     "prefix_load_factor",
+    "prefix_load_slack",
     "prefix_min_match_blocks",
     "session_ttl_ms",
     "max_sessions",
@@ -347,6 +349,7 @@ pub fn resilience_arg(value: Option<&Bound<'_, PyDict>>) -> PyResult<Resilience>
             "prefix_block_bytes" => out.prefix.block_bytes = count(&item)?,
             "prefix_max_entries" => out.prefix.max_entries = whole(&item, &field)?,
             "prefix_load_factor" => out.prefix.load_factor = number(&item, &field)?,
+            "prefix_load_slack" => out.prefix.load_slack = count(&item)?,
             "prefix_min_match_blocks" => out.prefix.min_match_blocks = count(&item)?,
             "session_ttl_ms" => out.prefix.session_ttl_ms = whole(&item, &field)?,
             "max_sessions" => out.prefix.max_sessions = whole(&item, &field)?,
