@@ -110,7 +110,8 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         (
             "replica_policy",
             "random",
-            "replica_policy: Input should be 'least_loaded', 'power_of_two', 'round_robin' or 'cache_aware'",
+            "replica_policy: Input should be 'least_loaded', 'power_of_two', 'round_robin' "
+            "or 'cache_aware'",
         ),
     ],
 )
