@@ -93,10 +93,10 @@ def test_the_load_bound_moves_a_conversation_off_a_busy_replica() -> None:
     with router("cache_aware") as r:
         first = r.route(conversation(0, 1))
         r.core.record_outcome(first, "success", 10.0)
-        # Four requests of the conversation in flight on its replica, none
-        # elsewhere: a fifth would be past 1.25 x the mean of four replicas
-        # plus the slack of 2 (ceil(1.25 x 5 / 4) + 2 = 4).
-        held = [r.route(conversation(0, 1)) for _ in range(4)]
+        # One request of the conversation in flight on its replica, none
+        # elsewhere: a second would be past 1.25 x the mean of four
+        # replicas (ceil(1.25 x 2 / 4) = 1).
+        held = [r.route(conversation(0, 1))]
         assert {d.replica_id for d in held} == {first.replica_id}
         moved = r.route(conversation(0, 2))
         assert moved.replica_id != first.replica_id
@@ -223,9 +223,12 @@ def test_real_replicas_process_far_fewer_prompt_tokens_with_the_policy(
         index: dict[str, Any] = {}
         pages: dict[str, Any] = {}
         for policy in ("power_of_two", "cache_aware"):
+            chat = text_model("chat", urls)
+            for replica in chat["replicas"]:
+                replica["max_concurrency"] = 3  # the replicas' slots
             config = parse_router_config(
                 {
-                    "models": [text_model("chat", urls)],
+                    "models": [chat],
                     "replica_policy": policy,
                     "dispatch": {"health": {"enabled": False}},
                 }

@@ -326,9 +326,11 @@ impl ReplicaSet {
             }
         };
         let requests = |i: usize| self.requests(i, now_ms);
+        let capacity = |i: usize| self.replicas.get(i).map_or(0, |r| r.capacity);
         self.policy.choose(
             &Replicas::new(self.replicas.len(), &load)
                 .with_requests(&requests)
+                .with_capacity(&capacity)
                 .with_affinity(affinity, now_ms),
         )
     }

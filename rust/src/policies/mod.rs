@@ -29,6 +29,7 @@ pub struct Replicas<'a> {
     count: usize,
     load: &'a dyn Fn(usize) -> Option<f64>,
     requests: Option<&'a dyn Fn(usize) -> f64>,
+    capacity: Option<&'a dyn Fn(usize) -> u32>,
     affinity: Option<&'a Affinity>,
     now_ms: u64,
 }
@@ -40,6 +41,7 @@ impl<'a> Replicas<'a> {
             count,
             load,
             requests: None,
+            capacity: None,
             affinity: None,
             now_ms: 0,
         }
@@ -50,6 +52,21 @@ impl<'a> Replicas<'a> {
     pub fn with_requests(mut self, requests: &'a dyn Fn(usize) -> f64) -> Self {
         self.requests = Some(requests);
         self
+    }
+
+    /// With each replica's configured capacity (its slots; 0: unlimited).
+    pub fn with_capacity(mut self, capacity: &'a dyn Fn(usize) -> u32) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// A replica's configured capacity (0: unlimited or not given).
+    #[inline]
+    pub fn capacity(&self, replica: usize) -> u32 {
+        match self.capacity {
+            Some(capacity) if replica < self.count => capacity(replica),
+            _ => 0,
+        }
     }
 
     /// With the request's prompt prefix and session, at `now_ms`.

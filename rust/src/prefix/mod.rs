@@ -43,9 +43,9 @@ pub struct PrefixSettings {
     /// many times the mean over the model's replicas (rounded up; bounded
     /// loads, as in consistent hashing with bounded loads).
     pub load_factor: f64,
-    /// Requests a replica may run beyond that bound: at low load the
-    /// rounded mean is one or two, and moving a conversation to save a
-    /// queue of one costs a whole prefill.
+    /// Requests a replica may run beyond that bound (0 by default: with
+    /// a few slots per replica, conversations past the slots evict each
+    /// other's caches, which costs more than a move).
     pub load_slack: u32,
     /// Blocks a replica must hold for the prefix to decide (fewer: load
     /// decides).
@@ -58,14 +58,14 @@ pub struct PrefixSettings {
 
 impl Default for PrefixSettings {
     /// 128-byte blocks, a million entries per model (~20-40 MB at most),
-    /// loads bounded at 1.25 times the mean plus 2, one block to match, sessions
+    /// loads bounded at 1.25 times the mean, one block to match, sessions
     /// kept 10 minutes, 100,000 of them.
     fn default() -> Self {
         Self {
             block_bytes: 128,
             max_entries: 1_000_000,
             load_factor: 1.25,
-            load_slack: 2,
+            load_slack: 0,
             min_match_blocks: 1,
             session_ttl_ms: 600_000,
             max_sessions: 100_000,
