@@ -211,6 +211,15 @@ fn maybe_degraded(health: &[ReplicaHealth], policy: &ReplicaAdapt) -> bool {
 /// Indices of the degraded replicas (empty when the policy is off or too
 /// little is known).
 pub fn degraded(health: &[ReplicaHealth], policy: &ReplicaAdapt) -> Vec<usize> {
+    degraded_by(health, policy, true)
+}
+
+/// [`degraded`], with the latency rule only when `latency` is true: under
+/// a prefix-aware policy replicas serve unlike work (one takes a new
+/// conversation's whole prompt, another the next turn of a cached one), so
+/// their latencies do not compare, and its load bound already moves work
+/// off a replica that falls behind.
+pub fn degraded_by(health: &[ReplicaHealth], policy: &ReplicaAdapt, latency: bool) -> Vec<usize> {
     if !policy.enabled || health.len() < 2 || !maybe_degraded(health, policy) {
         return Vec::new();
     }
@@ -235,7 +244,11 @@ pub fn degraded(health: &[ReplicaHealth], policy: &ReplicaAdapt) -> Vec<usize> {
     // Slow beside its twins: the candidates' relative rule, over replicas
     // (the median of the *others*, so one of two twins can be the slow one).
     let latencies: Vec<Option<f64>> = known.iter().map(|k| (k.2 > 0.0).then_some(k.2)).collect();
-    let slow = relatively_slow(&latencies, policy.latency_factor);
+    let slow = if latency {
+        relatively_slow(&latencies, policy.latency_factor)
+    } else {
+        vec![false; latencies.len()]
+    };
     known
         .iter()
         .zip(slow)

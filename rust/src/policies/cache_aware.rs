@@ -232,6 +232,13 @@ impl ReplicaPolicy for CacheAware {
         }
     }
 
+    fn passes_over_slow_replicas(&self) -> bool {
+        // Its replicas serve unlike work by design; the load bound moves
+        // work off one that falls behind. Failing replicas are still
+        // passed over.
+        false
+    }
+
     fn wants_affinity(&self) -> Option<u32> {
         Some(self.index.settings().block_bytes)
     }

@@ -131,6 +131,13 @@ pub trait ReplicaPolicy: Send + Sync {
     /// A no-op unless the policy learns from outcomes.
     fn on_outcome(&self, _replica: usize, _success: bool) {}
 
+    /// Whether replicas slow beside their twins are passed over before the
+    /// policy chooses (true by default; see
+    /// [`crate::replica_health::degraded_by`]).
+    fn passes_over_slow_replicas(&self) -> bool {
+        true
+    }
+
     /// The block size (bytes) when the policy uses a request's prompt
     /// prefix ([`Affinity`]); `None`, the default, and none is computed.
     fn wants_affinity(&self) -> Option<u32> {

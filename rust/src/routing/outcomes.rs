@@ -10,7 +10,7 @@ use super::sinks::{EventKind, OutcomeEvent};
 use super::{Decision, RouterCore};
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::outcome::OutcomeKind;
-use crate::replica_health::degraded;
+use crate::replica_health::degraded_by;
 
 /// One outcome to record, as the dispatcher reports it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -258,8 +258,13 @@ impl RouterCore {
                 | OutcomeKind::Other
         );
         let policy = &self.resilience.replica_adapt;
-        let probe_of_degraded =
-            answers_badly && degraded(&model.health, policy).contains(&decision.replica);
+        let probe_of_degraded = answers_badly
+            && degraded_by(
+                &model.health,
+                policy,
+                model.replicas.policy().passes_over_slow_replicas(),
+            )
+            .contains(&decision.replica);
         if !probe_of_degraded {
             model.replicas.on_outcome(decision.replica, success, now);
         }

@@ -9,7 +9,7 @@ use super::models::RoutedModel;
 use super::RouterCore;
 use crate::breaker::BreakerState;
 use crate::prefix::Affinity;
-use crate::replica_health::degraded;
+use crate::replica_health::degraded_by;
 
 impl RouterCore {
     /// Takes a slot on one of `model`'s replicas (none in `excluded`);
@@ -23,7 +23,8 @@ impl RouterCore {
         affinity: Option<&Affinity>,
     ) -> Option<usize> {
         let policy = &self.resilience.replica_adapt;
-        let mut slow_or_failing = degraded(&model.health, policy);
+        let slow_too = model.replicas.policy().passes_over_slow_replicas();
+        let mut slow_or_failing = degraded_by(&model.health, policy, slow_too);
         // A replica whose breaker is open or probing is the breaker's to
         // govern: it admits exactly the probes a recovery needs.
         slow_or_failing.retain(|&r| model.replicas.breaker_state(r) == Some(BreakerState::Closed));
@@ -245,6 +246,40 @@ mod tests {
         h.feed(0, 1, CHAT, OutcomeKind::Success, 50.0, 5)?;
         h.feed(0, 2, CHAT, OutcomeKind::Success, 50.0, 5)?;
         let counts = first_attempts(&h, 100, 3)?;
+        assert_eq!(counts.first(), Some(&0), "{counts:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn under_cache_aware_a_slow_replica_keeps_its_work_and_a_failing_one_does_not(
+    ) -> Result<(), ZetaError> {
+        // Replicas of a prefix-aware policy serve unlike work (whole new
+        // prompts beside cached turns): latency beside twins says nothing
+        // there, failures still do.
+        let adapt = ReplicaAdapt {
+            explore: 0.0,
+            ..ReplicaAdapt::default()
+        };
+        let build = || {
+            Build::new(vec![model("a", &[("chat", 80.0)], &[0, 0, 0])])
+                .replica_policy("cache_aware")
+                .resilience(Resilience {
+                    replica_adapt: adapt,
+                    ..Resilience::default()
+                })
+                .build()
+        };
+        let slow = build()?;
+        slow.feed(0, 0, CHAT, OutcomeKind::Success, 500.0, 5)?;
+        slow.feed(0, 1, CHAT, OutcomeKind::Success, 50.0, 5)?;
+        slow.feed(0, 2, CHAT, OutcomeKind::Success, 50.0, 5)?;
+        let counts = first_attempts(&slow, 150, 3)?;
+        assert!(counts.first().is_some_and(|&c| c > 20), "{counts:?}");
+        let failing = build()?;
+        failing.feed(0, 0, CHAT, OutcomeKind::ServerError, 50.0, 10)?;
+        failing.feed(0, 1, CHAT, OutcomeKind::Success, 50.0, 10)?;
+        failing.feed(0, 2, CHAT, OutcomeKind::Success, 50.0, 10)?;
+        let counts = first_attempts(&failing, 150, 3)?;
         assert_eq!(counts.first(), Some(&0), "{counts:?}");
         Ok(())
     }

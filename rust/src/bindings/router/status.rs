@@ -6,7 +6,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::learned_capability::{LearnedRequest, Learning};
 use crate::outcome::{HistogramSnapshot, OUTCOME_KINDS};
-use crate::replica_health::degraded;
+use crate::replica_health::degraded_by;
 use crate::routing::{RangeChange, RoutedModel, RouterCore};
 
 /// ``{"buckets": [(le_ms, cumulative)], "sum_ms", "count"}``.
@@ -128,7 +128,11 @@ impl PyReplicaStatus {
 pub fn replica_status(core: &RouterCore, routed: &RoutedModel) -> Vec<PyReplicaStatus> {
     let now = core.tracker().clock().now_ms();
     let in_flight = routed.replicas.in_flight();
-    let passed_over = degraded(&routed.health, &core.resilience().replica_adapt);
+    let passed_over = degraded_by(
+        &routed.health,
+        &core.resilience().replica_adapt,
+        routed.replicas.policy().passes_over_slow_replicas(),
+    );
     routed
         .replica_ids
         .iter()
