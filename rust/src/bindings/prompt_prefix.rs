@@ -6,8 +6,9 @@
 //! by appending when a conversation grows, which a message-by-message
 //! rendering does.
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyMapping, PySequence, PyString};
+use pyo3::types::{PyDict, PyMapping, PySequence, PyString};
 
 use super::request_text::MAX_NESTING;
 use crate::errors::ZetaError;
@@ -77,11 +78,23 @@ fn render_item(item: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<bool> {
         out.push(RECORD);
         return Ok(false);
     }
-    let Ok(message) = item.cast::<PyMapping>() else {
+    // A dict (what JSON bodies are) is read without the mapping protocol,
+    // whose misses raise and catch a KeyError each.
+    // Interned keys: no string made and hashed per message.
+    let py = item.py();
+    let (role_key, content_key) = (intern!(py, "role"), intern!(py, "content"));
+    let (role, content) = if let Ok(message) = item.cast::<PyDict>() {
+        (message.get_item(role_key)?, message.get_item(content_key)?)
+    } else if let Ok(message) = item.cast::<PyMapping>() {
+        (
+            message.get_item(role_key).ok(),
+            message.get_item(content_key).ok(),
+        )
+    } else {
         return Ok(false);
     };
     let mut user = false;
-    if let Ok(role) = message.get_item("role") {
+    if let Some(role) = role {
         if let Ok(role) = role.cast::<PyString>() {
             let role = role.to_string_lossy();
             user = role == "user";
@@ -89,7 +102,7 @@ fn render_item(item: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<bool> {
         }
     }
     out.push(FIELD);
-    if let Ok(content) = message.get_item("content") {
+    if let Some(content) = content {
         render_content(&content, out)?;
     }
     out.push(RECORD);

@@ -4,6 +4,7 @@
 //! side, so that routing never calls back into Python for it.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyMapping, PySequence, PyString};
 
@@ -76,22 +77,27 @@ fn read_level<'py>(request: &Bound<'py, PyAny>, embedding: bool) -> PyResult<Lev
     if let Ok(messages) = request.cast::<PySequence>() {
         let mut user = Vec::new();
         let count = messages.len()?;
+        // Interned keys: no string made and hashed per message.
+        let py = request.py();
+        let (role_key, content_key) = (intern!(py, "role"), intern!(py, "content"));
         for (position, message) in messages.try_iter()?.enumerate() {
             let message = message?;
             let Ok(message) = message.cast::<PyMapping>() else {
                 continue;
             };
-            let role = if message.contains("role")? {
-                message.get_item("role")?
+            let role = if message.contains(role_key)? {
+                Some(message.get_item(role_key)?)
             } else {
-                PyString::new(message.py(), "user").into_any()
+                None
             };
-            if role
-                .cast::<PyString>()
-                .is_ok_and(|r| r.to_str().is_ok_and(|r| r == "user"))
-            {
-                let content = if message.contains("content")? {
-                    Some(message.get_item("content")?)
+            // A message without a role is the user's.
+            let is_user = role.as_ref().is_none_or(|r| {
+                r.cast::<PyString>()
+                    .is_ok_and(|r| r.to_str().is_ok_and(|r| r == "user"))
+            });
+            if is_user {
+                let content = if message.contains(content_key)? {
+                    Some(message.get_item(content_key)?)
                 } else {
                     None
                 };
