@@ -15,6 +15,7 @@ pub mod learned;
 pub mod learned_capability;
 pub mod outcome;
 pub mod outcome_log;
+pub mod passthrough;
 pub mod penalties;
 pub mod persistence;
 pub mod policies;

@@ -27,18 +27,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from zeta_fast.local.llamacpp import (
-    HOST,
-    LISTENING_PREFIX,
-    LlamaCppReplica,
-    _exit_with_parent,
-)
+from zeta_fast.local.llamacpp import LlamaCppReplica, serve
 
 __all__ = ["CachedLlamaCppReplica", "main"]
 
@@ -67,39 +60,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one server until SIGTERM or SIGINT; prints ``LISTENING <url>`` once it is up."""
     args = _parse_args(argv)
-    parent = os.getppid()
-    # As in zeta_fast.local.llamacpp: the server's threads inherit the blocked mask, so the
-    # stop signals wait for sigwait instead of killing the process mid-request.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
-    import xllamacpp  # type: ignore[import-untyped]
+    def cache_settings(params: Any, _xllamacpp: Any) -> None:
+        params.cache_prompt = True
+        params.slot_prompt_similarity = args.slot_prompt_similarity
+        params.cache_ram_mib = args.cache_ram_mib
+        params.n_cache_reuse = 0
+        params.kv_unified = False
 
-    params: Any = xllamacpp.CommonParams()
-    params.model.path = str(args.model)
-    params.model_alias = {args.alias}
-    params.hostnames = [HOST]
-    params.port = args.port
-    params.n_ctx = args.ctx
-    params.n_parallel = args.parallel
-    params.cpuparams.n_threads = args.threads
-    params.cpuparams_batch.n_threads = args.threads
-    params.endpoint_metrics = True
-    params.endpoint_slots = True
-    params.cache_prompt = True
-    params.slot_prompt_similarity = args.slot_prompt_similarity
-    params.cache_ram_mib = args.cache_ram_mib
-    params.n_cache_reuse = 0
-    params.kv_unified = False
-    server = xllamacpp.Server(params)
-    print(f"{LISTENING_PREFIX}{server.listening_address}", flush=True)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    signal.sigwait(stop_signals)
-    del server
-    return 0
+    return serve(args, cache_settings)
 
 
 class CachedLlamaCppReplica(LlamaCppReplica):

@@ -36,9 +36,10 @@ import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = ["LlamaCppReplica", "main", "start_replicas"]
 
@@ -87,6 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 after a clean shutdown.
     """
     args = _parse_args(argv)
+
+    def embedding(params: Any, xllamacpp: Any) -> None:
+        if args.embedding:
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+
+    return serve(args, embedding)
+
+
+def serve(args: argparse.Namespace, configure: Callable[[Any, Any], None]) -> int:
+    """Runs one server for ``args`` (``model``, ``alias``, ``port``, ``ctx``, ``parallel``,
+    ``threads``) until SIGTERM or SIGINT; ``configure(params, xllamacpp)`` sets anything more
+    on its ``CommonParams`` before it starts (the launchers of this package share the rest)."""
     parent = os.getppid()
     # Block the stop signals before the server starts its threads (they inherit the mask), so
     # the signals wait for sigwait below instead of killing the process mid-request.
@@ -107,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params.cpuparams_batch.n_threads = args.threads
     params.endpoint_metrics = True
     params.endpoint_slots = True
-    if args.embedding:
-        params.embedding = True
-        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+    configure(params, xllamacpp)
     server = xllamacpp.Server(params)
     print(f"{LISTENING_PREFIX}{server.listening_address}", flush=True)
     # The parent stops reading after that line; anything written later (llama.cpp may print)

@@ -5,7 +5,6 @@
 //! pymethods` feature costs a registry at start-up) and the tracker has five classes and a batch
 //! API; every method only translates.
 
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -20,6 +19,7 @@ use super::extract::{count, flag, number, opt_text, or_default, text, type_error
 use super::gil::{self, Cost};
 use crate::clock::Clock;
 use crate::errors::{float_repr, Position, ZetaError};
+use crate::passthrough::BuildPassthrough;
 use crate::persistence::{self, FileLock, Saver};
 use crate::tracker::{check_latency, PerformanceTracker, Stats, TrackedKey};
 use crate::window::WindowConfig;
@@ -230,25 +230,6 @@ impl PyManualClock {
     }
 }
 
-/// Passes a pre-mixed 64-bit key through: the fast index is keyed by
-/// Python's own (cached) string hashes, already well mixed.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
 struct Persistence {
     saver: Saver,
     _lock: FileLock,
@@ -322,7 +303,7 @@ fn default_snapshot_path() -> PathBuf {
 #[pyclass(name = "PerformanceTracker", module = "zeta_fast._core", frozen)]
 pub struct PyPerformanceTracker {
     pub inner: Arc<PerformanceTracker>,
-    fast: papaya::HashMap<u64, Arc<TrackedKey>, BuildHasherDefault<PassThrough>>,
+    fast: papaya::HashMap<u64, Arc<TrackedKey>, BuildPassthrough>,
     persistence: Arc<SharedPersistence>,
     snapshot_path: Option<PathBuf>,
     restored_from: Option<PathBuf>,

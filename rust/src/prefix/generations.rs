@@ -9,30 +9,10 @@
 //! Keys are hashes already, so the maps hash them no further.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// A hasher for keys that are hashes already: the key itself.
-#[derive(Default)]
-pub struct Passthrough(u64);
+use crate::passthrough::BuildPassthrough;
 
-impl Hasher for Passthrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed here; fold anything else in anyway.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
-type Map<V> = HashMap<u64, V, BuildHasherDefault<Passthrough>>;
+type Map<V> = HashMap<u64, V, BuildPassthrough>;
 
 /// At most `bound` entries, the oldest forgotten first (by generation).
 pub struct Generations<V> {
