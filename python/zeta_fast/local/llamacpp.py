@@ -139,6 +139,27 @@ def serve(args: argparse.Namespace, configure: Callable[[Any, Any], None]) -> in
     return 0
 
 
+def _wait_stopped(pid: int, *, deadline: float) -> None:
+    """Waits until every thread of ``pid`` is stopped (state ``T`` in ``/proc``), or the
+    deadline passes, or the process is gone; without ``/proc`` it returns at once."""
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        try:
+            threads = list(tasks.iterdir())
+        except OSError:
+            return  # gone, or no /proc here
+        states = []
+        for task in threads:
+            try:
+                # The state follows the command name's closing parenthesis.
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue  # a thread that ended meanwhile
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
+
+
 def _exit_with_parent(parent: int) -> None:
     """Send ourselves SIGTERM once the process that started us is gone.
 
@@ -310,9 +331,16 @@ class LlamaCppReplica:
             self._forget_process(remove_log=False)
 
     def pause(self) -> None:
-        """Freeze the server with SIGSTOP: connections are accepted but nothing is answered."""
+        """Freeze the server with SIGSTOP: connections are accepted but nothing is answered.
+
+        Returns once every thread of the server is stopped (the kernel stops each thread
+        when it next runs, so a request sent right after ``kill`` could still be answered
+        by a thread that had not yet stopped)."""
         self._require_running("pause")
         self._signal(signal.SIGSTOP)
+        proc = self._proc
+        if proc is not None:
+            _wait_stopped(proc.pid, deadline=time.monotonic() + DEFAULT_STOP_TIMEOUT_S)
 
     def resume(self) -> None:
         """Unfreeze a paused server with SIGCONT; requests waiting meanwhile then complete."""
