@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from zeta_fast.local.llamacpp import LlamaCppReplica, serve
+from zeta_fast.local.llamacpp import LlamaCppReplica, serve, server_parser
 
 __all__ = ["CachedLlamaCppReplica", "main"]
 
@@ -40,16 +40,10 @@ DEFAULT_SLOT_PROMPT_SIMILARITY = 0.1
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m zeta_fast.local.cached_replica",
-        description="Run one llama.cpp server with explicit prompt-cache settings.",
+    parser = server_parser(
+        "python -m zeta_fast.local.cached_replica",
+        "Run one llama.cpp server with explicit prompt-cache settings.",
     )
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--alias", required=True)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--ctx", type=int, default=2048, help="context size, shared by slots")
-    parser.add_argument("--parallel", type=int, default=4, help="slots")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-ram-mib", type=int, default=DEFAULT_CACHE_RAM_MIB)
     parser.add_argument(
         "--slot-prompt-similarity", type=float, default=DEFAULT_SLOT_PROMPT_SIMILARITY

@@ -61,18 +61,24 @@ _LOG_TAIL_BYTES = 2000
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m zeta_fast.local.llamacpp",
-        description="Run one llama.cpp server (xllamacpp) until SIGTERM or SIGINT.",
+    parser = server_parser(
+        "python -m zeta_fast.local.llamacpp",
+        "Run one llama.cpp server (xllamacpp) until SIGTERM or SIGINT.",
     )
+    parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings")
+    return parser.parse_args(argv)
+
+
+def server_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments every launcher of this package takes (what ``serve`` reads)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--model", required=True, help="path of a GGUF model")
     parser.add_argument("--alias", required=True, help="model name the server reports")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--ctx", type=int, default=2048, help="context size, shared by slots")
     parser.add_argument("--parallel", type=int, default=4, help="slots (concurrent requests)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for decoding")
-    parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
