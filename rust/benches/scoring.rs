@@ -106,7 +106,9 @@ fn cache_aware(c: &mut Criterion) {
     for i in 0..2_000 {
         let (prompt, opening) = conversation(i);
         let affinity = Affinity::new(&prompt, None, Some(opening), settings.block_bytes);
-        policy.on_routed(i % 8, &affinity, 0);
+        if let Some(index) = policy.prefix_index() {
+            index.route(i % 8, &affinity, 0);
+        }
     }
     let (prompt, opening) = conversation(1_234);
     let mut group = c.benchmark_group("cache_aware");

@@ -41,7 +41,7 @@
 //! and 5 only.
 
 use super::{ReplicaPolicy, Replicas};
-use crate::prefix::{Affinity, PrefixIndex, PrefixSettings, PrefixStats, Routed};
+use crate::prefix::{Affinity, PrefixIndex, PrefixSettings};
 use crate::rng::SharedRng;
 
 /// Replicas per model looked at on the stack; more use the heap.
@@ -243,26 +243,6 @@ impl ReplicaPolicy for CacheAware {
         Some(self.index.settings().block_bytes)
     }
 
-    fn on_routed(&self, replica: usize, affinity: &Affinity, now_ms: u64) -> Routed {
-        self.index.route(replica, affinity, now_ms)
-    }
-
-    fn on_cache_report(
-        &self,
-        replica: usize,
-        routed: Routed,
-        affinity: &Affinity,
-        prompt_tokens: u64,
-        cached_tokens: u64,
-    ) {
-        self.index
-            .report(replica, routed, affinity, prompt_tokens, cached_tokens);
-    }
-
-    fn prefix_stats(&self) -> Option<PrefixStats> {
-        Some(self.index.stats())
-    }
-
     fn prefix_index(&self) -> Option<&PrefixIndex> {
         Some(&self.index)
     }
@@ -297,7 +277,7 @@ mod tests {
             .with_requests(&count)
             .with_affinity(Some(a), 1_000);
         let chosen = policy.choose(&view)?;
-        policy.on_routed(chosen, a, 1_000);
+        policy.index.route(chosen, a, 1_000);
         Some(chosen)
     }
 
@@ -352,9 +332,7 @@ mod tests {
         // document once the first is past the bound, and a third only
         // when both are (so the exact spread depends on the draws).
         assert!(counts.iter().filter(|&&c| c > 0).count() >= 2, "{counts:?}");
-        let Some(stats) = policy.prefix_stats() else {
-            panic!("no index");
-        };
+        let stats = policy.index.stats();
         let work: Vec<f64> = stats.replicas.iter().map(|r| r.work).collect();
         let mean = work.iter().sum::<f64>() / 3.0;
         let blocks = affinity(&format!("{document} question 000: what does it say?"), None)

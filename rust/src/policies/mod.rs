@@ -19,7 +19,7 @@ pub use power_of_two::PowerOfTwo;
 pub use spread::Spread;
 
 use crate::errors::ZetaError;
-use crate::prefix::{Affinity, PrefixIndex, PrefixSettings, PrefixStats, Routed};
+use crate::prefix::{Affinity, PrefixIndex, PrefixSettings};
 use crate::scoring::ScoreBreakdown;
 
 /// What a replica policy sees of a model's replicas: how many there are
@@ -144,30 +144,8 @@ pub trait ReplicaPolicy: Send + Sync {
         None
     }
 
-    /// Called once a slot on `replica` is taken for a request with an
-    /// affinity; returns what the policy expected the replica to hold.
-    fn on_routed(&self, _replica: usize, _affinity: &Affinity, _now_ms: u64) -> Routed {
-        Routed::default()
-    }
-
-    /// The engine's report for a request placed as `routed`: of its
-    /// `prompt_tokens`, `cached_tokens` were reused from the cache.
-    fn on_cache_report(
-        &self,
-        _replica: usize,
-        _routed: Routed,
-        _affinity: &Affinity,
-        _prompt_tokens: u64,
-        _cached_tokens: u64,
-    ) {
-    }
-
-    /// The prefix index's figures, for a policy that keeps one.
-    fn prefix_stats(&self) -> Option<PrefixStats> {
-        None
-    }
-
-    /// The prefix index, for sharing it with other router instances.
+    /// The prefix index of a prefix-aware policy: the router notes each
+    /// placement in it, scores it against the engines' reports, and shares it.
     fn prefix_index(&self) -> Option<&PrefixIndex> {
         None
     }

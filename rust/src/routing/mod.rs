@@ -501,12 +501,13 @@ impl RouterCore {
             .collect();
         // The slot is taken: a prefix-aware policy notes where the prefix
         // went (and what it expected there, to score against the engine).
-        let cache = match (&request.affinity, self.models.get(model)) {
-            (Some(affinity), Some(routed)) => {
-                routed
-                    .replicas
-                    .policy()
-                    .on_routed(replica, affinity, self.tracker.clock().now_ms())
+        let index = self
+            .models
+            .get(model)
+            .and_then(|m| m.replicas.policy().prefix_index());
+        let cache = match (&request.affinity, index) {
+            (Some(affinity), Some(index)) => {
+                index.route(replica, affinity, self.tracker.clock().now_ms())
             }
             _ => Routed::default(),
         };

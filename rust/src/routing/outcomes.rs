@@ -202,9 +202,12 @@ impl RouterCore {
             model.replicas.release(decision.replica);
         }
         // The engine said what it reused: score the prefix index against it.
-        if let (Some(cached), Some(affinity)) = (outcome.cached_tokens, &decision.request.affinity)
-        {
-            model.replicas.policy().on_cache_report(
+        if let (Some(cached), Some(affinity), Some(index)) = (
+            outcome.cached_tokens,
+            &decision.request.affinity,
+            model.replicas.policy().prefix_index(),
+        ) {
+            index.report(
                 decision.replica,
                 decision.cache,
                 affinity,

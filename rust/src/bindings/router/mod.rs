@@ -690,7 +690,7 @@ impl PyRouterCore {
         model: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let (m, routed) = self.model(text(model, "model")?)?;
-        let Some(stats) = routed.replicas.policy().prefix_stats() else {
+        let Some(stats) = routed.replicas.policy().prefix_index().map(|i| i.stats()) else {
             return Ok(None);
         };
         let out = PyDict::new(py);
