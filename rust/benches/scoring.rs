@@ -1,14 +1,23 @@
 //! Criterion benches of the core without Python: one decision over 8 and 64
 //! candidates, batch scoring of 1,000,000 candidates, and the `cache_aware`
 //! replica choice (hashing a 4 KB prompt's blocks, choosing among 8
-//! replicas with an index of many conversations).
+//! replicas with an index of many conversations), and the router core's
+//! route + record over 8 models x 4 replicas (the floor under Python's
+//! `route()` + `record()`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::sync::Arc;
+use zeta_fast::clock::Clock;
+use zeta_fast::learned_capability::RequestView;
+use zeta_fast::policies::model_ordering;
 use zeta_fast::policies::{CacheAware, ReplicaPolicy, Replicas};
 use zeta_fast::prefix::{Affinity, PrefixSettings};
+use zeta_fast::routing::{ModelInput, Resilience, RouterCore};
+use zeta_fast::tracker::PerformanceTracker;
+use zeta_fast::window::WindowConfig;
 use zeta_fast::{AdaptiveConfig, AdaptiveScorer};
 
 /// Deterministic pseudo-random inputs (xorshift), so runs compare like with like.
@@ -141,5 +150,57 @@ fn cache_aware(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, best, score_into, cache_aware);
+/// 8 models x 4 replicas as `benches.defaults_cost` builds them (code,
+/// chat and reasoning capabilities; the default policy and ordering).
+fn router_core() -> RouterCore {
+    let tracker =
+        Arc::new(PerformanceTracker::new(WindowConfig::default(), Clock::System).unwrap());
+    let models = (0..8)
+        .map(|m| {
+            let id = format!("model-{m}");
+            ModelInput {
+                capabilities: vec![
+                    ("code".to_owned(), 80.0 + m as f64),
+                    ("chat".to_owned(), 70.0 + m as f64),
+                    ("reasoning".to_owned(), 75.0 + m as f64),
+                ],
+                ranges: vec![(0.0, 1.0)],
+                replicas: (0..4).map(|r| (format!("{id}-r{r}"), 0)).collect(),
+                context_window: 0,
+                fallbacks: Vec::new(),
+                id,
+            }
+        })
+        .collect();
+    RouterCore::new(
+        tracker,
+        AdaptiveScorer::new(AdaptiveConfig::default()).unwrap(),
+        models,
+        "power_of_two",
+        model_ordering("spread", 5.0).unwrap(),
+        Resilience::default(),
+    )
+    .unwrap()
+}
+
+fn router(c: &mut Criterion) {
+    let core = router_core();
+    let cycle = |core: &RouterCore| {
+        let decision = core.route(0, 0.5, 0, RequestView::default()).unwrap();
+        core.record(&decision, true, 120.0, true).unwrap();
+    };
+    for _ in 0..2_000 {
+        cycle(&core);
+    }
+    let mut group = c.benchmark_group("router");
+    group.bench_function("route + record, 8 x 4", |b| {
+        b.iter(|| cycle(black_box(&core)))
+    });
+    group.bench_function("route, 8 x 4", |b| {
+        b.iter(|| black_box(core.route(0, 0.5, 0, RequestView::default()).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, best, score_into, cache_aware, router);
 criterion_main!(benches);

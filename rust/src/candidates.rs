@@ -87,9 +87,11 @@ pub fn apply_relative_latency(
     }
 }
 
-/// Best score first; ties in input (configuration) order.
+/// Best score first; ties in input (configuration) order. The order is
+/// total (indices are unique), so the unstable sort gives the stable one's
+/// result without its merge buffer.
 pub fn sort_by_score(scored: &mut [(usize, ScoreBreakdown)]) {
-    scored.sort_by(|a, b| {
+    scored.sort_unstable_by(|a, b| {
         b.1.performance_score
             .total_cmp(&a.1.performance_score)
             .then(a.0.cmp(&b.0))

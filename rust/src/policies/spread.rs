@@ -38,7 +38,8 @@ impl ModelOrdering for Spread {
         // Busyness read once per model, not once per comparison.
         let mut keyed: Vec<(f64, (usize, ScoreBreakdown))> =
             head.iter().map(|entry| (busy(entry.0), *entry)).collect();
-        keyed.sort_by(|a, b| {
+        // Total (model indices are unique): unstable gives the stable order.
+        keyed.sort_unstable_by(|a, b| {
             a.0.total_cmp(&b.0)
                 .then(
                     b.1 .1
