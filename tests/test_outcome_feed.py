@@ -124,6 +124,42 @@ def test_route_record_and_feedback_are_the_class_methods() -> None:
         router.close()
 
 
+def test_record_and_feedback_are_native_and_publish_to_the_feed_as_it_stands() -> None:
+    router = Router(
+        parse_router_config(config({"a": "http://127.0.0.1:9", "b": "http://127.0.0.1:9"})),
+        tracker=tracker(),
+    )
+    try:
+        # No Python frame between the caller and the core.
+        for name in ("route", "record", "feedback"):
+            assert type(getattr(router, name)).__name__ == "builtin_function_or_method", name
+        record = router.record  # held across subscription changes, as a hot loop holds it
+        seen = router.outcomes.subscribe(Collector())
+        record(router.route(CODE), True, 1.0)
+        router.outcomes.unsubscribe(seen)
+        record(router.route(CODE), True, 2.0)
+        assert [s[2] for s in seen.seen] == [1.0]
+
+        def broken(*outcome: Any) -> None:
+            raise RuntimeError("subscriber failed")
+
+        router.outcomes.subscribe(broken)
+        decision = router.route(CODE)
+        with pytest.raises(RuntimeError, match="subscriber failed"):
+            record(decision, True, 3.0)
+        # Recorded before the subscribers ran: the slot is free, once.
+        assert router.in_flight("a") == [0]
+        assert router.in_flight("b") == [0]
+        with pytest.raises(ValueError, match="already recorded"):
+            record(decision, True, 3.0)
+        with pytest.raises(TypeError, match="subscribers"):
+            router._core.set_subscribers([broken])
+        with pytest.raises(TypeError, match="callable"):
+            router._core.set_subscribers((broken, 5))
+    finally:
+        router.close()
+
+
 def test_record_publishes_the_verdict_once() -> None:
     router = Router(
         parse_router_config(config({"a": "http://127.0.0.1:9", "b": "http://127.0.0.1:9"})),

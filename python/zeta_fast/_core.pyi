@@ -7,7 +7,7 @@ type checkers read it; each class is documented where it is declared.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, final
 
@@ -862,7 +862,8 @@ class RouterCore:
     def model_ordering(self) -> str:
         """The model ordering's name (one of ``MODEL_ORDERINGS``)."""
     def feedback(self, decision: Decision, good: bool) -> bool:
-        """Learns a quality verdict on a decision's answer (once per decision)."""
+        """Learns a quality verdict on a decision's answer (once per decision),
+        then hands it to the subscribers when learned."""
     def predict(self, request: Any) -> dict[str, Any]:
         """Per model: success probability, prior, learned capability, expected latency."""
     @property
@@ -898,8 +899,13 @@ class RouterCore:
     def unserved(self, model: str) -> list[str]:
         """The features a model cannot serve now, declared and learned."""
     def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
-        """Records a decision's outcome and frees its replica slot (once);
-        true when the learned router learned it."""
+        """Records a decision's outcome and frees its replica slot (once),
+        then hands it to the subscribers; true when the learned router
+        learned it."""
+    def set_subscribers(self, subscribers: tuple[Callable[..., None], ...]) -> None:
+        """The callables ``record`` and ``feedback`` hand each outcome to
+        (``zeta_fast.outcomes.OutcomeSubscriber``'s arguments); a tuple
+        replaced whole, empty for none."""
     def watch_trends(self, per_task: bool = True) -> TrendWatch:
         """A trend watch over this router's models that the core feeds every
         recorded outcome about a replica, in Rust (no Python call); each

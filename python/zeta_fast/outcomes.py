@@ -2,7 +2,9 @@
 
 An outcome is published when the caller records one (``Router.record``),
 when a quality verdict is learned (``Router.feedback``) and for every
-attempt the dispatcher makes; the core has recorded it already. The feed
+attempt the dispatcher makes; the core has recorded it already. The first
+two are published by the core itself (``Router.record`` is the native
+method), to the subscribers the feed mirrors into it. The feed
 hands it to its subscribers, in the order they subscribed: the dashboard's
 recent list is one (see ``keep_recent``); so can be anything else with
 :class:`OutcomeSubscriber`'s signature. The outcome log and the alert
@@ -29,6 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from zeta_fast._core import OutcomeKind
@@ -97,25 +100,35 @@ class OutcomeSubscriber(Protocol):
 class OutcomeFeed:
     """Fans each published outcome out to the subscribers."""
 
-    __slots__ = ("_lock", "subscribers")
+    __slots__ = ("_lock", "_mirror", "subscribers")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, mirror: Callable[[tuple[OutcomeSubscriber, ...]], None] | None = None
+    ) -> None:
         #: The subscribers, in the order they are called: a tuple replaced
         #: whole by ``subscribe``/``unsubscribe``, so a publisher reads it
         #: without a lock (and a hot path may loop over it itself).
         self.subscribers: tuple[OutcomeSubscriber, ...] = ()
         self._lock = threading.Lock()
+        #: Told every new tuple: a router's core (``RouterCore.set_subscribers``)
+        #: publishes a caller's ``record`` and ``feedback`` itself, so that
+        #: ``Router.record`` runs no Python frame.
+        self._mirror = mirror
 
     def subscribe(self, subscriber: OutcomeSubscriber) -> OutcomeSubscriber:
         """Adds a subscriber (called after those already there); returns it."""
         with self._lock:
             self.subscribers = (*self.subscribers, subscriber)
+            if self._mirror is not None:
+                self._mirror(self.subscribers)
         return subscriber
 
     def unsubscribe(self, subscriber: OutcomeSubscriber) -> None:
         """Removes a subscriber (nothing when it is not one)."""
         with self._lock:
             self.subscribers = tuple(s for s in self.subscribers if s is not subscriber)
+            if self._mirror is not None:
+                self._mirror(self.subscribers)
 
     def publish(
         self,

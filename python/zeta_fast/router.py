@@ -28,7 +28,7 @@ from zeta_fast._core import (
 from zeta_fast.config import RouterConfig, load_router_config
 from zeta_fast.exceptions import NoCandidatesError
 from zeta_fast.learning.predictor import OutcomePredictor
-from zeta_fast.outcomes import FEEDBACK, OutcomeFeed, RecentOutcome
+from zeta_fast.outcomes import OutcomeFeed, RecentOutcome
 from zeta_fast.request_features import needs_of
 from zeta_fast.runtime import Runtime, connect_shared
 
@@ -58,6 +58,18 @@ class RouteCall(Protocol):
         replica: str | None = None,
         session: str | None = None,
     ) -> Decision: ...
+
+
+class RecordCall(Protocol):
+    """The signature of ``Router.record`` (the core's native method)."""
+
+    def __call__(self, decision: Decision, success: bool, latency_ms: float) -> bool: ...
+
+
+class FeedbackCall(Protocol):
+    """The signature of ``Router.feedback`` (the core's native method)."""
+
+    def __call__(self, decision: Decision, good: bool) -> bool: ...
 
 
 __all__ = ["Decision", "Router"]
@@ -132,6 +144,29 @@ Raises:
     InvalidInputError: no model serves the task, or the context is unknown.
 """
 
+_RECORD_DOC = """``record(decision, success, latency_ms) -> bool``: records the
+outcome of a routed request and frees its replica slot (and appends it to
+the outcome log when there is one); then hands it to ``outcomes``'
+subscribers. ``success`` is the caller's verdict: with
+``learning.learn_from_outcomes`` the learned router learns it (a quality
+verdict goes to ``feedback``); returns whether it did.
+
+Like ``route``, the native ``RouterCore.record`` of the router's core,
+bound (no Python frame).
+
+Raises:
+    InvalidInputError: the decision was recorded already, is another
+        router's, or the router is closed; ``latency_ms`` is not finite and >= 0.
+"""
+
+_FEEDBACK_DOC = """``feedback(decision, good) -> bool``: a quality verdict on a
+decision's answer, after its outcome was recorded (by ``record`` or by
+dispatch): the learned router learns it and ``outcomes``' subscribers get
+it (kind ``feedback``, not about the replica). Once per decision; True when
+learned (learning on and the request's text known). The native
+``RouterCore.feedback``, bound.
+"""
+
 
 class Router:
     """Routes requests to a model and a replica, and learns from outcomes.
@@ -183,13 +218,12 @@ class Router:
         #: Where every outcome goes once the core has it, for Python
         #: subscribers: the recent list, and anyone else (the outcome log
         #: and the alerts are fed by the core itself, in Rust).
-        self.outcomes = OutcomeFeed()
+        self.outcomes = OutcomeFeed(mirror=self._core.set_subscribers)
         self._runtime = Runtime(
             self.config, self.tracker, self._core, self.predictor, self.outcomes, shared_client
         )
         # The native methods the hot path calls, looked up once.
         self._route = self._core.route
-        self._record = self._core.record
 
     # -- what runs beside routing (the runtime's) ------------------------------
 
@@ -228,22 +262,19 @@ class Router:
         @property
         def route(self) -> RouteCall: ...
 
+        @property
+        def record(self) -> RecordCall: ...
+
+        @property
+        def feedback(self) -> FeedbackCall: ...
+
     else:
         route = property(operator.attrgetter("_core.route"), doc=_ROUTE_DOC)
-
-    def record(self, decision: Decision, success: bool, latency_ms: float) -> bool:
-        """Records the outcome of a routed request and frees its replica slot
-        (and appends it to the outcome log when there is one). ``success``
-        is the caller's verdict: with ``learning.learn_from_outcomes`` the
-        learned router learns it (a quality verdict goes to ``feedback``);
-        returns whether it did."""
-        taught = self._record(decision, success, latency_ms)
-        # The feed's publish, inlined: one call fewer on the hot path.
-        kind = "success" if success else "other"
-        learned = success if taught else None
-        for subscriber in self.outcomes.subscribers:
-            subscriber(decision, kind, latency_ms, learned, None, 0, 0, False, True)
-        return taught
+        # The core's own methods (no Python frame): they record, then hand
+        # the outcome to the feed's subscribers, which the feed mirrors into
+        # the core.
+        record = property(operator.attrgetter("_core.record"), doc=_RECORD_DOC)
+        feedback = property(operator.attrgetter("_core.feedback"), doc=_FEEDBACK_DOC)
 
     def predict(self, request: Any) -> list[dict[str, Any]]:
         """What the learned router expects of each model for ``request`` (a
@@ -269,18 +300,6 @@ class Router:
             }
             for entry in found["models"]
         ]
-
-    def feedback(self, decision: Decision, good: bool) -> bool:
-        """A quality verdict on a decision's answer, after its outcome was
-        recorded (by ``record`` or by dispatch): the learned router learns
-        it. Once per decision; True when learned (learning on and the
-        request's text known)."""
-        learned = self._core.feedback(decision, good)
-        if learned:
-            # A verdict on the answer, not on how the replica served it.
-            for subscriber in self.outcomes.subscribers:
-                subscriber(decision, FEEDBACK, 0.0, good, None, 0, 0, False, False)
-        return learned
 
     def assign(
         self, requests: Iterable[Any], *, context: str | None = None

@@ -15,18 +15,24 @@ use crate::errors::ZetaError;
 use crate::outcome_log::{unix_ms, LogRow, LoggedOutcome};
 use crate::routing::{Decision, RouterCore};
 
-/// One routing decision: which model and replica, and why.
+/// A router's model, replica and task names as Python strings, interned
+/// once: `[model]`, `[model][replica]`, `[task]`.
+pub struct Names {
+    pub models: Vec<Py<PyString>>,
+    pub replicas: Vec<Vec<Py<PyString>>>,
+    pub tasks: Vec<Py<PyString>>,
+}
+
+/// One routing decision: which model and replica, and why. Its names are
+/// read from the router's when asked: making one takes no reference and
+/// builds no list (most are recorded without a field read).
 #[pyclass(name = "Decision", module = "zeta_fast._core", frozen)]
 pub struct PyDecision {
     pub(super) inner: Decision,
     pub(super) router: Arc<RouterCore>,
-    model_id: Py<PyString>,
-    replica_id: Py<PyString>,
-    task_type: Py<PyString>,
-    complexity: f64,
+    names: Arc<Names>,
     pub(super) context: Option<String>,
     pub(super) profile: Option<Py<PyAny>>,
-    runners_up: Vec<(Py<PyString>, f64)>,
     pub(super) recorded: AtomicBool,
     /// Its slot was given back by `release` before its outcome was recorded.
     pub(super) released: AtomicBool,
@@ -59,41 +65,32 @@ impl PyRouterCore {
     /// The Python decision for a core decision of this router.
     pub(super) fn wrap(
         &self,
-        py: Python<'_>,
         decision: Decision,
         context: Option<String>,
         profile: Option<Py<PyAny>>,
     ) -> PyResult<PyDecision> {
-        let name = |m: usize| self.model_names.get(m).map(|n| n.clone_ref(py));
-        // The core only returns indices of its own models, replicas and tasks.
-        let model_id = name(decision.model).ok_or(ZetaError::ForeignDecision)?;
-        let replica_id = self
-            .replica_names
+        // The core only returns indices of its own models, replicas and
+        // tasks; checked once here, so the getters can rely on them.
+        let names = &self.names;
+        let known = names
+            .replicas
             .get(decision.model)
-            .and_then(|r| r.get(decision.replica))
-            .map(|n| n.clone_ref(py))
-            .ok_or(ZetaError::ForeignDecision)?;
-        let task_type = self
-            .task_names
-            .get(decision.task)
-            .map(|t| t.clone_ref(py))
-            .ok_or(ZetaError::ForeignDecision)?;
-        let runners_up = decision
-            .runners_up
-            .iter()
-            .filter_map(|(m, score)| name(*m).map(|n| (n, *score)))
-            .collect();
-        let complexity = decision.complexity;
+            .is_some_and(|r| decision.replica < r.len())
+            && decision.model < names.models.len()
+            && decision.task < names.tasks.len()
+            && decision
+                .runners_up
+                .iter()
+                .all(|(m, _)| *m < names.models.len());
+        if !known {
+            return Err(ZetaError::ForeignDecision.into());
+        }
         Ok(PyDecision {
             inner: decision,
             router: Arc::clone(&self.inner),
-            model_id,
-            replica_id,
-            task_type,
-            complexity,
+            names: Arc::clone(names),
             context,
             profile,
-            runners_up,
             recorded: AtomicBool::new(false),
             released: AtomicBool::new(false),
             judged: AtomicBool::new(false),
@@ -101,23 +98,40 @@ impl PyRouterCore {
     }
 }
 
+impl PyDecision {
+    /// Its model's name, `None` only for an index `wrap` refused.
+    fn name_of(&self, py: Python<'_>, model: usize) -> Option<Py<PyString>> {
+        self.names.models.get(model).map(|n| n.clone_ref(py))
+    }
+
+    fn replica_name(&self) -> Option<&Py<PyString>> {
+        self.names
+            .replicas
+            .get(self.inner.model)
+            .and_then(|r| r.get(self.inner.replica))
+    }
+}
+
 #[pymethods]
 impl PyDecision {
     #[getter]
-    fn model_id(&self, py: Python<'_>) -> Py<PyString> {
-        self.model_id.clone_ref(py)
+    fn model_id(&self, py: Python<'_>) -> Option<Py<PyString>> {
+        self.name_of(py, self.inner.model)
     }
     #[getter]
-    fn replica_id(&self, py: Python<'_>) -> Py<PyString> {
-        self.replica_id.clone_ref(py)
+    fn replica_id(&self, py: Python<'_>) -> Option<Py<PyString>> {
+        self.replica_name().map(|n| n.clone_ref(py))
     }
     #[getter]
-    fn task_type(&self, py: Python<'_>) -> Py<PyString> {
-        self.task_type.clone_ref(py)
+    fn task_type(&self, py: Python<'_>) -> Option<Py<PyString>> {
+        self.names
+            .tasks
+            .get(self.inner.task)
+            .map(|n| n.clone_ref(py))
     }
     #[getter]
     fn complexity(&self) -> f64 {
-        self.complexity
+        self.inner.complexity
     }
     #[getter]
     fn context(&self) -> Option<String> {
@@ -194,9 +208,10 @@ impl PyDecision {
     /// The other candidates in the order they were considered, with scores.
     #[getter]
     fn runners_up(&self, py: Python<'_>) -> Vec<(Py<PyString>, f64)> {
-        self.runners_up
+        self.inner
+            .runners_up
             .iter()
-            .map(|(m, s)| (m.clone_ref(py), *s))
+            .filter_map(|(m, s)| self.name_of(py, *m).map(|n| (n, *s)))
             .collect()
     }
 
@@ -204,10 +219,10 @@ impl PyDecision {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let b = &self.inner.breakdown;
         let dict = PyDict::new(py);
-        dict.set_item("model_id", self.model_id.bind(py))?;
-        dict.set_item("replica_id", self.replica_id.bind(py))?;
-        dict.set_item("task_type", self.task_type.bind(py))?;
-        dict.set_item("complexity", self.complexity)?;
+        dict.set_item("model_id", self.model_id(py))?;
+        dict.set_item("replica_id", self.replica_id(py))?;
+        dict.set_item("task_type", self.task_type(py))?;
+        dict.set_item("complexity", self.inner.complexity)?;
         dict.set_item("context", self.context.clone())?;
         put_score_fields(&dict, b)?;
         dict.set_item("explored", self.inner.explored)?;
@@ -230,9 +245,15 @@ impl PyDecision {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Decision(model_id='{}', replica_id='{}', task_type='{}', performance_score={})",
-            self.model_id.bind(py),
-            self.replica_id.bind(py),
-            self.task_type.bind(py),
+            self.model_id(py)
+                .map(|n| n.bind(py).to_string())
+                .unwrap_or_default(),
+            self.replica_id(py)
+                .map(|n| n.bind(py).to_string())
+                .unwrap_or_default(),
+            self.task_type(py)
+                .map(|n| n.bind(py).to_string())
+                .unwrap_or_default(),
             crate::errors::float_repr(self.inner.breakdown.performance_score)
         )
     }

@@ -10,14 +10,15 @@ mod decision;
 mod settings;
 mod status;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use self::decision::Names;
 pub use self::decision::PyDecision;
 use self::settings::{cost_arg, models_arg};
 pub use self::settings::{PyLearningSettings, PyModelSettings, PyResilience};
@@ -54,12 +55,18 @@ pub struct PyRouterCore {
     inner: Arc<RouterCore>,
     /// Context names; a context's index in the core is 1 + its position.
     contexts: Vec<String>,
-    model_names: Vec<Py<PyString>>,
-    replica_names: Vec<Vec<Py<PyString>>>,
-    task_names: Vec<Py<PyString>>,
+    /// Model, replica and task names, interned once and shared with every
+    /// decision (which reads them when asked, not when made).
+    names: Arc<Names>,
     /// The outcome log every recorded outcome is appended to, when one is
     /// attached (`log_outcomes`): appended here, with no Python call.
     outcome_log: ArcSwapOption<OutcomeLog>,
+    /// The Python callables `record` and `feedback` hand each outcome to
+    /// (a `Router`'s outcome feed mirrors its subscribers here), so that
+    /// `Router.record` is this method itself, with no Python frame. The
+    /// flag is read first: without subscribers no lock is taken.
+    subscribers: Mutex<Option<Py<PyTuple>>>,
+    has_subscribers: AtomicBool,
 }
 
 /// `field` must be finite and >= 0.
@@ -147,6 +154,45 @@ impl PyRouterCore {
         if let Some(log) = self.outcome_log.load().as_ref() {
             log.append(decision.log_row(py, logged));
         }
+    }
+
+    /// Hands a caller's outcome (or verdict) to the Python subscribers, with
+    /// the arguments of ``zeta_fast.outcomes.OutcomeSubscriber``: (decision,
+    /// kind, latency_ms, learned, ttft_ms, prompt_tokens, completion_tokens,
+    /// dispatched, about_replica). A subscriber's error is the caller's.
+    fn publish(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        kind: &'static str,
+        latency_ms: f64,
+        learned: Option<bool>,
+        about_replica: bool,
+    ) -> PyResult<()> {
+        if !self.has_subscribers.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let py = decision.py();
+        let subscribers = match self.subscribers.lock() {
+            Ok(held) => held.as_ref().map(|t| t.clone_ref(py)),
+            Err(poisoned) => poisoned.into_inner().as_ref().map(|t| t.clone_ref(py)),
+        };
+        let Some(subscribers) = subscribers else {
+            return Ok(());
+        };
+        for subscriber in subscribers.bind(py).iter() {
+            subscriber.call1((
+                decision,
+                kind,
+                latency_ms,
+                learned,
+                py.None(),
+                0_u64,
+                0_u64,
+                false,
+                about_replica,
+            ))?;
+        }
+        Ok(())
     }
 
     /// The profile of a request, and its learned view when learning is on
@@ -269,20 +315,22 @@ impl PyRouterCore {
             inner.set_cost_knob(cost_arg(cost)?)?;
         }
         let intern = |name: &str| PyString::intern(py, name).unbind();
-        let model_names = inner.models().iter().map(|m| intern(&m.id)).collect();
-        let replica_names = inner
-            .models()
-            .iter()
-            .map(|m| m.replica_ids.iter().map(|r| intern(r)).collect())
-            .collect();
-        let task_names = TASKS.iter().map(|t| intern(t)).collect();
+        let names = Names {
+            models: inner.models().iter().map(|m| intern(&m.id)).collect(),
+            replicas: inner
+                .models()
+                .iter()
+                .map(|m| m.replica_ids.iter().map(|r| intern(r)).collect())
+                .collect(),
+            tasks: TASKS.iter().map(|t| intern(t)).collect(),
+        };
         Ok(Self {
             inner: Arc::new(inner),
             contexts,
-            model_names,
-            replica_names,
-            task_names,
+            names: Arc::new(names),
             outcome_log: ArcSwapOption::empty(),
+            subscribers: Mutex::new(None),
+            has_subscribers: AtomicBool::new(false),
         })
     }
 
@@ -367,7 +415,6 @@ impl PyRouterCore {
             }
         };
         self.wrap(
-            py,
             decision,
             context.map(str::to_owned),
             Some(profile.into_any().unbind()),
@@ -410,7 +457,6 @@ impl PyRouterCore {
             .inner
             .reroute(&failed.inner, &pairs, needs_longer_context)?;
         self.wrap(
-            py,
             next,
             failed.context.clone(),
             failed.profile.as_ref().map(|p| p.clone_ref(py)),
@@ -496,7 +542,29 @@ impl PyRouterCore {
             recorded,
             LoggedOutcome::plain(outcome, latency_ms, learned),
         );
+        // A caller's verdict is about the replica, as the core counts it.
+        self.publish(decision, outcome, latency_ms, learned, true)?;
         Ok(taught)
+    }
+
+    /// The callables ``record`` and ``feedback`` hand each outcome to after
+    /// recording it (a tuple, replaced whole; empty for none): a
+    /// ``Router``'s ``OutcomeFeed`` keeps its subscribers here.
+    fn set_subscribers(&self, subscribers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let tuple = subscribers
+            .cast::<PyTuple>()
+            .map_err(|_| type_error("subscribers", "a tuple of callables", subscribers))?;
+        if let Some(bad) = tuple.iter().find(|s| !s.is_callable()) {
+            return Err(type_error("subscribers[...]", "a callable", &bad));
+        }
+        let any = !tuple.is_empty();
+        let mut held = match self.subscribers.lock() {
+            Ok(held) => held,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *held = any.then(|| tuple.clone().unbind());
+        self.has_subscribers.store(any, Ordering::Release);
+        Ok(())
     }
 
     /// Refuses every later ``route`` and ``record`` with InvalidInputError
@@ -520,7 +588,7 @@ impl PyRouterCore {
         let models = self.inner.models().len();
         let watch = Arc::new(TrendWatch::new(models, per_task, DEFAULT_CAPACITY)?);
         self.inner.add_sink(watch.clone());
-        Ok(PyTrendWatch::wrap(py, watch, &self.model_names))
+        Ok(PyTrendWatch::wrap(py, watch, &self.names.models))
     }
 
     /// Gives a decision's replica slot back without recording an outcome
@@ -544,6 +612,7 @@ impl PyRouterCore {
     fn feedback(&self, decision: &Bound<'_, PyAny>, good: &Bound<'_, PyAny>) -> PyResult<bool> {
         let py = decision.py();
         let good = flag(good, "good")?;
+        let given = decision;
         let decision = self.own_decision(decision)?;
         if decision.judged.swap(true, Ordering::AcqRel) {
             return Err(ZetaError::AlreadyRecorded {
@@ -559,6 +628,7 @@ impl PyRouterCore {
                 decision,
                 LoggedOutcome::plain("feedback", 0.0, Some(good)),
             );
+            self.publish(given, "feedback", 0.0, Some(good), false)?;
         }
         Ok(learned)
     }
@@ -584,7 +654,7 @@ impl PyRouterCore {
         Ok(scores
             .into_iter()
             .filter_map(|(m, task, breakdown)| {
-                let id = self.model_names.get(m)?.clone_ref(py);
+                let id = self.names.models.get(m)?.clone_ref(py);
                 Some((id, *TASKS.get(task)?, PyScoreBreakdown::new(breakdown)))
             })
             .collect())
@@ -698,7 +768,7 @@ impl PyRouterCore {
         out.set_item("sessions", stats.sessions)?;
         out.set_item("allocated_bytes", stats.allocated_bytes)?;
         let replicas = PyDict::new(py);
-        let names = self.replica_names.get(m);
+        let names = self.names.replicas.get(m);
         for (r, cache) in stats.replicas.iter().enumerate() {
             let row = PyDict::new(py);
             row.set_item("requests", cache.tick)?;
@@ -800,7 +870,7 @@ impl PyRouterCore {
             learning,
             &learned,
             profile.inner.features.token_estimate,
-            &self.model_names,
+            &self.names.models,
         )
     }
 
@@ -857,7 +927,7 @@ impl PyRouterCore {
         })?;
         changes
             .iter()
-            .map(|change| range_change(py, change, &self.model_names, &self.contexts))
+            .map(|change| range_change(py, change, &self.names.models, &self.contexts))
             .collect()
     }
 
