@@ -43,10 +43,43 @@ pub fn write(cell: &AtomicU64, value: f64) {
     cell.store(value.to_bits(), Ordering::Relaxed);
 }
 
-/// `sum(w * v)` in index order (every prediction and step adds this way).
+/// Independent partial sums in a dot product: a single running sum is one
+/// add after another, each waiting for the last (~4 cycles apiece, ~1.5 us
+/// over a request's ~1,100 features); four run side by side.
+const LANES: usize = 4;
+
+/// `sum(w * v)` in a fixed order (every step and `Row::dot` add this way,
+/// so a prediction of one model and the step it learns from agree to the
+/// bit): product `k` of each whole group of four goes to partial sum `k`,
+/// the partial sums are added pairwise, then the remaining products in
+/// index order.
 #[inline]
 pub fn dot(weights: &[f64], values: &[f64]) -> f64 {
-    weights.iter().zip(values).map(|(w, v)| w * v).sum()
+    let n = weights.len().min(values.len());
+    let (weights, values) = (
+        weights.get(..n).unwrap_or_default(),
+        values.get(..n).unwrap_or_default(),
+    );
+    let (w_groups, v_groups) = (weights.chunks_exact(LANES), values.chunks_exact(LANES));
+    let tail = w_groups
+        .remainder()
+        .iter()
+        .zip(v_groups.remainder())
+        .map(|(w, v)| w * v);
+    let mut lanes = [0.0_f64; LANES];
+    for (w, v) in w_groups.zip(v_groups) {
+        for ((lane, w), v) in lanes.iter_mut().zip(w).zip(v) {
+            *lane += w * v;
+        }
+    }
+    combine(lanes, tail)
+}
+
+/// The partial sums added pairwise, then the remaining products in order.
+#[inline(always)]
+fn combine(lanes: [f64; LANES], tail: impl Iterator<Item = f64>) -> f64 {
+    let [a, b, c, d] = lanes;
+    tail.fold((a + b) + (c + d), |sum, product| sum + product)
 }
 
 /// One weight's gradient step.
@@ -99,11 +132,25 @@ impl<'a> Row<'a> {
     /// `sum(w * v)` over a sparse vector, each weight read once.
     #[inline]
     pub fn dot(&self, indices: &[u32], values: &[f64]) -> f64 {
-        indices
+        // `dot`'s order, reading each weight where it is used.
+        let n = indices.len().min(values.len());
+        let (indices, values) = (
+            indices.get(..n).unwrap_or_default(),
+            values.get(..n).unwrap_or_default(),
+        );
+        let (i_groups, v_groups) = (indices.chunks_exact(LANES), values.chunks_exact(LANES));
+        let tail = i_groups
+            .remainder()
             .iter()
-            .zip(values)
-            .map(|(&i, v)| self.read(i as usize) * v)
-            .sum()
+            .zip(v_groups.remainder())
+            .map(|(&i, v)| self.read(i as usize) * v);
+        let mut lanes = [0.0_f64; LANES];
+        for (i, v) in i_groups.zip(v_groups) {
+            for ((lane, &i), v) in lanes.iter_mut().zip(i).zip(v) {
+                *lane += self.read(i as usize) * v;
+            }
+        }
+        combine(lanes, tail)
     }
 
     /// One SGD step on a sparse vector: reads every weight into `old`, takes
@@ -171,5 +218,41 @@ mod tests {
         assert_eq!(read(&weights[0]), f64::MAX);
         assert_eq!(read(&weights[1]), f64::MAX);
         assert!(row.dot(&[0], &[1.0]).is_finite());
+    }
+
+    #[test]
+    fn a_row_dot_and_a_step_add_in_the_same_order() {
+        // 11 features (two groups of four and three left over) whose sum
+        // depends on the order of the additions.
+        let values: Vec<f64> = (0..11).map(|k| 1.0 + f64::from(k) * 1e-9).collect();
+        let weights = zeros(11);
+        for (k, cell) in weights.iter().enumerate() {
+            write(
+                cell,
+                if k % 2 == 0 {
+                    1e16
+                } else {
+                    -1e16 + 1.0 + k as f64
+                },
+            );
+        }
+        let indices: Vec<u32> = (0..11).collect();
+        let row = Row::new(&weights, 1, 0);
+        let read: Vec<f64> = (0..11).map(|k| row.read(k)).collect();
+        let mut seen = None;
+        row.step(&indices, &values, &mut Vec::new(), 0.0, 0.0, |z| {
+            seen = Some(z);
+            0.0
+        });
+        assert_eq!(seen, Some(row.dot(&indices, &values)));
+        assert_eq!(dot(&read, &values), row.dot(&indices, &values));
+        // And it is the sum, within rounding.
+        let exact: f64 = read.iter().zip(&values).map(|(w, v)| w * v).sum();
+        assert!(
+            (dot(&read, &values) - exact).abs() <= 1e-6 * exact.abs().max(1e16),
+            "{exact}"
+        );
+        // Lengths that disagree: the shorter one's.
+        assert_eq!(dot(&[1.0, 2.0, 3.0], &[1.0, 1.0]), 3.0);
     }
 }
