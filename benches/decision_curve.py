@@ -1,7 +1,7 @@
 """How a decision's cost grows with the router's size: the bare core's
 ``route()`` + ``record()`` (alerts and outcome log off, the profile given)
-for models x replicas from 8 x 1 to 64 x 8, interleaved in rounds, min and
-median per request.
+for models x replicas from 8 x 1 to 64 x 8, and 8 x 4 with windows of 60,
+600 and 6,000 buckets, interleaved in rounds, min and median per request.
 
     python -m benches.decision_curve
 """
@@ -14,13 +14,23 @@ import timeit
 from typing import Any
 
 from benches.router_contenders import PROMPT
-from zeta_fast import ManualClock, PerformanceTracker, Router, profile
+from zeta_fast import ManualClock, PerformanceTracker, Router, WindowConfig, profile
 from zeta_fast.config import parse_router_config
 
-SIZES = ((8, 1), (8, 4), (8, 8), (32, 4), (64, 1), (64, 8))
+#: (models, replicas, buckets per window): the default window is 60 buckets.
+SIZES = (
+    (8, 1, 60),
+    (8, 4, 60),
+    (8, 8, 60),
+    (32, 4, 60),
+    (64, 1, 60),
+    (64, 8, 60),
+    (8, 4, 600),
+    (8, 4, 6_000),
+)
 
 
-def bare_router(models: int, replicas: int) -> Router:
+def bare_router(models: int, replicas: int, buckets: int = 60) -> Router:
     raw: dict[str, Any] = {
         "models": [
             {
@@ -36,31 +46,38 @@ def bare_router(models: int, replicas: int) -> Router:
         "alerts": {"enabled": False},
         "outcome_log": {"enabled": False},
     }
-    tracker = PerformanceTracker(clock=ManualClock(2_000_000_000_000), persist=False)
+    tracker = PerformanceTracker(
+        WindowConfig(buckets=buckets, histogram_slices=4),
+        clock=ManualClock(2_000_000_000_000),
+        persist=False,
+    )
     return Router(parse_router_config(raw), tracker=tracker)
 
 
 def main() -> None:
     given = profile(PROMPT)
     timers = {}
-    for models, replicas in SIZES:
-        router = bare_router(models, replicas)
+    for models, replicas, buckets in SIZES:
+        router = bare_router(models, replicas, buckets)
         route, record = router.route, router.record
         for _ in range(20 * models):
             record(route(profile=given), True, 120.0)
-        timers[models, replicas] = timeit.Timer(
+        timers[models, replicas, buckets] = timeit.Timer(
             "record(route(profile=given), True, 120.0)",
             globals={"route": route, "record": record, "given": given},
         )
-    samples: dict[tuple[int, int], list[float]] = {size: [] for size in SIZES}
+    samples: dict[tuple[int, int, int], list[float]] = {size: [] for size in SIZES}
     order = list(SIZES)
     for _ in range(15):
         random.shuffle(order)
         for size in order:
             samples[size].append(timers[size].timeit(2_000) / 2_000 * 1e6)
-    print("models x replicas   min us   median us")
-    for (models, replicas), values in samples.items():
-        print(f"{models:>6} x {replicas:<8} {min(values):8.2f}  {statistics.median(values):8.2f}")
+    print("models x replicas   buckets   min us   median us")
+    for (models, replicas, buckets), values in samples.items():
+        print(
+            f"{models:>6} x {replicas:<8} {buckets:>7}  {min(values):8.2f}  "
+            f"{statistics.median(values):8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -51,3 +51,37 @@ def test_unknown_scenario_is_an_error() -> None:
     )
     assert result.returncode == 2
     assert "no scenario matches" in result.stderr
+
+
+def test_the_targets_bench_reports_every_target_beside_the_yardstick() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benches.targets", "--rounds", "1", "--cpu-requests", "2000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("yardstick (tuned pure-Python decision over 8) here: min ")
+    # The name, then the figures (the name is padded to 44 characters).
+    rows = {line[:44].strip(): line[44:].split() for line in lines[2:]}
+    assert set(rows) == {
+        "bare, profile given",
+        "defaults, profile given",
+        "defaults, 1 KB prompt profiled",
+        "defaults, learned + feedback, 1 KB prompt",
+        "defaults, process CPU, profile given",
+    }
+    for name, cells in rows.items():
+        # us min / median, ratio min / median, the target's ratio, met.
+        figures = [float(c) for c in cells if c not in ("/", "yes", "no")]
+        assert len(figures) == 5, (name, cells)
+        assert 0 < figures[0] <= figures[1], (name, cells)
+        assert 0 < figures[2] <= figures[3], (name, cells)
+        assert cells[-1] in ("yes", "no")
+    # The learned path does more than the bare one, whatever the machine.
+    assert float(rows["defaults, learned + feedback, 1 KB prompt"][0]) > float(
+        rows["bare, profile given"][0]
+    )
