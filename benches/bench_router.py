@@ -10,7 +10,6 @@ LiteLLM's answer is one of the 32 deployments.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
@@ -29,15 +28,6 @@ DEPLOYMENT_IDS = {
 }
 #: The highest code capability (80 + m): where the prompt goes without exploration.
 MOST_CAPABLE = f"model-{router_contenders.MODELS - 1}"
-
-
-def _zeta_router(contender: Contender) -> Router | None:
-    """The Router a zeta_fast contender's closure records through (None for LiteLLM's)."""
-    fn, _ = contender
-    for value in inspect.getclosurevars(fn).nonlocals.values():
-        if isinstance(getattr(value, "__self__", None), Router):
-            return value.__self__  # type: ignore[no-any-return]
-    return None
 
 
 def _published_by_one_call(router: Router, contender: Contender) -> list[tuple[str, str, float]]:
@@ -62,7 +52,7 @@ def bench_route_and_record(benchmark: BenchmarkFixture, contender: str) -> None:
     benchmark.name = contender
     fn, args = CONTENDERS[contender]
     result = benchmark(fn, *args)
-    router = _zeta_router(CONTENDERS[contender])
+    router = router_contenders.ROUTERS.get(contender)
     if router is None:
         assert result["model_name"] == "auto"  # type: ignore[index]
         assert result["model_info"]["id"] in DEPLOYMENT_IDS  # type: ignore[index]

@@ -60,6 +60,11 @@ def litellm_router(strategy: str) -> Any:
     return litellm.Router(model_list=model_list, routing_strategy=strategy)
 
 
+#: The Router behind each zeta_fast contender of the last ``contenders()``
+#: (their calls are the core's own methods, which do not lead back to it).
+ROUTERS: dict[str, Router] = {}
+
+
 def contenders() -> dict[str, Contender]:
     router = zeta_router()
     given = profile(PROMPT)
@@ -83,6 +88,8 @@ def contenders() -> dict[str, Contender]:
         ),
         "zeta_fast learned route()+record()+feedback(), 1 KB prompt": (learned, ()),
     }
+    ROUTERS.clear()
+    ROUTERS.update({name: learner if "learned" in name else router for name in found})
     try:
         litellm_latency = litellm_router("latency-based-routing")
         litellm_shuffle = litellm_router("simple-shuffle")
