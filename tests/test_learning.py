@@ -31,6 +31,23 @@ def test_features_are_sparse_bounded_and_deterministic() -> None:
     assert set(indices) != set(other)  # the category is a feature
 
 
+def test_features_pack_small_and_read_back_from_either_format() -> None:
+    from zeta_fast.learning.features import Features
+
+    features = text_features("Merge two sorted lists in Python, then explain why. " * 20, ["code"])
+    packed = features.to_bytes()
+    plain = features.indices.astype("<u4").tobytes()
+    assert len(packed) * 3 < len(plain), (len(packed), len(plain))
+    want = sorted(zip(features.indices.tolist(), features.values.tolist(), strict=True))
+    for blob in (packed, plain):  # an older log's plain u32 indices still read
+        back = Features.from_bytes(blob)
+        assert sorted(zip(back.indices.tolist(), back.values.tolist(), strict=True)) == want
+    with pytest.raises(ValueError, match="features"):
+        Features.from_bytes(packed + b"\x80")  # a gap cut short
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Features.from_bytes(plain[:-1])
+
+
 def test_routing_curve_by_hand() -> None:
     strong = np.array([1, 1, 0, 1], dtype=np.int8)
     weak = np.array([0, 1, 1, 0], dtype=np.int8)

@@ -696,10 +696,12 @@ class Features:
         """The entries' values."""
     def __len__(self) -> int: ...
     def to_bytes(self) -> bytes:
-        """The indices as little-endian u32 bytes (the values follow from them)."""
+        """The indices, packed as the outcome log keeps them: sorted, as LEB128
+        gaps after a 4-byte marker (the values follow from the indices)."""
     @staticmethod
     def from_bytes(data: bytes) -> Features:
-        """Rebuilds features from ``to_bytes()``."""
+        """Rebuilds features from ``to_bytes()`` (or from an older log's plain
+        little-endian u32 indices)."""
 
 def _text_features(text: str, categories: list[str] = ...) -> Features:
     """The features of a text with its categories."""

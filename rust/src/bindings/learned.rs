@@ -10,14 +10,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::learned::{
-    features, features_from_indices, OutcomePredictor, PredictorParams, SparseFeatures,
-    FEATURE_DIM, LEARNED_STATE,
+    decode_indices, encode_indices, features, features_from_indices, OutcomePredictor,
+    PredictorParams, SparseFeatures, LEARNED_STATE,
 };
 use crate::persistence;
 
 use super::extract::type_error;
 use super::gil::{self, Cost};
-use crate::errors::{Position, ZetaError};
+use crate::errors::ZetaError;
 
 /// A sparse feature vector of a request (`FEATURE_DIM` long).
 #[pyclass(name = "Features", module = "zeta_fast._core", frozen)]
@@ -43,48 +43,20 @@ impl PyFeatures {
         self.inner.indices.len()
     }
 
-    /// The indices as little-endian u32 bytes (the values follow from them).
+    /// The indices, packed (`encode_indices`: sorted, as LEB128 gaps; the
+    /// values follow from them), as the outcome log keeps them.
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let bytes: Vec<u8> = self
-            .inner
-            .indices
-            .iter()
-            .flat_map(|i| i.to_le_bytes())
-            .collect();
-        PyBytes::new(py, &bytes)
+        let mut packed = Vec::new();
+        encode_indices(&self.inner.indices, &mut Vec::new(), &mut packed);
+        PyBytes::new(py, &packed)
     }
 
-    /// Rebuilds features from `to_bytes()`.
+    /// Rebuilds features from `to_bytes()` (or from an older log's plain
+    /// little-endian u32 indices).
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
-        if data.len() % 4 != 0 {
-            return Err(ZetaError::InvalidInput {
-                field: "features",
-                position: Position::Scalar,
-                expected: "a multiple of 4 bytes",
-                value: format!("{} bytes", data.len()),
-            }
-            .into());
-        }
-        let indices: Vec<u32> = data
-            .chunks_exact(4)
-            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
-            .collect();
-        if let Some((position, bad)) = indices
-            .iter()
-            .enumerate()
-            .find(|(_, &i)| i as usize >= FEATURE_DIM)
-        {
-            return Err(ZetaError::InvalidInput {
-                field: "features",
-                position: Position::Flat(position),
-                expected: "a feature index below FEATURE_DIM",
-                value: format!("{bad} (FEATURE_DIM = {FEATURE_DIM})"),
-            }
-            .into());
-        }
         Ok(Self {
-            inner: Arc::new(features_from_indices(indices)),
+            inner: Arc::new(features_from_indices(decode_indices(data)?)),
         })
     }
 

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::insert::Value;
 use super::json;
+use crate::learned::encode_indices;
 use crate::profile::Profile;
 use crate::routing::{Decision, RouterCore, TASKS};
 
@@ -93,6 +94,7 @@ pub struct Scratch {
     runners_up: Vec<u8>,
     profile: Vec<u8>,
     features: Vec<u8>,
+    sorted_indices: Vec<u32>,
 }
 
 fn int(value: u64) -> i64 {
@@ -135,10 +137,11 @@ impl LogRow {
         let learned_request = d.request.learned.as_ref();
         let features = match (self.outcome.learned, learned_request) {
             (Some(_), Some(r)) => {
-                scratch.features.clear();
-                for index in &r.features.indices {
-                    scratch.features.extend_from_slice(&index.to_le_bytes());
-                }
+                encode_indices(
+                    &r.features.indices,
+                    &mut scratch.sorted_indices,
+                    &mut scratch.features,
+                );
                 Some(scratch.features.as_slice())
             }
             _ => None,
