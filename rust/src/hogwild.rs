@@ -55,21 +55,28 @@ const LANES: usize = 4;
 /// index order.
 #[inline]
 pub fn dot(weights: &[f64], values: &[f64]) -> f64 {
-    let n = weights.len().min(values.len());
-    let (weights, values) = (
-        weights.get(..n).unwrap_or_default(),
+    dot_by(weights, values, |&w| w)
+}
+
+/// `sum(weight(key) * v)` in [`dot`]'s order: the one loop behind both
+/// [`dot`] and [`Row::dot`], so they cannot add in different orders.
+#[inline(always)]
+fn dot_by<K>(keys: &[K], values: &[f64], weight: impl Fn(&K) -> f64) -> f64 {
+    let n = keys.len().min(values.len());
+    let (keys, values) = (
+        keys.get(..n).unwrap_or_default(),
         values.get(..n).unwrap_or_default(),
     );
-    let (w_groups, v_groups) = (weights.chunks_exact(LANES), values.chunks_exact(LANES));
-    let tail = w_groups
+    let (k_groups, v_groups) = (keys.chunks_exact(LANES), values.chunks_exact(LANES));
+    let tail = k_groups
         .remainder()
         .iter()
         .zip(v_groups.remainder())
-        .map(|(w, v)| w * v);
+        .map(|(k, v)| weight(k) * v);
     let mut lanes = [0.0_f64; LANES];
-    for (w, v) in w_groups.zip(v_groups) {
-        for ((lane, w), v) in lanes.iter_mut().zip(w).zip(v) {
-            *lane += w * v;
+    for (k, v) in k_groups.zip(v_groups) {
+        for ((lane, k), v) in lanes.iter_mut().zip(k).zip(v) {
+            *lane += weight(k) * v;
         }
     }
     combine(lanes, tail)
@@ -132,25 +139,7 @@ impl<'a> Row<'a> {
     /// `sum(w * v)` over a sparse vector, each weight read once.
     #[inline]
     pub fn dot(&self, indices: &[u32], values: &[f64]) -> f64 {
-        // `dot`'s order, reading each weight where it is used.
-        let n = indices.len().min(values.len());
-        let (indices, values) = (
-            indices.get(..n).unwrap_or_default(),
-            values.get(..n).unwrap_or_default(),
-        );
-        let (i_groups, v_groups) = (indices.chunks_exact(LANES), values.chunks_exact(LANES));
-        let tail = i_groups
-            .remainder()
-            .iter()
-            .zip(v_groups.remainder())
-            .map(|(&i, v)| self.read(i as usize) * v);
-        let mut lanes = [0.0_f64; LANES];
-        for (i, v) in i_groups.zip(v_groups) {
-            for ((lane, &i), v) in lanes.iter_mut().zip(i).zip(v) {
-                *lane += self.read(i as usize) * v;
-            }
-        }
-        combine(lanes, tail)
+        dot_by(indices, values, |&i| self.read(i as usize))
     }
 
     /// One SGD step on a sparse vector: reads every weight into `old`, takes
