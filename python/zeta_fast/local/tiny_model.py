@@ -7,12 +7,27 @@ produces end-of-sequence or control tokens: every request runs to exactly ``max_
 stops with ``finish_reason: "length"``, which gives token accounting tests exact counts. The
 letter ``a`` is favoured, so ``"stop": ["a"]`` reliably ends a request with ``"stop"``.
 
+The default chat model cannot serve chat completions with a ``response_format`` of type
+``json_object`` or ``json_schema``: llama.cpp answers them with HTTP 400 "Failed to initialize
+samplers". For those (not for a raw GBNF ``grammar``) its server feeds the chat template's
+generation prompt (``<|im_start|>assistant\n``) through the grammar before sampling, and this
+SentencePiece tokenizer, like LLaMA's, puts a space before text that follows a special token:
+the grammar sees ``<|im_start|> assistant`` where it expects ``<|im_start|>assistant``, rejects
+it, and the sampler is not made. ``structured_output=True`` writes a chat model for such
+requests: no space prefix, and the characters that end JSON values (quotes, closing brackets)
+favoured enough that a constrained answer completes well within 64-128 tokens and then ends
+with end-of-sequence. Without a grammar it still runs to ``max_tokens``. It is a separate model
+because dropping the space prefix changes prompt token counts, which the default model keeps as
+they always were.
+
 Example:
     >>> import tempfile
     >>> from zeta_fast.local import ensure_tiny_model
     >>> path = ensure_tiny_model(tempfile.mkdtemp(), layers=2, dim=64)
     >>> path.name
     'tiny-chat-l2-d64-v1.gguf'
+    >>> ensure_tiny_model(tempfile.mkdtemp(), structured_output=True).name
+    'tiny-chat-l2-d64-json-v1.gguf'
 """
 
 from __future__ import annotations
@@ -72,6 +87,25 @@ _SPACE_LOGIT = 2.0
 _CARRIER = 10.0
 _WEIGHT_STD = 0.02
 
+# Logits of the structured-output model that differ from the default one. Grammar sampling
+# renormalises over the tokens the grammar allows, so what matters is each allowed token's
+# logit against the others: a JSON string ends as soon as '"' is drawn (~12% a character with
+# llama.cpp's default sampling here, so strings average ~8 characters), and an object or array
+# after a value ends when '}' or ']' beats ',' and the optional space. Nesting ('{', '[') and
+# further members (',') are kept rare, so an answer is short. The grammar also offers a
+# ```json fence around the answer; forbidding the backtick keeps the content bare JSON.
+_STRUCTURED_LOGITS: dict[str, float] = {
+    '"': 2.5,
+    "}": 2.5,
+    "]": 2.5,
+    "{": 1.0,
+    "[": -1.0,
+    ",": -1.0,
+    "`": _FORBIDDEN_LOGIT,
+}
+# A structured-output model's cache names carry this tag after the parameters.
+_STRUCTURED_TAG = "-json"
+
 
 def _vocab() -> tuple[list[str], list[int], list[float]]:
     """The token list, token types and SPM scores: specials, 256 bytes, printable ASCII, chatml."""
@@ -92,9 +126,19 @@ def _vocab() -> tuple[list[str], list[int], list[float]]:
     return tokens, [int(t) for t in types], scores
 
 
-def _check_params(kind: str, layers: int, dim: int, context_length: int = CONTEXT_LENGTH) -> None:
+def _check_params(
+    kind: str,
+    layers: int,
+    dim: int,
+    context_length: int = CONTEXT_LENGTH,
+    structured_output: bool = False,
+) -> None:
     if kind not in ("chat", "embedding"):
         raise ValueError(f"kind must be 'chat' or 'embedding', got {kind!r}")
+    if not isinstance(structured_output, bool):
+        raise TypeError(f"structured_output must be a bool, got {structured_output!r}")
+    if structured_output and kind != "chat":
+        raise ValueError("structured_output needs kind='chat': embedding models generate nothing")
     for name, value in (("layers", layers), ("dim", dim), ("context_length", context_length)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
@@ -121,6 +165,7 @@ def write_tiny_model(
     dim: int = 64,
     seed: int = 0,
     context_length: int = CONTEXT_LENGTH,
+    structured_output: bool = False,
 ) -> Path:
     """Write a tiny llama-architecture GGUF model to ``path`` (overwriting it).
 
@@ -138,19 +183,24 @@ def write_tiny_model(
         seed: Seed of the random weights.
         context_length: The training context the model declares (tokens); llama.cpp caps a
             slot's context at it. Only metadata: the weights do not depend on it.
+        structured_output: Write a chat model that serves grammar-constrained requests
+            (``response_format`` ``json_object``/``json_schema``): see the module docstring.
+            Its prompts tokenize without the SentencePiece space prefix, so they count fewer
+            tokens than the default model's.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        TypeError: ``layers``, ``dim`` or ``context_length`` is not an int.
-        ValueError: ``kind`` is unknown, or ``layers``/``dim``/``context_length`` are out of
-            range.
+        TypeError: ``layers``, ``dim`` or ``context_length`` is not an int, or
+            ``structured_output`` is not a bool.
+        ValueError: ``kind`` is unknown, ``layers``/``dim``/``context_length`` are out of
+            range, or ``structured_output`` is asked of an embedding model.
     """
     # gguf takes ~0.1 s to import; server processes import this package but never need it.
     import gguf
 
-    _check_params(kind, layers, dim, context_length)
+    _check_params(kind, layers, dim, context_length, structured_output)
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, types, scores = _vocab()
@@ -159,7 +209,8 @@ def write_tiny_model(
     head_dim = dim // N_HEAD
 
     writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name(f"zeta-fast-tiny-{kind}-l{layers}-d{dim}")
+    tag = _STRUCTURED_TAG if structured_output else ""
+    writer.add_name(f"zeta-fast-tiny-{kind}-l{layers}-d{dim}{tag}")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_context_length(context_length)
     writer.add_embedding_length(dim)
@@ -183,6 +234,11 @@ def write_tiny_model(
     writer.add_eos_token_id(_EOS_ID)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    if structured_output:
+        # llama.cpp checks the generation prompt against the grammar token by token; with the
+        # space prefix "<|im_start|>assistant\n" tokenizes as "<|im_start|> assistant\n",
+        # which no response_format grammar accepts (HTTP 400 "Failed to initialize samplers").
+        writer.add_add_space_prefix(False)
     writer.add_chat_template(_CHATML_TEMPLATE)
 
     # gguf takes NumPy shapes as (rows, cols), the reverse of ggml's ne order.
@@ -200,7 +256,9 @@ def write_tiny_model(
         writer.add_tensor(f"{blk}.ffn_up.weight", _normal(rng, (n_ff, dim)))
         writer.add_tensor(f"{blk}.ffn_down.weight", _normal(rng, (dim, n_ff)))
     writer.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))
-    writer.add_tensor("output.weight", _output_projection(rng, tokens, types, dim))
+    writer.add_tensor(
+        "output.weight", _output_projection(rng, tokens, types, dim, structured_output)
+    )
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -210,9 +268,17 @@ def write_tiny_model(
 
 
 def _output_projection(
-    rng: np.random.Generator, tokens: list[str], types: list[int], dim: int
+    rng: np.random.Generator,
+    tokens: list[str],
+    types: list[int],
+    dim: int,
+    structured_output: bool = False,
 ) -> npt.NDArray[np.float32]:
-    """Output weights whose column 0 turns the constant carrier into a per-token logit bias."""
+    """Output weights whose column 0 turns the constant carrier into a per-token logit bias.
+
+    End-of-sequence keeps its forbidden but finite logit in every model: a grammar that is
+    complete allows nothing else, and renormalised over that one token it is certain.
+    """
     import gguf
 
     n_vocab = len(tokens)
@@ -222,21 +288,32 @@ def _output_projection(
     bias[normal] = rng.uniform(-1.0, 1.0, int(normal.sum()))
     bias[tokens.index("a")] = _A_LOGIT
     bias[tokens.index(_SPACE)] = _SPACE_LOGIT
+    if structured_output:
+        # Set after every random draw, so all other weights equal the default model's.
+        for token, logit in _STRUCTURED_LOGITS.items():
+            bias[tokens.index(token)] = logit
     # After RMS norm the carrier dimension is ~sqrt(dim), so divide it back out.
     output[:, 0] = (bias / np.sqrt(dim)).astype(np.float32)
     return output
 
 
 def tiny_model_filename(
-    *, kind: ModelKind, layers: int, dim: int, context_length: int = CONTEXT_LENGTH
+    *,
+    kind: ModelKind,
+    layers: int,
+    dim: int,
+    context_length: int = CONTEXT_LENGTH,
+    structured_output: bool = False,
 ) -> str:
     """The cache file name for a model: it encodes the parameters and the format version.
 
-    The default context length adds nothing to the name, so files cached before the parameter
-    existed keep their names (their bytes are the same).
+    The default context length and ``structured_output=False`` add nothing to the name, so
+    files cached before those parameters existed keep their names (their bytes are the same).
     """
     context = "" if context_length == CONTEXT_LENGTH else f"-c{context_length}"
-    return f"tiny-{kind}-l{layers}-d{dim}{context}-v{TINY_MODEL_FORMAT_VERSION}.gguf"
+    tag = _STRUCTURED_TAG if structured_output else ""
+    version = TINY_MODEL_FORMAT_VERSION
+    return f"tiny-{kind}-l{layers}-d{dim}{context}{tag}-v{version}.gguf"
 
 
 def ensure_tiny_model(
@@ -246,6 +323,7 @@ def ensure_tiny_model(
     layers: int = 2,
     dim: int = 64,
     context_length: int = CONTEXT_LENGTH,
+    structured_output: bool = False,
 ) -> Path:
     """Return the path of a cached tiny model in ``directory``, writing it only if missing.
 
@@ -259,19 +337,26 @@ def ensure_tiny_model(
         layers: Number of transformer blocks.
         dim: Embedding width, a multiple of 8.
         context_length: The training context the model declares (see :func:`write_tiny_model`).
+        structured_output: A chat model that serves grammar-constrained requests (see
+            :func:`write_tiny_model`); cached under its own name.
 
     Returns:
         The model's path.
 
     Raises:
-        TypeError: ``layers``, ``dim`` or ``context_length`` is not an int.
-        ValueError: ``kind`` is unknown, or ``layers``/``dim``/``context_length`` are out of
-            range.
+        TypeError: ``layers``, ``dim`` or ``context_length`` is not an int, or
+            ``structured_output`` is not a bool.
+        ValueError: ``kind`` is unknown, ``layers``/``dim``/``context_length`` are out of
+            range, or ``structured_output`` is asked of an embedding model.
     """
-    _check_params(kind, layers, dim, context_length)
+    _check_params(kind, layers, dim, context_length, structured_output)
     directory = Path(directory)
     target = directory / tiny_model_filename(
-        kind=kind, layers=layers, dim=dim, context_length=context_length
+        kind=kind,
+        layers=layers,
+        dim=dim,
+        context_length=context_length,
+        structured_output=structured_output,
     )
     if target.is_file():
         return target
@@ -280,7 +365,13 @@ def ensure_tiny_model(
     os.close(fd)
     try:
         write_tiny_model(
-            tmp_name, kind=kind, layers=layers, dim=dim, seed=0, context_length=context_length
+            tmp_name,
+            kind=kind,
+            layers=layers,
+            dim=dim,
+            seed=0,
+            context_length=context_length,
+            structured_output=structured_output,
         )
         os.replace(tmp_name, target)
     except BaseException:
