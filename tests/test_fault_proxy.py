@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -17,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.waiting import wait_until, wait_until_async
+from zeta_fast.local import fault_proxy
 from zeta_fast.local.fault_proxy import FAULT_KINDS, Fault, FaultProxy
 
 BIG = b"x" * 100_000
@@ -34,6 +36,7 @@ class Upstream:
         app = web.Application()
         app.router.add_get("/hello", self.hello)
         app.router.add_post("/echo", self.echo)
+        app.router.add_post("/inspect", self.inspect)
         app.router.add_get("/big", self.big)
         app.router.add_get("/sse", self.sse)
         self.runner = web.AppRunner(app)
@@ -46,6 +49,16 @@ class Upstream:
     async def echo(self, request: web.Request) -> web.Response:
         self.hits += 1
         return web.Response(body=await request.read())
+
+    async def inspect(self, request: web.Request) -> web.Response:
+        """Echoes the body and, in response headers, the framing headers it came with."""
+        self.hits += 1
+        body = await request.read()
+        received = {
+            f"X-Got-{name}": request.headers.get(name, "-")
+            for name in ("Content-Length", "Transfer-Encoding", "Expect")
+        }
+        return web.Response(body=body, headers=received)
 
     async def big(self, request: web.Request) -> web.Response:
         self.hits += 1
@@ -413,3 +426,247 @@ def test_status_without_a_readable_body_answers_and_hangs_up(
     assert response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert b"Connection: close\r\n" in response
     assert response.endswith(b'"type": "unavailable_error"}}')
+
+
+# -- stripping request fields ------------------------------------------------------------------
+
+CHAT_BODY = {
+    "model": "tiny",
+    "messages": [{"role": "user", "content": "Say something."}],
+    "response_format": {"type": "json_object"},
+    "max_tokens": 8,
+}
+WITHOUT_FORMAT = {k: v for k, v in CHAT_BODY.items() if k != "response_format"}
+
+
+@pytest.fixture
+def stripping_proxy(upstream: Upstream) -> Iterator[FaultProxy]:
+    with FaultProxy("127.0.0.1", upstream.port, strip_fields=("response_format",)) as p:
+        yield p
+
+
+def inspect_request(
+    connection: http.client.HTTPConnection, body: bytes | Iterator[bytes], **headers: str
+) -> tuple[bytes, http.client.HTTPResponse]:
+    """POSTs to /inspect on ``connection`` (kept open); an iterator body goes chunked."""
+    connection.request(
+        "POST",
+        "/inspect",
+        body=body,
+        headers={"Content-Type": "application/json", **headers},
+        encode_chunked=not isinstance(body, bytes),
+    )
+    response = connection.getresponse()
+    return response.read(), response
+
+
+def test_strip_removes_the_field_and_fixes_content_length(stripping_proxy: FaultProxy) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", stripping_proxy.port, timeout=5)
+    with contextlib.closing(connection):
+        received, response = inspect_request(connection, json.dumps(CHAT_BODY).encode())
+    assert response.status == 200
+    assert json.loads(received) == WITHOUT_FORMAT
+    assert list(json.loads(received)) == list(WITHOUT_FORMAT)  # the other fields keep order
+    assert response.headers["X-Got-Content-Length"] == str(len(received))
+    stats = stripping_proxy.stats()
+    assert (stats.requests, stats.forwarded, stats.stripped) == (1, 1, 1)
+
+
+def test_strip_on_a_keep_alive_connection_with_several_requests(
+    stripping_proxy: FaultProxy,
+) -> None:
+    # Odd spacing shows that a body without the field goes on byte for byte.
+    plain = b'{ "model" : "tiny",  "messages": [] }'
+    connection = http.client.HTTPConnection("127.0.0.1", stripping_proxy.port, timeout=5)
+    with contextlib.closing(connection):
+        first, _ = inspect_request(connection, json.dumps(CHAT_BODY).encode())
+        second, _ = inspect_request(connection, plain)
+        third, _ = inspect_request(connection, json.dumps(CHAT_BODY).encode())
+    assert json.loads(first) == json.loads(third) == WITHOUT_FORMAT
+    assert second == plain
+    stats = stripping_proxy.stats()
+    assert stats.connections == 1
+    assert (stats.requests, stats.forwarded, stats.stripped) == (3, 3, 2)
+
+
+def test_strip_on_an_aiohttp_keep_alive_session(stripping_proxy: FaultProxy) -> None:
+    async def main() -> list[object]:
+        async with one_connection() as session:
+            received = []
+            for body in (CHAT_BODY, WITHOUT_FORMAT):
+                async with session.post(f"{stripping_proxy.url}/inspect", json=body) as r:
+                    received.append(json.loads(await r.read()))
+            return received
+
+    assert asyncio.run(main()) == [WITHOUT_FORMAT, WITHOUT_FORMAT]
+    stats = stripping_proxy.stats()
+    assert (stats.connections, stats.stripped) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"response_format=json_object",
+        b'{"response_format": {"type": "json_object"}',  # cut short
+        b'["response_format", {"response_format": 1}]',  # JSON, but no object
+        b'"response_format"',
+        b'{"nested": {"response_format": 1}}',  # only top-level fields go
+        b"\xff\xfe\x00{not utf-8",
+    ],
+    ids=["form", "truncated", "array", "string", "nested", "binary"],
+)
+def test_strip_leaves_other_bodies_untouched(stripping_proxy: FaultProxy, body: bytes) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", stripping_proxy.port, timeout=5)
+    with contextlib.closing(connection):
+        received, response = inspect_request(connection, body)
+        # The connection still finds the next request.
+        again, _ = inspect_request(connection, json.dumps(CHAT_BODY).encode())
+    assert received == body
+    assert response.headers["X-Got-Content-Length"] == str(len(body))
+    assert json.loads(again) == WITHOUT_FORMAT
+    assert stripping_proxy.stats().stripped == 1
+
+
+def test_strip_rewrites_a_chunked_body_with_a_content_length(
+    stripping_proxy: FaultProxy,
+) -> None:
+    encoded = json.dumps(CHAT_BODY).encode()
+    pieces = iter([encoded[:10], encoded[10:11], encoded[11:]])
+    connection = http.client.HTTPConnection("127.0.0.1", stripping_proxy.port, timeout=5)
+    with contextlib.closing(connection):
+        received, response = inspect_request(connection, pieces)
+        # Decoding found the request's end, so the next one on the connection is parsed too.
+        plain, second = inspect_request(connection, iter([b"hello ", b"world"]))
+    assert json.loads(received) == WITHOUT_FORMAT
+    assert response.headers["X-Got-Transfer-Encoding"] == "-"
+    assert response.headers["X-Got-Content-Length"] == str(len(received))
+    # A chunked body that is not JSON goes on chunked, as it came.
+    assert plain == b"hello world"
+    assert second.headers["X-Got-Transfer-Encoding"] == "chunked"
+    stats = stripping_proxy.stats()
+    assert (stats.connections, stats.requests, stats.stripped) == (1, 2, 1)
+
+
+def test_strip_reads_chunk_extensions_and_keeps_trailers_untouched(
+    stripping_proxy: FaultProxy,
+) -> None:
+    body = json.dumps(CHAT_BODY).encode()
+    with_extension = (
+        b"POST /inspect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n" + b"%x;name=value\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    )
+    response = raw_exchange(stripping_proxy.port, with_extension)
+    assert json.loads(response.partition(b"\r\n\r\n")[2]) == WITHOUT_FORMAT
+    with_trailer = with_extension.replace(b"0\r\n\r\n", b"0\r\nX-Sum: 1\r\n\r\n")
+    response = raw_exchange(stripping_proxy.port, with_trailer)
+    assert json.loads(response.partition(b"\r\n\r\n")[2]) == CHAT_BODY
+    assert b"X-Got-Transfer-Encoding: chunked\r\n" in response
+    assert stripping_proxy.stats().stripped == 1
+
+
+def test_strip_decodes_a_chunked_body_arriving_in_pieces(stripping_proxy: FaultProxy) -> None:
+    body = json.dumps(CHAT_BODY).encode()
+    request = (
+        b"POST /inspect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n"
+        + b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7])
+            for i in range(0, len(body), 7)
+        )
+        + b"0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", stripping_proxy.port), timeout=5) as sock:
+        # Unbuffered small writes: the final CRLF CRLF, too, may be split between reads.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(request), 3):
+            sock.sendall(request[i : i + 3])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert json.loads(response.partition(b"\r\n\r\n")[2]) == WITHOUT_FORMAT
+    assert stripping_proxy.stats().stripped == 1
+
+
+def test_strip_relays_malformed_chunks_as_they_came(stripping_proxy: FaultProxy) -> None:
+    request = (
+        b"POST /inspect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n"
+    )
+    # What the upstream makes of them is its business: the proxy changes nothing.
+    response = raw_exchange(stripping_proxy.port, request)
+    assert response.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    assert b"0x5" in response  # aiohttp quotes the chunk size it got
+    assert stripping_proxy.stats().forwarded == 1
+    assert stripping_proxy.stats().stripped == 0
+
+
+def test_strip_leaves_bodies_past_the_cap_untouched(
+    stripping_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.dumps(CHAT_BODY).encode()
+    monkeypatch.setattr(fault_proxy, "MAX_HELD_BODY", len(body) - 1)
+    connection = http.client.HTTPConnection("127.0.0.1", stripping_proxy.port, timeout=5)
+    with contextlib.closing(connection):
+        received, _ = inspect_request(connection, body)
+        chunked, response = inspect_request(connection, iter([body[:5], body[5:]]))
+    assert received == chunked == body
+    assert response.headers["X-Got-Transfer-Encoding"] == "chunked"
+    assert stripping_proxy.stats().stripped == 0
+
+
+def test_strip_answers_expect_continue_itself(stripping_proxy: FaultProxy) -> None:
+    body = json.dumps(CHAT_BODY).encode()
+    head = (
+        b"POST /inspect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", stripping_proxy.port), timeout=5) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(1)
+        sock.sendall(body)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"X-Got-Expect: -\r\n" in response
+    assert json.loads(response.partition(b"\r\n\r\n")[2]) == WITHOUT_FORMAT
+
+
+def test_strip_is_switched_at_run_time_and_counted(proxy: FaultProxy) -> None:
+    body = json.dumps(CHAT_BODY).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    with contextlib.closing(connection):
+        assert proxy.strip_fields == ()
+        untouched, _ = inspect_request(connection, body)
+        # Set while the connection is open: it applies from the next request on.
+        assert proxy.strip_request_fields("max_tokens", "response_format", "max_tokens") == (
+            "max_tokens",
+            "response_format",
+        )
+        both, _ = inspect_request(connection, body)
+        proxy.set_fault(status=503, count=1)
+        _, refused = inspect_request(connection, body)
+        proxy.clear()  # a fault's end leaves stripping on
+        again, _ = inspect_request(connection, body)
+        proxy.strip_request_fields()
+        back, _ = inspect_request(connection, body)
+    assert untouched == back == body
+    expected = {k: v for k, v in CHAT_BODY.items() if k not in ("max_tokens", "response_format")}
+    assert json.loads(both) == json.loads(again) == expected
+    assert refused.status == 503
+    stats = proxy.stats()
+    assert (stats.requests, stats.forwarded, stats.stripped) == (5, 4, 2)
+    proxy.reset_stats()
+    assert proxy.stats().stripped == 0
+
+
+def test_strip_field_names_are_checked(upstream: Upstream) -> None:
+    with pytest.raises(TypeError, match="not one string"):
+        FaultProxy("127.0.0.1", upstream.port, strip_fields="response_format")
+    proxy = FaultProxy("127.0.0.1", upstream.port)
+    with pytest.raises(TypeError, match="must be a str"):
+        proxy.strip_request_fields(b"response_format")  # type: ignore[arg-type]
+    assert proxy.strip_fields == ()

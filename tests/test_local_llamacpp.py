@@ -28,6 +28,7 @@ from zeta_fast.local import (
     tiny_model_filename,
     write_tiny_model,
 )
+from zeta_fast.local.fault_proxy import FaultProxy
 
 # Generous for a loaded CI machine; a tiny-model request takes a few milliseconds.
 TIMEOUT_S = 10.0
@@ -101,10 +102,12 @@ def structured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llam
     replica.stop()
 
 
-def _structured_chat(replica: LlamaCppReplica, response_format: dict[str, Any], seed: int) -> Any:
+def _structured_chat(
+    server: LlamaCppReplica | FaultProxy, response_format: dict[str, Any], seed: int
+) -> Any:
     # A fixed seed makes each answer repeatable; several seeds cover different JSON shapes.
     return _post(
-        f"{replica.url}/v1/chat/completions",
+        f"{server.url}/v1/chat/completions",
         {
             "messages": CHAT,
             "max_tokens": STRUCTURED_MAX_TOKENS,
@@ -239,6 +242,21 @@ def test_structured_model_answers_json_schema_with_a_matching_object(
     answer = json.loads(choice["message"]["content"])
     assert isinstance(answer, dict)
     assert isinstance(answer["answer"], str)
+
+
+def test_a_proxy_stripping_response_format_plays_a_server_that_ignores_it(
+    structured_server: LlamaCppReplica,
+) -> None:
+    with FaultProxy("127.0.0.1", structured_server.port) as proxy:
+        honoured = _structured_chat(proxy, {"type": "json_object"}, seed=0)
+        proxy.strip_request_fields("response_format")
+        ignored = _structured_chat(proxy, {"type": "json_object"}, seed=0)
+        stats = proxy.stats()
+    assert isinstance(json.loads(honoured["choices"][0]["message"]["content"]), dict)
+    # Without the grammar the model writes free text up to max_tokens.
+    assert ignored["choices"][0]["finish_reason"] == "length"
+    assert ignored["usage"]["completion_tokens"] == STRUCTURED_MAX_TOKENS
+    assert (stats.forwarded, stats.stripped) == (2, 1)
 
 
 @pytest.mark.parametrize("max_tokens", [1, 48])

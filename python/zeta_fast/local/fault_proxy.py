@@ -18,6 +18,24 @@ the proxy answers itself (``status``) without reading its body (chunked, or
 ``Expect: 100-continue``) gets ``Connection: close``. Requests are expected
 one at a time per connection (no pipelining), as common HTTP clients send them.
 
+Apart from faults, the proxy can strip named top-level fields from the JSON
+bodies of the requests it forwards, to play a server that never receives
+(and so never honours) them::
+
+    proxy.strip_request_fields("response_format")  # or FaultProxy(..., strip_fields=...)
+
+A request is then held until its whole body is in. A body that is a JSON
+object with any of the fields goes on without them, re-serialised compactly
+(the values are unchanged) with its ``Content-Length`` set to match; any
+other body, and a request the proxy does not forward, is not changed. A
+chunked body is decoded to be read and, when stripped, forwarded with a
+``Content-Length`` instead; one whose chunks do not parse, that carries
+trailer fields or that exceeds ``MAX_HELD_BODY`` bytes passes untouched (a
+chunked one then as a byte relay, as above). With ``Expect: 100-continue``
+the proxy answers ``100 Continue`` itself and forwards the request without
+that header. Compressed bodies (``Content-Encoding``) are not JSON to the
+proxy and pass untouched.
+
 Size: one file because every fault shares the relay loop and its timing; a test
 fixture, not a product path.
 """
@@ -33,13 +51,13 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Final, Literal
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultProxy", "FaultProxyStats"]
+__all__ = ["FAULT_KINDS", "MAX_HELD_BODY", "Fault", "FaultKind", "FaultProxy", "FaultProxyStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +79,15 @@ _READ_SIZE: Final = 64 * 1024
 _MAX_HEAD: Final = 64 * 1024
 _CONNECT_TIMEOUT_S: Final = 10.0
 _THREAD_TIMEOUT_S: Final = 10.0
+
+MAX_HELD_BODY: Final = 8 * 1024 * 1024
+"""The largest request body held back to strip fields from; larger ones pass untouched.
+
+LLM request bodies are kilobytes; the cap keeps an upload from being buffered whole.
+"""
+# What a chunk-size line may hold (size, extensions) before the body counts as malformed.
+_MAX_CHUNK_LINE: Final = 4096
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # The error types a llama.cpp server puts in its OpenAI-style error bodies.
 _ERROR_TYPES: Final[Mapping[int, str]] = {
@@ -157,6 +184,8 @@ class FaultProxyStats:
         connections: client connections accepted.
         open_connections: client connections open now.
         upstream_errors: times the upstream server could not be reached.
+        stripped: forwarded requests whose JSON body had fields stripped
+            (see ``FaultProxy.strip_request_fields``).
     """
 
     requests: int
@@ -165,6 +194,7 @@ class FaultProxyStats:
     connections: int
     open_connections: int
     upstream_errors: int
+    stripped: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +207,9 @@ class _Head:
     opaque: bool
     # The client waits for "100 Continue" before it sends the body.
     expects_continue: bool
+    # The body is chunked and nothing else hides where the request ends, so
+    # decoding the chunks finds it (done only to strip fields).
+    decodable_chunked: bool = False
 
 
 def _parse_head(head: bytes) -> _Head:
@@ -184,7 +217,9 @@ def _parse_head(head: bytes) -> _Head:
     parts = lines[0].split()
     version = parts[2].upper() if len(parts) == 3 else b"HTTP/1.1"
     content_length = 0
-    opaque = len(parts) != 3
+    bad_request_line = len(parts) != 3
+    opaque = bad_request_line
+    chunked = upgrade = False
     expects_continue = False
     connection: set[bytes] = set()
     for line in lines[1:]:
@@ -200,8 +235,10 @@ def _parse_head(head: bytes) -> _Head:
                 opaque = True
             if content_length < 0:
                 opaque = True
-        elif name == b"upgrade" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
-            opaque = True
+        elif name == b"upgrade":
+            opaque = upgrade = True
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            opaque = chunked = True
         elif name == b"connection":
             connection.update(token.strip() for token in value.lower().split(b","))
         elif name == b"expect" and value.lower() == b"100-continue":
@@ -210,7 +247,157 @@ def _parse_head(head: bytes) -> _Head:
         keep_alive = b"keep-alive" in connection
     else:
         keep_alive = b"close" not in connection
-    return _Head(max(content_length, 0), keep_alive, opaque, expects_continue)
+    # With chunked framing a Content-Length, valid or not, is ignored (RFC 9112, 6.3).
+    decodable = chunked and not (upgrade or bad_request_line)
+    return _Head(max(content_length, 0), keep_alive, opaque, expects_continue, decodable)
+
+
+def _without_headers(head: bytes, names: tuple[bytes, ...]) -> bytes:
+    """The request head less the header lines called any of ``names`` (lower case)."""
+    lines = head[:-4].split(b"\r\n")
+    kept = [lines[0]]
+    kept += [line for line in lines[1:] if line.partition(b":")[0].strip().lower() not in names]
+    return b"\r\n".join(kept) + b"\r\n\r\n"
+
+
+def _with_content_length(head: bytes, length: int) -> bytes:
+    """The request head framed by ``Content-Length: length`` (any chunked framing dropped)."""
+    head = _without_headers(head, (b"content-length", b"transfer-encoding"))
+    return head[:-2] + b"Content-Length: %d\r\n\r\n" % length
+
+
+def _strip_json_fields(body: bytes, fields: tuple[str, ...]) -> bytes | None:
+    """``body`` without the top-level ``fields``; None if it is no JSON object or has none."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        # ValueError covers bytes that are not UTF-8/16/32 as well as bad JSON.
+        return None
+    if not isinstance(document, dict) or not any(field in document for field in fields):
+        return None
+    for field in fields:
+        document.pop(field, None)
+    # ASCII escapes keep any lone surrogate a client escaped encodable.
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+@dataclass(frozen=True)
+class _Dechunked:
+    """A chunked body decoded: its payload and where its last byte lies."""
+
+    payload: bytes
+    # Bytes of the chunked encoding, the final CRLF included.
+    size: int
+    has_trailers: bool
+
+
+def _dechunk(data: bytes | bytearray) -> _Dechunked | None:
+    """Decodes the chunked body at the start of ``data``; None while it is incomplete.
+
+    Raises:
+        ValueError: the bytes are no chunked encoding.
+    """
+    pos = 0
+    payload = bytearray()
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            if len(data) - pos > _MAX_CHUNK_LINE:
+                raise ValueError("chunk-size line too long")
+            return None
+        # int() alone would also take "0x", "_", signs and spaces, which HTTP does not.
+        size_field = bytes(data[pos:line_end]).partition(b";")[0].rstrip(b" \t")
+        if not size_field or not set(size_field) <= _HEX_DIGITS:
+            raise ValueError(f"bad chunk size {size_field!r}")
+        size = int(size_field, 16)
+        pos = line_end + 2
+        if size == 0:
+            break
+        if len(data) < pos + size + 2:
+            return None
+        if data[pos + size : pos + size + 2] != b"\r\n":
+            raise ValueError("chunk data not followed by CRLF")
+        payload += data[pos : pos + size]
+        pos += size + 2
+    has_trailers = False
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            if len(data) - pos > _MAX_CHUNK_LINE:
+                raise ValueError("trailer line too long")
+            return None
+        if line_end == pos:
+            return _Dechunked(bytes(payload), pos + 2, has_trailers)
+        has_trailers = True
+        pos = line_end + 2
+
+
+class _HeldRequest:
+    """A forwarded request kept back until its body is complete, to strip fields from it."""
+
+    def __init__(self, head: bytes, parsed: _Head, fields: tuple[str, ...]) -> None:
+        self.head = head
+        self.chunked = parsed.decodable_chunked
+        self.body_left = parsed.content_length
+        self.fields = fields
+        # The body's bytes as the client sent them.
+        self.raw = bytearray()
+        self._decoded: _Dechunked | None = None
+
+    def feed(self, buf: bytearray) -> Literal["more", "done", "relay"]:
+        """Moves the request's bytes out of ``buf``.
+
+        Returns "more" while the body is incomplete, "done" once it is whole
+        (later bytes stay in ``buf``), and "relay" for a chunked body that
+        cannot be decoded or grows past ``MAX_HELD_BODY``: the caller sends
+        it on as it came.
+        """
+        if not self.chunked:
+            taken = buf[: self.body_left]
+            del buf[: len(taken)]
+            self.raw += taken
+            self.body_left -= len(taken)
+            return "done" if self.body_left == 0 else "more"
+        seen = len(self.raw)
+        self.raw += buf
+        buf.clear()
+        # Checked before decoding, so the outcome does not depend on how the bytes arrived.
+        if len(self.raw) > MAX_HELD_BODY:
+            return "relay"
+        # A chunked body ends in CRLF CRLF; decoding only when one has just arrived
+        # keeps a body sent in many small reads from being re-parsed for each.
+        if b"\r\n\r\n" not in self.raw[max(seen - 3, 0) :]:
+            return "more"
+        try:
+            decoded = _dechunk(self.raw)
+        except ValueError:
+            return "relay"
+        if decoded is None:
+            return "more"
+        buf[:0] = self.raw[decoded.size :]
+        del self.raw[decoded.size :]
+        self._decoded = decoded
+        return "done"
+
+    def as_received(self) -> bytes:
+        """The request as it came (less an ``Expect`` the proxy answered)."""
+        return self.head + bytes(self.raw)
+
+    def stripped(self) -> bytes | None:
+        """The complete request without the fields; None when it is to go on as it came."""
+        if self._decoded is not None:
+            # Trailer fields would have to move into the head: rare enough to leave alone.
+            if self._decoded.has_trailers:
+                return None
+            body = _strip_json_fields(self._decoded.payload, self.fields)
+        else:
+            body = _strip_json_fields(bytes(self.raw), self.fields)
+        if body is None:
+            return None
+        return _with_content_length(self.head, len(body)) + body
 
 
 def _canned_response(fault: Fault, keep_alive: bool) -> bytes:
@@ -305,6 +492,8 @@ class _Session:
         buf = bytearray()
         body_left = 0
         fault: Fault | None = None
+        # A request kept back until its body is whole, to strip fields from it.
+        held: _HeldRequest | None = None
         # http: parse requests; opaque: relay bytes as they are; discard: swallow all.
         mode: Literal["http", "opaque", "discard"] = "http"
         while True:
@@ -323,6 +512,23 @@ class _Session:
                 continue
             buf += data
             while buf:
+                if held is not None:
+                    progress = held.feed(buf)
+                    if progress == "more":
+                        break
+                    request = held.stripped() if progress == "done" else None
+                    if not await self._to_upstream(request or held.as_received()):
+                        return False
+                    self.proxy._count_forwarded(stripped=request is not None)
+                    held = None
+                    if progress == "relay":
+                        # The request's end is unknown, as for any chunked body left alone.
+                        mode = "opaque"
+                        if buf and not await self._to_upstream(bytes(buf)):
+                            return False
+                        buf.clear()
+                        break
+                    continue
                 if body_left > 0:
                     chunk = bytes(buf[:body_left])
                     del buf[: len(chunk)]
@@ -368,6 +574,14 @@ class _Session:
                     mode = "discard"
                     buf.clear()
                     break
+                fields = self.proxy.strip_fields
+                if fields and _forwards(fault) and _holdable(head):
+                    if head.expects_continue:
+                        # The upstream cannot be asked: its head would need the final length.
+                        self.client_writer.write(_CONTINUE)
+                        head_bytes = _without_headers(head_bytes, (b"expect",))
+                    held = _HeldRequest(head_bytes, head, fields)
+                    continue
                 if _forwards(fault):
                     if not await self._to_upstream(head_bytes):
                         return False
@@ -466,6 +680,27 @@ class _Session:
             self.close()
 
 
+def _holdable(head: _Head) -> bool:
+    """Whether the proxy can find this request's whole body and hold it to strip fields."""
+    if head.decodable_chunked:
+        return True
+    return not head.opaque and 0 < head.content_length <= MAX_HELD_BODY
+
+
+def _field_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Validated field names, in order, without repeats."""
+    if isinstance(names, (str, bytes)):
+        # A lone "response_format" would otherwise be taken letter by letter.
+        raise TypeError(f"strip_fields takes a sequence of names, not one string: {names!r}")
+    fields: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"a field name must be a str, got {type(name).__name__}: {name!r}")
+        if name not in fields:
+            fields.append(name)
+    return tuple(fields)
+
+
 def _forwards(fault: Fault | None) -> bool:
     """Whether a request under this fault goes on to the upstream server."""
     return fault is None or not (fault.empty or fault.blackhole or fault.status is not None)
@@ -485,6 +720,11 @@ class FaultProxy:
         listen_port: port to listen on; 0 picks a free one at the first
             ``start()``, which later restarts keep.
         seed: seed of the random draws behind ``probability``.
+        strip_fields: top-level JSON fields to strip from forwarded request
+            bodies from the start (see ``strip_request_fields``).
+
+    Raises:
+        TypeError: ``strip_fields`` is a single string or holds a non-string.
     """
 
     def __init__(
@@ -494,6 +734,7 @@ class FaultProxy:
         *,
         listen_port: int = 0,
         seed: int = 0,
+        strip_fields: Iterable[str] = (),
     ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -511,7 +752,9 @@ class FaultProxy:
         self._connections = 0
         self._open_connections = 0
         self._upstream_errors = 0
+        self._stripped = 0
         self._faults: dict[FaultKind, int] = dict.fromkeys(FAULT_KINDS, 0)
+        self._strip_fields = _field_names(strip_fields)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # Touched only on the proxy's loop.
@@ -679,6 +922,38 @@ class FaultProxy:
                 return self._fault
             return dataclasses.replace(self._fault, count=self._remaining)
 
+    # -- request rewriting ------------------------------------------------
+
+    def strip_request_fields(self, *names: str) -> tuple[str, ...]:
+        """Strips these top-level fields from forwarded JSON request bodies.
+
+        Replaces the names set before, from the next request on (on open
+        keep-alive connections too); no names stops stripping. ``clear()``
+        leaves stripping as it is: it is not a fault. A request that loses
+        a field counts in ``stats().stripped``; bodies that are not JSON
+        objects, or have none of the fields, go on byte for byte (see the
+        module docstring for chunked bodies and ``Expect``).
+
+        Args:
+            names: the field names, e.g. ``"response_format"``.
+
+        Returns:
+            The names in force, without repeats.
+
+        Raises:
+            TypeError: a name is not a string.
+        """
+        fields = _field_names(names)
+        with self._lock:
+            self._strip_fields = fields
+        return fields
+
+    @property
+    def strip_fields(self) -> tuple[str, ...]:
+        """The top-level JSON fields stripped from forwarded request bodies."""
+        with self._lock:
+            return self._strip_fields
+
     # -- counters ---------------------------------------------------------
 
     def stats(self) -> FaultProxyStats:
@@ -691,6 +966,7 @@ class FaultProxy:
                 connections=self._connections,
                 open_connections=self._open_connections,
                 upstream_errors=self._upstream_errors,
+                stripped=self._stripped,
             )
 
     @property
@@ -709,6 +985,7 @@ class FaultProxy:
         """Sets every counter back to zero, except ``open_connections``."""
         with self._lock:
             self._requests = self._forwarded = self._connections = self._upstream_errors = 0
+            self._stripped = 0
             self._faults = dict.fromkeys(FAULT_KINDS, 0)
 
     # -- internals --------------------------------------------------------
@@ -731,9 +1008,10 @@ class FaultProxy:
         _log.debug("fault %s on a request to %s", "+".join(fault.kinds), self._upstream_label)
         return fault
 
-    def _count_forwarded(self) -> None:
+    def _count_forwarded(self, *, stripped: bool = False) -> None:
         with self._lock:
             self._forwarded += 1
+            self._stripped += stripped
 
     def _count_upstream_error(self) -> None:
         with self._lock:
