@@ -59,6 +59,7 @@ pub fn features_with_words(words: Vec<u32>, text: &str, categories: &[&str]) -> 
         .iter()
         .map(|c| crc32fast::hash(c.as_bytes()) % CATEGORY_DIM as u32)
         .collect();
+    // (`category_index` is these plus the block's offset.)
     cats.sort_unstable();
     cats.dedup();
     let total = words.len() + chars.len() + cats.len() + 1;
@@ -74,6 +75,11 @@ pub fn features_with_words(words: Vec<u32>, text: &str, categories: &[&str]) -> 
     indices.push((FEATURE_DIM - 1) as u32);
     values.push(1.0);
     SparseFeatures { indices, values }
+}
+
+/// The feature index of a category (in the category block).
+pub fn category_index(category: &str) -> u32 {
+    crc32fast::hash(category.as_bytes()) % CATEGORY_DIM as u32 + (WORD_DIM + CHAR_DIM) as u32
 }
 
 /// The distinct hashed character 4-grams of the lowercased text, in order
@@ -298,7 +304,16 @@ pub fn check_settings(checks: &[(&'static str, f64, bool)]) -> Result<(), ZetaEr
     Ok(())
 }
 
-/// Successes and requests of one model (in one category).
+/// Counts are kept in thousandths of an outcome, so a verdict of weight
+/// 0.1 (a weak signal) counts a tenth of one of weight 1 in the priors and
+/// the ramp, while atomics stay integers (exact under concurrency).
+pub const COUNT_UNIT: u64 = 1_000;
+
+/// The most one verdict may weigh: a weight is a source's trust times its
+/// confidence, and no single label should outweigh ten plain ones.
+pub const MAX_WEIGHT: f64 = 10.0;
+
+/// Successes and requests of one model (in one category), in [`COUNT_UNIT`]s.
 #[derive(Debug, Default)]
 struct Counts {
     successes: AtomicU64,
@@ -306,16 +321,18 @@ struct Counts {
 }
 
 impl Counts {
-    fn add(&self, success: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.successes
-            .fetch_add(u64::from(success), Ordering::Relaxed);
+    fn add(&self, success: bool, units: u64) {
+        self.requests.fetch_add(units, Ordering::Relaxed);
+        if success {
+            self.successes.fetch_add(units, Ordering::Relaxed);
+        }
     }
 
+    /// (successes, requests) in outcomes.
     fn read(&self) -> (f64, f64) {
         (
-            self.successes.load(Ordering::Relaxed) as f64,
-            self.requests.load(Ordering::Relaxed) as f64,
+            self.successes.load(Ordering::Relaxed) as f64 / COUNT_UNIT as f64,
+            self.requests.load(Ordering::Relaxed) as f64 / COUNT_UNIT as f64,
         )
     }
 }
@@ -391,11 +408,12 @@ impl OutcomePredictor {
         self.updates.load(Ordering::Relaxed)
     }
 
-    /// Outcomes learned for `model` (index) so far.
+    /// Outcomes learned for `model` (index) so far, each counted by its
+    /// weight (whole outcomes, rounded down).
     pub fn outcomes_seen(&self, model: usize) -> u64 {
         self.overall
             .get(model)
-            .map_or(0, |c| c.requests.load(Ordering::Relaxed))
+            .map_or(0, |c| c.requests.load(Ordering::Relaxed) / COUNT_UNIT)
     }
 
     /// One model's weights, a column of the feature-major table.
@@ -542,7 +560,30 @@ impl OutcomePredictor {
         category: Option<&str>,
         learning_rate: Option<f64>,
     ) -> Result<(), ZetaError> {
+        self.update_weighted(features, known, category, learning_rate, 1.0)
+    }
+
+    /// [`Self::update`] for verdicts of `weight` (in `(0, MAX_WEIGHT]`): the
+    /// step is scaled by it and the priors count it as that share of an
+    /// outcome, so a judge's verdict moves the model more than a guess from
+    /// a regenerated answer.
+    pub fn update_weighted(
+        &self,
+        features: &SparseFeatures,
+        known: &[(usize, bool)],
+        category: Option<&str>,
+        learning_rate: Option<f64>,
+        weight: f64,
+    ) -> Result<(), ZetaError> {
         self.check(features)?;
+        if !(weight.is_finite() && weight > 0.0 && weight <= MAX_WEIGHT) {
+            return Err(ZetaError::InvalidInput {
+                field: "weight",
+                position: Position::Scalar,
+                expected: "finite, > 0 and <= 10",
+                value: float_repr(weight),
+            });
+        }
         if let Some(&(model, _)) = known.iter().find(|(m, _)| *m >= self.models.len()) {
             return Err(ZetaError::InvalidName {
                 field: "model",
@@ -563,7 +604,8 @@ impl OutcomePredictor {
         if known.is_empty() {
             return Ok(());
         }
-        let eta = learning_rate.unwrap_or(self.params.learning_rate);
+        let eta = learning_rate.unwrap_or(self.params.learning_rate) * weight;
+        let units = ((weight * COUNT_UNIT as f64).round() as u64).max(1);
         let l2 = self.params.l2;
         let mut old = Vec::with_capacity(features.indices.len());
         for &(model, success) in known {
@@ -580,7 +622,7 @@ impl OutcomePredictor {
         }
         for &(model, success) in known {
             if let Some(counts) = self.overall.get(model) {
-                counts.add(success);
+                counts.add(success, units);
             }
         }
         if let Some(category) = category {
@@ -593,7 +635,7 @@ impl OutcomePredictor {
             };
             for &(model, success) in known {
                 if let Some(c) = counts.get(model) {
-                    c.add(success);
+                    c.add(success, units);
                 }
             }
         }
@@ -776,10 +818,22 @@ impl OutcomePredictor {
     /// Decodes [`Self::to_bytes`] output, refusing a damaged, truncated,
     /// unframed or other-version one (see [`LEARNED_STATE`]).
     pub fn decode_state(bytes: &[u8]) -> Result<PredictorState, ZetaError> {
-        let payload = persistence::unframe(&LEARNED_STATE, bytes)?;
-        postcard::from_bytes(payload).map_err(|e| ZetaError::Snapshot {
+        let corrupted = |e: postcard::Error| ZetaError::Snapshot {
             reason: format!("corrupted learned state payload: {e}"),
-        })
+        };
+        match persistence::unframe(&LEARNED_STATE, bytes) {
+            Ok(payload) => postcard::from_bytes(payload).map_err(corrupted),
+            Err(newer_error) => {
+                // A state saved before counts were weighted: the same layout
+                // with counts in whole outcomes, read as such.
+                let Ok(payload) = persistence::unframe(&LEARNED_STATE_V1, bytes) else {
+                    return Err(newer_error);
+                };
+                let mut state: PredictorState = postcard::from_bytes(payload).map_err(corrupted)?;
+                state.upgrade_from_whole_counts();
+                Ok(state)
+            }
+        }
     }
 
     /// The state as bytes: postcard, framed as [`LEARNED_STATE`].
@@ -833,7 +887,8 @@ fn store_pair(c: &Counts, (successes, requests): (u64, u64)) {
     c.requests.store(requests, Ordering::Relaxed);
 }
 
-const STATE_VERSION: u32 = 1;
+/// Version 2: counts in [`COUNT_UNIT`]s (version 1 counted whole outcomes).
+const STATE_VERSION: u32 = 2;
 
 /// The learned state's bytes, in a file and between instances: the
 /// snapshot's framing (magic, version, length, CRC-32), so a flipped byte or
@@ -844,6 +899,12 @@ pub const LEARNED_STATE: FileKind = FileKind {
     name: "learned state",
     bad_magic_hint: ": another file, or one written before learned states were framed \
                      (retrain it with `zeta-fast learn`, or delete it to start over)",
+};
+
+/// The framing of states saved before counts were weighted (still read).
+const LEARNED_STATE_V1: FileKind = FileKind {
+    version: 1,
+    ..LEARNED_STATE
 };
 
 /// One model's saved weights and counts.
@@ -873,6 +934,23 @@ pub struct PredictorState {
 }
 
 impl PredictorState {
+    /// Turns a version-1 state's whole-outcome counts into [`COUNT_UNIT`]s.
+    fn upgrade_from_whole_counts(&mut self) {
+        let scale =
+            |(s, n): (u64, u64)| (s.saturating_mul(COUNT_UNIT), n.saturating_mul(COUNT_UNIT));
+        if self.version == 1 {
+            for model in &mut self.models {
+                model.overall = scale(model.overall);
+            }
+            for (_, per_model) in &mut self.categories {
+                for (_, pair) in per_model.iter_mut() {
+                    *pair = scale(*pair);
+                }
+            }
+            self.version = STATE_VERSION;
+        }
+    }
+
     /// Refuses a state of another format version or feature space.
     fn check(&self) -> Result<(), ZetaError> {
         if self.version != STATE_VERSION || self.feature_dim as usize != FEATURE_DIM {
@@ -963,6 +1041,72 @@ mod tests {
         assert_eq!(p.state(), q.state());
         assert_eq!(p.predict_one(&f, 0), q.predict_one(&f, 0));
         assert!(q.restore_bytes(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn weighted_verdicts_scale_the_step_and_the_counts() {
+        let (whole, weak) = (two(), two());
+        let f = features("is this answer any good", &["chat/low"]);
+        whole
+            .update(&f, &[(0, false)], Some("chat/low"), None)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        for _ in 0..10 {
+            weak.update_weighted(&f, &[(0, false)], Some("chat/low"), None, 0.1)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        // Ten verdicts of a tenth count as one in the priors and the ramp.
+        assert_eq!(weak.outcomes_seen(0), 1);
+        assert!(
+            (weak.prior_one(Some("chat/low"), 0) - whole.prior_one(Some("chat/low"), 0)).abs()
+                < 1e-9
+        );
+        // One of a tenth moves the prediction about a tenth as far.
+        let one_tenth = two();
+        one_tenth
+            .update_weighted(&f, &[(0, false)], Some("chat/low"), None, 0.1)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let moved = |p: &OutcomePredictor| 0.5 - p.predict_one(&f, 0);
+        let ratio = moved(&one_tenth) / moved(&whole);
+        assert!((0.08..0.12).contains(&ratio), "{ratio}");
+        for bad in [0.0, -1.0, 10.5, f64::NAN, f64::INFINITY] {
+            assert!(whole
+                .update_weighted(&f, &[(0, true)], None, None, bad)
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn a_state_saved_before_weights_reads_with_whole_counts() {
+        let p = two();
+        let f = features("hello there", &["x"]);
+        for i in 0..7 {
+            p.update(&f, &[(0, i % 2 == 0)], Some("x"), None)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        // What version 1 wrote: the same layout, counts in whole outcomes.
+        let mut old = p.state();
+        old.version = 1;
+        for model in &mut old.models {
+            model.overall = (model.overall.0 / COUNT_UNIT, model.overall.1 / COUNT_UNIT);
+        }
+        for (_, per_model) in &mut old.categories {
+            for (_, pair) in per_model.iter_mut() {
+                *pair = (pair.0 / COUNT_UNIT, pair.1 / COUNT_UNIT);
+            }
+        }
+        let payload = postcard::to_stdvec(&old).unwrap_or_else(|e| unreachable!("{e}"));
+        let bytes = persistence::frame(&LEARNED_STATE_V1, &payload);
+        let q = two();
+        q.restore_bytes(&bytes)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(q.outcomes_seen(0), 7);
+        assert_eq!(p.state(), q.state());
+        // A damaged old file is still refused.
+        let mut damaged = bytes.clone();
+        if let Some(last) = damaged.last_mut() {
+            *last ^= 1;
+        }
+        assert!(q.restore_bytes(&damaged).is_err());
     }
 
     #[test]

@@ -32,6 +32,29 @@ pub struct LearnedRequest {
     pub category: String,
 }
 
+impl LearnedRequest {
+    /// The request as learned when it is of a structural `kind` (an index
+    /// of [`crate::verdicts::KINDS`]; 0, plain, is the request itself): the
+    /// kind is one more category feature and qualifies the category
+    /// (`code/high/json`), so the learned router tells a model's JSON-mode
+    /// or tool answers apart from its plain ones.
+    pub fn of_kind(&self, kind: usize) -> Option<Self> {
+        let name = crate::verdicts::KINDS.get(kind).filter(|_| kind != 0)?;
+        let mut features = self.features.clone();
+        let index = crate::learned::category_index(&format!("kind:{name}"));
+        if !features.indices.contains(&index) {
+            // Before the bias, which stays last.
+            let at = features.indices.len().saturating_sub(1);
+            features.indices.insert(at, index);
+            features.values.insert(at, 1.0);
+        }
+        Some(Self {
+            features,
+            category: format!("{}/{name}", self.category),
+        })
+    }
+}
+
 /// What the router knows of a request beyond its task and complexity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestView {
@@ -60,6 +83,8 @@ pub struct Learning {
     /// Learn from recorded outcomes too (a success, a context too long, a
     /// caller's `record` verdict), not only from quality verdicts (`feedback`).
     pub learn_from_outcomes: bool,
+    /// How much each verdict source's word counts ([`crate::verdicts::SOURCES`] order).
+    pub source_weights: [f64; crate::verdicts::SOURCES.len()],
 }
 
 /// The learned router's settings, before it has a predictor: the defaults
@@ -69,6 +94,7 @@ pub struct LearningSettings {
     pub min_outcomes: u64,
     pub explore: f64,
     pub learn_from_outcomes: bool,
+    pub source_weights: [f64; crate::verdicts::SOURCES.len()],
     pub params: crate::learned::PredictorParams,
 }
 
@@ -79,6 +105,7 @@ impl Default for LearningSettings {
             min_outcomes: 50,
             explore: 0.02,
             learn_from_outcomes: false,
+            source_weights: crate::verdicts::DEFAULT_WEIGHTS,
             params: crate::learned::PredictorParams::default(),
         }
     }
@@ -95,6 +122,7 @@ impl LearningSettings {
             });
         }
         check_explore(self.explore)?;
+        crate::verdicts::check_weights(&self.source_weights)?;
         self.params.validate()
     }
 
@@ -106,6 +134,7 @@ impl LearningSettings {
             min_outcomes: self.min_outcomes,
             explore: self.explore,
             learn_from_outcomes: self.learn_from_outcomes,
+            source_weights: self.source_weights,
         })
     }
 }
@@ -123,7 +152,8 @@ fn check_explore(explore: f64) -> Result<(), ZetaError> {
 
 impl Learning {
     pub fn validate(&self) -> Result<(), ZetaError> {
-        check_explore(self.explore)
+        check_explore(self.explore)?;
+        crate::verdicts::check_weights(&self.source_weights)
     }
 
     /// Every model's learned capability for `request`,
@@ -207,6 +237,35 @@ mod tests {
     use crate::learned::{features, PredictorParams};
 
     #[test]
+    fn a_kind_is_one_more_category_feature_before_the_bias() {
+        let plain = LearnedRequest {
+            features: features("give me the answer", &["chat/low"]),
+            category: "chat/low".into(),
+        };
+        assert!(plain.of_kind(0).is_none());
+        let json = plain.of_kind(1).unwrap_or_else(|| unreachable!());
+        assert_eq!(json.category, "chat/low/json");
+        assert_eq!(
+            json.features.indices.len(),
+            plain.features.indices.len() + 1
+        );
+        assert_eq!(json.features.indices.last(), plain.features.indices.last());
+        assert!(json
+            .features
+            .indices
+            .contains(&crate::learned::category_index("kind:json")));
+        let tools = plain.of_kind(2).unwrap_or_else(|| unreachable!());
+        assert_eq!(tools.category, "chat/low/tools");
+        assert_ne!(tools.features, json.features);
+        // The indices alone rebuild the same values (as the outcome log keeps them).
+        assert_eq!(
+            crate::learned::features_from_indices(json.features.indices.clone()),
+            json.features
+        );
+        assert!(plain.of_kind(9).is_none());
+    }
+
+    #[test]
     fn categories_band_complexity() {
         assert_eq!(category_of("code", 0.1), "code/low");
         assert_eq!(category_of("code", 0.5), "code/mid");
@@ -224,6 +283,7 @@ mod tests {
             min_outcomes: 10,
             explore: 0.0,
             learn_from_outcomes: false,
+            source_weights: crate::verdicts::DEFAULT_WEIGHTS,
         };
         let request = LearnedRequest {
             features: features("hello", &["chat/low"]),

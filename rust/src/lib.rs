@@ -34,6 +34,7 @@ pub mod shared;
 pub mod sync;
 pub mod tracker;
 pub mod trends;
+pub mod verdicts;
 pub mod window;
 
 #[cfg(feature = "python")]

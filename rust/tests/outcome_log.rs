@@ -67,6 +67,10 @@ fn row(core: &Arc<RouterCore>, latency_ms: f64) -> Result<LogRow, ZetaError> {
             completion_tokens: 30,
             learned: None,
             request_id: Some("req-7".into()),
+            source: None,
+            verdict: None,
+            confidence: None,
+            detail: None,
         },
     })
 }

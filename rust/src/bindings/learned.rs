@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::learned::{
     decode_indices, encode_indices, features, features_from_indices, OutcomePredictor,
-    PredictorParams, SparseFeatures, LEARNED_STATE,
+    PredictorParams, SparseFeatures, COUNT_UNIT, LEARNED_STATE,
 };
 use crate::persistence;
 
@@ -156,19 +156,21 @@ impl PyOutcomePredictor {
             .collect()
     }
 
-    /// Learns one request: `known` holds (model index, success) pairs.
-    #[pyo3(signature = (features, known, category = None, learning_rate = None))]
+    /// Learns one request: `known` holds (model index, success) pairs;
+    /// `weight` (in (0, 10]) scales the step and what the priors count.
+    #[pyo3(signature = (features, known, category = None, learning_rate = None, weight = 1.0))]
     fn update(
         &self,
         features: &Bound<'_, PyAny>,
         known: Vec<(usize, bool)>,
         category: Option<&str>,
         learning_rate: Option<f64>,
+        weight: f64,
     ) -> PyResult<()> {
         let features = features_arg(features)?;
         Ok(self
             .inner
-            .update(&features.inner, &known, category, learning_rate)?)
+            .update_weighted(&features.inner, &known, category, learning_rate, weight)?)
     }
 
     /// P(success) per model from the text alone.
@@ -229,13 +231,21 @@ impl PyOutcomePredictor {
         Ok(self.inner.restore_bytes(data)?)
     }
 
-    /// Categories seen so far, with (successes, requests) per model.
-    fn categories(&self) -> Vec<(String, Vec<(u64, u64)>)> {
+    /// Categories seen so far, with (successes, requests) per model, each
+    /// verdict counted by its weight.
+    fn categories(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+        let unit = COUNT_UNIT as f64;
         let state = self.inner.state();
         state
             .categories
             .into_iter()
-            .map(|(name, per_model)| (name, per_model.into_iter().map(|(_, c)| c).collect()))
+            .map(|(name, per_model)| {
+                let counts = per_model
+                    .into_iter()
+                    .map(|(_, (s, n))| (s as f64 / unit, n as f64 / unit))
+                    .collect();
+                (name, counts)
+            })
             .collect()
     }
 }

@@ -69,6 +69,18 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "REQUEST_FEATURES",
         pyo3::types::PyTuple::new(module.py(), crate::request_kinds::FEATURES)?,
     )?;
+    module.add(
+        "VERDICT_SOURCES",
+        pyo3::types::PyTuple::new(module.py(), crate::verdicts::SOURCES)?,
+    )?;
+    module.add(
+        "ANSWER_CHECKS",
+        pyo3::types::PyTuple::new(module.py(), crate::verdicts::CHECKS)?,
+    )?;
+    module.add(
+        "REQUEST_KINDS",
+        pyo3::types::PyTuple::new(module.py(), crate::verdicts::KINDS)?,
+    )?;
     module.add("FEATURE_DIM", crate::learned::FEATURE_DIM)?;
     module.add(
         "OUTCOME_LOG_COLUMNS",

@@ -115,6 +115,10 @@ impl PyOutcomeLogWriter {
             completion_tokens,
             learned,
             request_id,
+            source: None,
+            verdict: None,
+            confidence: None,
+            detail: None,
         };
         let row = decision.log_row(py, logged);
         Ok(self.inner.append(row))

@@ -36,11 +36,15 @@ CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts_ms);
 ";
 
 /// Columns added after the first release: added to older files on open.
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 8] = [
     ("learned", "INTEGER"),
     ("category", "TEXT"),
     ("features", "BLOB"),
     ("request_id", "TEXT"),
+    ("source", "TEXT"),
+    ("verdict", "INTEGER"),
+    ("confidence", "REAL"),
+    ("detail", "TEXT"),
 ];
 
 /// How long a write waits for another process's lock before the batch is

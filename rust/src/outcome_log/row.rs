@@ -12,7 +12,7 @@ use crate::profile::Profile;
 use crate::routing::{Decision, RouterCore, TASKS};
 
 /// The columns, in table order (the Python readers' `COLUMNS`).
-pub const COLUMNS: [&str; 23] = [
+pub const COLUMNS: [&str; 27] = [
     "ts_ms",
     "model",
     "replica",
@@ -36,6 +36,10 @@ pub const COLUMNS: [&str; 23] = [
     "category",
     "features",
     "request_id",
+    "source",
+    "verdict",
+    "confidence",
+    "detail",
 ];
 
 /// What a row says of the outcome (the rest is the decision's).
@@ -51,6 +55,13 @@ pub struct LoggedOutcome {
     /// What the learned router took from it, if anything.
     pub learned: Option<bool>,
     pub request_id: Option<String>,
+    /// A verdict's source (`explicit`, `judge`, `structural`, ...), what it
+    /// said (good or not), how sure it was, and what it found (a failed
+    /// check's name); None for an attempt's outcome.
+    pub source: Option<&'static str>,
+    pub verdict: Option<bool>,
+    pub confidence: Option<f64>,
+    pub detail: Option<&'static str>,
 }
 
 impl LoggedOutcome {
@@ -64,6 +75,27 @@ impl LoggedOutcome {
             completion_tokens: 0,
             learned,
             request_id: None,
+            source: None,
+            verdict: None,
+            confidence: None,
+            detail: None,
+        }
+    }
+
+    /// A verdict on an answer, given after its outcome (kind `feedback`).
+    pub fn verdict(
+        source: &'static str,
+        good: bool,
+        confidence: f64,
+        detail: Option<&'static str>,
+        learned: bool,
+    ) -> Self {
+        Self {
+            source: Some(source),
+            verdict: Some(good),
+            confidence: Some(confidence),
+            detail,
+            ..Self::plain("feedback", 0.0, learned.then_some(good))
         }
     }
 }
@@ -180,6 +212,12 @@ impl LogRow {
             learned_request.map_or(Value::Null, |r| text(&r.category)),
             features.map_or(Value::Null, Value::Blob),
             self.outcome.request_id.as_deref().map_or(Value::Null, text),
+            self.outcome.source.map_or(Value::Null, text),
+            self.outcome
+                .verdict
+                .map_or(Value::Null, |good| Value::Integer(i64::from(good))),
+            self.outcome.confidence.map_or(Value::Null, Value::Real),
+            self.outcome.detail.map_or(Value::Null, text),
         ]
     }
 }

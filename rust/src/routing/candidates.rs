@@ -43,6 +43,7 @@ impl RouterCore {
                 .iter()
                 .all(|m| m.capability(target.task).is_none());
         let minimum = self.scorer.config().min_requests_for_performance;
+        let kind = crate::verdicts::kind_of(view.needs);
         let inputs = self.models.iter().enumerate().filter_map(|(m, model)| {
             if model.unserved.blocks(view.needs, now) {
                 return None;
@@ -57,9 +58,13 @@ impl RouterCore {
                 .cost
                 .as_ref()
                 .map_or(0.0, |knob| knob.penalty(m, view.prompt_tokens));
+            // A model whose recent answers of this kind failed their
+            // structural checks (JSON that does not parse, broken tool
+            // calls) is worth that much less for requests of the kind.
+            let honoured = model.checks.factor(kind, now, self.check_ttl_ms);
             Some(CandidateInput {
                 index: m,
-                capability: capability_term(configured, learned.get(m).copied(), cost),
+                capability: honoured * capability_term(configured, learned.get(m).copied(), cost),
                 live: LiveMetrics::from_totals(&model.totals(served, now, minimum)),
             })
         });

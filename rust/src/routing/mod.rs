@@ -78,6 +78,10 @@ pub struct Decision {
 }
 
 /// The router's core: models, their replica slots, the tracker and scorer.
+/// How long a structural check record holds without a new verdict: ten
+/// minutes, the learned refusals' default too.
+pub const DEFAULT_CHECK_TTL_MS: u64 = 600_000;
+
 pub struct RouterCore {
     tracker: Arc<PerformanceTracker>,
     scorer: AdaptiveScorer,
@@ -98,6 +102,11 @@ pub struct RouterCore {
     sinks: sinks::Sinks,
     /// Set by `close`: routing and recording are refused from then on.
     closed: AtomicBool,
+    /// Verdicts on answers, per source and model (learned or not).
+    verdicts: crate::verdicts::VerdictCounts,
+    /// How long a model's structural check record holds with no new
+    /// verdict (then it is trusted again for that kind of request).
+    check_ttl_ms: u64,
 }
 
 impl RouterCore {
@@ -112,6 +121,7 @@ impl RouterCore {
         resilience: Resilience,
     ) -> Result<Self, ZetaError> {
         let models = models::build(&tracker, models, replica_policy, &resilience)?;
+        let verdicts = crate::verdicts::VerdictCounts::new(models.len());
         let now = tracker.clock().now_ms();
         Ok(Self {
             budgets: Budgets::new(&resilience, now),
@@ -126,7 +136,19 @@ impl RouterCore {
             cost: None,
             sinks: sinks::Sinks::default(),
             closed: AtomicBool::new(false),
+            verdicts,
+            check_ttl_ms: DEFAULT_CHECK_TTL_MS,
         })
+    }
+
+    /// Sets how long a structural check record holds without a new verdict.
+    pub fn set_check_ttl_ms(&mut self, ttl_ms: u64) {
+        self.check_ttl_ms = ttl_ms;
+    }
+
+    /// Verdicts counted so far: `(source, model, good, bad)` (indices).
+    pub fn verdict_counts(&self) -> Vec<(usize, usize, u64, u64)> {
+        self.verdicts.read()
     }
 
     /// Refuses every later route and record (`ZetaError::Closed`): a closed

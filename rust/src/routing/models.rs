@@ -118,6 +118,8 @@ pub struct RoutedModel {
     pub fallbacks: Vec<usize>,
     /// Kinds of request it cannot serve (declared or learned from refusals).
     pub unserved: Unserved,
+    /// Its answers' recent structural checks per request kind.
+    pub checks: crate::verdicts::KindChecks,
     /// `[task][replica]`: the tracker windows this model's outcomes go to.
     pub(super) leaves: Vec<Vec<Arc<TrackedKey>>>,
     /// `[task]`: the model's rollup for each task it serves (over every
@@ -251,6 +253,7 @@ pub(super) fn build(
             context_window: model.context_window,
             fallbacks: Vec::new(),
             unserved: Unserved::default(),
+            checks: crate::verdicts::KindChecks::default(),
             leaves,
             task_rollups,
             model_rollup,

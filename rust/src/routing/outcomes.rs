@@ -11,6 +11,9 @@ use super::{Decision, RouterCore};
 use crate::errors::{float_repr, Position, ZetaError};
 use crate::outcome::OutcomeKind;
 use crate::replica_health::degraded_by;
+use crate::verdicts::{
+    check_confidence, kind_of, ABOUT_THE_TEXT, CHECKS, KINDS, SOURCES, STRUCTURAL,
+};
 
 /// One outcome to record, as the dispatcher reports it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,11 +128,33 @@ impl RouterCore {
         }
     }
 
-    /// A quality verdict on a decision's answer, given after its outcome:
-    /// learned (when learning is on and the text was known) and told to the
+    /// A quality verdict on a decision's answer, given after its outcome by
+    /// `source` (an index of [`SOURCES`]) with `confidence` in `[0, 1]`:
+    /// counted, learned (when learning is on, the text was known and the
+    /// source's weight times the confidence is above 0) and told to the
     /// sinks; true when learned.
-    pub fn feedback(&self, decision: &Decision, good: bool) -> Result<bool, ZetaError> {
-        let learned = self.learn(decision, good)?;
+    pub fn feedback(
+        &self,
+        decision: &Decision,
+        good: bool,
+        source: usize,
+        confidence: f64,
+    ) -> Result<bool, ZetaError> {
+        if source >= SOURCES.len() {
+            return Err(ZetaError::InvalidName {
+                field: "source",
+                problem: "is out of range",
+                value: source.to_string(),
+            });
+        }
+        check_confidence(confidence)?;
+        self.verdicts.add(source, decision.model, good);
+        let weight = self
+            .learning
+            .as_ref()
+            .and_then(|l| l.source_weights.get(source))
+            .map_or(0.0, |weight| weight * confidence);
+        let learned = weight > 0.0 && self.learn_weighted(decision, good, weight)?;
         if learned {
             self.sinks.publish(&OutcomeEvent {
                 decision,
@@ -143,17 +168,80 @@ impl RouterCore {
         Ok(learned)
     }
 
+    /// The structural check of a decision's answer: `check` is an index of
+    /// [`CHECKS`] (0, `ok`, for an answer with nothing wrong). It goes to the
+    /// model's record for the request's kind (which scales its capability
+    /// for that kind) and is counted as a `structural` verdict; a failure
+    /// about the answer's text (empty, degenerate, cut short) is also
+    /// learned as a bad verdict. True when learned.
+    pub fn check_answer(&self, decision: &Decision, check: usize) -> Result<bool, ZetaError> {
+        let Some(name) = CHECKS.get(check) else {
+            return Err(ZetaError::InvalidName {
+                field: "check",
+                problem: "is out of range",
+                value: check.to_string(),
+            });
+        };
+        let model = self
+            .models
+            .get(decision.model)
+            .ok_or(ZetaError::ForeignDecision)?;
+        let passed = check == 0;
+        let now = self.tracker.clock().now_ms();
+        model
+            .checks
+            .add(kind_of(decision.request.needs), passed, now);
+        self.verdicts.add(STRUCTURAL, decision.model, passed);
+        if passed || !ABOUT_THE_TEXT.contains(name) {
+            return Ok(false);
+        }
+        let weight = self
+            .learning
+            .as_ref()
+            .map_or(0.0, |l| l.source_weights[STRUCTURAL]);
+        Ok(weight > 0.0 && self.learn_weighted(decision, false, weight)?)
+    }
+
+    /// (checked, failed) among a model's recent structural checks per
+    /// request kind ([`KINDS`] order), and each kind's capability factor.
+    pub fn kind_checks(&self, model: usize) -> Result<Vec<(u32, u32, f64)>, ZetaError> {
+        let routed = self.models.get(model).ok_or(ZetaError::ForeignDecision)?;
+        let now = self.tracker.clock().now_ms();
+        Ok((0..KINDS.len())
+            .map(|kind| {
+                let (checked, failed) = routed.checks.recent(kind, now, self.check_ttl_ms);
+                (
+                    checked,
+                    failed,
+                    routed.checks.factor(kind, now, self.check_ttl_ms),
+                )
+            })
+            .collect())
+    }
+
     /// Learns one verdict on a decision's request (when learning is on and
     /// its text was known); true when learned.
     pub fn learn(&self, decision: &Decision, success: bool) -> Result<bool, ZetaError> {
+        self.learn_weighted(decision, success, 1.0)
+    }
+
+    /// [`Self::learn`] for a verdict of `weight` (see
+    /// [`crate::learned::OutcomePredictor::update_weighted`]).
+    pub fn learn_weighted(
+        &self,
+        decision: &Decision,
+        success: bool,
+        weight: f64,
+    ) -> Result<bool, ZetaError> {
         let (Some(learning), Some(request)) = (&self.learning, &decision.request.learned) else {
             return Ok(false);
         };
-        learning.predictor.update(
+        learning.predictor.update_weighted(
             &request.features,
             &[(decision.model, success)],
             Some(&request.category),
             None,
+            weight.min(crate::learned::MAX_WEIGHT),
         )?;
         Ok(true)
     }

@@ -1,7 +1,7 @@
 //! `Decision`: one routing decision as Python sees it, with the names of
 //! its model, replica and task interned once per router.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -36,8 +36,10 @@ pub struct PyDecision {
     pub(super) recorded: AtomicBool,
     /// Its slot was given back by `release` before its outcome was recorded.
     pub(super) released: AtomicBool,
-    /// Set once a quality verdict (`feedback`) was learned.
-    pub(super) judged: AtomicBool,
+    /// A bit per verdict source (`SOURCES` order) that gave this decision
+    /// its verdict (`feedback`: once per source), and bit 31 once its
+    /// answer's structural check was recorded.
+    pub(super) judged: AtomicU32,
 }
 
 impl PyDecision {
@@ -93,7 +95,7 @@ impl PyRouterCore {
             profile,
             recorded: AtomicBool::new(false),
             released: AtomicBool::new(false),
-            judged: AtomicBool::new(false),
+            judged: AtomicU32::new(0),
         })
     }
 }

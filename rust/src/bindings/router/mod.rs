@@ -48,6 +48,12 @@ use crate::request_kinds::{feature_bit, FEATURES};
 use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning, TASKS};
 use crate::scoring::AdaptiveScorer;
 use crate::trends::{TrendWatch, DEFAULT_CAPACITY};
+use crate::verdicts::{
+    check_confidence, check_index, source_index, CHECKS, EXPLICIT, KINDS, SOURCES,
+};
+
+/// The bit of `PyDecision::judged` set once its structural check was recorded.
+const CHECKED: u32 = 1 << 31;
 
 /// The native router: models, replica slots, tracker and scorer.
 #[pyclass(name = "RouterCore", module = "zeta_fast._core", frozen)]
@@ -367,7 +373,16 @@ impl PyRouterCore {
         let needs = or_default(needs, 0, "needs", count_u32)?;
         let replica = opt_text(replica, "replica")?;
         let context_index = self.context_index(context)?;
-        let (profile, learned) = self.profile_of(py, request, profile)?;
+        let (profile, mut learned) = self.profile_of(py, request, profile)?;
+        if needs != 0 {
+            // JSON-mode and tool requests are learned as their own kind.
+            if let Some(kinded) = learned
+                .as_ref()
+                .and_then(|l| l.of_kind(crate::verdicts::kind_of(needs)))
+            {
+                learned = Some(Arc::new(kinded));
+            }
+        }
         let target = {
             let inner = &profile.get().inner;
             Target {
@@ -514,6 +529,10 @@ impl PyRouterCore {
             completion_tokens,
             learned: taught.then_some(kind == OutcomeKind::Success),
             request_id,
+            source: None,
+            verdict: None,
+            confidence: None,
+            detail: None,
         };
         self.log(decision.py(), recorded, logged);
         Ok(taught)
@@ -606,31 +625,129 @@ impl PyRouterCore {
         Ok(true)
     }
 
-    /// Learns a quality verdict on a decision's answer (once per decision;
-    /// whether or not it was recorded). True when it was learned: learning
-    /// is on and the request's text was known.
-    fn feedback(&self, decision: &Bound<'_, PyAny>, good: &Bound<'_, PyAny>) -> PyResult<bool> {
+    /// Learns a quality verdict on a decision's answer (once per decision
+    /// and source; whether or not it was recorded). `source` says who gave
+    /// it (`explicit`, the default: the caller; `validator`, `judge`,
+    /// `shadow`, `structural`, `regeneration`, `continuation`) and
+    /// `confidence` (in [0, 1]) how sure it is: the verdict counts the
+    /// source's weight times that. True when it was learned: learning is on,
+    /// the request's text was known and the weight is above 0.
+    #[pyo3(signature = (decision, good, *, source = None, confidence = None))]
+    fn feedback(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        good: &Bound<'_, PyAny>,
+        source: Option<&Bound<'_, PyAny>>,
+        confidence: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
         let py = decision.py();
         let good = flag(good, "good")?;
+        let source = match source {
+            None => EXPLICIT,
+            Some(source) => source_index(text(source, "source")?)?,
+        };
+        let confidence = match confidence {
+            None => 1.0,
+            Some(confidence) => number(confidence, "confidence")?,
+        };
+        check_confidence(confidence)?;
         let given = decision;
         let decision = self.own_decision(decision)?;
-        if decision.judged.swap(true, Ordering::AcqRel) {
+        let bit = 1_u32 << source;
+        if decision.judged.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
             return Err(ZetaError::AlreadyRecorded {
-                what: "already has a verdict (feedback() is taken once)",
+                what:
+                    "already has a verdict from this source (feedback() is taken once per source)",
             }
             .into());
         }
-        let learned = self.inner.feedback(&decision.inner, good)?;
+        let learned = self
+            .inner
+            .feedback(&decision.inner, good, source, confidence)?;
+        // Every verdict is attributed in the log, learned or not; a verdict
+        // on the answer, not on how the replica served it.
+        self.log(
+            py,
+            decision,
+            LoggedOutcome::verdict(
+                SOURCES.get(source).copied().unwrap_or("explicit"),
+                good,
+                confidence,
+                None,
+                learned,
+            ),
+        );
         if learned {
-            // A verdict on the answer, not on how the replica served it.
-            self.log(
-                py,
-                decision,
-                LoggedOutcome::plain("feedback", 0.0, Some(good)),
-            );
             self.publish(given, "feedback", 0.0, Some(good), false)?;
         }
         Ok(learned)
+    }
+
+    /// Records the structural check of a decision's answer (once per
+    /// decision): `check` is ``"ok"`` when nothing was wrong, else what
+    /// failed (``json``, ``json_schema``, ``tools``, ``empty``,
+    /// ``repetition``, ``length``). It goes to the model's record for the
+    /// request's kind (plain, JSON mode, tools), which scales its capability
+    /// for requests of that kind; a failure of the answer's text (empty,
+    /// repetition, length) is learned as a bad verdict too. True when learned.
+    fn check_answer(
+        &self,
+        decision: &Bound<'_, PyAny>,
+        check: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let py = decision.py();
+        let check = check_index(text(check, "check")?)?;
+        let decision = self.own_decision(decision)?;
+        if decision.judged.fetch_or(CHECKED, Ordering::AcqRel) & CHECKED != 0 {
+            return Err(ZetaError::AlreadyRecorded {
+                what: "already has a structural check (check_answer() is taken once)",
+            }
+            .into());
+        }
+        let learned = self.inner.check_answer(&decision.inner, check)?;
+        if check != 0 {
+            // Failures only: a row per passed check would double the log.
+            self.log(
+                py,
+                decision,
+                LoggedOutcome::verdict(
+                    "structural",
+                    false,
+                    1.0,
+                    CHECKS.get(check).copied(),
+                    learned,
+                ),
+            );
+        }
+        Ok(learned)
+    }
+
+    /// Every verdict counted so far: ``[(source, model_id, good, bad)]``.
+    fn verdict_counts(&self, py: Python<'_>) -> Vec<(&'static str, Py<PyString>, u64, u64)> {
+        self.inner
+            .verdict_counts()
+            .into_iter()
+            .filter_map(|(source, model, good, bad)| {
+                let name = self.names.models.get(model)?.clone_ref(py);
+                Some((*SOURCES.get(source)?, name, good, bad))
+            })
+            .collect()
+    }
+
+    /// A model's recent structural checks per request kind:
+    /// ``{kind: (checked, failed, capability_factor)}`` for ``plain``,
+    /// ``json`` and ``tools``.
+    fn kind_checks<'py>(
+        &self,
+        py: Python<'py>,
+        model: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.inner.model_index(text(model, "model")?)?;
+        let out = PyDict::new(py);
+        for (kind, record) in KINDS.iter().zip(self.inner.kind_checks(m)?) {
+            out.set_item(*kind, record)?;
+        }
+        Ok(out)
     }
 
     /// Counts `ms` of the caller's own time on one request (a gateway's

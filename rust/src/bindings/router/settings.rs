@@ -232,6 +232,25 @@ impl PyLearningSettings {
                     "learn_from_outcomes" => {
                         out.learn_from_outcomes = flag(&value, "learning.learn_from_outcomes")?
                     }
+                    "source_weights" => {
+                        let weights = value.cast::<PyDict>().map_err(|_| {
+                            type_error(
+                                "learning.source_weights",
+                                "a dict of source -> weight",
+                                &value,
+                            )
+                        })?;
+                        for (source, weight) in weights.iter() {
+                            let index = crate::verdicts::source_index(text(
+                                &source,
+                                "learning.source_weights key",
+                            )?)?;
+                            let value = number(&weight, "learning.source_weights value")?;
+                            if let Some(slot) = out.source_weights.get_mut(index) {
+                                *slot = value;
+                            }
+                        }
+                    }
                     _ => params.set_item(&key, value)?,
                 }
             }
@@ -248,6 +267,11 @@ impl PyLearningSettings {
         dict.set_item("min_outcomes", l.min_outcomes)?;
         dict.set_item("explore", l.explore)?;
         dict.set_item("learn_from_outcomes", l.learn_from_outcomes)?;
+        let weights = PyDict::new(py);
+        for (source, weight) in crate::verdicts::SOURCES.iter().zip(l.source_weights) {
+            weights.set_item(*source, weight)?;
+        }
+        dict.set_item("source_weights", weights)?;
         dict.set_item("learning_rate", l.params.learning_rate)?;
         dict.set_item("l2", l.params.l2)?;
         dict.set_item("prior_weight", l.params.prior_weight)?;
