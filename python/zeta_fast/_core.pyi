@@ -16,6 +16,7 @@ import numpy.typing as npt
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "ANSWER_CHECKS",
     "FEATURE_DIM",
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
@@ -23,7 +24,9 @@ __all__ = [
     "OUTCOME_LOG_COLUMNS",
     "REPLICA_POLICIES",
     "REQUEST_FEATURES",
+    "REQUEST_KINDS",
     "SNAPSHOT_FORMAT_VERSION",
+    "VERDICT_SOURCES",
     "AdaptiveConfig",
     "AdaptiveScorer",
     "CandidatePool",
@@ -682,6 +685,12 @@ FEATURE_DIM: int
 """Length of the learned router's feature vectors."""
 
 REQUEST_FEATURES: tuple[str, ...]
+#: Who gives verdicts on answers (``RouterCore.feedback``'s ``source``).
+VERDICT_SOURCES: tuple[str, ...]
+#: Structural check results (``RouterCore.check_answer``), ``ok`` first.
+ANSWER_CHECKS: tuple[str, ...]
+#: Request kinds the structural checks tell apart.
+REQUEST_KINDS: tuple[str, ...]
 """Request features a model may be unable to serve, in bit order."""
 
 @final
@@ -739,6 +748,7 @@ class OutcomePredictor:
         known: list[tuple[int, bool]],
         category: str | None = None,
         learning_rate: float | None = None,
+        weight: float = 1.0,
     ) -> None: ...
     def predict(self, features: Features) -> npt.NDArray[np.float64]: ...
     def prior(self, category: str | None = None) -> npt.NDArray[np.float64]: ...
@@ -748,7 +758,7 @@ class OutcomePredictor:
     def to_bytes(self) -> bytes: ...
     def restore(self, data: bytes) -> None: ...
     def average_with(self, states: list[bytes]) -> int: ...
-    def categories(self) -> list[tuple[str, list[tuple[int, int]]]]: ...
+    def categories(self) -> list[tuple[str, list[tuple[float, float]]]]: ...
 
 def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], float]:
     """The hashed feature buckets of a text and their scale (for training)."""
@@ -863,9 +873,26 @@ class RouterCore:
     @property
     def model_ordering(self) -> str:
         """The model ordering's name (one of ``MODEL_ORDERINGS``)."""
-    def feedback(self, decision: Decision, good: bool) -> bool:
-        """Learns a quality verdict on a decision's answer (once per decision),
-        then hands it to the subscribers when learned."""
+    def feedback(
+        self,
+        decision: Decision,
+        good: bool,
+        *,
+        source: str | None = None,
+        confidence: float | None = None,
+    ) -> bool:
+        """Learns a quality verdict on a decision's answer from ``source``
+        (one of ``VERDICT_SOURCES``; ``explicit`` by default) with
+        ``confidence`` in [0, 1] (once per decision and source), then hands
+        it to the subscribers when learned."""
+    def check_answer(self, decision: Decision, check: str) -> bool:
+        """Records the structural check of a decision's answer (once): ``ok``
+        or the failure (one of ``ANSWER_CHECKS``); True when learned."""
+    def verdict_counts(self) -> list[tuple[str, str, int, int]]:
+        """``(source, model_id, good, bad)`` for every source and model with a verdict."""
+    def kind_checks(self, model: str) -> dict[str, tuple[int, int, float]]:
+        """Per request kind: recent (checked, failed) structural checks and
+        the capability factor they give."""
     def predict(self, request: Any) -> dict[str, Any]:
         """Per model: success probability, prior, learned capability, expected latency."""
     @property
@@ -1190,15 +1217,16 @@ class ResilienceSettings:
 @final
 class LearningSettings:
     """The learned router's settings (``min_outcomes``, ``explore``,
-    ``learn_from_outcomes``, ``learning_rate``, ``l2``, ``prior_weight``,
-    ``prior_strength``), validated when built; defaults are the core's.
+    ``learn_from_outcomes``, ``source_weights`` (source -> weight),
+    ``learning_rate``, ``l2``, ``prior_weight``, ``prior_strength``),
+    validated when built; defaults are the core's.
 
     Raises:
         ConfigError: a value out of range.
         InvalidInputError: a setting it does not have.
     """
 
-    def __new__(cls, **fields: float | bool) -> LearningSettings: ...
+    def __new__(cls, **fields: float | bool | dict[str, float]) -> LearningSettings: ...
     def to_dict(self) -> dict[str, Any]:
         """Every setting with its value."""
 

@@ -77,6 +77,7 @@ from zeta_fast._core import (
     MODEL_ORDERINGS,
     REPLICA_POLICIES,
     REQUEST_FEATURES,
+    VERDICT_SOURCES,
     AdaptiveConfig,
     LearningSettings,
     ResilienceSettings,
@@ -525,6 +526,79 @@ class OutcomeLogSpec(_Frozen):
     max_pending: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
 
+class StructuralSignalSpec(_Frozen):
+    """Structural checks of every answer (``zeta_fast.answer_checks``): JSON
+    that does not parse or match the schema asked for, malformed tool calls,
+    empty, looping or cut-short answers. Free: on by default."""
+
+    enabled: bool = True
+
+
+class RegenerationSignalSpec(_Frozen):
+    """A user regenerating an answer (the same conversation's last user turn
+    sent again by the same caller within ``window_s``) is a bad verdict on
+    the earlier answer; a conversation that goes on (the answer kept, a new
+    user turn after it) a weak good one. The gateway keys conversations by
+    a hash of their messages and the caller, never the text itself."""
+
+    enabled: bool = True
+    window_s: Seconds = 300.0
+    #: Conversations remembered at most (the oldest are forgotten first).
+    max_conversations: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+
+#: What the judge is asked (``{question}`` and ``{answer}`` are filled in).
+DEFAULT_RUBRIC = (
+    "You grade an AI assistant's answer. Reply with one word, GOOD or BAD, then a "
+    "confidence from 0 to 1.\nGOOD: correct, on topic and complete for the question. "
+    "BAD: wrong, off topic, refusing without cause, or incomplete.\n\n"
+    "Question:\n{question}\n\nAnswer:\n{answer}\n\nVerdict:"
+)
+
+
+class JudgeSignalSpec(_Frozen):
+    """A model that grades a sampled share of answers, off the request path:
+    one of the router's own (``model``) or any OpenAI-compatible endpoint
+    (``url``, with ``served_model_name`` and ``api_key``). A verdict it
+    cannot parse is no label."""
+
+    enabled: bool = False
+    model: Name | None = None
+    url: HttpUrl | None = None
+    served_model_name: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    #: Share of answers graded.
+    sample: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
+    #: Tokens (prompt estimate + max_tokens) the judge may use per minute;
+    #: a sampled answer past the budget is not graded.
+    tokens_per_minute: Annotated[int, Field(ge=1, le=1_000_000_000)] = 20_000
+    max_tokens: Annotated[int, Field(ge=1, le=4096)] = 8
+    #: Characters of the question and of the answer shown to the judge.
+    max_chars: Annotated[int, Field(ge=100, le=1_000_000)] = 4_000
+    rubric: Annotated[str, Field(min_length=1)] = DEFAULT_RUBRIC
+    timeout_s: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JudgeSignalSpec:
+        if self.enabled and (self.model is None) == (self.url is None):
+            raise ValueError("signals.judge needs exactly one of model or url")
+        if "{answer}" not in self.rubric:
+            raise ValueError("signals.judge.rubric must contain {answer}")
+        return self
+
+
+class SignalsSpec(_Frozen):
+    """The quality signals the router collects itself (see docs/signals.md)."""
+
+    structural: StructuralSignalSpec = Field(default_factory=StructuralSignalSpec)
+    regeneration: RegenerationSignalSpec = Field(default_factory=RegenerationSignalSpec)
+    judge: JudgeSignalSpec = Field(default_factory=JudgeSignalSpec)
+
+    def any_enabled(self) -> bool:
+        """Whether any source is on (the gateway then learns by default)."""
+        return self.structural.enabled or self.regeneration.enabled or self.judge.enabled
+
+
 class LearningSpec(_Frozen):
     """The learned router (see ``zeta_fast.learning``): per-request success
     predictions from local text features become the capability term.
@@ -536,7 +610,16 @@ class LearningSpec(_Frozen):
     (timeouts, 5xx, refused connections) never teach it. That only helps
     when an answer's arrival says something about its quality."""
 
-    enabled: bool = False
+    #: None (the default): on in the gateway whenever a signal source is on
+    #: (``signals``: structural checks and regenerations are by default),
+    #: off in a library ``Router`` (its answers do not pass through it).
+    enabled: bool | None = None
+    #: How much each verdict source counts (its weight times the verdict's
+    #: confidence; 0 stops a source's learning, its verdicts still counted):
+    #: the core's defaults for the sources not named.
+    source_weights: dict[str, Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)]] = (
+        Field(default_factory=dict)
+    )
     #: Outcomes of a model before its learned capability fully replaces the
     #: configured one (a linear ramp from the first).
     min_outcomes: Annotated[int, Field(ge=1, le=10_000_000)] = _LEARNING["min_outcomes"]
@@ -573,8 +656,18 @@ class LearningSpec(_Frozen):
             min_outcomes=self.min_outcomes,
             explore=self.explore,
             learn_from_outcomes=self.learn_from_outcomes,
+            source_weights=self.source_weights,
             **self.predictor_params(),
         )
+
+    @field_validator("source_weights")
+    @classmethod
+    def _known_sources(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(VERDICT_SOURCES))
+        if unknown:
+            known = ", ".join(VERDICT_SOURCES)
+            raise ValueError(f"unknown verdict source(s) {', '.join(unknown)}; known: {known}")
+        return value
 
 
 class CostSpec(_Frozen):
@@ -832,6 +925,7 @@ class RouterConfig(_Frozen):
     outcome_log: OutcomeLogSpec = Field(default_factory=OutcomeLogSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     learning: LearningSpec = Field(default_factory=LearningSpec)
+    signals: SignalsSpec = Field(default_factory=SignalsSpec)
     cost: CostSpec = Field(default_factory=CostSpec)
     shared_state: SharedStateSpec = Field(default_factory=SharedStateSpec)
     #: Off (0) by default: only the absolute ``scoring.max_acceptable_latency_ms``.
@@ -855,6 +949,14 @@ class RouterConfig(_Frozen):
         if 0.0 < value <= 1.0:
             raise ValueError(f"must be 0 (off) or > 1, got {value}")
         return value
+
+    def for_gateway(self) -> RouterConfig:
+        """This configuration as the gateway runs it: learning on when it is
+        left unset (``learning.enabled: null``) and a signal source is on."""
+        if self.learning.enabled is None and self.signals.any_enabled():
+            learning = self.learning.model_copy(update={"enabled": True})
+            return self.model_copy(update={"learning": learning})
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> RouterConfig:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from zeta_fast._core import Decision, RouterCore
+from zeta_fast.answer_checks import check_chat_answer
 from zeta_fast.backends.client import (
     BackendClient,
     BackendResponse,
@@ -71,6 +72,7 @@ _log = logging.getLogger("zeta_fast.dispatch")
 #: there its quotes are escaped), in an answer body or stream events.
 #: What an outcome without a usage block reports.
 NO_USAGE = Usage(0, 0, None)
+_CHAT = "/v1/chat/completions"
 _MODEL_FIELD = re.compile(rb'([{,]\s*)"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
@@ -147,6 +149,8 @@ class Dispatcher:
         self.session = new_session()
         spec = config.dispatch
         self.unsupported_ttl_s = spec.unsupported_ttl_s
+        #: Chat answers get their structural checks (``zeta_fast.answer_checks``).
+        self.checks_answers = config.signals.structural.enabled
         self.clients: dict[tuple[str, str], BackendClient] = {}
         #: The model name each replica's server expects in the body.
         self._served: dict[tuple[str, str], str] = {}
@@ -433,12 +437,33 @@ class Dispatcher:
                     continue
                 response.body = self._renamer(decision)(response.body)
                 response._data = None
+                if self.checks_answers and path == _CHAT:
+                    self._check_answer(payload, response, decision)
                 return RoutedResponse(
                     response, decision, attempts, (time.perf_counter() - begin) * 1e3
                 )
         finally:
             if suspects:
                 self._flush(suspects)
+
+    def _check_answer(
+        self, payload: dict[str, Any], response: BackendResponse, decision: Decision
+    ) -> None:
+        """The answer's structural check, to the core (the model's record for
+        the request's kind, and a bad verdict when the text itself failed)."""
+        try:
+            check = check_chat_answer(payload, response.json())
+        except orjson.JSONDecodeError:
+            check = "empty"  # a 200 whose body is not JSON answers nothing
+        self.core.check_answer(decision, check)
+        if check != "ok":
+            _log.info(
+                "answer from %s/%s failed its %s check (request %s)",
+                decision.model_id,
+                decision.replica_id,
+                check,
+                current_request_id.get(),
+            )
 
     def _record_success(
         self,

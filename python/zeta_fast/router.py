@@ -69,7 +69,14 @@ class RecordCall(Protocol):
 class FeedbackCall(Protocol):
     """The signature of ``Router.feedback`` (the core's native method)."""
 
-    def __call__(self, decision: Decision, good: bool) -> bool: ...
+    def __call__(
+        self,
+        decision: Decision,
+        good: bool,
+        *,
+        source: str | None = None,
+        confidence: float | None = None,
+    ) -> bool: ...
 
 
 __all__ = ["Decision", "Router"]
@@ -159,12 +166,16 @@ Raises:
         router's, or the router is closed; ``latency_ms`` is not finite and >= 0.
 """
 
-_FEEDBACK_DOC = """``feedback(decision, good) -> bool``: a quality verdict on a
-decision's answer, after its outcome was recorded (by ``record`` or by
-dispatch): the learned router learns it and ``outcomes``' subscribers get
-it (kind ``feedback``, not about the replica). Once per decision; True when
-learned (learning on and the request's text known). The native
-``RouterCore.feedback``, bound.
+_FEEDBACK_DOC = """``feedback(decision, good, *, source="explicit", confidence=1.0) -> bool``:
+a quality verdict on a decision's answer, after its outcome was recorded (by
+``record`` or by dispatch): counted per source (``RouterCore.verdict_counts``),
+attributed in the outcome log (source, verdict, confidence), learned with the
+source's weight (``learning.source_weights``) times ``confidence``, and handed
+to ``outcomes``' subscribers when learned (kind ``feedback``, not about the
+replica). ``source``: ``explicit`` (the caller's word), ``validator``,
+``judge``, ``shadow``, ``structural``, ``regeneration``, ``continuation``.
+Once per decision and source; True when learned (learning on, the request's
+text known, a weight above 0). The native ``RouterCore.feedback``, bound.
 """
 
 

@@ -60,6 +60,7 @@ from zeta_fast.profiling import profiled_shape
 from zeta_fast.request_features import needs_of
 from zeta_fast.routed import Attempt, backend_time_ms
 from zeta_fast.router import Router
+from zeta_fast.signals import Conversations, Judge
 
 __all__ = ["AUTO", "Gateway"]
 
@@ -154,6 +155,25 @@ class Gateway:
         self._id_prefix = os.urandom(4).hex()
         #: Model figures a second apart for the dashboard's charts (10 minutes).
         self.history = History(600)
+        signals = router.config.signals
+        #: Regenerations and continued conversations (chat requests).
+        self.conversations: Conversations[Decision] | None = (
+            Conversations(signals.regeneration.window_s, signals.regeneration.max_conversations)
+            if signals.regeneration.enabled
+            else None
+        )
+        #: The judge of sampled answers, when configured.
+        self.judge: Judge | None = (
+            Judge(
+                signals.judge,
+                router,
+                self._dispatcher,
+                self._dispatcher.session,
+                self.counters.signals,
+            )
+            if signals.judge.enabled
+            else None
+        )
         self._sampler: asyncio.Task[None] | None = None
         self._static = {name: static_file(name) for name in STATIC_FILES}
 
@@ -212,6 +232,8 @@ class Gateway:
         self._sampler = asyncio.get_running_loop().create_task(sample())
 
     async def _stop_sampler(self, app: web.Application) -> None:
+        if self.judge is not None:
+            await self.judge.close()
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -279,7 +301,7 @@ class Gateway:
         anthropic = path.startswith("/v1/messages")
         # Every attempt of this request is logged under its id.
         current_request_id.set(request_id(request))
-        _, refusal = self._admit(request)
+        caller, refusal = self._admit(request)
         if refusal is not None:
             return refusal
         try:
@@ -358,6 +380,8 @@ class Gateway:
         except (InvalidInputError, TypeError) as exc:
             self.counters.refused["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
+        if self.conversations is not None and path == "/v1/chat/completions":
+            self._observe_conversation(request, payload, decision, caller)
         record = self.spec.decision_record or request.headers.get("x-zeta-decision") == "1"
         if payload.get("stream") is True:
             return await self._stream(request, path, payload, decision, arrived, record)
@@ -374,6 +398,8 @@ class Gateway:
         body = answer.body
         if path == "/v1/responses":
             self._remember_response(answer.json(), answer.decision)
+        elif self.judge is not None and path == "/v1/chat/completions":
+            self.judge.consider(answer.decision, payload, answer.json())
         overhead_ms = max(
             (time.perf_counter() - arrived) * 1e3 - backend_time_ms(answer.attempts), 0.0
         )
@@ -385,6 +411,40 @@ class Gateway:
         self._headers(response, answer.decision, overhead_ms)
         self.router.core.record_overhead(overhead_ms)
         return response
+
+    def _observe_conversation(
+        self,
+        request: web.Request,
+        payload: dict[str, Any],
+        decision: Decision,
+        caller: Caller | None,
+    ) -> None:
+        """A regenerated answer is a bad verdict on the earlier one; a
+        conversation that goes on, a weak good one (``signals.regeneration``).
+        The caller is its key's name, its session or user, else its address."""
+        assert self.conversations is not None
+        session = session_of(request.headers, payload)
+        who = "|".join(
+            (
+                caller.name if caller is not None else "",
+                session or "",
+                "" if caller is not None else (request.remote or ""),
+            )
+        )
+        verdict = self.conversations.observe(
+            who, payload.get("messages"), decision, identified=session is not None
+        )
+        if verdict is None:
+            return
+        source = "regeneration" if verdict.regenerated else "continuation"
+        good = not verdict.regenerated
+        self.counters.signals[source, "seen"] += 1
+        try:
+            self.router.feedback(verdict.earlier, good, source=source)
+        except InvalidInputError:
+            return  # that answer already has this source's verdict
+        if self.judge is not None:
+            self.judge.note(verdict.earlier, source, good)
 
     def _remember_response(self, document: Any, decision: Decision) -> None:
         """Keeps which replica made a Responses API answer, so a follow-up

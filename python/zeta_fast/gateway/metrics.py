@@ -34,7 +34,7 @@ BREAKER_STATES = ("closed", "open", "half_open")
 class GatewayCounters:
     """What only the gateway sees: responses by route and status, refusals."""
 
-    __slots__ = ("in_flight", "refused", "responses", "streams_cut")
+    __slots__ = ("in_flight", "refused", "responses", "signals", "streams_cut")
 
     def __init__(self) -> None:
         self.responses: Counter[tuple[str, int]] = Counter()
@@ -43,6 +43,8 @@ class GatewayCounters:
         #: Streams that failed after their headers were sent (the client got
         #: a 200 and an error event instead of the stream's last event).
         self.streams_cut = 0
+        #: (signal, event) -> count: what the signal sources did.
+        self.signals: Counter[tuple[str, str]] = Counter()
 
 
 def _seconds_buckets(histogram: dict[str, Any]) -> list[tuple[str, float]]:
@@ -65,6 +67,43 @@ class _RouterCollector(Collector):
         yield from self._shared()
         yield from self._outcome_log()
         yield from self._prefix_cache()
+        yield from self._signals()
+
+    def _signals(self) -> Iterable[Metric]:
+        """Verdicts on answers per source, model and verdict (learned or
+        not), each model's structural check record per request kind, and
+        the signals' own counters (judge calls, regenerations seen)."""
+        verdicts = CounterMetricFamily(
+            "zeta_verdicts",
+            "Verdicts on answers, by who gave them (source), model and verdict.",
+            labels=["source", "model", "verdict"],
+        )
+        for source, model_id, good, bad in self.router.core.verdict_counts():
+            verdicts.add_metric([source, model_id, "good"], good)
+            verdicts.add_metric([source, model_id, "bad"], bad)
+        factor = GaugeMetricFamily(
+            "zeta_model_kind_check_factor",
+            "What recent structural checks multiply the model's capability by, per request kind.",
+            labels=["model", "kind"],
+        )
+        failed = GaugeMetricFamily(
+            "zeta_model_kind_checks_failed",
+            "Failed structural checks among the model's recent ones, per request kind.",
+            labels=["model", "kind"],
+        )
+        for model in self.router.config.models:
+            for kind, (_, failures, scale) in self.router.core.kind_checks(model.id).items():
+                factor.add_metric([model.id, kind], scale)
+                failed.add_metric([model.id, kind], failures)
+        signals = CounterMetricFamily(
+            "zeta_signal_events",
+            "What the signal sources did: judge calls, unparsed verdicts, budget skips, "
+            "regenerations and continuations seen.",
+            labels=["signal", "event"],
+        )
+        for (signal, event), count in sorted(self.counters.signals.items()):
+            signals.add_metric([signal, event], count)
+        return [verdicts, factor, failed, signals]
 
     def _prefix_cache(self) -> Iterable[Metric]:
         """The ``cache_aware`` policy's index and how its expectation

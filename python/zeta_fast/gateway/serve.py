@@ -116,7 +116,8 @@ def run(
         _use_uvloop()
 
     async def main() -> None:
-        router = Router(config if isinstance(config, RouterConfig) else load_router_config(config))
+        loaded = config if isinstance(config, RouterConfig) else load_router_config(config)
+        router = Router(loaded.for_gateway())
         running = await start(router, host=host, port=port)
         asked = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -100,10 +100,13 @@ class OutcomePredictor:
         *,
         category: str | None = None,
         learning_rate: float | None = None,
+        weight: float = 1.0,
     ) -> None:
         """Learns from one request: ``outcomes`` per model (in ``models``
-        order, None where unknown) or a mapping of the known ones."""
-        self._native.update(features, self._known(outcomes), category, learning_rate)
+        order, None where unknown) or a mapping of the known ones.
+        ``weight`` (in (0, 10]) is how much the verdicts count: it scales the
+        step, and the priors count them as that share of an outcome."""
+        self._native.update(features, self._known(outcomes), category, learning_rate, weight)
 
     def _known(
         self, outcomes: Sequence[bool | None] | Mapping[str, bool]
@@ -153,8 +156,9 @@ class OutcomePredictor:
         """Per model: predicted success plus the weighted category prior."""
         return self._native.utility(features, category)
 
-    def categories(self) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-        """Categories seen so far, with (successes, requests) per model."""
+    def categories(self) -> list[tuple[str, dict[str, tuple[float, float]]]]:
+        """Categories seen so far, with (successes, requests) per model, each
+        verdict counted by its weight (a weak signal counts a share of one)."""
         return [
             (name, dict(zip(self.models, counts, strict=True)))
             for name, counts in self._native.categories()
