@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "ANSWER_CHECKS",
+    "DEFAULT_CONFIDENCE",
     "FEATURE_DIM",
     "GIL_RELEASE_MIN_CANDIDATES",
     "GIL_RELEASE_MIN_RECORDS",
@@ -687,6 +688,8 @@ FEATURE_DIM: int
 REQUEST_FEATURES: tuple[str, ...]
 #: Who gives verdicts on answers (``RouterCore.feedback``'s ``source``).
 VERDICT_SOURCES: tuple[str, ...]
+#: Per verdict source: how likely its verdict is right when it says no more.
+DEFAULT_CONFIDENCE: tuple[float, ...]
 #: Structural check results (``RouterCore.check_answer``), ``ok`` first.
 ANSWER_CHECKS: tuple[str, ...]
 #: Request kinds the structural checks tell apart.
@@ -750,6 +753,16 @@ class OutcomePredictor:
         learning_rate: float | None = None,
         weight: float = 1.0,
     ) -> None: ...
+    def update_targets(
+        self,
+        features: Features,
+        known: list[tuple[int, float]],
+        category: str | None = None,
+        learning_rate: float | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        """Learns one request from soft targets: (model index, probability
+        that its answer was good) pairs."""
     def predict(self, features: Features) -> npt.NDArray[np.float64]: ...
     def prior(self, category: str | None = None) -> npt.NDArray[np.float64]: ...
     def utility(

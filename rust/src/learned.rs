@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{float_repr, Position, ZetaError};
-use crate::hogwild::{self, logistic_error, Row};
+use crate::hogwild::{self, Row};
 use crate::persistence::{self, FileKind};
 use crate::profile::FEATURE_BITS;
 use crate::sync::{AtomicU64, Ordering};
@@ -321,10 +321,12 @@ struct Counts {
 }
 
 impl Counts {
-    fn add(&self, success: bool, units: u64) {
+    /// Counts `units` of requests, `target` of them successes.
+    fn add(&self, target: f64, units: u64) {
         self.requests.fetch_add(units, Ordering::Relaxed);
-        if success {
-            self.successes.fetch_add(units, Ordering::Relaxed);
+        let successes = (target * units as f64).round() as u64;
+        if successes > 0 {
+            self.successes.fetch_add(successes, Ordering::Relaxed);
         }
     }
 
@@ -575,6 +577,28 @@ impl OutcomePredictor {
         learning_rate: Option<f64>,
         weight: f64,
     ) -> Result<(), ZetaError> {
+        let targets: Vec<(usize, f64)> = known
+            .iter()
+            .map(|&(m, good)| (m, f64::from(u8::from(good))))
+            .collect();
+        self.update_targets(features, &targets, category, learning_rate, weight)
+    }
+
+    /// [`Self::update_weighted`] with soft targets: each known model's
+    /// probability (in `[0, 1]`) that its answer was good, as a verdict's
+    /// source can tell it (a judge that agrees 80 % of the time, a
+    /// regenerated answer that is bad more often than not). The logistic
+    /// loss against a calibrated target keeps every source's labels on one
+    /// scale, so mixing sources of unequal reliability does not skew the
+    /// model; the priors count the target's share as successes.
+    pub fn update_targets(
+        &self,
+        features: &SparseFeatures,
+        known: &[(usize, f64)],
+        category: Option<&str>,
+        learning_rate: Option<f64>,
+        weight: f64,
+    ) -> Result<(), ZetaError> {
         self.check(features)?;
         if !(weight.is_finite() && weight > 0.0 && weight <= MAX_WEIGHT) {
             return Err(ZetaError::InvalidInput {
@@ -589,6 +613,14 @@ impl OutcomePredictor {
                 field: "model",
                 problem: "is out of range",
                 value: model.to_string(),
+            });
+        }
+        if let Some(&(_, target)) = known.iter().find(|(_, t)| !(0.0..=1.0).contains(t)) {
+            return Err(ZetaError::InvalidInput {
+                field: "target",
+                position: Position::Scalar,
+                expected: "a probability in [0, 1]",
+                value: float_repr(target),
             });
         }
         if let Some(eta) = learning_rate.filter(|e| !(e.is_finite() && *e > 0.0)) {
@@ -608,7 +640,7 @@ impl OutcomePredictor {
         let units = ((weight * COUNT_UNIT as f64).round() as u64).max(1);
         let l2 = self.params.l2;
         let mut old = Vec::with_capacity(features.indices.len());
-        for &(model, success) in known {
+        for &(model, target) in known {
             // Every step is taken from the weights as read before it, so a
             // word counted twice moves its weight once, as a dense update would.
             self.row(model).step(
@@ -617,12 +649,12 @@ impl OutcomePredictor {
                 &mut old,
                 eta,
                 l2,
-                |z| logistic_error(z, success),
+                |z| hogwild::sigmoid(z) - target,
             );
         }
-        for &(model, success) in known {
+        for &(model, target) in known {
             if let Some(counts) = self.overall.get(model) {
-                counts.add(success, units);
+                counts.add(target, units);
             }
         }
         if let Some(category) = category {
@@ -633,9 +665,9 @@ impl OutcomePredictor {
                     (0..self.models.len()).map(|_| Counts::default()).collect()
                 }),
             };
-            for &(model, success) in known {
+            for &(model, target) in known {
                 if let Some(c) = counts.get(model) {
-                    c.add(success, units);
+                    c.add(target, units);
                 }
             }
         }
@@ -1072,6 +1104,33 @@ mod tests {
             assert!(whole
                 .update_weighted(&f, &[(0, true)], None, None, bad)
                 .is_err());
+        }
+    }
+
+    #[test]
+    fn soft_targets_pull_towards_the_probability_and_count_its_share() {
+        let p = two();
+        let f = features("was the answer any good", &["chat/low"]);
+        // A coin's verdict leaves a fresh model where it is (p = 0.5 already).
+        p.update_targets(&f, &[(0, 0.5)], Some("chat/low"), None, 1.0)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert!((p.predict_one(&f, 0) - 0.5).abs() < 1e-12);
+        for _ in 0..200 {
+            p.update_targets(&f, &[(1, 0.8)], Some("chat/low"), None, 1.0)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        // Learned towards 0.8, not past it as hard labels would go.
+        let learned = p.predict_one(&f, 1);
+        assert!((0.7..0.9).contains(&learned), "{learned}");
+        let counted = p.state();
+        let pair = counted
+            .categories
+            .iter()
+            .find_map(|(name, per_model)| (name == "chat/low").then(|| per_model[1].1))
+            .unwrap_or_default();
+        assert_eq!(pair, (160 * COUNT_UNIT, 200 * COUNT_UNIT));
+        for bad in [-0.1, 1.1, f64::NAN] {
+            assert!(p.update_targets(&f, &[(0, bad)], None, None, 1.0).is_err());
         }
     }
 

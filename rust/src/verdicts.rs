@@ -32,12 +32,21 @@ pub const SOURCES: [&str; 7] = [
     "continuation",
 ];
 
-/// How much each source's verdict counts by default (its weight before its
-/// confidence): a caller's word, a validator, a judge and a shadow
-/// comparison fully; a failed structural check fully (it is certain); a
-/// regenerated answer half (users also regenerate for variety); a
-/// conversation that goes on a tenth (people also go on after a bad answer).
-pub const DEFAULT_WEIGHTS: [f64; SOURCES.len()] = [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.1];
+/// How much each source's verdict counts by default (its confidence, how
+/// likely it is right, is apart: the soft target it is learned as): a
+/// caller's word, a validator, a judge and a shadow comparison fully; a
+/// failed structural check fully (it is certain); what users do half (a
+/// regeneration or a conversation going on is a habit as much as a verdict,
+/// and comes for most answers: it must not drown the rarer, surer ones).
+pub const DEFAULT_WEIGHTS: [f64; SOURCES.len()] = [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5];
+
+/// How likely each source's verdict is right when it does not say
+/// (`Router.feedback` without `confidence`): a caller, a validator, a judge
+/// that gives no number, a shadow comparison and a failed check are taken
+/// at their word; a regenerated answer is bad, and one the conversation
+/// went on from good, more often than not, no more (users regenerate for
+/// variety, and go on after a bad answer too).
+pub const DEFAULT_CONFIDENCE: [f64; SOURCES.len()] = [1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.7];
 
 /// The explicit source's index (`Router.feedback`'s default).
 pub const EXPLICIT: usize = 0;

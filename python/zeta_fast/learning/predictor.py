@@ -96,31 +96,42 @@ class OutcomePredictor:
     def update(
         self,
         features: Features,
-        outcomes: Sequence[bool | None] | Mapping[str, bool],
+        outcomes: Sequence[bool | float | None] | Mapping[str, bool | float],
         *,
         category: str | None = None,
         learning_rate: float | None = None,
         weight: float = 1.0,
     ) -> None:
         """Learns from one request: ``outcomes`` per model (in ``models``
-        order, None where unknown) or a mapping of the known ones.
-        ``weight`` (in (0, 10]) is how much the verdicts count: it scales the
-        step, and the priors count them as that share of an outcome."""
-        self._native.update(features, self._known(outcomes), category, learning_rate, weight)
+        order, None where unknown) or a mapping of the known ones; each a
+        verdict (True good) or a probability in [0, 1] that the answer was
+        good (a soft target: a verdict from a source that is not always
+        right). ``weight`` (in (0, 10]) is how much the verdicts count: it
+        scales the step, and the priors count them as that share of an
+        outcome."""
+        known = self._known(outcomes)
+        if all(isinstance(y, bool) for _, y in known):
+            self._native.update(
+                features, [(m, bool(y)) for m, y in known], category, learning_rate, weight
+            )
+        else:
+            self._native.update_targets(
+                features, [(m, float(y)) for m, y in known], category, learning_rate, weight
+            )
 
     def _known(
-        self, outcomes: Sequence[bool | None] | Mapping[str, bool]
-    ) -> list[tuple[int, bool]]:
+        self, outcomes: Sequence[bool | float | None] | Mapping[str, bool | float]
+    ) -> list[tuple[int, bool | float]]:
         if isinstance(outcomes, Mapping):
             unknown = set(outcomes) - set(self.models)
             if unknown:
                 raise ValueError(f"unknown model(s) {sorted(unknown)}; known: {self.models}")
-            return [(self.models.index(name), bool(y)) for name, y in outcomes.items()]
+            return [(self.models.index(name), _verdict(y)) for name, y in outcomes.items()]
         if len(outcomes) != len(self.models):
             raise ValueError(
                 f"outcomes must have one entry per model ({len(self.models)}), got {len(outcomes)}"
             )
-        return [(m, bool(y)) for m, y in enumerate(outcomes) if y is not None]
+        return [(m, _verdict(y)) for m, y in enumerate(outcomes) if y is not None]
 
     def fit(
         self,
@@ -178,3 +189,11 @@ class OutcomePredictor:
     def restore(self, data: bytes) -> None:
         """Loads ``to_bytes()`` output; models are matched by id."""
         self._native.restore(data)
+
+
+def _verdict(value: object) -> bool | float:
+    """A verdict as given: a bool (or 0/1 as numpy gives them) stays one, any
+    other number is a soft target."""
+    if isinstance(value, bool | np.bool_) or value in (0, 1):
+        return bool(value)
+    return float(value)  # type: ignore[arg-type]

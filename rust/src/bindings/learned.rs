@@ -173,6 +173,23 @@ impl PyOutcomePredictor {
             .update_weighted(&features.inner, &known, category, learning_rate, weight)?)
     }
 
+    /// Learns one request from soft targets: `known` holds (model index,
+    /// probability that its answer was good) pairs; `weight` as in `update`.
+    #[pyo3(signature = (features, known, category = None, learning_rate = None, weight = 1.0))]
+    fn update_targets(
+        &self,
+        features: &Bound<'_, PyAny>,
+        known: Vec<(usize, f64)>,
+        category: Option<&str>,
+        learning_rate: Option<f64>,
+        weight: f64,
+    ) -> PyResult<()> {
+        let features = features_arg(features)?;
+        Ok(self
+            .inner
+            .update_targets(&features.inner, &known, category, learning_rate, weight)?)
+    }
+
     /// P(success) per model from the text alone.
     fn predict<'py>(
         &self,

@@ -74,6 +74,10 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
         pyo3::types::PyTuple::new(module.py(), crate::verdicts::SOURCES)?,
     )?;
     module.add(
+        "DEFAULT_CONFIDENCE",
+        pyo3::types::PyTuple::new(module.py(), crate::verdicts::DEFAULT_CONFIDENCE)?,
+    )?;
+    module.add(
         "ANSWER_CHECKS",
         pyo3::types::PyTuple::new(module.py(), crate::verdicts::CHECKS)?,
     )?;

@@ -129,10 +129,11 @@ impl RouterCore {
     }
 
     /// A quality verdict on a decision's answer, given after its outcome by
-    /// `source` (an index of [`SOURCES`]) with `confidence` in `[0, 1]`:
-    /// counted, learned (when learning is on, the text was known and the
-    /// source's weight times the confidence is above 0) and told to the
-    /// sinks; true when learned.
+    /// `source` (an index of [`SOURCES`]) with `confidence` in `[0, 1]`
+    /// (how likely the verdict is right): counted, learned as the soft
+    /// target `confidence` (good) or `1 - confidence` (bad) with the
+    /// source's weight (when learning is on, the text was known and the
+    /// weight is above 0) and told to the sinks; true when learned.
     pub fn feedback(
         &self,
         decision: &Decision,
@@ -153,8 +154,12 @@ impl RouterCore {
             .learning
             .as_ref()
             .and_then(|l| l.source_weights.get(source))
-            .map_or(0.0, |weight| weight * confidence);
-        let learned = weight > 0.0 && self.learn_weighted(decision, good, weight)?;
+            .copied()
+            .unwrap_or(0.0);
+        // The verdict as a probability that the answer was good: a judge's
+        // "bad, 0.7" is 0.3, a regeneration (bad, 0.7 by default) too.
+        let target = if good { confidence } else { 1.0 - confidence };
+        let learned = weight > 0.0 && self.learn_target(decision, target, weight)?;
         if learned {
             self.sinks.publish(&OutcomeEvent {
                 decision,
@@ -233,12 +238,24 @@ impl RouterCore {
         success: bool,
         weight: f64,
     ) -> Result<bool, ZetaError> {
+        self.learn_target(decision, f64::from(u8::from(success)), weight)
+    }
+
+    /// Learns a soft verdict: `target`, the probability that the answer
+    /// was good, with `weight` (see
+    /// [`crate::learned::OutcomePredictor::update_targets`]).
+    pub fn learn_target(
+        &self,
+        decision: &Decision,
+        target: f64,
+        weight: f64,
+    ) -> Result<bool, ZetaError> {
         let (Some(learning), Some(request)) = (&self.learning, &decision.request.learned) else {
             return Ok(false);
         };
-        learning.predictor.update_weighted(
+        learning.predictor.update_targets(
             &request.features,
-            &[(decision.model, success)],
+            &[(decision.model, target)],
             Some(&request.category),
             None,
             weight.min(crate::learned::MAX_WEIGHT),

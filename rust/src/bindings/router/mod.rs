@@ -49,7 +49,8 @@ use crate::routing::{Decision, Outcome, RoutedModel, RouterCore, Target, Tuning,
 use crate::scoring::AdaptiveScorer;
 use crate::trends::{TrendWatch, DEFAULT_CAPACITY};
 use crate::verdicts::{
-    check_confidence, check_index, source_index, CHECKS, EXPLICIT, KINDS, SOURCES,
+    check_confidence, check_index, source_index, CHECKS, DEFAULT_CONFIDENCE, EXPLICIT, KINDS,
+    SOURCES,
 };
 
 /// The bit of `PyDecision::judged` set once its structural check was recorded.
@@ -629,9 +630,11 @@ impl PyRouterCore {
     /// and source; whether or not it was recorded). `source` says who gave
     /// it (`explicit`, the default: the caller; `validator`, `judge`,
     /// `shadow`, `structural`, `regeneration`, `continuation`) and
-    /// `confidence` (in [0, 1]) how sure it is: the verdict counts the
-    /// source's weight times that. True when it was learned: learning is on,
-    /// the request's text was known and the weight is above 0.
+    /// `confidence` (in [0, 1]; the source's default when None) how likely
+    /// it is right: it is learned as the soft target `confidence` (good) or
+    /// `1 - confidence` (bad), with the source's weight. True when it was
+    /// learned: learning is on, the request's text was known and the weight
+    /// is above 0.
     #[pyo3(signature = (decision, good, *, source = None, confidence = None))]
     fn feedback(
         &self,
@@ -647,7 +650,7 @@ impl PyRouterCore {
             Some(source) => source_index(text(source, "source")?)?,
         };
         let confidence = match confidence {
-            None => 1.0,
+            None => DEFAULT_CONFIDENCE.get(source).copied().unwrap_or(1.0),
             Some(confidence) => number(confidence, "confidence")?,
         };
         check_confidence(confidence)?;
