@@ -252,10 +252,11 @@ def test_verdict_sources_are_counted_weighted_and_taken_once_each() -> None:
         ("judge", model): (0, 1),
         ("regeneration", model): (0, 1),
     }
-    # The judge's half-confident verdict counted half an outcome in the priors.
+    # A verdict is learned as the probability that the answer was good: the
+    # judge's half-confident "bad" is a coin (half a success of one request).
     assert router.predictor is not None
     (_, per_model), *_ = router.predictor.categories()
-    assert per_model[model] == (1.0, 1.5)
+    assert per_model[model] == (1.5, 2.0)
     router.close()
 
 
@@ -320,7 +321,7 @@ def test_text_failures_are_learned_and_every_verdict_is_logged(tmp_path: Any) ->
         ).fetchall()
     assert rows == [
         ("feedback", "structural", 0, 1.0, "repetition", 0),
-        ("feedback", "continuation", 1, 1.0, None, 1),
+        ("feedback", "continuation", 1, 0.7, None, 1),
     ]
     assert orjson.loads(orjson.dumps(rows))  # plain values, no secrets, no text
 
@@ -343,3 +344,139 @@ def test_learning_is_on_by_default_in_the_gateway_only_when_a_source_is() -> Non
     assert explicit.for_gateway().learning.enabled is False
     with pytest.raises(ConfigError, match="judge"):
         parse_router_config({"models": models, "signals": {"judge": {"enabled": True}}})
+
+
+def test_short_answers_agree_when_their_normal_text_is_equal() -> None:
+    from zeta_fast.signals import agree
+
+    assert agree("B.", " b ", 32) is True
+    assert agree("Paris", "Lyon", 32) is False
+    assert agree("x" * 40, "x" * 40, 32) is None  # long: agreement says little
+
+
+def test_shadow_compares_with_the_strongest_model_for_the_task_only() -> None:
+    from collections import Counter
+
+    from zeta_fast.signals import Shadow
+
+    models = [
+        {"id": name, "capabilities": caps, "replicas": [{"id": f"{name}0", "url": "http://h:1"}]}
+        for name, caps in (
+            ("small", {"chat": 60, "code": 90}),
+            ("big", {"chat": 90, "code": 80}),
+        )
+    ]
+    config = parse_router_config(
+        {
+            "models": models,
+            "outcome_log": {"enabled": False},
+            "signals": {"shadow": {"enabled": True}},
+        }
+    )
+    router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
+    shadow = Shadow(config.signals.shadow, router, None, Counter(), None)  # type: ignore[arg-type]
+    chat = router.route("Tell me a story about a dragon.", model="small")
+    assert chat.task_type == "chat"
+    assert shadow.strongest_for(chat) == "big"
+    code = router.route("def add(a, b):\n    return a + b\n", model="small")
+    assert code.task_type == "code"
+    assert shadow.strongest_for(code) is None  # small is the strongest coder
+    assert shadow.strongest_for(router.route("Tell me a story.", model="big")) is None
+    router.close()
+
+
+def _table(tmp_path: Any, rows: int = 400) -> Any:
+    """Two models: the strong one right on every question about cats, the
+    weak one on every question about dogs and half the rest."""
+    import random
+
+    from zeta_fast.learning.evaluation import load_table
+
+    rng = random.Random(3)
+    path = tmp_path / "table.csv"
+    lines = ["id,prompt,weak_correct,strong_correct"]
+    for i in range(rows):
+        animal = rng.choice(["cat", "dog", "bird"])
+        weak = int(animal == "dog" or (animal == "bird" and rng.random() < 0.5))
+        strong = int(animal != "dog" or rng.random() < 0.5)
+        lines.append(f"{i},What does the {animal} number {i} eat?,{weak},{strong}")
+    path.write_text("\n".join(lines) + "\n")
+    return load_table(path)
+
+
+def test_the_signal_evaluation_learns_more_with_truer_signals(tmp_path: Any) -> None:
+    from zeta_fast.learning.signals_eval import evaluate_signals, write_signal_plot
+
+    report = evaluate_signals(
+        _table(tmp_path), mixes=("none", "regeneration", "explicit", "full"), seeds=(0, 1)
+    )
+    pgr = {mix: row["pgr"] for mix, row in report["mixes"].items()}
+    assert pgr["explicit"] > pgr["none"] + 0.1, pgr
+    assert pgr["full"] > pgr["none"] + 0.1, pgr
+    assert pgr["regeneration"] > pgr["none"], pgr
+    for row in report["mixes"].values():
+        assert abs(row["strong_share"] - 0.3) < 0.08  # every mix spends about the same strong calls
+        assert len(row["curve"]) == 20
+    assert report["mixes"]["none"]["labels_per_request"] == 0
+    assert report["mixes"]["full"]["labels_per_request"] == 2
+    plot = write_signal_plot(report, tmp_path / "curves.png", "test")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="unknown signal mix"):
+        evaluate_signals(_table(tmp_path), mixes=("psychic",))
+    with pytest.raises(ValueError, match="strong_share"):
+        evaluate_signals(_table(tmp_path), strong_share=1.5)
+
+
+def test_eval_signals_command_prints_json(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from zeta_fast.cli import main
+
+    table = _table(tmp_path)
+    path = tmp_path / "t.csv"
+    lines = ["id,prompt,weak_correct,strong_correct"] + [
+        f"{i},{p},{o[0]},{o[1]}"
+        for i, (p, o) in enumerate(zip(table.prompts, table.outcomes, strict=True))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    status = main(
+        [
+            "eval",
+            "signals",
+            "--data",
+            str(path),
+            "--seeds",
+            "1",
+            "--mixes",
+            "none,explicit",
+            "--plot",
+            str(tmp_path / "s.png"),
+            "--json",
+        ]
+    )
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["mixes"]) == {"none", "explicit"}
+    assert (tmp_path / "s.png").exists()
+    assert main(["eval", "signals", "--data", str(path), "--mixes", "psychic"]) == 2
+
+
+def test_users_signals_are_learned_as_likely_not_certain() -> None:
+    from zeta_fast._core import DEFAULT_CONFIDENCE
+
+    confidence = dict(zip(VERDICT_SOURCES, DEFAULT_CONFIDENCE, strict=True))
+    assert confidence["explicit"] == confidence["judge"] == 1.0
+    assert 0.5 < confidence["regeneration"] < 1.0
+    router = two_models(learning={"enabled": True})
+    decision = router.route("Summarise the plot of a famous novel.")
+    router.record(decision, True, 10.0)
+    assert router.feedback(decision, False, source="regeneration") is True
+    assert router.predictor is not None
+    (_, per_model), *_ = router.predictor.categories()
+    # Weight 0.5, target 1 - 0.7: 0.15 of a success in half a request.
+    successes, requests = per_model[decision.model_id]
+    assert requests == pytest.approx(0.5)
+    assert successes == pytest.approx(0.15)
+    router.close()

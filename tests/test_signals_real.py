@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from tests.test_gateway import metrics_of, serve, total
+from tests.waiting import wait_until_async
 from zeta_fast import PerformanceTracker, Router
 from zeta_fast.config import parse_router_config
 from zeta_fast.gateway import RunningGateway
@@ -55,7 +56,7 @@ def _judge_app(verdicts: list[str]) -> web.Application:
 
     async def grade(request: web.Request) -> web.Response:
         body = await request.json()
-        assert "Answer:" in body["messages"][0]["content"]
+        assert body["messages"][0]["content"].endswith("Verdict:")
         reply = verdicts[asked[0] % len(verdicts)]
         asked[0] += 1
         return web.json_response(
@@ -203,3 +204,75 @@ def test_json_mode_moves_to_the_model_that_honours_it_and_every_source_is_counte
         r for r in rows if r[0] == "structural"
     ]
     assert {row[2] for row in rows if row[0] == "judge"} <= {0.9, 0.7}
+
+
+def test_shadow_comparisons_and_a_judge_among_the_routers_own_models(
+    two_json_servers: tuple[str, str],
+) -> None:
+    """Requests a client pins to the small model are, on a sampled share,
+    also sent to the strongest one: short answers are compared by agreement,
+    long ones by the judge, here one of the router's own models (a canned
+    server that answers verdicts), reached through the router itself."""
+    small_url, big_url = two_json_servers
+
+    async def body(running: RunningGateway, session: aiohttp.ClientSession) -> None:
+        url = running.url + "/v1/chat/completions"
+        for i in range(24):
+            payload = {
+                "model": "small",
+                "messages": [{"role": "user", "content": f"Give a one-word answer {i}."}],
+                # Short answers are compared by agreement, long ones by the judge.
+                "max_tokens": 3 if i % 2 else 40,
+                "seed": i,
+            }
+            async with session.post(url, json=payload) as response:
+                assert response.status == 200
+                assert response.headers["x-zeta-model"] == "small"
+        gateway = running.gateway
+        assert gateway.shadow is not None
+        await wait_until_async(
+            lambda: gateway.counters.signals["shadow", "asked"] >= 24 and not gateway.shadow._tasks,
+            timeout_s=60,
+        )
+        samples = await metrics_of(running, session)
+        compared = total(samples, "zeta_verdicts_total", source="shadow", model="small")
+        assert compared >= 12, samples
+        assert total(samples, "zeta_verdicts_total", source="shadow", model="big") == 0
+        # The big model served every shadow request, as real traffic.
+        assert total(samples, "zeta_backend_requests_total", model="big", outcome="success") == 24
+        # Long answers went to the judge, through the router (its own model).
+        events = gateway.counters.signals
+        assert events["judge", "asked"] >= 1, events
+        judged = total(samples, "zeta_backend_requests_total", model="judge", outcome="success")
+        assert judged == events["judge", "asked"], events
+        assert events["shadow", "enough"] + events["shadow", "not_enough"] == compared, events
+
+    async def main() -> None:
+        judge_runner = web.AppRunner(_judge_app(["GOOD 0.8", "BAD 0.6"]))
+        await judge_runner.setup()
+        site = web.TCPSite(judge_runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        small, big = _model("small", small_url), _model("big", big_url)
+        small["capabilities"] = {"chat": 60, "knowledge": 60, "reasoning": 60, "code": 60}
+        judge = _model("judge", f"http://127.0.0.1:{port}")
+        judge["capabilities"] = {"reasoning": 1}
+        config = parse_router_config(
+            {
+                "models": [small, big, judge],
+                "dispatch": {"health": {"enabled": False}},
+                "outcome_log": {"enabled": False},
+                "signals": {
+                    "judge": {"enabled": True, "model": "judge", "sample": 0.0},
+                    "shadow": {"enabled": True, "sample": 1.0},
+                },
+            }
+        ).for_gateway()
+        router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
+        try:
+            await asyncio.to_thread(serve, router, body)
+        finally:
+            router.close()
+            await judge_runner.cleanup()
+
+    asyncio.run(main())

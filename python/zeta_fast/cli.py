@@ -312,6 +312,63 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=132)
 
 
+def _eval_signals_command(args: argparse.Namespace) -> int:
+    from zeta_fast.learning.evaluation import load_table
+    from zeta_fast.learning.signals_eval import (
+        MIXES,
+        SignalRates,
+        evaluate_signals,
+        write_signal_plot,
+    )
+
+    mixes = tuple(args.mixes.split(",")) if args.mixes else MIXES
+    rates = SignalRates(
+        regen_coverage=args.regen_coverage,
+        regen_false=args.regen_false,
+        judge_sample=args.judge_sample,
+        judge_agreement=args.judge_agreement,
+        shadow_sample=args.shadow_sample,
+    )
+    report = evaluate_signals(
+        load_table(args.data),
+        mixes=mixes,
+        seeds=tuple(range(args.seeds)),
+        strong_share=args.strong_share,
+        rates=rates,
+    )
+    report["data"] = Path(args.data).name
+    if args.plot:
+        title = (
+            f"{report['data']}: online PGR by signal mix at {args.strong_share:.0%} strong calls"
+        )
+        try:
+            report["plot"] = str(write_signal_plot(report, args.plot, title))
+        except ImportError:
+            print("zeta-fast: plot skipped: pip install 'zeta_fast[plots]'", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console = _console()
+    table = Table(
+        title=f"learning from the router's own signals, {report['data']}, "
+        f"{len(range(args.seeds))} seeds, strong share {args.strong_share:.0%}"
+    )
+    for column in ("signals", "PGR (mean)", "min..max", "labels / request", "shadow calls"):
+        table.add_column(column, justify="left" if column == "signals" else "right")
+    for mix, row in report["mixes"].items():
+        table.add_row(
+            mix,
+            f"{row['pgr']:.3f}",
+            f"{row['pgr_min']:.3f}..{row['pgr_max']:.3f}",
+            f"{row['labels_per_request']:.3f}",
+            f"{row['shadow_calls']:.1%}",
+        )
+    console.print(table)
+    if "plot" in report:
+        console.print(f"wrote {report['plot']}")
+    return 0
+
+
 def _eval_routing_command(args: argparse.Namespace) -> int:
     from zeta_fast.learning.evaluation import evaluate, load_table, write_plot
 
@@ -584,6 +641,28 @@ def _parser() -> argparse.ArgumentParser:
     routing.add_argument("--plot", default="routing.png", help="PNG of quality vs strong share")
     routing.add_argument("--json", action="store_true", help="print one JSON object")
     routing.set_defaults(handler=_eval_routing_command)
+    signals = targets.add_parser(
+        "signals",
+        help="online learning curves of the learned router per signal mix",
+    )
+    signals.add_argument(
+        "--data", required=True, help="CSV: id, prompt, <model>_correct..., [contaminated, subject]"
+    )
+    signals.add_argument("--seeds", type=int, default=5, help="streams (seeds 0..N-1)")
+    signals.add_argument("--strong-share", type=float, default=0.3, help="strong calls to hold")
+    signals.add_argument("--mixes", default="", help="comma-separated mixes (default: all)")
+    signals.add_argument(
+        "--regen-coverage", type=float, default=0.30, help="bad answers regenerated"
+    )
+    signals.add_argument("--regen-false", type=float, default=0.05, help="good answers regenerated")
+    signals.add_argument("--judge-sample", type=float, default=0.05, help="answers judged")
+    signals.add_argument(
+        "--judge-agreement", type=float, default=0.80, help="judge right this often"
+    )
+    signals.add_argument("--shadow-sample", type=float, default=0.05, help="weak answers shadowed")
+    signals.add_argument("--plot", default="signals.png", help="PNG of the learning curves")
+    signals.add_argument("--json", action="store_true", help="print one JSON object")
+    signals.set_defaults(handler=_eval_signals_command)
     return parser
 
 

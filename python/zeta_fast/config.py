@@ -556,6 +556,16 @@ DEFAULT_RUBRIC = (
 )
 
 
+#: What the judge is asked in a shadow comparison.
+DEFAULT_COMPARE_RUBRIC = (
+    "Two AI assistants answered the same question. The reference answer comes from a "
+    "stronger model. Is the candidate answer as good as the reference for the user: as "
+    "correct and as complete? Reply with one word, GOOD (as good) or BAD (worse), then a "
+    "confidence from 0 to 1.\n\nQuestion:\n{question}\n\nReference answer:\n"
+    "{reference}\n\nCandidate answer:\n{answer}\n\nVerdict:"
+)
+
+
 class JudgeSignalSpec(_Frozen):
     """A model that grades a sampled share of answers, off the request path:
     one of the router's own (``model``) or any OpenAI-compatible endpoint
@@ -576,6 +586,8 @@ class JudgeSignalSpec(_Frozen):
     #: Characters of the question and of the answer shown to the judge.
     max_chars: Annotated[int, Field(ge=100, le=1_000_000)] = 4_000
     rubric: Annotated[str, Field(min_length=1)] = DEFAULT_RUBRIC
+    #: Asked in shadow comparisons (``{question}``, ``{reference}``, ``{answer}``).
+    compare_rubric: Annotated[str, Field(min_length=1)] = DEFAULT_COMPARE_RUBRIC
     timeout_s: Seconds = 30.0
 
     @model_validator(mode="after")
@@ -587,16 +599,36 @@ class JudgeSignalSpec(_Frozen):
         return self
 
 
+class ShadowSignalSpec(_Frozen):
+    """Shadow comparisons: for a sampled, budgeted share of the chat requests
+    a cheaper model answered, the strongest candidate answers too (off the
+    request path) and agreement (short answers) or the judge says whether
+    the cheaper answer was enough."""
+
+    enabled: bool = False
+    sample: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.02
+    #: Tokens the shadow requests may use per minute (prompt estimate + max_tokens).
+    tokens_per_minute: Annotated[int, Field(ge=1, le=1_000_000_000)] = 20_000
+    #: Answers up to this long (normalised) are compared by agreement.
+    max_agreement_chars: Annotated[int, Field(ge=1, le=10_000)] = 32
+
+
 class SignalsSpec(_Frozen):
     """The quality signals the router collects itself (see docs/signals.md)."""
 
     structural: StructuralSignalSpec = Field(default_factory=StructuralSignalSpec)
     regeneration: RegenerationSignalSpec = Field(default_factory=RegenerationSignalSpec)
     judge: JudgeSignalSpec = Field(default_factory=JudgeSignalSpec)
+    shadow: ShadowSignalSpec = Field(default_factory=ShadowSignalSpec)
 
     def any_enabled(self) -> bool:
         """Whether any source is on (the gateway then learns by default)."""
-        return self.structural.enabled or self.regeneration.enabled or self.judge.enabled
+        return (
+            self.structural.enabled
+            or self.regeneration.enabled
+            or self.judge.enabled
+            or self.shadow.enabled
+        )
 
 
 class LearningSpec(_Frozen):

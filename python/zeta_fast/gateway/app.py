@@ -60,7 +60,7 @@ from zeta_fast.profiling import profiled_shape
 from zeta_fast.request_features import needs_of
 from zeta_fast.routed import Attempt, backend_time_ms
 from zeta_fast.router import Router
-from zeta_fast.signals import Conversations, Judge
+from zeta_fast.signals import Conversations, Judge, Shadow
 
 __all__ = ["AUTO", "Gateway"]
 
@@ -174,6 +174,12 @@ class Gateway:
             if signals.judge.enabled
             else None
         )
+        #: Shadow comparisons with the strongest candidate, when configured.
+        self.shadow: Shadow | None = (
+            Shadow(signals.shadow, router, self._dispatcher, self.counters.signals, self.judge)
+            if signals.shadow.enabled
+            else None
+        )
         self._sampler: asyncio.Task[None] | None = None
         self._static = {name: static_file(name) for name in STATIC_FILES}
 
@@ -232,6 +238,8 @@ class Gateway:
         self._sampler = asyncio.get_running_loop().create_task(sample())
 
     async def _stop_sampler(self, app: web.Application) -> None:
+        if self.shadow is not None:
+            await self.shadow.close()
         if self.judge is not None:
             await self.judge.close()
         if self._sampler is not None:
@@ -398,8 +406,12 @@ class Gateway:
         body = answer.body
         if path == "/v1/responses":
             self._remember_response(answer.json(), answer.decision)
-        elif self.judge is not None and path == "/v1/chat/completions":
-            self.judge.consider(answer.decision, payload, answer.json())
+        elif path == "/v1/chat/completions" and (self.judge or self.shadow) is not None:
+            document = answer.json()
+            if self.judge is not None:
+                self.judge.consider(answer.decision, payload, document)
+            if self.shadow is not None:
+                self.shadow.consider(answer.decision, payload, document)
         overhead_ms = max(
             (time.perf_counter() - arrived) * 1e3 - backend_time_ms(answer.attempts), 0.0
         )

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from zeta_fast.dispatch import Dispatcher
     from zeta_fast.router import Router
 
-__all__ = ["Judge", "parse_verdict"]
+__all__ = ["Judge", "TokenBudget", "answer_text", "parse_verdict", "question_of"]
 
 _log = logging.getLogger("zeta_fast.signals.judge")
 
@@ -66,7 +66,7 @@ def parse_verdict(reply: str) -> tuple[bool, float] | None:
     return good, min(max(confidence, 0.0), 1.0)
 
 
-def _question(payload: Mapping[str, Any], max_chars: int) -> str:
+def question_of(payload: Mapping[str, Any], max_chars: int) -> str:
     """The last user turn's text (content parts' text joined)."""
     messages = payload.get("messages")
     if not isinstance(messages, list):
@@ -96,7 +96,7 @@ def answer_text(answer: object) -> str | None:
     return orjson.dumps(calls).decode() if calls else None
 
 
-class _TokenBudget:
+class TokenBudget:
     """Tokens per minute, refilled continuously, at most a minute's worth."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
@@ -143,7 +143,7 @@ class Judge:
         self.dispatcher = dispatcher
         self.events = events
         self._rng = rng or random.Random()
-        self._budget = _TokenBudget(spec.tokens_per_minute, clock)
+        self._budget = TokenBudget(spec.tokens_per_minute, clock)
         self._client: BackendClient | None = None
         if spec.url is not None:
             self._client = BackendClient(
@@ -195,7 +195,7 @@ class Judge:
         text = answer_text(answer)
         if text is None:
             return False
-        question = _question(payload, self.spec.max_chars)
+        question = question_of(payload, self.spec.max_chars)
         prompt = self.spec.rubric.replace("{question}", question).replace(
             "{answer}", text[: self.spec.max_chars]
         )
@@ -222,6 +222,31 @@ class Judge:
                 await self.dispatcher.request("/v1/chat/completions", body, decision)
             ).response
         return answer_text(response.json()) or ""
+
+    async def compare(
+        self, question: str, candidate: str, reference: str
+    ) -> tuple[bool, float] | None:
+        """Whether ``candidate`` is as good as ``reference`` (a stronger
+        model's answer to the same question): the judge's (good,
+        confidence), None when it did not answer or could not be parsed.
+        A shadow comparison's call: sampled and budgeted by its caller."""
+        cut = self.spec.max_chars
+        prompt = (
+            self.spec.compare_rubric.replace("{question}", question[:cut])
+            .replace("{reference}", reference[:cut])
+            .replace("{answer}", candidate[:cut])
+        )
+        self.events["judge", "asked"] += 1
+        try:
+            reply = await asyncio.wait_for(self._ask(prompt), self.spec.timeout_s)
+        except Exception as exc:  # the comparison is lost, nothing else
+            self.events["judge", "failed"] += 1
+            _log.info("the judge did not compare: %s", exc)
+            return None
+        verdict = parse_verdict(reply)
+        if verdict is None:
+            self.events["judge", "unparsed"] += 1
+        return verdict
 
     async def _grade(self, decision: Decision, prompt: str) -> None:
         self.events["judge", "asked"] += 1
