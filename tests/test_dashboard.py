@@ -171,6 +171,12 @@ def test_live_dashboard_in_headless_chromium(llamacpp_replicas: StartReplicas) -
                 assert f"penalty:slowpoke:{TASK}:high_latency" not in shown
                 # The learned router's view: categories with a winner.
                 assert any(k.startswith("learned:") and k.endswith(":winner") for k in shown)
+                # The quality signals: every answer's structural check, by source.
+                checked = [
+                    (g, b) for s, _, g, b in router.core.verdict_counts() if s == "structural"
+                ]
+                assert int(shown["signals:structural:good"]) == sum(g for g, _ in checked) > 0
+                assert int(shown["signals:structural:bad"]) == sum(b for _, b in checked)
                 assert "alerts-open-none" in shown
                 page = await browser.screenshot(ARTIFACTS / "dashboard.png")
                 assert page.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -480,3 +480,40 @@ def test_users_signals_are_learned_as_likely_not_certain() -> None:
     assert requests == pytest.approx(0.5)
     assert successes == pytest.approx(0.15)
     router.close()
+
+
+def _sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def test_a_streamed_answer_adds_up_to_the_answer_it_is_checked_as() -> None:
+    from zeta_fast.answer_checks import streamed_answer
+
+    def delta(finish: str | None = None, **part: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": part, "finish_reason": finish}]}
+
+    stream = _sse(
+        delta(role="assistant"), delta(content='{"a"'), delta(content=": 1}", finish="stop")
+    )
+    answer = streamed_answer(stream)
+    assert answer is not None
+    assert answer["choices"][0]["message"]["content"] == '{"a": 1}'
+    assert check_chat_answer({"response_format": {"type": "json_object"}}, answer) == "ok"
+    cut = _sse(delta(content='{"a"'), delta(finish="length"))
+    assert (
+        check_chat_answer({"response_format": {"type": "json_object"}}, streamed_answer(cut))
+        == "length"
+    )
+    tools = _sse(
+        delta(tool_calls=[{"index": 0, "function": {"name": "weather", "arguments": '{"ci'}}]),
+        delta(
+            tool_calls=[{"index": 0, "function": {"arguments": 'ty": "Oslo"}'}}],
+            finish="tool_calls",
+        ),
+    )
+    assert check_chat_answer({"tools": [TOOL]}, streamed_answer(tools)) == "ok"
+    broken = _sse(
+        delta(tool_calls=[{"index": 0, "function": {"name": "weather", "arguments": "{ci"}}])
+    )
+    assert check_chat_answer({"tools": [TOOL]}, streamed_answer(broken)) == "tools"
+    assert streamed_answer(b"event: ping\n\ndata: not json\n\n") is None

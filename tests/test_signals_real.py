@@ -276,3 +276,40 @@ def test_shadow_comparisons_and_a_judge_among_the_routers_own_models(
             await judge_runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_streamed_answers_are_checked_once_they_end(two_json_servers: tuple[str, str]) -> None:
+    honours_url, strips_url = two_json_servers
+
+    async def body(running: RunningGateway, session: aiohttp.ClientSession) -> None:
+        url = running.url + "/v1/chat/completions"
+        for model in ("honours", "strips"):
+            for i in range(3):
+                payload = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": f"Describe item {i}."}],
+                    "max_tokens": 128,
+                    "response_format": JSON_MODE,
+                    "stream": True,
+                    "seed": i,
+                }
+                async with session.post(url, json=payload) as response:
+                    assert response.status == 200
+                    streamed = await response.read()
+                assert streamed.rstrip().endswith(b"data: [DONE]")
+        core = running.gateway.router.core
+        assert core.kind_checks("honours")["json"][:2] == (3, 0)
+        assert core.kind_checks("strips")["json"][:2] == (3, 3)
+
+    config = parse_router_config(
+        {
+            "models": [_model("honours", honours_url), _model("strips", strips_url)],
+            "dispatch": {"health": {"enabled": False}},
+            "outcome_log": {"enabled": False},
+        }
+    ).for_gateway()
+    router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
+    try:
+        serve(router, body)
+    finally:
+        router.close()

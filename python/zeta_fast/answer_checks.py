@@ -36,7 +36,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-__all__ = ["CHECKS", "check_chat_answer", "is_degenerate"]
+__all__ = ["CHECKS", "check_chat_answer", "is_degenerate", "streamed_answer"]
 
 #: Every check's name, ``ok`` first (the core's order).
 CHECKS = ("ok", "json", "json_schema", "tools", "empty", "repetition", "length")
@@ -175,6 +175,9 @@ def check_chat_answer(payload: Mapping[str, Any], answer: object) -> str:
         return "empty"
     limited = any(payload.get(limit) is not None for limit in _LIMITS)
     cut = choice.get("finish_reason") == "length"
+    if cut and not limited:
+        # Whatever else is wrong with it follows from running on to the cap.
+        return "length"
     response_format = payload.get("response_format")
     if isinstance(response_format, Mapping) and not has_calls:
         # JSON cut short by the client's own limit is the request's doing:
@@ -187,8 +190,57 @@ def check_chat_answer(payload: Mapping[str, Any], answer: object) -> str:
             failed = _json_check(text, response_format)
             if failed is not None:
                 return failed
-    if cut and not limited:
-        return "length"
     if is_degenerate(text):
         return "repetition"
     return "ok"
+
+
+def streamed_answer(stream: bytes) -> dict[str, Any] | None:
+    """The chat completion a streamed answer (its SSE bytes) adds up to:
+    the first choice's content, tool calls (arguments joined per index) and
+    finish reason, in a non-streamed answer's shape; None when no event
+    parses (not a chat completion stream)."""
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish: object = None
+    seen = False
+    for line in stream.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if not data or data == b"[DONE]":
+            continue
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        choices = event.get("choices") if isinstance(event, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            continue
+        seen = True
+        choice = choices[0]
+        finish = choice.get("finish_reason") or finish
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            continue
+        if isinstance(delta.get("content"), str):
+            content.append(delta["content"])
+        for part in delta.get("tool_calls") or ():
+            if not isinstance(part, dict):
+                continue
+            call = calls.setdefault(
+                part.get("index", 0) if isinstance(part.get("index"), int) else 0,
+                {"type": "function", "function": {"name": None, "arguments": ""}},
+            )
+            function = part.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    call["function"]["name"] = function["name"]
+                if isinstance(function.get("arguments"), str):
+                    call["function"]["arguments"] += function["arguments"]
+    if not seen:
+        return None
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}

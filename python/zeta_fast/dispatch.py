@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from zeta_fast._core import Decision, RouterCore
-from zeta_fast.answer_checks import check_chat_answer
+from zeta_fast.answer_checks import check_chat_answer, streamed_answer
 from zeta_fast.backends.client import (
     BackendClient,
     BackendResponse,
@@ -73,6 +73,8 @@ _log = logging.getLogger("zeta_fast.dispatch")
 #: What an outcome without a usage block reports.
 NO_USAGE = Usage(0, 0, None)
 _CHAT = "/v1/chat/completions"
+#: A streamed answer past this many bytes is relayed but not checked.
+_MAX_CHECKED_STREAM = 4 << 20
 _MODEL_FIELD = re.compile(rb'([{,]\s*)"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
@@ -590,6 +592,10 @@ class Dispatcher:
                 delivered = False
                 usage = StreamUsage()
                 ttft: float | None = None
+                # The answer's bytes, for its structural check once it ended
+                # (parsed once then, not per event on the relay path).
+                kept: list[bytes] | None = [] if self.checks_answers and path == _CHAT else None
+                kept_bytes = 0
                 try:
                     response = await client.open_stream(
                         path, body, total_cap_s=max(deadline - time.monotonic(), 0.001)
@@ -599,6 +605,12 @@ class Dispatcher:
                             ttft = (time.perf_counter() - started) * 1e3
                             result.ttft_ms = ttft
                         delivered = True
+                        if kept is not None:
+                            kept_bytes += len(events)
+                            if kept_bytes > _MAX_CHECKED_STREAM:
+                                kept = None  # too long to keep: not checked
+                            else:
+                                kept.append(events)
                         yield rename(events)
                 except BackendError as exc:
                     if delivered and isinstance(exc, StreamInterrupted):
@@ -620,6 +632,11 @@ class Dispatcher:
                     raise
                 latency = (time.perf_counter() - started) * 1e3
                 self._record_success(decision, latency, ttft, usage.totals(), result.attempts)
+                if kept is not None:
+                    answer = streamed_answer(b"".join(kept))
+                    self.core.check_answer(
+                        decision, "empty" if answer is None else check_chat_answer(payload, answer)
+                    )
                 return
         finally:
             if suspects:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from zeta_fast.outcomes import RecentOutcome
     from zeta_fast.router import Router
 
-__all__ = ["History", "learned_view", "live_view", "penalty_reasons"]
+__all__ = ["History", "learned_view", "live_view", "penalty_reasons", "signals_view"]
 
 
 def penalty_reasons(
@@ -98,6 +98,18 @@ class History:
                     "in_flight": load,
                     "p95_ms": replica_stats.p95_ms,
                 }
+        # Verdicts so far per source (the page turns them into labels per
+        # minute) and each model's learned success rate overall (how its
+        # learned capability moves).
+        verdicts: dict[str, int] = {}
+        for source, _, good, bad in router.core.verdict_counts():
+            verdicts[source] = verdicts.get(source, 0) + good + bad
+        point["verdicts"] = verdicts
+        predictor = router.predictor
+        if predictor is not None:
+            point["learned"] = dict(
+                zip(predictor.models, (float(p) for p in predictor.prior(None)), strict=True)
+            )
         self.samples.append(point)
         return point
 
@@ -126,8 +138,10 @@ def live_view(
     recent: Iterable[RecentOutcome] = (),
     *,
     decisions: int = 30,
+    signal_events: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[str, Any]:
-    """The dashboard's data, read from a running router now."""
+    """The dashboard's data, read from a running router now (with the
+    gateway's signal counters, ``signal_events``, when it has them)."""
     scoring = router.config.adaptive_config().to_dict()
     relative = router.config.relative_latency_factor
     models = []
@@ -190,7 +204,42 @@ def live_view(
         "decisions": [_decision_row(*item) for item in reversed(latest)],
         "alerts": _alerts(router),
         "learned": _learned(router),
+        "signals": signals_view(router, history, signal_events),
         "shared": _shared(router),
+    }
+
+
+def signals_view(
+    router: Router,
+    history: History | None = None,
+    events: Mapping[tuple[str, str], int] | None = None,
+) -> dict[str, Any]:
+    """The quality signals: verdicts per source (good, bad, labels per
+    minute over the last minute of history), each model's structural check
+    record per request kind, and what the signal sources did."""
+    sources: dict[str, dict[str, Any]] = {}
+    for source, model, good, bad in router.core.verdict_counts():
+        row = sources.setdefault(source, {"source": source, "good": 0, "bad": 0, "models": {}})
+        row["good"] += good
+        row["bad"] += bad
+        row["models"][model] = {"good": good, "bad": bad}
+    samples = list(history.samples) if history is not None else []
+    if len(samples) >= 2:
+        last = samples[-1]
+        first = next((p for p in samples if last["ts"] - p["ts"] <= 60.0), samples[0])
+        span = max(last["ts"] - first["ts"], 1e-9)
+        for source, row in sources.items():
+            before = first.get("verdicts", {}).get(source, 0)
+            now = last.get("verdicts", {}).get(source, 0)
+            row["per_minute"] = (now - before) * 60.0 / span if span >= 1.0 else None
+    kinds = {model.id: router.core.kind_checks(model.id) for model in router.config.models}
+    return {
+        "sources": sorted(sources.values(), key=lambda r: r["source"]),
+        "kinds": {
+            model: {k: {"checked": c, "failed": f, "factor": x} for k, (c, f, x) in per.items()}
+            for model, per in kinds.items()
+        },
+        "events": {f"{signal}:{event}": n for (signal, event), n in sorted((events or {}).items())},
     }
 
 

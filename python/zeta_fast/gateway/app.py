@@ -219,7 +219,9 @@ class Gateway:
         return web.Response(body=body, content_type=STATIC_FILES[name])
 
     async def _dashboard_data(self, request: web.Request) -> web.Response:
-        view = live_view(self.router, self.history, self.router.recent)
+        view = live_view(
+            self.router, self.history, self.router.recent, signal_events=self.counters.signals
+        )
         return web.Response(
             body=orjson.dumps(view, option=orjson.OPT_SERIALIZE_NUMPY),
             content_type=_JSON,

@@ -220,6 +220,57 @@ function renderDecisions(data) {
   }));
 }
 
+// Labels per minute of one source at each history point (over the 10 s before it).
+function labelRates(history, source) {
+  return history.map((point, i) => {
+    let j = i;
+    while (j > 0 && point.ts - history[j - 1].ts <= 10) j--;
+    const before = history[j];
+    const span = point.ts - before.ts;
+    if (span < 1) return { ts: point.ts, v: null };
+    const now = (point.verdicts || {})[source] || 0, then = (before.verdicts || {})[source] || 0;
+    return { ts: point.ts, v: ((now - then) * 60) / span };
+  });
+}
+
+function renderSignals(data) {
+  const signals = data.signals || { sources: [], kinds: {}, events: {} };
+  fill("signals", signals.sources.map((s) => {
+    const perModel = Object.entries(s.models).map(([m, c]) => `${m} ${c.good} / ${c.bad}`).join(", ");
+    const rate = s.per_minute === null || s.per_minute === undefined ? "–" : s.per_minute.toFixed(1);
+    const row = el("tr", {});
+    row.append(el("td", {}, s.source), el("td", { "data-k": `signals:${s.source}:good` }, String(s.good)),
+      el("td", { "data-k": `signals:${s.source}:bad` }, String(s.bad)), el("td", {}, rate), el("td", {}, perModel));
+    return row;
+  }));
+  const kinds = [];
+  for (const [model, perKind] of Object.entries(signals.kinds)) {
+    for (const [kind, k] of Object.entries(perKind)) {
+      if (!k.checked) continue;
+      const row = el("tr", {});
+      row.append(el("td", {}, model), el("td", {}, kind), el("td", {}, String(k.checked)),
+        el("td", {}, String(k.failed)),
+        el("td", { "data-k": `kinds:${model}:${kind}`, class: k.factor < 1 ? "bad" : "ok" }, k.factor.toFixed(2)));
+      kinds.push(row);
+    }
+  }
+  fill("kinds", kinds);
+  const events = Object.entries(signals.events || {}).map(([k, n]) => `${k} ${n}`).join(" · ");
+  document.getElementById("signal-events").textContent = events;
+  const sources = signals.sources.map((s) => s.source);
+  const rates = Object.fromEntries(sources.map((s) => [s, labelRates(data.history, s)]));
+  drawLines("chart-labels", data.history, sources.map((s, i) => ({
+    pick: (p) => { const r = rates[s].find((x) => x.ts === p.ts); return r ? r.v : null; },
+    color: COLORS[i % COLORS.length],
+  })), 1);
+  const ids = data.models.map((m) => m.id);
+  drawLines("chart-learned", data.history, ids.map((id, i) => ({
+    pick: (p) => (p.learned || {})[id], color: COLORS[i % COLORS.length],
+  })), 1);
+  legend("signal-legend", sources);
+  legend("learned-legend", ids);
+}
+
 function render(data) {
   document.getElementById("login").hidden = true;
   document.getElementById("main").hidden = false;
@@ -227,6 +278,7 @@ function render(data) {
   renderCharts(data);
   renderAlerts(data);
   renderLearned(data);
+  renderSignals(data);
   renderDecisions(data);
   const shared = data.shared || { enabled: false };
   document.getElementById("shared").textContent = !shared.enabled ? "" : shared.up
