@@ -543,8 +543,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--chunks", type=int, default=32, help="SSE events per streamed answer")
     gateway.add_argument(
         "--contenders",
-        default="direct,zeta,vllm-router,litellm",
-        help="comma-separated, from direct,zeta,vllm-router,litellm",
+        default="direct,zeta,zeta-bare,vllm-router,litellm",
+        help="comma-separated, from direct,zeta,zeta-bare (signals and learning off),"
+        "vllm-router,litellm",
     )
     gateway.add_argument("--max-seconds", type=float, default=900.0, help="stop starting rounds")
     gateway.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -306,6 +306,36 @@ mod tests {
     }
 
     #[test]
+    fn no_verdict_is_lost_across_threads() {
+        let counts = std::sync::Arc::new(VerdictCounts::new(3));
+        let checks = std::sync::Arc::new(KindChecks::default());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (counts, checks) = (counts.clone(), checks.clone());
+                std::thread::spawn(move || {
+                    for i in 0..5_000_u64 {
+                        counts.add(t % 2, t % 3, i % 4 != 0);
+                        // Every thread's last 4 verdicts on json are failures.
+                        checks.add(1, i < 4_996, i);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap_or_else(|_| unreachable!());
+        }
+        let total: u64 = counts.read().iter().map(|(_, _, g, b)| g + b).sum();
+        assert_eq!(total, 8 * 5_000);
+        let good: u64 = counts.read().iter().map(|(_, _, g, _)| g).sum();
+        assert_eq!(good, 8 * 3_750);
+        // The word is whole: a count of 32, and the newest verdict (some
+        // thread's last, a failure) among its bits.
+        let (checked, failed) = checks.recent(1, 5_000, 1_000);
+        assert_eq!(checked, 32);
+        assert!((1..=32).contains(&failed), "{failed}");
+    }
+
+    #[test]
     fn kinds_follow_the_needs() {
         let tools = feature_bit("tools").unwrap();
         let json = feature_bit("json_schema").unwrap();

@@ -5,7 +5,9 @@ Every contender runs as its own process on 127.0.0.1 in front of the same
 backends: two canned OpenAI-compatible servers (``zeta_fast.local.canned``:
 fixed answers at once, so a router's own time is not drowned by an
 engine's). Contenders: ``direct`` (the client calls the backends itself),
-``zeta`` (``zeta-fast serve``), ``vllm-router`` (PyPI ``vllm-router``, round
+``zeta`` (``zeta-fast serve`` as configured by default: the signals and
+learning on), ``zeta-bare`` (the same with the signals and learning off),
+``vllm-router`` (PyPI ``vllm-router``, round
 robin) and ``litellm`` (the LiteLLM proxy, simple shuffle), the last two
 when installed (the ``bench`` extra). In each round every contender runs
 every case (JSON and SSE with ``chunks`` events, at concurrency 1 and 16),
@@ -53,7 +55,7 @@ class BenchSettings:
     requests_c1: int = 300
     requests_c16: int = 1600
     chunks: int = 32
-    contenders: tuple[str, ...] = ("direct", "zeta", "vllm-router", "litellm")
+    contenders: tuple[str, ...] = ("direct", "zeta", "zeta-bare", "vllm-router", "litellm")
     max_seconds: float = 900.0
     warmup: int = 50
 
@@ -150,23 +152,33 @@ def _start_contenders(
     urls: dict[str, str] = {}
     skipped: dict[str, str] = {}
     directory = processes.directory
-    if "zeta" in wanted:
+    for name in ("zeta", "zeta-bare"):
+        if name not in wanted:
+            continue
         port = free_port()
         config = single_model_config(
             "canned",
             [(f"canned-{i}", url) for i, url in enumerate(backends)],
             port=port,
-            state_path=directory / "zeta-state.snapshot",
+            state_path=directory / f"{name}-state.snapshot",
             backend="vllm",
         )
-        path = directory / "zeta.json"
+        if name == "zeta-bare":
+            # The defaults' signals (structural checks, regenerations) and
+            # the learning they turn on, off: what they cost, side by side.
+            config["signals"] = {
+                "structural": {"enabled": False},
+                "regeneration": {"enabled": False},
+            }
+            config["learning"] = {"enabled": False}
+        path = directory / f"{name}.json"
         path.write_text(json.dumps(config))
         processes.start(
-            "zeta",
+            name,
             [sys.executable, "-m", "zeta_fast.cli", "serve", "--config", str(path)],
             f"http://{HOST}:{port}/health",
         )
-        urls["zeta"] = f"http://{HOST}:{port}"
+        urls[name] = f"http://{HOST}:{port}"
     if "vllm-router" in wanted:
         binary = _tool("vllm-router")
         if binary is None:
@@ -251,7 +263,7 @@ async def _rounds(
         "direct": [f"{url}/v1/chat/completions" for url in backends],
         **{name: [f"{url}/v1/chat/completions"] for name, url in routers.items()},
     }
-    models = {name: ("auto" if name == "zeta" else "canned") for name in names}
+    models = {name: ("auto" if name.startswith("zeta") else "canned") for name in names}
     headers: dict[str, dict[str, str]] = {name: {} for name in names}
     headers["litellm"] = {"Authorization": f"Bearer {LITELLM_KEY}"}
     per_round: dict[str, dict[str, list[dict[str, float]]]] = {
@@ -348,6 +360,9 @@ def _ratios(cases: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
             ratios[f"{case}_zeta_over_vllm_router_throughput"] = (
                 zeta_rps / vllm_row["throughput_rps_median"]
             )
+        bare = added(case, "zeta-bare")
+        if bare is not None and bare > 0:
+            ratios[f"{case}_zeta_defaults_over_bare_added_p50"] = zeta / bare
     for concurrency in (1, 16):
         sse = added(f"sse-c{concurrency}", "zeta", "added_p99_ms_median")
         plain = added(f"json-c{concurrency}", "zeta", "added_p99_ms_median")
