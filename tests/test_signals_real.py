@@ -313,3 +313,42 @@ def test_streamed_answers_are_checked_once_they_end(two_json_servers: tuple[str,
         serve(router, body)
     finally:
         router.close()
+
+
+def test_a_request_sent_again_after_an_error_is_no_regeneration(
+    two_json_servers: tuple[str, str],
+) -> None:
+    """Only an answer that came can be regenerated: a user resending after
+    an error says nothing about any answer (the replica's fault stays the
+    replica's, never a verdict on a model's quality)."""
+    honours_url, _ = two_json_servers
+    port = int(honours_url.rsplit(":", 1)[1])
+
+    with FaultProxy("127.0.0.1", port) as proxy:
+
+        async def body(running: RunningGateway, session: aiohttp.ClientSession) -> None:
+            url = running.url + "/v1/chat/completions"
+            payload = {"messages": [{"role": "user", "content": "Name a city."}], "max_tokens": 4}
+            headers = {"x-session-id": "user-9"}
+            proxy.set_fault(status=503, probability=1.0)
+            async with session.post(url, json=payload, headers=headers) as response:
+                assert response.status >= 500
+            proxy.clear()
+            for _ in range(2):  # answered, then regenerated once
+                async with session.post(url, json=payload, headers=headers) as response:
+                    assert response.status == 200, await response.text()
+            counts = {s: g + b for s, _, g, b in running.gateway.router.core.verdict_counts()}
+            assert counts.get("regeneration") == 1, counts
+
+        config = parse_router_config(
+            {
+                "models": [_model("only", proxy.url)],
+                "dispatch": {"health": {"enabled": False}, "max_attempts": 2},
+                "outcome_log": {"enabled": False},
+            }
+        ).for_gateway()
+        router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
+        try:
+            serve(router, body)
+        finally:
+            router.close()

@@ -390,11 +390,9 @@ class Gateway:
         except (InvalidInputError, TypeError) as exc:
             self.counters.refused["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
-        if self.conversations is not None and path == "/v1/chat/completions":
-            self._observe_conversation(request, payload, decision, caller)
         record = self.spec.decision_record or request.headers.get("x-zeta-decision") == "1"
         if payload.get("stream") is True:
-            return await self._stream(request, path, payload, decision, arrived, record)
+            return await self._stream(request, path, payload, decision, arrived, record, caller)
         try:
             answer = await self._dispatcher.request(path, payload, decision)
         except BackendError as exc:
@@ -406,6 +404,10 @@ class Gateway:
             self.counters.refused["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
         body = answer.body
+        if self.conversations is not None and path == "/v1/chat/completions":
+            # Only an answer that came is one a user can regenerate; the one
+            # that served it (after retries or a fallback) is its decision.
+            self._observe_conversation(request, payload, answer.decision, caller)
         if path == "/v1/responses":
             self._remember_response(answer.json(), answer.decision)
         elif path == "/v1/chat/completions" and (self.judge or self.shadow) is not None:
@@ -493,6 +495,7 @@ class Gateway:
         decision: Decision,
         arrived: float,
         record: bool,
+        caller: Caller | None = None,
     ) -> web.StreamResponse:
         anthropic = path.startswith("/v1/messages")
         stream = self._dispatcher.open_stream(path, payload, decision)
@@ -516,6 +519,8 @@ class Gateway:
         except InvalidInputError as exc:
             self.counters.refused["bad_request"] += 1
             return _error(400, str(exc), "invalid_request_error", anthropic=anthropic)
+        if self.conversations is not None and path == "/v1/chat/completions":
+            self._observe_conversation(request, payload, stream.decision, caller)
         if path == "/v1/responses":
             for event in split_events(first):
                 self._remember_response(_event_json(event).get("response"), stream.decision)
