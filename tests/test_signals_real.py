@@ -12,9 +12,10 @@ counted per source on /metrics and attributed in the outcome log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,20 @@ def _judge_app(verdicts: list[str]) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", grade)
     return app
+
+
+@contextlib.asynccontextmanager
+async def canned_judge(verdicts: list[str]) -> AsyncIterator[str]:
+    """A canned judge server on a free port: its base URL."""
+    runner = web.AppRunner(_judge_app(verdicts))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def _model(name: str, url: str) -> dict[str, Any]:
@@ -160,11 +175,10 @@ def test_json_mode_moves_to_the_model_that_honours_it_and_every_source_is_counte
         assert total(samples, "zeta_model_kind_check_factor", model="strips", kind="json") <= 2 / 3
 
     async def main() -> None:
-        judge_runner = web.AppRunner(_judge_app(["GOOD 0.9", "BAD 0.7", "maybe?"]))
-        await judge_runner.setup()
-        site = web.TCPSite(judge_runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        async with canned_judge(["GOOD 0.9", "BAD 0.7", "maybe?"]) as judge_url:
+            await judged(judge_url)
+
+    async def judged(judge_url: str) -> None:
         config = parse_router_config(
             {
                 "models": [_model("honours", honours_url), _model("strips", strips_url)],
@@ -173,7 +187,7 @@ def test_json_mode_moves_to_the_model_that_honours_it_and_every_source_is_counte
                 "signals": {
                     "judge": {
                         "enabled": True,
-                        "url": f"http://127.0.0.1:{port}",
+                        "url": judge_url,
                         "sample": 0.25,
                     }
                 },
@@ -186,7 +200,6 @@ def test_json_mode_moves_to_the_model_that_honours_it_and_every_source_is_counte
             await asyncio.to_thread(serve, router, body)
         finally:
             router.close()
-            await judge_runner.cleanup()
 
     asyncio.run(main())
     with sqlite3.connect(log_path) as db:
@@ -248,14 +261,13 @@ def test_shadow_comparisons_and_a_judge_among_the_routers_own_models(
         assert events["shadow", "enough"] + events["shadow", "not_enough"] == compared, events
 
     async def main() -> None:
-        judge_runner = web.AppRunner(_judge_app(["GOOD 0.8", "BAD 0.6"]))
-        await judge_runner.setup()
-        site = web.TCPSite(judge_runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        async with canned_judge(["GOOD 0.8", "BAD 0.6"]) as judge_url:
+            await judged(judge_url)
+
+    async def judged(judge_url: str) -> None:
         small, big = _model("small", small_url), _model("big", big_url)
         small["capabilities"] = {"chat": 60, "knowledge": 60, "reasoning": 60, "code": 60}
-        judge = _model("judge", f"http://127.0.0.1:{port}")
+        judge = _model("judge", judge_url)
         judge["capabilities"] = {"reasoning": 1}
         config = parse_router_config(
             {
@@ -273,7 +285,6 @@ def test_shadow_comparisons_and_a_judge_among_the_routers_own_models(
             await asyncio.to_thread(serve, router, body)
         finally:
             router.close()
-            await judge_runner.cleanup()
 
     asyncio.run(main())
 

@@ -53,17 +53,32 @@ pub const EXPLICIT: usize = 0;
 /// The structural checks' index.
 pub const STRUCTURAL: usize = 4;
 
-/// The index of a source name.
-pub fn source_index(name: &str) -> Result<usize, ZetaError> {
-    SOURCES
+/// The position of `name` in `names`, else an error naming the field.
+fn index_in(
+    names: &[&str],
+    name: &str,
+    field: &'static str,
+    problem: &'static str,
+) -> Result<usize, ZetaError> {
+    names
         .iter()
-        .position(|s| *s == name)
+        .position(|n| *n == name)
         .ok_or_else(|| ZetaError::InvalidName {
-            field: "source",
-            problem: "is not a verdict source (explicit, validator, judge, shadow, structural, \
-                      regeneration, continuation)",
+            field,
+            problem,
             value: name.to_owned(),
         })
+}
+
+/// The index of a source name.
+pub fn source_index(name: &str) -> Result<usize, ZetaError> {
+    index_in(
+        &SOURCES,
+        name,
+        "source",
+        "is not a verdict source (explicit, validator, judge, shadow, structural, \
+         regeneration, continuation)",
+    )
 }
 
 /// Checks per-source weights (each finite, >= 0 and <= 10; 0 turns a
@@ -147,15 +162,12 @@ pub const ABOUT_THE_TEXT: [&str; 3] = ["empty", "repetition", "length"];
 
 /// The index of a check name.
 pub fn check_index(name: &str) -> Result<usize, ZetaError> {
-    CHECKS
-        .iter()
-        .position(|c| *c == name)
-        .ok_or_else(|| ZetaError::InvalidName {
-            field: "check",
-            problem: "is not a structural check (ok, json, json_schema, tools, empty, \
-                      repetition, length)",
-            value: name.to_owned(),
-        })
+    index_in(
+        &CHECKS,
+        name,
+        "check",
+        "is not a structural check (ok, json, json_schema, tools, empty, repetition, length)",
+    )
 }
 
 /// Refuses a confidence outside `[0, 1]` (or not a number).

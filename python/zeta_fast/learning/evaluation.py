@@ -31,7 +31,14 @@ import numpy.typing as npt
 from zeta_fast.learning.features import Features, text_features
 from zeta_fast.learning.predictor import OutcomePredictor
 
-__all__ = ["RoutingTable", "evaluate", "evaluate_online", "load_table", "routing_curve"]
+__all__ = [
+    "RoutingTable",
+    "evaluate",
+    "evaluate_online",
+    "load_table",
+    "online_split",
+    "routing_curve",
+]
 
 ROUTERS = ("random", "oracle", "category_prior", "learned")
 
@@ -292,6 +299,17 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
     return out
 
 
+def online_split(
+    table: RoutingTable, rng: np.random.Generator, test_share: float
+) -> tuple[npt.NDArray[np.int64], int, int]:
+    """The prompts streamed (``test_share`` of them, in a random order) and
+    the strong and weak models' columns, judged on the rest."""
+    order = rng.permutation(len(table.ids))
+    cut = round(len(order) * (1 - test_share))
+    accuracy = table.outcomes[order[:cut]].mean(axis=0)
+    return order[cut:], int(np.argmax(accuracy)), int(np.argmin(accuracy))
+
+
 def evaluate_online(
     table: RoutingTable,
     *,
@@ -314,13 +332,8 @@ def evaluate_online(
         raise ValueError(f"feedback must be 'full' or 'bandit', got {feedback!r}")
     if not 0.0 < strong_share < 1.0:
         raise ValueError(f"strong_share must be in (0, 1), got {strong_share!r}")
-    n = len(table.ids)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    cut = round(n * (1 - test_share))
-    train, stream = order[:cut], order[cut:]
-    accuracy = table.outcomes[train].mean(axis=0)
-    strong, weak = int(np.argmax(accuracy)), int(np.argmin(accuracy))
+    stream, strong, weak = online_split(table, rng, test_share)
     predictor = OutcomePredictor([table.models[weak], table.models[strong]])
     recent: list[float] = []
     quality = 0.0

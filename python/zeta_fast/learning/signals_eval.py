@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from zeta_fast._core import DEFAULT_CONFIDENCE, VERDICT_SOURCES, LearningSettings
-from zeta_fast.learning.evaluation import RoutingTable
+from zeta_fast.learning.evaluation import RoutingTable, online_split
 from zeta_fast.learning.features import text_features
 from zeta_fast.learning.predictor import OutcomePredictor
 
@@ -118,13 +118,8 @@ def _stream(
     test_share: float = 0.5,
     window: int = 500,
 ) -> dict[str, Any]:
-    n = len(table.ids)
-    split = np.random.default_rng(seed)
-    order = split.permutation(n)
-    cut = round(n * (1 - test_share))
-    train, stream = order[:cut], order[cut:]
-    accuracy = table.outcomes[train].mean(axis=0)
-    strong, weak = int(np.argmax(accuracy)), int(np.argmin(accuracy))
+    # The split of evaluate_online's seed: the same streams.
+    stream, strong, weak = online_split(table, np.random.default_rng(seed), test_share)
     # The signals' own draws: the same for every mix of a seed where they meet.
     rng = np.random.default_rng(seed + 1_000_003)
     predictor = OutcomePredictor([table.models[weak], table.models[strong]])
