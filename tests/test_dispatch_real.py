@@ -487,6 +487,9 @@ def test_a_cascade_escalates_on_a_cut_answer_or_a_failed_check(
     )
     assert (rejected.decision.model_id, rejected.text) == ("large", "hi")
     assert rejected.escalations == [("small", "validator")]
+    # The validator's word is a verdict on each answer it saw, by source.
+    verdicts = {(s, m): (g, b) for s, m, g, b in router.core.verdict_counts() if s == "validator"}
+    assert verdicts == {("validator", "small"): (1, 1), ("validator", "large"): (0, 1)}
     router.close()
 
 

@@ -12,6 +12,7 @@ health checks, shared state) is the :class:`~zeta_fast.runtime.Runtime`'s.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -26,7 +27,7 @@ from zeta_fast._core import (
     RouterCore,
 )
 from zeta_fast.config import RouterConfig, load_router_config
-from zeta_fast.exceptions import NoCandidatesError
+from zeta_fast.exceptions import InvalidInputError, NoCandidatesError
 from zeta_fast.learning.predictor import OutcomePredictor
 from zeta_fast.outcomes import OutcomeFeed, RecentOutcome
 from zeta_fast.request_features import needs_of
@@ -482,7 +483,8 @@ class Router:
     ) -> RoutedResponse:
         """Runs the cheapest model first and escalates along ``models`` when
         its answer fails a check: an error, an empty answer, one cut by the
-        length limit, or ``validator`` returning False. Returns the first
+        length limit, or ``validator`` returning False (its word on each
+        answer it sees is a ``validator`` verdict). Returns the first
         answer that passes (or the last model's); ``escalations`` on it
         lists (model, reason) for every step that did not.
         """
@@ -507,8 +509,14 @@ class Router:
                 reason = "empty"
             elif answer.finish_reason == "length":
                 reason = "length"
-            elif validator is not None and not validator(answer):
-                reason = "validator"
+            elif validator is not None:
+                passed = bool(validator(answer))
+                # The validator's word is a verdict on that model's answer
+                # (source "validator"), learned when learning is on.
+                with contextlib.suppress(InvalidInputError):
+                    self.feedback(answer.decision, passed, source="validator")
+                if not passed:
+                    reason = "validator"
             if reason is None or final:
                 answer.escalations = escalations
                 return answer
