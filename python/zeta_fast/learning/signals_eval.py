@@ -29,7 +29,8 @@ its stated coverage and error:
 - ``explicit``: every chosen answer's truth (full bandit feedback);
 - ``full``: both models' truths on every request (no router sees this).
 
-Each curve is the stream's cumulative PGR at checkpoints; PGR as in RouteLLM.
+Each curve is the stream's cumulative PGR (and strong share) at checkpoints,
+averaged over the seeds; PGR as in RouteLLM.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def evaluate_signals(
     checkpoints: int = 20,
 ) -> dict[str, Any]:
     """Per mix: mean and per-seed PGR, strong share, labels per request,
-    shadow calls, and the first seed's learning curve."""
+    shadow calls, and the learning curve (the seeds' mean)."""
     unknown = [m for m in mixes if m not in MIXES]
     if unknown:
         raise ValueError(f"unknown signal mix(es) {unknown}; known: {list(MIXES)}")
@@ -239,32 +240,51 @@ def evaluate_signals(
             "strong_share": float(np.mean([r["strong_share"] for r in runs])),
             "shadow_calls": float(np.mean([r["shadow_calls"] for r in runs])),
             "labels_per_request": float(np.mean([r["labels_per_request"] for r in runs])),
-            "curve": runs[0]["curve"],
+            # The seeds' curves averaged point by point (every seed's stream
+            # has the same length, so the same checkpoints).
+            "curve": [
+                (
+                    points[0][0],
+                    float(np.mean([p[1] for p in points])),
+                    float(np.mean([p[2] for p in points])),
+                )
+                for points in zip(*(run["curve"] for run in runs), strict=True)
+            ],
             "n": runs[0]["n"],
         }
     return report
 
 
 def write_signal_plot(report: dict[str, Any], path: str | Path, title: str) -> Path:
-    """The learning curves (cumulative PGR over requests), one line per mix."""
+    """The learning curves, one line per mix: the stream's cumulative PGR
+    over requests, and beside it the share of strong calls it spent."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, (pgr_axis, share_axis) = plt.subplots(
+        1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]}
+    )
     for mix, row in report["mixes"].items():
         steps = [point[0] for point in row["curve"]]
-        pgr = [point[1] for point in row["curve"]]
-        axis.plot(steps, pgr, label=f"{mix} (mean PGR {row['pgr']:.3f})")
-    axis.axhline(report["strong_share"], color="grey", linestyle=":", linewidth=1)
-    axis.set_xlabel("requests learned from (online, from scratch; curves: the first seed)")
-    axis.set_ylabel("PGR of the stream so far")
-    axis.set_title(title)
-    axis.legend(loc="lower right", fontsize=8)
-    axis.grid(alpha=0.3)
+        pgr_axis.plot(
+            steps, [p[1] for p in row["curve"]], label=f"{mix} (mean PGR {row['pgr']:.3f})"
+        )
+        share_axis.plot(steps, [p[2] * 100 for p in row["curve"]], label=mix)
+    pgr_axis.axhline(report["strong_share"], color="grey", linestyle=":", linewidth=1)
+    pgr_axis.set_xlabel("requests learned from (online, from scratch; mean of the seeds)")
+    pgr_axis.set_ylabel("PGR of the stream so far")
+    pgr_axis.set_title(title)
+    pgr_axis.legend(loc="lower right", fontsize=8)
+    pgr_axis.grid(alpha=0.3)
+    share_axis.axhline(report["strong_share"] * 100, color="grey", linestyle=":", linewidth=1)
+    share_axis.set_xlabel("requests")
+    share_axis.set_ylabel("strong calls so far, %")
+    share_axis.set_title("the strong share each mix spent")
+    share_axis.grid(alpha=0.3)
     figure.tight_layout()
     out = Path(path)
-    figure.savefig(out, dpi=100)
+    figure.savefig(out, dpi=90)
     plt.close(figure)
     return out
