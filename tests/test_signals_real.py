@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,27 @@ async def canned_judge(verdicts: list[str]) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def serve_defaults(
+    models: list[dict[str, Any]],
+    body: Callable[[RunningGateway, aiohttp.ClientSession], Awaitable[None]],
+    **dispatch: Any,
+) -> None:
+    """Runs ``body`` against a gateway of ``models`` as it runs by default
+    (signals and learning on), without health checks or an outcome log."""
+    config = parse_router_config(
+        {
+            "models": models,
+            "dispatch": {"health": {"enabled": False}, **dispatch},
+            "outcome_log": {"enabled": False},
+        }
+    ).for_gateway()
+    router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
+    try:
+        serve(router, body)
+    finally:
+        router.close()
 
 
 def _model(name: str, url: str) -> dict[str, Any]:
@@ -244,7 +265,9 @@ def test_shadow_comparisons_and_a_judge_among_the_routers_own_models(
         gateway = running.gateway
         assert gateway.shadow is not None
         await wait_until_async(
-            lambda: gateway.counters.signals["shadow", "asked"] >= 24 and not gateway.shadow._tasks,
+            lambda: (
+                gateway.counters.signals["shadow", "asked"] >= 24 and not gateway.shadow.in_flight
+            ),
             timeout_s=60,
         )
         samples = await metrics_of(running, session)
@@ -312,18 +335,7 @@ def test_streamed_answers_are_checked_once_they_end(two_json_servers: tuple[str,
         assert core.kind_checks("honours")["json"][:2] == (3, 0)
         assert core.kind_checks("strips")["json"][:2] == (3, 3)
 
-    config = parse_router_config(
-        {
-            "models": [_model("honours", honours_url), _model("strips", strips_url)],
-            "dispatch": {"health": {"enabled": False}},
-            "outcome_log": {"enabled": False},
-        }
-    ).for_gateway()
-    router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
-    try:
-        serve(router, body)
-    finally:
-        router.close()
+    serve_defaults([_model("honours", honours_url), _model("strips", strips_url)], body)
 
 
 def test_a_request_sent_again_after_an_error_is_no_regeneration(
@@ -351,15 +363,4 @@ def test_a_request_sent_again_after_an_error_is_no_regeneration(
             counts = {s: g + b for s, _, g, b in running.gateway.router.core.verdict_counts()}
             assert counts.get("regeneration") == 1, counts
 
-        config = parse_router_config(
-            {
-                "models": [_model("only", proxy.url)],
-                "dispatch": {"health": {"enabled": False}, "max_attempts": 2},
-                "outcome_log": {"enabled": False},
-            }
-        ).for_gateway()
-        router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
-        try:
-            serve(router, body)
-        finally:
-            router.close()
+        serve_defaults([_model("only", proxy.url)], body, max_attempts=2)

@@ -25,6 +25,11 @@ pub const FEATURES: [&str; 7] = [
     "messages",
 ];
 
+/// The bits of the features the structural checks tell kinds apart by
+/// (their positions in [`FEATURES`]; a test holds them to it).
+pub const TOOLS: u32 = 1 << 2;
+pub const JSON_SCHEMA: u32 = 1 << 3;
+
 /// The bit of a feature name.
 pub fn feature_bit(name: &str) -> Result<u32, ZetaError> {
     FEATURES
@@ -112,6 +117,12 @@ impl Unserved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_named_bits_are_the_features_positions() {
+        assert_eq!(feature_bit("tools").unwrap(), TOOLS);
+        assert_eq!(feature_bit("json_schema").unwrap(), JSON_SCHEMA);
+    }
 
     #[test]
     fn names_and_bits_round_trip() {

@@ -17,7 +17,7 @@
 //! and the word weights are shared between kinds).
 
 use crate::errors::ZetaError;
-use crate::request_kinds::feature_bit;
+use crate::request_kinds::{JSON_SCHEMA, TOOLS};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Every verdict source, in index order; names as configuration, metrics
@@ -190,12 +190,12 @@ pub const KINDS: [&str; 3] = ["plain", "json", "tools"];
 
 /// The kind of a request needing `needs` (tools first: a request with both
 /// is judged on its tool calls).
+#[inline]
 pub fn kind_of(needs: u32) -> usize {
-    let tools = feature_bit("tools").unwrap_or(0);
-    let json = feature_bit("json_schema").unwrap_or(0);
-    if needs & tools != 0 {
+    // On every route: two masks, no name lookup.
+    if needs & TOOLS != 0 {
         2
-    } else if needs & json != 0 {
+    } else if needs & JSON_SCHEMA != 0 {
         1
     } else {
         0
@@ -349,9 +349,9 @@ mod tests {
 
     #[test]
     fn kinds_follow_the_needs() {
-        let tools = feature_bit("tools").unwrap();
-        let json = feature_bit("json_schema").unwrap();
-        let images = feature_bit("images").unwrap();
+        let tools = crate::request_kinds::feature_bit("tools").unwrap();
+        let json = crate::request_kinds::feature_bit("json_schema").unwrap();
+        let images = crate::request_kinds::feature_bit("images").unwrap();
         assert_eq!(kind_of(0), 0);
         assert_eq!(kind_of(images), 0);
         assert_eq!(kind_of(json), 1);

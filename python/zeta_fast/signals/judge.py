@@ -30,6 +30,7 @@ import orjson
 
 from zeta_fast.backends.client import BackendClient, Timeouts
 from zeta_fast.backends.errors import BackendError
+from zeta_fast.signals.off_path import OffPath
 
 if TYPE_CHECKING:
     import aiohttp
@@ -152,7 +153,8 @@ class Judge:
                 timeouts=Timeouts(total_s=spec.timeout_s),
                 api_key=spec.api_key,
             )
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The gradings/comparisons running off the request path.
+        self.in_flight = OffPath()
         #: Decision -> {source: good}, for agreement; oldest first.
         self._ledger: OrderedDict[int, tuple[Decision, dict[str, bool]]] = OrderedDict()
         self._agreement: Counter[tuple[str, bool]] = Counter()
@@ -202,9 +204,7 @@ class Judge:
         if not self._budget.take(len(prompt) / 4 + self.spec.max_tokens):
             self.events["judge", "over_budget"] += 1
             return False
-        task = asyncio.ensure_future(self._grade(decision, prompt))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.in_flight.start(self._grade(decision, prompt))
         return True
 
     async def _ask(self, prompt: str) -> str:
@@ -271,7 +271,4 @@ class Judge:
 
     async def close(self) -> None:
         """Waits for the gradings in flight (cancelled after a second)."""
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=1.0)
-            for task in pending:
-                task.cancel()
+        await self.in_flight.close()

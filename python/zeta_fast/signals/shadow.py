@@ -15,7 +15,6 @@ the client.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import random
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from zeta_fast.backends.errors import BackendError
 from zeta_fast.exceptions import InvalidInputError, NoCandidatesError, UnsupportedRequestError
 from zeta_fast.signals.judge import TokenBudget, answer_text, question_of
+from zeta_fast.signals.off_path import OffPath
 
 if TYPE_CHECKING:
     from zeta_fast._core import Decision
@@ -78,7 +78,8 @@ class Shadow:
         self.judge = judge
         self._rng = rng or random.Random()
         self._budget = TokenBudget(spec.tokens_per_minute, clock)
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The gradings/comparisons running off the request path.
+        self.in_flight = OffPath()
         # Per task: the models by configured capability, strongest first.
         self._by_capability: dict[str, list[tuple[float, str]]] = {}
         for model in router.config.models:
@@ -113,9 +114,7 @@ class Shadow:
             return False
         body = copy.deepcopy(dict(payload))
         body.pop("stream", None)
-        task = asyncio.ensure_future(self._compare(decision, strongest, body, text))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.in_flight.start(self._compare(decision, strongest, body, text))
         return True
 
     async def _compare(
@@ -157,7 +156,4 @@ class Shadow:
 
     async def close(self) -> None:
         """Waits for the comparisons in flight (cancelled after a second)."""
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=1.0)
-            for task in pending:
-                task.cancel()
+        await self.in_flight.close()

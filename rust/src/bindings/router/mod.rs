@@ -653,6 +653,8 @@ impl PyRouterCore {
             None => DEFAULT_CONFIDENCE.get(source).copied().unwrap_or(1.0),
             Some(confidence) => number(confidence, "confidence")?,
         };
+        // Refused before the source's bit is taken, so a bad call leaves the
+        // decision open to a good one.
         check_confidence(confidence)?;
         let given = decision;
         let decision = self.own_decision(decision)?;
