@@ -517,3 +517,17 @@ def test_a_streamed_answer_adds_up_to_the_answer_it_is_checked_as() -> None:
     )
     assert check_chat_answer({"tools": [TOOL]}, streamed_answer(broken)) == "tools"
     assert streamed_answer(b"event: ping\n\ndata: not json\n\n") is None
+
+
+def test_a_conversation_belongs_to_its_key_and_session_or_else_its_address() -> None:
+    from zeta_fast.signals.regeneration import caller_identity
+
+    # Without keys, two clients at different addresses are two callers...
+    assert caller_identity(None, None, "10.0.0.1") != caller_identity(None, None, "10.0.0.2")
+    # ...and the session tells apart two users at one address.
+    assert caller_identity(None, "u1", "10.0.0.1") != caller_identity(None, "u2", "10.0.0.1")
+    # With a key, its name (and session) say who: the address may change.
+    assert caller_identity("team-a", "u1", "10.0.0.1") == caller_identity(
+        "team-a", "u1", "10.9.9.9"
+    )
+    assert caller_identity("team-a", None, "x") != caller_identity("team-b", None, "x")

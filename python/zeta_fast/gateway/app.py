@@ -61,6 +61,7 @@ from zeta_fast.request_features import needs_of
 from zeta_fast.routed import Attempt, backend_time_ms
 from zeta_fast.router import Router
 from zeta_fast.signals import Conversations, Judge, Shadow
+from zeta_fast.signals.regeneration import caller_identity
 
 __all__ = ["AUTO", "Gateway"]
 
@@ -437,16 +438,14 @@ class Gateway:
     ) -> None:
         """A regenerated answer is a bad verdict on the earlier one; a
         conversation that goes on, a weak good one (``signals.regeneration``).
-        The caller is its key's name, its session or user, else its address."""
+        The caller is its key's name and its session or user; without keys,
+        its address and session."""
         assert self.conversations is not None
         session = session_of(request.headers, payload)
-        who = "|".join(
-            (
-                caller.name if caller is not None else "",
-                session or "",
-                "" if caller is not None else (request.remote or ""),
-            )
-        )
+        # Without keys every caller is the anonymous one: its address tells
+        # clients apart.
+        key = caller.name if caller is not None and caller is not self.keys.anonymous else None
+        who = caller_identity(key, session, request.remote)
         verdict = self.conversations.observe(
             who, payload.get("messages"), decision, identified=session is not None
         )

@@ -20,9 +20,17 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-__all__ = ["ConversationVerdict", "Conversations", "conversation_key"]
+__all__ = ["ConversationVerdict", "Conversations", "caller_identity", "conversation_key"]
 
 T = TypeVar("T")
+
+
+def caller_identity(key: str | None, session: str | None, address: str | None) -> str:
+    """Who a conversation belongs to: the API key's name and the session
+    (or user) it names; without a key (a gateway without keys), the
+    client's address stands in for it, so two anonymous clients' identical
+    conversations stay apart."""
+    return "\0".join((key or "", session or "", "" if key else address or ""))
 
 
 def conversation_key(caller: str, messages: Sequence[object]) -> bytes:
