@@ -265,6 +265,17 @@ def secret_config(tmp: Path, ports: dict[str, int], redis_port: int | None) -> d
         "state_path": str(tmp / "state" / "tracker.snapshot"),
         "outcome_log": {"path": str(tmp / "state" / "outcomes.sqlite")},
         "learning": {"enabled": True, "learn_from_outcomes": True, "save_interval_s": 0.2},
+        # A judge with its own credentials grades every answer: its calls,
+        # failures and verdicts are surfaces too.
+        "signals": {
+            "judge": {
+                "enabled": True,
+                "url": f"http://127.0.0.1:{ports['bearer']}",
+                "api_key": REPLICA_API_KEY,
+                "sample": 1.0,
+                "timeout_s": 2,
+            }
+        },
         "dispatch": {
             "max_attempts": 2,
             "backoff_base_ms": 1,
@@ -461,6 +472,12 @@ async def _exercise(router: Router, proxies: dict[str, FaultProxy], surfaces: Su
                     ) as response:
                         assert response.status == 401
                         surfaces.add("refused", await response.read())
+        # The judge's gradings (off the request path) have ended, each asked.
+        judge = running.gateway.judge
+        assert judge is not None
+        await judge.in_flight.close(timeout_s=5.0)
+        assert running.gateway.counters.signals["judge", "asked"] > 0
+        surfaces.add("signal events", repr(running.gateway.counters.signals))
     finally:
         await running.stop()
         await router.aclose()
@@ -484,6 +501,7 @@ def _config_objects(config: RouterConfig) -> Iterator[tuple[str, object]]:
     yield "config.alerts", config.alerts
     yield "config.alerts.webhook", config.alerts.webhook
     yield "config.shared_state", config.shared_state
+    yield "config.signals.judge", config.signals.judge
     for model in config.models:
         yield f"model {model.id}", model
         for replica in model.replicas:
