@@ -27,9 +27,12 @@ from zeta_fast.config import parse_router_config
 from zeta_fast.learning.training import read_learned_rows
 
 # Two kinds of knowledge question that the profiler files under one task
-# type, so per-task windows cannot tell them apart: only the text can.
+# type, so per-task windows cannot tell them apart: only the text can. (With
+# the character-gram profiler "Who wrote the novel called Book 0 in the
+# library?" sat on the chat / reasoning boundary, so the authors' questions
+# are worded as "Which author wrote ...".)
 CAPITALS = [f"What is the capital city of country number {i}?" for i in range(40)]
-AUTHORS = [f"Who wrote the novel called Book {i} in the library?" for i in range(40)]
+AUTHORS = [f"Which author wrote the novel called Book {i}?" for i in range(40)]
 
 
 def tracker(path: Path | None = None) -> PerformanceTracker:

@@ -773,8 +773,9 @@ class OutcomePredictor:
     def average_with(self, states: list[bytes]) -> int: ...
     def categories(self) -> list[tuple[str, list[tuple[float, float]]]]: ...
 
-def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], float]:
-    """The hashed feature buckets of a text and their scale (for training)."""
+def _profile_features(text: str) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+    """The task classifier's distinct word- and character-space buckets of a
+    text (for training)."""
 
 @final
 class ReplicaSet:

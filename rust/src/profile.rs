@@ -1,16 +1,31 @@
-//! Request profiling: task type from a linear model over hashed n-grams, and
-//! a complexity estimate from explainable cues. Pure Rust, no allocation per
-//! token; the weights are trained by `scripts/train_profiler.py`.
+//! Request profiling: task type from a linear model over hashed word and
+//! character n-grams, and a complexity estimate from explainable cues. Pure
+//! Rust, no allocation per token; the weights are trained by
+//! `scripts/train_profiler.py`.
 
 /// Text task types the classifier tells apart, in weight-file order.
 pub const TEXT_TASKS: [&str; 4] = ["code", "reasoning", "chat", "knowledge"];
 /// Requests recognised by their shape (embeddings endpoint, `input` field).
 pub const EMBEDDING: &str = "embedding";
 
-/// Hashed feature space: 2^13 buckets x 4 classes of f32 = 128 KiB of weights.
+/// The word buckets [`extract`] and [`feature_buckets`] give (lower-cased
+/// words, word bigrams, symbols, symbol pairs, number shapes, length and
+/// code-share buckets, in 2^13 buckets): the learned router's word block.
 pub const FEATURE_BITS: u32 = 13;
 const DIM: usize = 1 << FEATURE_BITS;
 const MASK: u32 = (DIM as u32) - 1;
+
+/// The task classifier's word space: lower-cased words of two bytes or
+/// more (numbers by shape) and their bigrams, hashed into 2^18 buckets.
+pub const WORD_GRAM_BITS: u32 = 18;
+/// The task classifier's character space: 3- to 5-grams of characters
+/// inside whitespace-delimited tokens padded with a space each side
+/// (scikit-learn's `char_wb`), hashed into 2^20 buckets.
+pub const CHAR_GRAM_BITS: u32 = 20;
+const CHAR_GRAM_MIN: u32 = 3;
+const CHAR_GRAM_MAX: u32 = 5;
+/// How much of a text the character grams read (see [`char_wb_grams`]).
+pub const CHAR_GRAM_TEXT: usize = 512;
 
 /// The explainable measurements behind a profile (serialised, as the
 /// outcome log keeps it, with the field names `RequestProfile.features` uses).
@@ -166,7 +181,40 @@ const CODE_WORDS: [&[u8]; 12] = [
 
 /// Walks the text once, calling `feature` with every hashed feature bucket
 /// and filling the explainable measurements.
-pub fn extract(text: &str, turns: usize, mut feature: impl FnMut(u32)) -> Features {
+pub fn extract(text: &str, turns: usize, feature: impl FnMut(u32)) -> Features {
+    scan(text, turns, feature, |_| {})
+}
+
+/// The murmur3 32-bit finaliser.
+#[inline]
+fn fmix32(mut hash: u32) -> u32 {
+    hash ^= hash >> 16;
+    hash = hash.wrapping_mul(0x85eb_ca6b);
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(0xc2b2_ae35);
+    hash ^ (hash >> 16)
+}
+
+/// A word's (or number shape's) bucket in the classifier's word space.
+#[inline]
+fn word_gram(hash: u32) -> u32 {
+    fmix32(hash ^ 0x5717_0001) >> (32 - WORD_GRAM_BITS)
+}
+
+/// A word bigram's bucket in the classifier's word space.
+#[inline]
+fn bigram_gram(pair: u32) -> u32 {
+    fmix32(pair ^ 0x5717_0002) >> (32 - WORD_GRAM_BITS)
+}
+
+/// [`extract`], also calling `word_grams` with the classifier's word-space
+/// bucket of every word and word bigram.
+fn scan(
+    text: &str,
+    turns: usize,
+    mut feature: impl FnMut(u32),
+    mut word_grams: impl FnMut(u32),
+) -> Features {
     let bytes = text.as_bytes();
     let mut f = Features {
         chars: text.chars().count(),
@@ -175,6 +223,7 @@ pub fn extract(text: &str, turns: usize, mut feature: impl FnMut(u32)) -> Featur
         ..Features::default()
     };
     let mut previous_word: Option<u32> = None;
+    let mut previous_gram_word: Option<u32> = None;
     let mut previous_symbol: Option<u8> = None;
     let mut line = LineState::default();
     let mut fence_ticks = 0;
@@ -204,6 +253,15 @@ pub fn extract(text: &str, turns: usize, mut feature: impl FnMut(u32)) -> Featur
             feature(hash & MASK);
             if let Some(prev) = previous_word {
                 feature(pair_hash(prev, hash) & MASK);
+            }
+            // The classifier skips 1-byte words ("a", "x", "1"), as
+            // scikit-learn's tokeniser does: measured better held out.
+            if word.len() >= 2 {
+                word_grams(word_gram(hash));
+                if let Some(prev) = previous_gram_word {
+                    word_grams(bigram_gram(pair_hash(prev, hash)));
+                }
+                previous_gram_word = Some(hash);
             }
             previous_word = Some(hash);
             previous_symbol = None;
@@ -338,63 +396,385 @@ pub fn complexity(f: &Features) -> f64 {
     (0.35 * length + 0.25 * cues + 0.15 * math + 0.15 * code + 0.10 * turns).clamp(0.0, 1.0)
 }
 
+/// Tokens already seen by [`char_wb_grams`] in the current text: a bit per
+/// 16-bit token fingerprint, and the set bits to clear afterwards.
+struct SeenTokens {
+    bits: Vec<u64>,
+    set: Vec<u16>,
+}
+
+/// Calls `gram` with the character-space bucket of every character 3-, 4-
+/// and 5-gram of the text's whitespace-delimited tokens, lower-cased and
+/// padded with a space each side (`" def "` gives `" de"`, `"def"`, `"ef "`,
+/// `" def"`, `"def "`, `" def "`). A token met before in the same text
+/// is skipped (the classifier reads which grams occur, not how often): one
+/// pass, no allocation.
+pub fn char_wb_grams(text: &str, mut gram: impl FnMut(u32)) {
+    thread_local! {
+        static SEEN: std::cell::RefCell<SeenTokens> = std::cell::RefCell::new(SeenTokens {
+            bits: vec![0; (1 << 16) / 64],
+            set: Vec::with_capacity(1024),
+        });
+    }
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        let SeenTokens { bits, set } = &mut *seen;
+        // The grams of the first CHAR_GRAM_TEXT bytes (to the end of the
+        // token there) tell the task as well as the whole text's, at a
+        // bounded cost; the words are read to the end.
+        let text = text.get(..prefix_end(text)).unwrap_or(text);
+        // ASCII text (the common case) splits without decoding chars.
+        let ascii = text.is_ascii();
+        let tokens: &mut dyn Iterator<Item = &str> = if ascii {
+            &mut text.split_ascii_whitespace()
+        } else {
+            &mut text.split_whitespace()
+        };
+        for token in tokens {
+            // A 16-bit fingerprint of the raw bytes: a repeat (or, rarely,
+            // a fingerprint twin) adds no new gram.
+            let fingerprint = token_fingerprint(token.as_bytes());
+            let Some(slot) = bits.get_mut(usize::from(fingerprint / 64)) else {
+                continue;
+            };
+            let bit = 1_u64 << (fingerprint % 64);
+            if *slot & bit != 0 {
+                continue;
+            }
+            *slot |= bit;
+            set.push(fingerprint);
+            token_grams(token, &mut gram);
+        }
+        for &fingerprint in set.iter() {
+            if let Some(slot) = bits.get_mut(usize::from(fingerprint / 64)) {
+                *slot = 0;
+            }
+        }
+        set.clear();
+    });
+}
+
+/// Where [`char_wb_grams`] stops reading: the first whitespace at or past
+/// [`CHAR_GRAM_TEXT`] bytes, or the end.
+fn prefix_end(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    bytes
+        .get(CHAR_GRAM_TEXT..)
+        .and_then(|rest| rest.iter().position(u8::is_ascii_whitespace))
+        .map_or(bytes.len(), |offset| CHAR_GRAM_TEXT + offset)
+}
+
+/// A token's 16-bit fingerprint, 8 bytes a multiply (a byte-at-a-time hash
+/// is one long chain of multiplies).
+#[inline]
+fn token_fingerprint(bytes: &[u8]) -> u16 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut hash = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = chunk.try_into().map(u64::from_le_bytes).unwrap_or(0);
+        hash = (hash ^ word).wrapping_mul(K).rotate_left(31);
+    }
+    let mut tail = [0_u8; 8];
+    for (slot, &byte) in tail.iter_mut().zip(chunks.remainder()) {
+        *slot = byte;
+    }
+    hash = (hash ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    (hash >> 48) as u16
+}
+
+/// The grams of one token (see [`char_wb_grams`]), hashed by multiply-shift
+/// (Fibonacci hashing: the top bits of the product mix every char). An
+/// ASCII token keeps its last eight bytes in one 64-bit register; any other
+/// keeps its last five chars, 16 bits each (exact for the Basic
+/// Multilingual Plane, others folded), in a 128-bit one.
+#[inline]
+fn token_grams(token: &str, gram: &mut impl FnMut(u32)) {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let shift = 64 - CHAR_GRAM_BITS;
+    if token.is_ascii() {
+        let mut key = u64::from(b' ');
+        let mut filled = 1_u32;
+        for &byte in token.as_bytes().iter().chain(std::iter::once(&b' ')) {
+            key = (key << 8) | u64::from(byte.to_ascii_lowercase());
+            filled += 1;
+            // CHAR_GRAM_MIN..=CHAR_GRAM_MAX, unrolled.
+            let hash = |window: u64, n: u64| ((window | n << 56).wrapping_mul(K) >> shift) as u32;
+            if filled >= 3 {
+                gram(hash(key & 0xff_ffff, 3));
+            }
+            if filled >= 4 {
+                gram(hash(key & 0xffff_ffff, 4));
+            }
+            if filled >= 5 {
+                gram(hash(key & 0xff_ffff_ffff, 5));
+            }
+        }
+        return;
+    }
+    let mut key: u128 = u128::from(b' ');
+    let mut filled = 1_u32;
+    let chars = token
+        .chars()
+        .flat_map(char::to_lowercase)
+        .chain(std::iter::once(' '));
+    for c in chars {
+        let c = u32::from(c);
+        let folded = (c ^ (c >> 16).wrapping_mul(0x9e37)) & 0xffff;
+        key = ((key << 16) | u128::from(folded)) & ((1 << 80) - 1);
+        filled += 1;
+        for n in CHAR_GRAM_MIN..=CHAR_GRAM_MAX.min(filled) {
+            let window = key & ((1_u128 << (16 * n)) - 1);
+            let low = window as u64;
+            let high = ((window >> 64) as u64) | u64::from(n) << 32;
+            gram(
+                ((low ^ high.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)).wrapping_mul(K) >> shift) as u32,
+            );
+        }
+    }
+}
+
 /// The weights shipped with this build (trained by `scripts/train_profiler.py`).
 pub const SHIPPED_WEIGHTS: &[u8] = include_bytes!("profile_weights.bin");
 
-/// The trained linear model: `DIM x 4` weights and 4 biases.
+/// One hashed feature space of the task model: which buckets the training
+/// kept (per 64 buckets a bit each beside the rows before them, so one
+/// load finds a row), and for each kept bucket its row (see
+/// [`BlockSums`]); a last all-zero row stands for every bucket not kept.
+struct Block {
+    groups: Vec<(u64, u32)>,
+    rows: Vec<[f32; 4]>,
+}
+
+impl Block {
+    /// The row of a bucket: its own if kept, else the zero row. No branch
+    /// on the data, which would mispredict about half the time.
+    #[inline]
+    fn row(&self, bucket: u32) -> usize {
+        let zero = self.rows.len() - 1;
+        let (bits, before) = self
+            .groups
+            .get((bucket / 64) as usize)
+            .copied()
+            .unwrap_or((0, 0));
+        let bit = 1_u64 << (bucket % 64);
+        let own = before as usize + (bits & (bit - 1)).count_ones() as usize;
+        if bits & bit != 0 {
+            own
+        } else {
+            zero
+        }
+    }
+}
+
+/// Sums of one block's rows over a text's distinct kept buckets: the first
+/// three classes' weights less the last's, and the squared IDFs.
+#[derive(Default)]
+struct BlockSums([f32; 4]);
+
+impl BlockSums {
+    /// The block's share of the logits: a binary TF-IDF vector,
+    /// L2-normalised. The last class gets none: softmax is blind to a
+    /// shift of all four logits, so its weights were taken from the others.
+    fn add_to(&self, logits: &mut [f32; 4]) {
+        let [first, second, third, idf_squared] = self.0;
+        if idf_squared > 0.0 {
+            let scale = 1.0 / idf_squared.sqrt();
+            for (logit, weight) in logits.iter_mut().zip([first, second, third]) {
+                *logit += weight * scale;
+            }
+        }
+    }
+}
+
+/// Rows already counted in the current text, over both blocks (the
+/// character block's rows after the word block's).
+#[derive(Default)]
+struct SeenRows {
+    bits: Vec<u64>,
+    /// Word-space buckets already met (a repeated word skips its lookups).
+    words: Vec<u64>,
+    word_set: Vec<u32>,
+}
+
+impl SeenRows {
+    /// 1.0 if `row` is new in this text (and now marked), else 0.0: a
+    /// factor, not a branch.
+    #[inline]
+    fn first(&mut self, row: usize) -> f32 {
+        let Some(slot) = self.bits.get_mut(row / 64) else {
+            return 0.0;
+        };
+        let bit = 1_u64 << (row % 64);
+        let fresh = *slot & bit == 0;
+        *slot |= bit;
+        f32::from(u8::from(fresh))
+    }
+
+    /// Whether a word-space bucket is new in this text (and now marked).
+    #[inline]
+    fn first_word(&mut self, bucket: u32) -> bool {
+        let Some(slot) = self.words.get_mut(bucket as usize / 64) else {
+            return false;
+        };
+        let bit = 1_u64 << (bucket % 64);
+        if *slot & bit != 0 {
+            return false;
+        }
+        *slot |= bit;
+        self.word_set.push(bucket);
+        true
+    }
+
+    fn clear(&mut self) {
+        // ~9 KiB: cheaper to zero whole than to list what was set.
+        self.bits.fill(0);
+        for &bucket in &self.word_set {
+            if let Some(slot) = self.words.get_mut(bucket as usize / 64) {
+                *slot = 0;
+            }
+        }
+        self.word_set.clear();
+    }
+}
+
+/// The trained linear model: class weights over the classifier's word and
+/// character spaces, and 4 biases.
 pub struct TaskModel {
-    weights: Vec<[f32; 4]>,
+    words: Block,
+    chars: Block,
     bias: [f32; 4],
 }
 
-const MAGIC: &[u8; 8] = b"ZFPROF01";
+const MAGIC: &[u8; 8] = b"ZFPROF02";
+
+/// An IEEE 754 half-precision float, widened.
+fn f16_to_f32(half: u16) -> f32 {
+    let sign = u32::from(half >> 15) << 31;
+    let exponent = u32::from((half >> 10) & 0x1f);
+    let mantissa = u32::from(half & 0x3ff);
+    match exponent {
+        0 => {
+            let magnitude = mantissa as f32 * (1.0 / 16_777_216.0);
+            if sign == 0 {
+                magnitude
+            } else {
+                -magnitude
+            }
+        }
+        31 => f32::from_bits(sign | 0x7f80_0000 | (mantissa << 13)),
+        _ => f32::from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13)),
+    }
+}
+
+/// Reads the weight file in order.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.bytes.get(..n)?, self.bytes.get(n..)?);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+
+    fn halves(&mut self, n: usize) -> Option<Vec<f32>> {
+        let bytes = self.take(n.checked_mul(2)?)?;
+        Some(
+            bytes
+                .chunks_exact(2)
+                .filter_map(|c| c.try_into().ok().map(u16::from_le_bytes))
+                .map(f16_to_f32)
+                .collect(),
+        )
+    }
+
+    fn block(&mut self, bits: u32) -> Result<Block, String> {
+        let truncated = || format!("truncated {bits}-bit block");
+        let count = self.u32().ok_or_else(truncated)? as usize;
+        let words = (1_usize << bits) / 64;
+        let kept: Vec<u64> = self
+            .take(words * 8)
+            .ok_or_else(truncated)?
+            .chunks_exact(8)
+            .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
+            .collect();
+        let mut groups = Vec::with_capacity(words);
+        let mut total = 0_u32;
+        for &word in &kept {
+            groups.push((word, total));
+            total += word.count_ones();
+        }
+        if total as usize != count {
+            return Err(format!(
+                "{bits}-bit block: {count} rows for {total} kept buckets"
+            ));
+        }
+        let weights = self.halves(count * 4).ok_or_else(truncated)?;
+        let idf = self.halves(count).ok_or_else(truncated)?;
+        if !weights.iter().chain(&idf).all(|w| w.is_finite()) {
+            return Err(format!("{bits}-bit block: a weight is not finite"));
+        }
+        // One 16-byte row a bucket: three weight differences and the
+        // squared IDF, so a lookup touches one cache line.
+        let mut rows: Vec<[f32; 4]> = weights
+            .chunks_exact(4)
+            .zip(&idf)
+            .map(|(w, idf)| match *w {
+                [a, b, c, d] => [a - d, b - d, c - d, idf * idf],
+                _ => [0.0; 4],
+            })
+            .collect();
+        rows.push([0.0; 4]);
+        Ok(Block { groups, rows })
+    }
+}
 
 impl TaskModel {
-    /// Parses the weight file written by `scripts/train_profiler.py`:
-    /// magic, u32 feature bits, 4 f32 biases, then `2^bits x 4` f32 weights.
+    /// Parses the weight file written by `scripts/train_profiler.py`: magic,
+    /// u32 word and character bits, 4 f32 biases, then per space (words,
+    /// then characters) a u32 row count, the kept-bucket bitmap (u64s) and,
+    /// for each kept bucket in order, 4 f16 class weights (times the
+    /// bucket's IDF) followed by all the rows' f16 IDFs; little-endian.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::errors::ZetaError> {
         let invalid = |reason: &str| crate::errors::ZetaError::Snapshot {
             reason: format!("profiler weights: {reason}"),
         };
-        let magic = bytes.get(..8).ok_or_else(|| invalid("truncated header"))?;
+        let mut reader = Reader { bytes };
+        let magic = reader.take(8).ok_or_else(|| invalid("truncated header"))?;
         if magic != MAGIC {
             return Err(invalid("bad magic bytes"));
         }
-        let bits = bytes
-            .get(8..12)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| invalid("truncated header"))?;
-        if bits != FEATURE_BITS {
+        let word_bits = reader.u32().ok_or_else(|| invalid("truncated header"))?;
+        let char_bits = reader.u32().ok_or_else(|| invalid("truncated header"))?;
+        if (word_bits, char_bits) != (WORD_GRAM_BITS, CHAR_GRAM_BITS) {
             return Err(invalid(&format!(
-                "{bits} feature bits, this build hashes into {FEATURE_BITS}"
+                "{word_bits}/{char_bits} feature bits, this build hashes into \
+                 {WORD_GRAM_BITS}/{CHAR_GRAM_BITS}"
             )));
         }
-        let floats: Vec<f32> = bytes
-            .get(12..)
-            .unwrap_or_default()
-            .chunks_exact(4)
-            .filter_map(|c| c.try_into().ok().map(f32::from_le_bytes))
-            .collect();
-        if floats.len() != 4 + DIM * 4 {
+        let mut bias = [0.0_f32; 4];
+        for b in &mut bias {
+            *b = reader
+                .take(4)
+                .and_then(|c| c.try_into().ok())
+                .map(f32::from_le_bytes)
+                .ok_or_else(|| invalid("truncated header"))?;
+        }
+        let words = reader.block(word_bits).map_err(|e| invalid(&e))?;
+        let chars = reader.block(char_bits).map_err(|e| invalid(&e))?;
+        if !reader.bytes.is_empty() {
             return Err(invalid(&format!(
-                "{} floats, expected {}",
-                floats.len(),
-                4 + DIM * 4
+                "{} bytes past the end",
+                reader.bytes.len()
             )));
         }
-        let (bias, rest) = floats.split_at(4);
-        let bias = [
-            bias.first().copied().unwrap_or(0.0),
-            bias.get(1).copied().unwrap_or(0.0),
-            bias.get(2).copied().unwrap_or(0.0),
-            bias.get(3).copied().unwrap_or(0.0),
-        ];
-        let weights = rest
-            .chunks_exact(4)
-            .filter_map(|c| <[f32; 4]>::try_from(c).ok())
-            .collect();
-        Ok(Self { weights, bias })
+        Ok(Self { words, chars, bias })
     }
 
     /// Profiles a text (`turns` messages deep), or an embedding request.
@@ -412,41 +792,56 @@ impl TaskModel {
         embedding: bool,
         mut buckets: Option<&mut Vec<u32>>,
     ) -> Profile {
-        let mut sums = [0.0_f32; 4];
-        let mut count = 0_u32;
-        let features = extract(text, turns, |bucket| {
+        let keep = |bucket: u32| {
             if let Some(kept) = buckets.as_deref_mut() {
                 kept.push(bucket);
             }
-            if let Some(row) = self.weights.get(bucket as usize) {
-                for (sum, weight) in sums.iter_mut().zip(row) {
-                    *sum += weight;
-                }
-            }
-            count += 1;
-        });
-        let complexity = complexity(&features);
+        };
         if embedding {
+            let features = extract(text, turns, keep);
             return Profile {
                 task: None,
                 probabilities: [0.0; 4],
-                complexity,
+                complexity: complexity(&features),
                 features,
             };
         }
-        // Counts scaled by 1/sqrt(n): the training script applies the same.
-        let scale = 1.0 / (count.max(1) as f32).sqrt();
-        let mut logits = [0.0_f32; 4];
-        for ((logit, sum), bias) in logits.iter_mut().zip(sums).zip(self.bias) {
-            *logit = sum * scale + bias;
+        thread_local! {
+            static SEEN: std::cell::RefCell<SeenRows> = std::cell::RefCell::new(SeenRows::default());
         }
+        let (features, word_sums, char_sums) = SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            let rows = self.words.rows.len() + self.chars.rows.len();
+            if seen.bits.len() * 64 < rows {
+                seen.bits.resize(rows.div_ceil(64), 0);
+            }
+            if seen.words.is_empty() {
+                seen.words.resize((1 << WORD_GRAM_BITS) / 64, 0);
+            }
+            let mut word_sums = BlockSums::default();
+            let features = scan(text, turns, keep, |bucket| {
+                if seen.first_word(bucket) {
+                    self.add(&self.words, 0, bucket, &mut seen, &mut word_sums);
+                }
+            });
+            let mut char_sums = BlockSums::default();
+            let offset = self.words.rows.len();
+            char_wb_grams(text, |bucket| {
+                self.add(&self.chars, offset, bucket, &mut seen, &mut char_sums);
+            });
+            seen.clear();
+            (features, word_sums, char_sums)
+        });
+        let mut logits = self.bias;
+        word_sums.add_to(&mut logits);
+        char_sums.add_to(&mut logits);
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut probabilities = logits.map(|l| (l - max).exp());
         let total: f32 = probabilities.iter().sum();
         for p in &mut probabilities {
             *p /= total;
         }
-        let mut task = probabilities
+        let task = probabilities
             .iter()
             .enumerate()
             .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
@@ -457,28 +852,56 @@ impl TaskModel {
                 }
             })
             .0;
-        // A text that is mostly code lines is a code request whatever its
-        // words say: short snippets carry too few n-grams for the model
-        // (a bare `def fib(n): ...` read as arithmetic).
-        if features.code_lines >= 2 && features.code_lines * 2 >= features.lines {
-            task = 0;
-        }
         Profile {
             task: Some(task),
             probabilities,
-            complexity,
+            complexity: complexity(&features),
             features,
+        }
+    }
+
+    /// Adds a bucket's row to `sums` if the training kept the bucket and
+    /// the text has not counted it yet.
+    #[inline]
+    fn add(
+        &self,
+        block: &Block,
+        offset: usize,
+        bucket: u32,
+        seen: &mut SeenRows,
+        sums: &mut BlockSums,
+    ) {
+        let row = block.row(bucket);
+        let fresh = seen.first(offset + row);
+        if let Some(values) = block.rows.get(row) {
+            for (sum, value) in sums.0.iter_mut().zip(values) {
+                *sum += value * fresh;
+            }
         }
     }
 }
 
-/// The hashed feature buckets of a text, in order, with the scale the model
-/// applies (for the training script).
+/// The hashed feature buckets of a text, in order, with the scale the
+/// learned router applies to them.
 pub fn feature_buckets(text: &str) -> (Vec<u32>, f32) {
     let mut buckets = Vec::new();
     extract(text, 1, |bucket| buckets.push(bucket));
     let scale = 1.0 / (buckets.len().max(1) as f32).sqrt();
     (buckets, scale)
+}
+
+/// The task classifier's features of a text, for training: its distinct
+/// word-space and character-space buckets, sorted.
+pub fn task_features(text: &str) -> (Vec<u32>, Vec<u32>) {
+    let mut words = Vec::new();
+    scan(text, 1, |_| {}, |bucket| words.push(bucket));
+    let mut chars = Vec::new();
+    char_wb_grams(text, |bucket| chars.push(bucket));
+    for list in [&mut words, &mut chars] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    (words, chars)
 }
 
 #[cfg(test)]
@@ -526,11 +949,170 @@ mod tests {
         assert!(hard > 0.6 && hard <= 1.0, "{hard}");
     }
 
+    const PINNED_BUCKETS: &[u32] = &[7101, 1637, 2057, 2718, 5621, 4061];
+
+    #[test]
+    fn learned_router_buckets_are_unchanged() {
+        // Pinned: the learned router's word block (and its saved weights)
+        // must not move when the task classifier's features do.
+        let (buckets, scale) = feature_buckets("def add(a, b): return a+b");
+        assert_eq!(buckets.len(), 21);
+        assert_eq!(&buckets[..6], PINNED_BUCKETS);
+        assert!((scale - 1.0 / 21_f32.sqrt()).abs() < 1e-7);
+    }
+
+    fn grams(text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        char_wb_grams(text, |g| out.push(g));
+        out
+    }
+
+    #[test]
+    fn char_grams_are_padded_lowercased_and_once_per_token() {
+        // " de", "def", "ef ", " def", "def ", " def ".
+        let def = grams("def");
+        assert_eq!(def.len(), 6);
+        assert!(def.iter().all(|&g| g < 1 << CHAR_GRAM_BITS));
+        assert_eq!(grams("DEF"), def);
+        assert_eq!(grams("def def\tdef\n"), def);
+        assert_eq!(grams("  def  "), def);
+        // A 1-char token gives its one padded 3-gram.
+        assert_eq!(grams("x").len(), 1);
+        assert_eq!(grams("ДОМ"), grams("дом"));
+        assert_eq!(grams("数学题").len(), 6);
+        assert_ne!(grams("abc"), grams("abd"));
+        assert!(grams("").is_empty());
+        // Only the first CHAR_GRAM_TEXT bytes, to the end of the token there.
+        let filler = "a ".repeat(CHAR_GRAM_TEXT / 2 + 10);
+        assert_eq!(grams(&format!("{filler}qqq")), grams("a"));
+        let straddling = format!("{}qqqqqqqq zzz", "a ".repeat(CHAR_GRAM_TEXT / 2 - 2));
+        assert_eq!(grams(&straddling), [grams("a"), grams("qqqqqqqq")].concat());
+    }
+
+    #[test]
+    fn task_features_are_distinct_and_in_range() {
+        let (words, chars) = task_features("the cat the cat sat a b");
+        // the, cat, sat; the-cat, cat-the, cat-sat ("a" and "b" skipped).
+        assert_eq!(words.len(), 6);
+        assert!(words.windows(2).all(|w| w[0] < w[1]));
+        assert!(words.iter().all(|&w| w < 1 << WORD_GRAM_BITS));
+        assert!(chars.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn halves_widen_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2.0_f32.powi(-24));
+        assert_eq!(f16_to_f32(0x8000), 0.0);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    /// A weight file with `words` kept word buckets and `chars` kept
+    /// character buckets, each row voting for `class`.
+    fn weight_file(words: &[(u32, usize)], chars: &[(u32, usize)], bias: [f32; 4]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&WORD_GRAM_BITS.to_le_bytes());
+        bytes.extend_from_slice(&CHAR_GRAM_BITS.to_le_bytes());
+        for b in bias {
+            bytes.extend_from_slice(&b.to_le_bytes());
+        }
+        for (bits, kept) in [(WORD_GRAM_BITS, words), (CHAR_GRAM_BITS, chars)] {
+            let mut sorted = kept.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup_by_key(|k| k.0);
+            bytes.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
+            let mut bitmap = vec![0_u64; (1 << bits) / 64];
+            for &(bucket, _) in &sorted {
+                bitmap[bucket as usize / 64] |= 1 << (bucket % 64);
+            }
+            for word in bitmap {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            for &(_, class) in &sorted {
+                for k in 0..4 {
+                    // 4.0 (0x4400) for the class, 0 for the others.
+                    let half: u16 = if k == class { 0x4400 } else { 0 };
+                    bytes.extend_from_slice(&half.to_le_bytes());
+                }
+            }
+            for _ in &sorted {
+                bytes.extend_from_slice(&0x3c00_u16.to_le_bytes()); // IDF 1
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_hand_made_model_scores_kept_buckets_once() {
+        let (words, _) = task_features("poem");
+        let (_, chars) = task_features("integral");
+        let kept_words: Vec<(u32, usize)> = words.iter().map(|&w| (w, 2)).collect();
+        let kept_chars: Vec<(u32, usize)> = chars.iter().map(|&c| (c, 1)).collect();
+        let model =
+            TaskModel::from_bytes(&weight_file(&kept_words, &kept_chars, [0.5, 0.0, 0.0, 0.0]))
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        // Nothing kept: the biases alone.
+        assert_eq!(model.profile("zzz qqq", 1, false).task, Some(0));
+        assert_eq!(model.profile("poem", 1, false).task, Some(2));
+        assert_eq!(model.profile("integral", 1, false).task, Some(1));
+        // Binary and normalised: repeats change nothing.
+        let once = model.profile("poem", 1, false).probabilities;
+        assert_eq!(
+            model.profile("poem poem poem", 1, false).probabilities[2],
+            once[2]
+        );
+        let embedding = model.profile("poem", 1, true);
+        assert_eq!((embedding.task, embedding.probabilities), (None, [0.0; 4]));
+        let mut buckets = Vec::new();
+        model.profile_keeping_buckets("def add(a, b): return a+b", 1, false, Some(&mut buckets));
+        assert_eq!(buckets, feature_buckets("def add(a, b): return a+b").0);
+    }
+
     #[test]
     fn bad_weight_files_are_rejected() {
         assert!(TaskModel::from_bytes(b"nope").is_err());
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&12_u32.to_le_bytes());
         assert!(TaskModel::from_bytes(&bytes).is_err());
+        let good = weight_file(&[(7, 0)], &[(9, 1)], [0.0; 4]);
+        assert!(TaskModel::from_bytes(&good).is_ok());
+        let mut long = good.clone();
+        long.push(0);
+        assert!(TaskModel::from_bytes(&long).is_err());
+        assert!(TaskModel::from_bytes(&good[..good.len() - 1]).is_err());
+        let mut wrong_bits = good.clone();
+        wrong_bits[8] = 13;
+        assert!(TaskModel::from_bytes(&wrong_bits).is_err());
+        // A row count that disagrees with the bitmap.
+        let mut miscounted = good.clone();
+        miscounted[32] = 2;
+        assert!(TaskModel::from_bytes(&miscounted).is_err());
+        // A weight of infinity (0x7c00).
+        let mut infinite = good;
+        let at = 32 + 4 + (1 << WORD_GRAM_BITS) / 8;
+        infinite[at..at + 2].copy_from_slice(&0x7c00_u16.to_le_bytes());
+        assert!(TaskModel::from_bytes(&infinite).is_err());
+    }
+
+    #[test]
+    fn shipped_weights_load_and_stay_small() {
+        assert!(
+            SHIPPED_WEIGHTS.len() <= 1 << 20,
+            "{}",
+            SHIPPED_WEIGHTS.len()
+        );
+        let model = TaskModel::from_bytes(SHIPPED_WEIGHTS).unwrap_or_else(|e| unreachable!("{e}"));
+        let code = model.profile(
+            "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)",
+            1,
+            false,
+        );
+        assert_eq!(code.task, Some(0));
+        assert_eq!(
+            model.profile("Write a haiku about autumn", 1, false).task,
+            Some(2)
+        );
     }
 }

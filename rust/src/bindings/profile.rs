@@ -122,9 +122,13 @@ pub fn _profile_text(text: &str, turns: usize, embedding: bool) -> PyResult<PyRe
     })
 }
 
-/// The hashed feature buckets of a text and their scale, for training.
+/// The task classifier's features of a text, for training: its distinct
+/// word-space and character-space buckets.
 #[pyfunction]
-pub fn _profile_features<'py>(py: Python<'py>, text: &str) -> (Bound<'py, PyArray1<u32>>, f32) {
-    let (buckets, scale) = crate::profile::feature_buckets(text);
-    (buckets.into_pyarray(py), scale)
+pub fn _profile_features<'py>(
+    py: Python<'py>,
+    text: &str,
+) -> (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u32>>) {
+    let (words, chars) = crate::profile::task_features(text);
+    (words.into_pyarray(py), chars.into_pyarray(py))
 }
