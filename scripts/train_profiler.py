@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Trains the profiler's task classifier and writes rust/src/profile_weights.bin.
 
-    .venv/bin/python scripts/train_profiler.py --data ../shared/data/task_type_prompts/prompts.csv
+    .venv/bin/python scripts/train_profiler.py \
+        --data ../shared/data/task_type_prompts/prompts.csv data/profiler/short_messages.csv
     .venv/bin/python scripts/train_profiler.py --data ... --cv   # the held-out figures only
     make setup   # rebuild: the weights are compiled into the extension
 
@@ -31,6 +32,9 @@ Data: ``prompts.csv`` of the shared ``task_type_prompts`` set (its README
 gives each source's origin and licence: Arena-Hard v2 and MT-Bench
 Apache-2.0, HumanEval, GSM8K and MMLU MIT, llmonitor CC BY 4.0). It is read,
 never copied into the package: the package ships only the trained weights.
+Beside it, ``data/profiler/short_messages.csv``: 85 short messages written for
+this project (MIT), small talk and short questions of each task, since every
+shared prompt is long and none is small talk.
 No further licensed real-prompt set with task labels was found in the PyPI
 packages looked at (fschat, alpaca-eval ship no prompts).
 """
@@ -202,7 +206,10 @@ def report(sources: np.ndarray, folds: np.ndarray, y: np.ndarray, guess: np.ndar
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--data", required=True, help="labelled CSV (id, source, task_type, prompt)"
+        "--data",
+        required=True,
+        nargs="+",
+        help="labelled CSV(s) (id, source, task_type, prompt)",
     )
     parser.add_argument("--out", default=str(ROOT / "rust" / "src" / "profile_weights.bin"))
     parser.add_argument(
@@ -215,7 +222,7 @@ def main() -> None:
         "--cv", action="store_true", help="print the held-out report and write nothing"
     )
     args = parser.parse_args()
-    rows = [r for r in load_rows(args.data) if r["task_type"] in TEXT_TASKS]
+    rows = [r for path in args.data for r in load_rows(path) if r["task_type"] in TEXT_TASKS]
     features = Features([r["prompt"] for r in rows])
     y = np.array([TEXT_TASKS.index(r["task_type"]) for r in rows])
     sources = np.array([r["source"] for r in rows])

@@ -15,6 +15,8 @@ from zeta_fast.profile_eval import evaluate, load_rows, split_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT.parent / "shared" / "data" / "task_type_prompts" / "prompts.csv"
+# The project's own short messages (small talk and short questions of each task).
+SHORT_MESSAGES = ROOT / "data" / "profiler" / "short_messages.csv"
 
 
 def test_plain_prompts_by_task() -> None:
@@ -107,8 +109,9 @@ def test_held_out_real_user_prompts() -> None:
             str(ROOT / "scripts" / "train_profiler.py"),
             "--data",
             str(PROMPTS),
+            str(SHORT_MESSAGES),
             "--c",
-            "30",
+            "10",
             "--cv",
         ],
         check=True,
@@ -120,11 +123,34 @@ def test_held_out_real_user_prompts() -> None:
     table = [line.split() for line in result.stdout.splitlines()]
     rows = {t[0]: [float(v) for v in t[2:5]] for t in table if len(t) == 5 and t[1].isdigit()}
     code_vs_rest, macro_f1, _ = rows["arena_hard_v2"]
-    # Measured 0.897 / 0.824 (the TF-IDF baseline on these folds: 0.892 / 0.819).
-    assert code_vs_rest >= 0.88, result.stdout
+    # Measured 0.897 / 0.813 (the TF-IDF baseline on these folds: 0.892 /
+    # 0.819; without the short messages 0.897 / 0.824 at C=30). L-BFGS to a unique
+    # minimum on fixed folds: the figures are deterministic.
+    assert code_vs_rest >= 0.89, result.stdout
     assert macro_f1 >= 0.80, result.stdout
-    assert rows["mt_bench"][0] >= 0.90, result.stdout
-    assert rows["all"][1] >= 0.88, result.stdout
+    assert rows["mt_bench"][0] >= 0.89, result.stdout
+    assert rows["short_messages"][0] >= 0.90, result.stdout
+    assert rows["all"][1] >= 0.87, result.stdout
+
+
+# Small talk the training data never held (its short messages are other
+# words): with long benchmark prompts alone, every one of these was reasoning.
+SMALL_TALK = [
+    "Say hello to the team.",
+    "hello",
+    "Hi! How are you today?",
+    "Thanks, that was helpful!",
+    "What's up?",
+    "greetings, friend",
+    "Say hi to everyone",
+]
+
+
+def test_small_talk_is_chat() -> None:
+    tasks = {text: profile(text).task_type for text in SMALL_TALK}
+    assert set(tasks.values()) == {"chat"}, tasks
+    training = {row["prompt"].lower() for row in load_rows(SHORT_MESSAGES)}
+    assert not training & {text.lower() for text in SMALL_TALK}
 
 
 def test_eval_command_on_any_csv_with_the_columns(tmp_path: Path) -> None:
@@ -184,8 +210,9 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
             str(ROOT / "scripts" / "train_profiler.py"),
             "--data",
             str(PROMPTS),
+            str(SHORT_MESSAGES),
             "--c",
-            "30",
+            "10",
             "--out",
             str(out),
         ],
