@@ -427,6 +427,27 @@ def test_the_signal_evaluation_learns_more_with_truer_signals(tmp_path: Any) -> 
         evaluate_signals(_table(tmp_path), strong_share=1.5)
 
 
+def test_the_automatic_mix_pays_its_shadow_calls_out_of_the_strong_budget(tmp_path: Any) -> None:
+    from zeta_fast.learning.signals_eval import SignalRates, evaluate_signals
+
+    rates = SignalRates(shadow_sample=0.15)
+    report = evaluate_signals(
+        _table(tmp_path, rows=1200), mixes=("shadow", "automatic"), seeds=(0, 1, 2), rates=rates
+    )
+    shadow, automatic = report["mixes"]["shadow"], report["mixes"]["automatic"]
+    # The shadow mix's strong calls come on top of the routed share...
+    assert abs(shadow["strong_share"] - 0.3) < 0.05
+    assert shadow["shadow_calls"] > 0.07
+    # ...the automatic mix's are part of it: routed plus shadowed is the share.
+    assert automatic["shadow_calls"] > 0.05
+    spent = automatic["strong_share"] + automatic["shadow_calls"]
+    assert abs(spent - 0.3) < 0.05, automatic
+    assert automatic["strong_share"] < shadow["strong_share"] - 0.05
+    # Regeneration and the judge label the answers it routed as well.
+    assert automatic["labels_per_request"] > shadow["labels_per_request"]
+    assert 0.0 < automatic["pgr_se"] < 0.5
+
+
 def test_eval_signals_command_prints_json(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -353,12 +353,14 @@ def _eval_signals_command(args: argparse.Namespace) -> int:
         title=f"learning from the router's own signals, {report['data']}, "
         f"{len(range(args.seeds))} seeds, strong share {args.strong_share:.0%}"
     )
-    for column in ("signals", "PGR (mean)", "min..max", "labels / request", "shadow calls"):
+    columns = ("signals", "PGR (mean)", "+- s.e.", "min..max", "labels / request", "shadow calls")
+    for column in columns:
         table.add_column(column, justify="left" if column == "signals" else "right")
     for mix, row in report["mixes"].items():
         table.add_row(
             mix,
             f"{row['pgr']:.3f}",
+            f"{row['pgr_se']:.3f}",
             f"{row['pgr_min']:.3f}..{row['pgr_max']:.3f}",
             f"{row['labels_per_request']:.3f}",
             f"{row['shadow_calls']:.1%}",

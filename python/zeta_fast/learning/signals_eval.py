@@ -26,6 +26,9 @@ its stated coverage and error:
   whether each answer was right: both models learn, the strong calls it
   costs counted apart (``shadow_calls``);
 - ``judge+regeneration``: the automatic mix the issue's target is about;
+- ``automatic``: every automatic source at once (regeneration, the judge
+  and the shadow), the shadow's strong calls paid out of the same strong
+  budget: the router routes fewer requests to the strong model by as many;
 - ``explicit``: every chosen answer's truth (full bandit feedback);
 - ``full``: both models' truths on every request (no router sees this).
 
@@ -56,6 +59,7 @@ MIXES = (
     "judge",
     "shadow",
     "judge+regeneration",
+    "automatic",
     "explicit",
     "full",
 )
@@ -94,13 +98,13 @@ def _labels(
     out: list[tuple[float, float]] = []
     if mix == "explicit":
         return [(float(right), _WEIGHTS["explicit"])]
-    if mix in ("regeneration", "judge+regeneration"):
+    if mix in ("regeneration", "judge+regeneration", "automatic"):
         regenerated = rng.random() < (rates.regen_coverage if not right else rates.regen_false)
         if regenerated:
             out.append((1.0 - _CONFIDENCE["regeneration"], _WEIGHTS["regeneration"]))
         elif rng.random() < rates.continue_rate:
             out.append((_CONFIDENCE["continuation"], _WEIGHTS["continuation"]))
-    if mix in ("judge", "judge+regeneration") and rng.random() < rates.judge_sample:
+    if mix in ("judge", "judge+regeneration", "automatic") and rng.random() < rates.judge_sample:
         agrees = rng.random() < rates.judge_agreement
         good = right if agrees else not right
         confidence = rates.judge_agreement
@@ -141,7 +145,8 @@ def _stream(
         # The share is held at its target: the quantile moves by what the
         # stream is over or under so far (a learning router's advantages
         # drift, and a lagging window's quantile alone lets the share drift).
-        behind = (strong_share * (step - 1) - strong_calls) / 50.0
+        spent = strong_calls + (shadow_calls if mix == "automatic" else 0)
+        behind = (strong_share * (step - 1) - spent) / 50.0
         share = min(max(strong_share + behind, 0.01), 0.99)
         threshold = float(np.quantile(recent, 1.0 - share)) if len(recent) >= 20 else None
         # Ties (nothing learned yet, or nothing at all) go by chance at the share.
@@ -164,26 +169,27 @@ def _stream(
             known = [bool(table.outcomes[i, weak]), bool(table.outcomes[i, strong])]
             predictor.update(features, known, category=category)
             labels += 2
-        elif mix == "shadow":
-            if not use_strong and rng.random() < rates.shadow_sample:
-                shadow_calls += 1
-                for model, index in ((0, weak), (1, strong)):
-                    truth = bool(table.outcomes[i, index])
-                    agrees = rng.random() < rates.judge_agreement
-                    good = truth if agrees else not truth
-                    verdict: list[float | None] = [None, None]
-                    a = rates.judge_agreement
-                    verdict[model] = a if good else 1.0 - a
-                    predictor.update(
-                        features, verdict, category=category, weight=_WEIGHTS["shadow"]
-                    )
+        else:
+            if mix in ("shadow", "automatic") and not use_strong:
+                if rng.random() < rates.shadow_sample:
+                    shadow_calls += 1
+                    for model, index in ((0, weak), (1, strong)):
+                        truth = bool(table.outcomes[i, index])
+                        agrees = rng.random() < rates.judge_agreement
+                        good = truth if agrees else not truth
+                        verdict: list[float | None] = [None, None]
+                        a = rates.judge_agreement
+                        verdict[model] = a if good else 1.0 - a
+                        predictor.update(
+                            features, verdict, category=category, weight=_WEIGHTS["shadow"]
+                        )
+                        labels += 1
+            if mix not in ("none", "structural", "shadow"):
+                for target, weight in _labels(mix, right, rates, rng):
+                    soft: list[float | None] = [None, None]
+                    soft[slot] = target
+                    predictor.update(features, soft, category=category, weight=weight)
                     labels += 1
-        elif mix not in ("none", "structural"):
-            for target, weight in _labels(mix, right, rates, rng):
-                soft: list[float | None] = [None, None]
-                soft[slot] = target
-                predictor.update(features, soft, category=category, weight=weight)
-                labels += 1
         if step in marks:
             # PGR of the stream so far, against the models' own so far.
             seen_gain = correct_strong - correct_weak
@@ -209,7 +215,7 @@ def evaluate_signals(
     rates: SignalRates | None = None,
     checkpoints: int = 20,
 ) -> dict[str, Any]:
-    """Per mix: mean and per-seed PGR, strong share, labels per request,
+    """Per mix: mean (with its standard error over the seeds) and per-seed PGR, strong share, labels per request,
     shadow calls, and the learning curve (the seeds' mean)."""
     unknown = [m for m in mixes if m not in MIXES]
     if unknown:
@@ -237,6 +243,9 @@ def evaluate_signals(
             "pgr": float(np.mean(pgrs)),
             "pgr_min": float(np.min(pgrs)),
             "pgr_max": float(np.max(pgrs)),
+            # The mean's standard error over the seeds: a seed's PGR swings by
+            # +-0.08 on MMLU, so a difference of 0.01 needs tens of seeds.
+            "pgr_se": float(np.std(pgrs, ddof=1) / np.sqrt(len(pgrs))) if len(pgrs) > 1 else 0.0,
             "strong_share": float(np.mean([r["strong_share"] for r in runs])),
             "shadow_calls": float(np.mean([r["shadow_calls"] for r in runs])),
             "labels_per_request": float(np.mean([r["labels_per_request"] for r in runs])),
