@@ -56,7 +56,7 @@ from zeta_fast.profile_eval import TEXT_TASKS, load_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 WORD_BITS = 18
-CHAR_BITS = 20
+CHAR_BITS = 18
 FOLDS = 5
 # Real Chatbot Arena requests: weighted up (MT-Bench and llmonitor are written
 # by their authors; weighting them up too measured worse on held-out arena rows).
