@@ -170,20 +170,20 @@ def _stream(
             predictor.update(features, known, category=category)
             labels += 2
         else:
-            if mix in ("shadow", "automatic") and not use_strong:
-                if rng.random() < rates.shadow_sample:
-                    shadow_calls += 1
-                    for model, index in ((0, weak), (1, strong)):
-                        truth = bool(table.outcomes[i, index])
-                        agrees = rng.random() < rates.judge_agreement
-                        good = truth if agrees else not truth
-                        verdict: list[float | None] = [None, None]
-                        a = rates.judge_agreement
-                        verdict[model] = a if good else 1.0 - a
-                        predictor.update(
-                            features, verdict, category=category, weight=_WEIGHTS["shadow"]
-                        )
-                        labels += 1
+            shadowed = mix in ("shadow", "automatic") and not use_strong
+            if shadowed and rng.random() < rates.shadow_sample:
+                shadow_calls += 1
+                for model, index in ((0, weak), (1, strong)):
+                    truth = bool(table.outcomes[i, index])
+                    agrees = rng.random() < rates.judge_agreement
+                    good = truth if agrees else not truth
+                    verdict: list[float | None] = [None, None]
+                    a = rates.judge_agreement
+                    verdict[model] = a if good else 1.0 - a
+                    predictor.update(
+                        features, verdict, category=category, weight=_WEIGHTS["shadow"]
+                    )
+                    labels += 1
             if mix not in ("none", "structural", "shadow"):
                 for target, weight in _labels(mix, right, rates, rng):
                     soft: list[float | None] = [None, None]
@@ -215,8 +215,9 @@ def evaluate_signals(
     rates: SignalRates | None = None,
     checkpoints: int = 20,
 ) -> dict[str, Any]:
-    """Per mix: mean (with its standard error over the seeds) and per-seed PGR, strong share, labels per request,
-    shadow calls, and the learning curve (the seeds' mean)."""
+    """Per mix: mean (with its standard error over the seeds) and per-seed
+    PGR, strong share, labels per request, shadow calls, and the learning
+    curve (the seeds' mean)."""
     unknown = [m for m in mixes if m not in MIXES]
     if unknown:
         raise ValueError(f"unknown signal mix(es) {unknown}; known: {list(MIXES)}")
