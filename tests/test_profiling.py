@@ -100,25 +100,19 @@ def test_accuracy_on_the_shared_prompts() -> None:
     }
 
 
+def train(*args: str) -> subprocess.CompletedProcess[str]:
+    """The training script on the shipped model's data and C, with ``args``."""
+    command = [sys.executable, str(ROOT / "scripts" / "train_profiler.py")]
+    data = ["--data", str(PROMPTS), str(SHORT_MESSAGES), "--c", "3"]
+    return subprocess.run(
+        [*command, *data, *args], check=True, capture_output=True, text=True, timeout=600
+    )
+
+
 def test_held_out_real_user_prompts() -> None:
     """Grouped 5-fold cross-validation: each fold's Arena-Hard rows are scored by
     a model that never saw them (docs/profiling.md has the table)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train_profiler.py"),
-            "--data",
-            str(PROMPTS),
-            str(SHORT_MESSAGES),
-            "--c",
-            "3",
-            "--cv",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = train("--cv")
     # "source rows code-vs-rest macro-F1 accuracy" lines.
     table = [line.split() for line in result.stdout.splitlines()]
     rows = {t[0]: [float(v) for v in t[2:5]] for t in table if len(t) == 5 and t[1].isdigit()}
@@ -204,22 +198,7 @@ def read_weights(data: bytes) -> tuple[np.ndarray, list[tuple[np.ndarray, np.nda
 
 def test_training_is_reproducible(tmp_path: Path) -> None:
     out = tmp_path / "weights.bin"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train_profiler.py"),
-            "--data",
-            str(PROMPTS),
-            str(SHORT_MESSAGES),
-            "--c",
-            "3",
-            "--out",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    train("--out", str(out))
     shipped_bias, shipped = read_weights(
         (ROOT / "rust" / "src" / "profile_weights.bin").read_bytes()
     )
