@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -475,7 +476,12 @@ def test_slowloris_connections_are_cut_at_the_head_timeout_while_others_are_serv
             assert min(spans) >= timeout * 0.9, min(spans)
             assert max(spans) <= timeout + 1.5, max(spans)
             assert len(served) >= 5
-            assert max(served) < timeout, max(served)  # never held up by the slow ones
+            # Never held up by the slow ones: a server that waited on them would
+            # serve each request only as they are cut (the timeout or more).
+            # The median says it; one request on a loaded 2-core runner may
+            # still take a scheduling hiccup (0.52 s once, in a full suite).
+            assert statistics.median(served) < timeout / 5, sorted(served)
+            assert max(served) < 2 * timeout, sorted(served)
             async with session.get("/metrics") as response:
                 text = await response.text()
             assert 'zeta_gateway_refused_total{reason="header_timeout"} 200.0' in text
