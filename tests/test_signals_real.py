@@ -100,13 +100,23 @@ def serve_defaults(
 ) -> None:
     """Runs ``body`` against a gateway of ``models`` as it runs by default
     (signals and learning on), without health checks or an outcome log."""
-    config = parse_router_config(
+    serve_config(
         {
             "models": models,
             "dispatch": {"health": {"enabled": False}, **dispatch},
             "outcome_log": {"enabled": False},
-        }
-    ).for_gateway()
+        },
+        body,
+    )
+
+
+def serve_config(
+    raw: dict[str, Any],
+    body: Callable[[RunningGateway, aiohttp.ClientSession], Awaitable[None]],
+) -> None:
+    """Runs ``body`` against a gateway of the config ``raw``, read as the
+    gateway reads it (learning on once a signal source is)."""
+    config = parse_router_config(raw).for_gateway()
     router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
     try:
         serve(router, body)
@@ -200,27 +210,21 @@ def test_json_mode_moves_to_the_model_that_honours_it_and_every_source_is_counte
             await judged(judge_url)
 
     async def judged(judge_url: str) -> None:
-        config = parse_router_config(
-            {
-                "models": [_model("honours", honours_url), _model("strips", strips_url)],
-                "dispatch": {"health": {"enabled": False}},
-                "outcome_log": {"path": str(log_path)},
-                "signals": {
-                    "judge": {
-                        "enabled": True,
-                        "url": judge_url,
-                        "sample": 0.25,
-                    }
-                },
-            }
-        ).for_gateway()
+        raw = {
+            "models": [_model("honours", honours_url), _model("strips", strips_url)],
+            "dispatch": {"health": {"enabled": False}},
+            "outcome_log": {"path": str(log_path)},
+            "signals": {
+                "judge": {
+                    "enabled": True,
+                    "url": judge_url,
+                    "sample": 0.25,
+                }
+            },
+        }
         # Learning is on by default in the gateway once a signal source is.
-        assert config.learning.enabled is True
-        router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
-        try:
-            await asyncio.to_thread(serve, router, body)
-        finally:
-            router.close()
+        assert parse_router_config(raw).for_gateway().learning.enabled is True
+        await asyncio.to_thread(serve_config, raw, body)
 
     asyncio.run(main())
     with sqlite3.connect(log_path) as db:
@@ -292,22 +296,16 @@ def test_shadow_comparisons_and_a_judge_among_the_routers_own_models(
         small["capabilities"] = {"chat": 60, "knowledge": 60, "reasoning": 60, "code": 60}
         judge = _model("judge", judge_url)
         judge["capabilities"] = {"reasoning": 1}
-        config = parse_router_config(
-            {
-                "models": [small, big, judge],
-                "dispatch": {"health": {"enabled": False}},
-                "outcome_log": {"enabled": False},
-                "signals": {
-                    "judge": {"enabled": True, "model": "judge", "sample": 0.0},
-                    "shadow": {"enabled": True, "sample": 1.0},
-                },
-            }
-        ).for_gateway()
-        router = Router(config, tracker=PerformanceTracker(config.window_config(), persist=False))
-        try:
-            await asyncio.to_thread(serve, router, body)
-        finally:
-            router.close()
+        raw = {
+            "models": [small, big, judge],
+            "dispatch": {"health": {"enabled": False}},
+            "outcome_log": {"enabled": False},
+            "signals": {
+                "judge": {"enabled": True, "model": "judge", "sample": 0.0},
+                "shadow": {"enabled": True, "sample": 1.0},
+            },
+        }
+        await asyncio.to_thread(serve_config, raw, body)
 
     asyncio.run(main())
 
