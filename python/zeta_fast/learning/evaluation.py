@@ -310,6 +310,17 @@ def online_split(
     return order[cut:], int(np.argmax(accuracy)), int(np.argmin(accuracy))
 
 
+def streamed_prompt(
+    table: RoutingTable, predictor: OutcomePredictor, i: int
+) -> tuple[Features, str | None, float]:
+    """A streamed prompt's features and category, and the strong model's
+    predicted advantage over the weak one (columns 1 and 0) for it now."""
+    category = table.categories[i] if table.categories else None
+    features = text_features(table.prompts[i], [category] if category else [])
+    utility = predictor.utility(features, category)
+    return features, category, float(utility[1] - utility[0])
+
+
 def evaluate_online(
     table: RoutingTable,
     *,
@@ -339,10 +350,7 @@ def evaluate_online(
     quality = 0.0
     strong_calls = 0
     for i in stream:
-        category = table.categories[i] if table.categories else None
-        features = text_features(table.prompts[i], [category] if category else [])
-        utility = predictor.utility(features, category)
-        advantage = float(utility[1] - utility[0])
+        features, category, advantage = streamed_prompt(table, predictor, i)
         threshold = float(np.quantile(recent, 1.0 - strong_share)) if len(recent) >= 20 else None
         if (feedback == "bandit" and rng.random() < explore) or threshold is None:
             use_strong = bool(rng.random() < strong_share)

@@ -46,8 +46,7 @@ from typing import Any
 import numpy as np
 
 from zeta_fast._core import DEFAULT_CONFIDENCE, VERDICT_SOURCES, LearningSettings
-from zeta_fast.learning.evaluation import RoutingTable, online_split
-from zeta_fast.learning.features import text_features
+from zeta_fast.learning.evaluation import RoutingTable, online_split, streamed_prompt
 from zeta_fast.learning.predictor import OutcomePredictor
 
 __all__ = ["MIXES", "SignalRates", "evaluate_signals", "write_signal_plot"]
@@ -138,10 +137,7 @@ def _stream(
     curve: list[tuple[int, float, float]] = []
     correct_weak = correct_strong = 0.0
     for step, i in enumerate(stream, start=1):
-        category = table.categories[i] if table.categories else None
-        features = text_features(table.prompts[i], [category] if category else [])
-        utility = predictor.utility(features, category)
-        advantage = float(utility[1] - utility[0])
+        features, category, advantage = streamed_prompt(table, predictor, i)
         # The share is held at its target: the quantile moves by what the
         # stream is over or under so far (a learning router's advantages
         # drift, and a lagging window's quantile alone lets the share drift).
