@@ -20,7 +20,7 @@ const MASK: u32 = (DIM as u32) - 1;
 pub const WORD_GRAM_BITS: u32 = 18;
 /// The task classifier's character space: 3- to 5-grams of characters
 /// inside whitespace-delimited tokens padded with a space each side
-/// (scikit-learn's `char_wb`), hashed into 2^20 buckets.
+/// (scikit-learn's `char_wb`), hashed into 2^18 buckets.
 pub const CHAR_GRAM_BITS: u32 = 18;
 const CHAR_GRAM_MIN: u32 = 3;
 const CHAR_GRAM_MAX: u32 = 5;
@@ -634,10 +634,12 @@ fn add_row(sums: &mut [f32; 4], values: Option<&[f32; 4]>, factor: f32) {
     }
 }
 
-/// Rows already counted in the current text, over both blocks (the
-/// character block's rows after the word block's).
+/// What the current text has counted already: the character block's rows
+/// (a token's grams are read once per token, so a gram can come again), and
+/// the word-space buckets (each kept bucket has its own row).
 #[derive(Default)]
 struct SeenRows {
+    /// Character-block rows already counted.
     bits: Vec<u64>,
     /// Word-space buckets already met (a repeated word skips its lookups).
     words: Vec<u64>,
@@ -677,7 +679,7 @@ impl SeenRows {
     }
 
     fn clear(&mut self) {
-        // ~9 KiB: cheaper to zero whole than to list what was set.
+        // ~4 KiB: cheaper to zero whole than to list what was set.
         self.bits.fill(0);
         for &bucket in &self.word_set {
             if let Some(slot) = self.words.get_mut(bucket as usize / 64) {
@@ -686,6 +688,13 @@ impl SeenRows {
         }
         self.word_set.clear();
     }
+}
+
+/// Which space a text's buckets are in, for [`TaskModel::sum_rows`].
+#[derive(Clone, Copy)]
+enum RowsOf {
+    Words,
+    Chars,
 }
 
 /// The trained linear model: class weights over the classifier's word and
@@ -862,7 +871,7 @@ impl TaskModel {
         }
         let (features, word_sums, char_sums) = SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
-            let rows = self.words.rows.len() + self.chars.rows.len();
+            let rows = self.chars.rows.len();
             if seen.bits.len() * 64 < rows {
                 seen.bits.resize(rows.div_ceil(64), 0);
             }
@@ -918,16 +927,7 @@ impl TaskModel {
             features,
         }
     }
-}
 
-/// Which space a text's buckets are in, for [`TaskModel::sum_rows`].
-#[derive(Clone, Copy)]
-enum RowsOf {
-    Words,
-    Chars,
-}
-
-impl TaskModel {
     /// The sums of the rows of a text's distinct buckets in one space. A
     /// bucket's rank in its 64 is a popcount, one instruction where the CPU
     /// has it (nearly every x86-64 since 2008, but not the baseline the
@@ -969,10 +969,9 @@ impl TaskModel {
             // Character grams are deduplicated by token, not by gram: the
             // row's mark counts each once.
             RowsOf::Chars => {
-                let offset = self.words.rows.len();
                 for &bucket in grams {
                     let row = self.chars.row(bucket);
-                    let fresh = seen.first(offset + row);
+                    let fresh = seen.first(row);
                     add_row(&mut sums, self.chars.rows.get(row), fresh);
                 }
             }
@@ -1206,10 +1205,7 @@ mod tests {
             "",
         ];
         let mut seen = SeenRows::default();
-        seen.bits.resize(
-            (model.words.rows.len() + model.chars.rows.len()).div_ceil(64),
-            0,
-        );
+        seen.bits.resize(model.chars.rows.len().div_ceil(64), 0);
         seen.words.resize((1 << WORD_GRAM_BITS) / 64, 0);
         for text in texts {
             let mut words = Vec::new();
